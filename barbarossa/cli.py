@@ -1,0 +1,120 @@
+"""`barbarossa` command line: read leaderboards of past runs, list rosters.
+
+    barbarossa leaderboard [--run ID] [--json]
+    barbarossa models [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.table import Table
+
+from barbarossa.console import console
+
+FLOW_NAME = "FinetuneFlow"
+TABLE_COLUMNS = [
+    ("rank", "#"), ("name", "model"), ("kind", "kind"), ("status", "status"), ("eval_loss", "held-out loss"),
+    ("delta_eval_loss", "Δ loss"), ("chrf", "chrF++"), ("delta_chrf", "Δ chrF++"), ("decision", "decision"),
+]
+DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+    return str(value)
+
+
+def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard") -> Table:
+    table = Table(title=title, show_lines=False)
+    for _, header in TABLE_COLUMNS:
+        table.add_column(header, justify="right" if header in ("#", "held-out loss", "chrF++") else "left")
+    for row in rows:
+        style = DECISION_STYLE.get(row["decision"], "")
+        table.add_row(*[_cell(row.get(key)) for key, _ in TABLE_COLUMNS], style=style)
+    return table
+
+
+def print_leaderboard(rows: list[dict]) -> None:
+    console.print(leaderboard_table(rows))
+    for row in rows:
+        console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
+
+
+def print_data_summary(summary: dict) -> None:
+    console.print(
+        f"data: {summary['train_rows']} train rows ({summary['train_fingerprint']}), {summary['eval_rows']} eval rows "
+        f"({summary['eval_fingerprint']}, {summary['eval_source']}); removed {summary['duplicates_removed']} duplicates, "
+        f"{summary['eval_overlap_removed']} rows overlapping the eval set, skipped {summary['bad_rows_skipped']} bad rows"
+    )
+    for bad in summary["bad_rows"][:10]:
+        console.print(f"  skipped {bad['message']}")
+
+
+def find_run(run_id: str | None):
+    """The given run, or the latest successful run of the flow in this namespace."""
+    from metaflow import Flow, Run
+
+    if run_id:
+        return Run(run_id if "/" in run_id else f"{FLOW_NAME}/{run_id}")
+    run = Flow(FLOW_NAME).latest_successful_run
+    if run is None:
+        raise LookupError(f"no successful {FLOW_NAME} run found; run `python flows/finetune_flow.py run` first")
+    return run
+
+
+def cmd_leaderboard(args) -> int:
+    run = find_run(args.run)
+    rows = run.data.leaderboard
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        console.print(leaderboard_table(rows, title=f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at})"))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from barbarossa import registry
+
+    rows = []
+    for roster_name, roster in registry.all_rosters().items():
+        for c in roster.candidates:
+            rows.append({"roster": roster_name, "name": c.name, "base": c.base.name, "source": c.base.source,
+                         "family": c.base.family, "params": c.base.params, "licence": c.base.licence})
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    table = Table(title="Barbarossa rosters")
+    for key in ("roster", "name", "base", "family", "params", "licence", "source"):
+        table.add_column(key)
+    for row in rows:
+        table.add_row(*[str(row[k]) for k in ("roster", "name", "base", "family", "params", "licence", "source")])
+    console.print(table)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="barbarossa", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    board = sub.add_parser("leaderboard", help="show the leaderboard of the latest (or a given) run")
+    board.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
+    board.add_argument("--json", action="store_true", help="print the rows as JSON")
+    board.set_defaults(func=cmd_leaderboard)
+    listing = sub.add_parser("models", help="list the rosters' candidates")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_models)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LookupError as err:
+        console.print(f"[red]{err}[/]")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Training/evaluation profiles (`configs/profiles/<name>.toml`), validated on load.
+
+The flow's `start` step reads the profile once and passes the plain dict on,
+so remote tasks never need the config files.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from barbarossa.leaderboard import DEFAULT_POLICY, DIRECTION
+from barbarossa.registry import PROJECT_ROOT
+
+SCHEMA = {
+    "train": {
+        "max_steps": int, "batch_size": int, "grad_accum": int, "learning_rate": float, "warmup_steps": int,
+        "weight_decay": float, "max_grad_norm": float, "max_length": int, "precision": str, "seed": int,
+        "log_every": int,
+    },
+    "eval": {
+        "eval_fraction": float, "split_seed": int, "max_length": int, "max_loss_rows": int, "generate_rows": int,
+        "max_new_tokens": int, "batch_size": int, "samples": int,
+    },
+    "policy": {"primary": str, "min_loss_improvement": float, "max_chrf_drop": float},
+}
+
+
+class ConfigError(ValueError):
+    """A profile that does not validate; the message names the file and key."""
+
+
+def profiles_dir() -> Path:
+    return Path(os.environ.get("BARBAROSSA_PROFILES", PROJECT_ROOT / "configs" / "profiles"))
+
+
+def load_profile(name_or_path: str) -> dict:
+    """A validated profile dict: {'name', 'train', 'eval', 'policy'}."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = profiles_dir() / f"{name_or_path}.toml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in profiles_dir().glob("*.toml")))
+        raise ConfigError(f"profile {name_or_path!r} not found ({path}); known profiles: {known}")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML ({err})") from None
+    doc.setdefault("policy", dict(DEFAULT_POLICY))
+    for section, keys in SCHEMA.items():
+        table = doc.get(section)
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: missing [{section}] table")
+        for key, kind in keys.items():
+            if key not in table:
+                raise ConfigError(f"{path}: [{section}] missing key '{key}'")
+            value = table[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                table[key] = value = float(value)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(f"{path}: [{section}] {key} must be {kind.__name__}, got {value!r}")
+        unknown = set(table) - set(keys)
+        if unknown:
+            raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")
+    if doc["policy"]["primary"] not in DIRECTION:
+        raise ConfigError(f"{path}: [policy] primary must be one of {', '.join(DIRECTION)}")
+    if not 0 < doc["eval"]["eval_fraction"] < 1:
+        raise ConfigError(f"{path}: [eval] eval_fraction must be between 0 and 1")
+    return {"name": path.stem, **{s: doc[s] for s in SCHEMA}}
+
+
+def with_overrides(profile: dict, *, max_steps: int = 0) -> dict:
+    """The profile with command-line overrides applied (0 means 'keep the profile's')."""
+    if max_steps < 0:
+        raise ConfigError(f"--max-steps must be positive, got {max_steps}")
+    if max_steps:
+        profile = {**profile, "train": {**profile["train"], "max_steps": max_steps}}
+    return profile

@@ -1,0 +1,319 @@
+"""Load, validate, de-duplicate, fingerprint and split Alpaca-schema data.
+
+Everything here runs in the flow's `start` step, before any model is loaded, so a
+bad file costs seconds, not a fan-out of GPU jobs. Errors name the file, the
+line (or row) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import tempfile
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from barbarossa import storage
+from barbarossa.registry import PROJECT_ROOT
+
+FIELDS = ("instruction", "input", "output")
+NON_EMPTY = ("instruction", "output")
+ON_BAD_ROWS = ("fail", "skip")
+BUNDLED = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
+_HF_ID = re.compile(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
+
+class DataError(ValueError):
+    """Bad input data; the message says where (file, line/row, field) and why."""
+
+
+@dataclass(frozen=True)
+class BadRow:
+    source: str
+    row: int
+    field: str | None
+    reason: str
+    unit: str = "line"
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.unit} {self.row}"
+        if self.field:
+            where += f", field '{self.field}'"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class Dataset:
+    """Validated rows of one source plus what was dropped on the way."""
+
+    source: str
+    records: list[dict]
+    bad_rows: list[BadRow] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.records)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{source}: line {line}: not valid UTF-8 (byte {raw[err.start]:#04x})") from None
+
+
+def _jsonl_rows(raw: bytes, source: str) -> Iterator[tuple[int, object]]:
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield number, BadRow(source, number, None, f"not valid UTF-8 (byte {line[err.start]:#04x})")
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield number, BadRow(source, number, None, f"malformed JSON ({err.msg} at column {err.colno})")
+
+
+def _json_rows(raw: bytes, source: str) -> Iterator[tuple[int, object]]:
+    text = _decode(raw, source)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{source}: line {err.lineno}: malformed JSON ({err.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise DataError(f"{source}: line 1: expected a JSON list of row objects, got {type(data).__name__}")
+    yield from enumerate(data, start=1)
+
+
+def _csv_rows(raw: bytes, source: str) -> Iterator[tuple[int, object]]:
+    reader = csv.DictReader(io.StringIO(_decode(raw, source), newline=""))
+    _check_columns(reader.fieldnames or [], source)
+    for row in reader:
+        if None in row:
+            yield reader.line_num, BadRow(source, reader.line_num, None, "more cells than header columns")
+            continue
+        yield reader.line_num, row
+
+
+def _parquet_rows(path: Path, source: str) -> Iterator[tuple[int, object]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{source}: not a readable Parquet file ({err})") from None
+    _check_columns(table.column_names, source)
+    for number, row in enumerate(table.to_pylist(), start=1):
+        yield number, row
+
+
+def _check_columns(columns: Iterable[str], source: str) -> None:
+    missing = [name for name in FIELDS if name not in set(columns)]
+    if missing:
+        raise DataError(
+            f"{source}: header: missing column(s) {', '.join(missing)}; "
+            f"expected {', '.join(FIELDS)}, found {', '.join(columns) or 'none'}"
+        )
+
+
+def _hf_rows(dataset_id: str) -> Iterator[tuple[int, object]]:
+    from datasets import load_dataset
+
+    name = dataset_id.removeprefix("hf:")
+    name, _, split = name.partition(":")
+    try:
+        dataset = load_dataset(name, split=split or "train")
+    except Exception as err:
+        raise DataError(f"{dataset_id}: could not load Hugging Face dataset ({err})") from None
+    _check_columns(dataset.column_names, dataset_id)
+    for number, row in enumerate(dataset, start=1):
+        yield number, row
+
+
+def _file_rows(path: Path, source: str) -> tuple[str, Iterator[tuple[int, object]]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        if path.stat().st_size == 0:
+            raise DataError(f"{source}: the file is empty")
+        return "row", _parquet_rows(path, source)
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{source}: the file is empty")
+    if suffix in (".jsonl", ".ndjson"):
+        return "line", _jsonl_rows(raw, source)
+    if suffix == ".json":
+        return "item", _json_rows(raw, source)
+    if suffix == ".csv":
+        return "line", _csv_rows(raw, source)
+    raise DataError(f"{source}: unsupported file type '{suffix}' (use .jsonl, .json, .csv or .parquet)")
+
+
+def raw_rows(source: str) -> tuple[str, Iterator[tuple[int, object]]]:
+    """(unit, rows) of a path, s3:// URI or Hugging Face dataset id."""
+    if storage.is_s3(source):
+        local = storage.download(source, Path(tempfile.mkdtemp(prefix="barbarossa-data-")) / Path(source).name)
+        return _file_rows(local, source)
+    path = Path(source)
+    if path.exists():
+        return _file_rows(path, source)
+    if _HF_ID.match(source):
+        return "row", _hf_rows(source)
+    raise DataError(f"{source}: no such file (nor an s3:// URI or a Hugging Face dataset id)")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def clean_row(row: object, source: str, number: int, unit: str) -> dict | BadRow:
+    """The row's three fields, NFC-normalised and stripped, or why it is bad."""
+    if isinstance(row, BadRow):
+        return row
+    if not isinstance(row, dict):
+        return BadRow(source, number, None, f"expected an object, got {type(row).__name__}", unit)
+    clean = {}
+    for name in FIELDS:
+        if name not in row or row[name] is None:
+            return BadRow(source, number, name, "missing field", unit)
+        value = row[name]
+        if not isinstance(value, str):
+            return BadRow(source, number, name, f"expected a string, got {type(value).__name__}", unit)
+        value = unicodedata.normalize("NFC", value).strip()
+        if name in NON_EMPTY and not value:
+            return BadRow(source, number, name, "empty", unit)
+        clean[name] = value
+    return clean
+
+
+def load(source: str, on_bad_rows: str = "fail") -> Dataset:
+    """Read and validate one source; strict unless on_bad_rows='skip'."""
+    if on_bad_rows not in ON_BAD_ROWS:
+        raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {on_bad_rows!r}")
+    unit, rows = raw_rows(source)
+    records, bad, seen, duplicates = [], [], set(), 0
+    for number, row in rows:
+        cleaned = clean_row(row, source, number, unit)
+        if isinstance(cleaned, BadRow):
+            bad.append(cleaned)
+            continue
+        key = (cleaned["instruction"], cleaned["input"], cleaned["output"])
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        records.append(cleaned)
+    if bad and on_bad_rows == "fail":
+        more = f" (and {len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
+        raise DataError(f"{bad[0]}{more}. Fix the data or pass --on-bad-rows skip.")
+    if not records:
+        raise DataError(f"{source}: no usable rows ({len(bad)} bad, {duplicates} duplicates)")
+    return Dataset(source, records, bad, duplicates)
+
+
+# --------------------------------------------------------------------------- identity & split
+
+
+def prompt_key(record: dict) -> str:
+    """Content hash of what the model is asked; the unit of the train/eval split."""
+    text = record["instruction"] + "\x00" + record["input"]
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def fingerprint(records: list[dict]) -> str:
+    """Order-sensitive hash of the rows, recorded with every run."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record[f] for f in FIELDS], ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def in_holdout(record: dict, fraction: float, seed: int) -> bool:
+    """Seeded content-hash bucket: the same row lands on the same side every time."""
+    digest = hashlib.sha256(f"{seed}\x00{prompt_key(record)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    train = [r for r in records if not in_holdout(r, fraction, seed)]
+    held = [r for r in records if in_holdout(r, fraction, seed)]
+    return train, held
+
+
+def remove_overlap(train: list[dict], eval_records: list[dict]) -> tuple[list[dict], int]:
+    """Drop training rows whose prompt also appears in the eval set."""
+    eval_keys = {prompt_key(r) for r in eval_records}
+    kept = [r for r in train if prompt_key(r) not in eval_keys]
+    return kept, len(train) - len(kept)
+
+
+# --------------------------------------------------------------------------- the start step
+
+
+def to_jsonl(records: list[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def read_jsonl(uri: str) -> list[dict]:
+    return [json.loads(line) for line in storage.read_bytes(uri).decode("utf-8").splitlines() if line]
+
+
+def prepare(
+    train_source: str,
+    eval_source: str | None,
+    out_root: str,
+    *,
+    on_bad_rows: str = "fail",
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> dict:
+    """Validate the data, carve or load the eval set, write both splits.
+
+    Returns a small JSON-able summary with the URIs of the split files; this,
+    not the rows, is what the flow passes on.
+    """
+    train_data = load(train_source, on_bad_rows)
+    eval_data = load(eval_source, on_bad_rows) if eval_source else None
+    if eval_data is None:
+        train, held = split_holdout(train_data.records, eval_fraction, seed)
+        if not held:
+            raise DataError(f"{train_source}: the held-out split is empty; raise eval_fraction or add rows")
+        eval_origin = f"held out from {train_source} ({eval_fraction:.0%}, seed {seed})"
+    else:
+        train, held = train_data.records, eval_data.records
+        eval_origin = eval_source
+    train, overlap = remove_overlap(train, held)
+    if not train:
+        raise DataError(f"{train_source}: no training rows left after removing the eval set")
+    train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), to_jsonl(train))
+    eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), to_jsonl(held))
+    bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
+    return {
+        "train_uri": train_uri,
+        "eval_uri": eval_uri,
+        "train_source": train_source,
+        "eval_source": eval_origin,
+        "train_rows": len(train),
+        "eval_rows": len(held),
+        "train_fingerprint": fingerprint(train),
+        "eval_fingerprint": fingerprint(held),
+        "source_fingerprint": train_data.fingerprint,
+        "duplicates_removed": train_data.duplicates + (eval_data.duplicates if eval_data else 0),
+        "eval_overlap_removed": overlap,
+        "bad_rows_skipped": len(bad),
+        "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
+    }

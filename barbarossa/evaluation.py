@@ -1,0 +1,105 @@
+"""One evaluation protocol for every candidate and every untuned base.
+
+Held-out loss/perplexity on response tokens, chrF++ of greedy generations
+(batched, left-padded, KV cache), and a few samples kept for review. Same
+prompts, same decoding settings, same metric code for every row of the board.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from barbarossa import data, models, prompts, storage
+from barbarossa.console import log
+from barbarossa.training import pad_batch
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str):
+    """A local `evaluate` module from barbarossa/metrics (hub scripts are unreachable offline)."""
+    import evaluate
+
+    return evaluate.load(str(METRICS_DIR / f"{name}.py"))
+
+
+def chrf(predictions: list[str], references: list[str]) -> float:
+    return load_metric("chrf").compute(predictions=predictions, references=references)["score"]
+
+
+def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy over response tokens (prompt masked)."""
+    import torch
+
+    examples = [e for e in (prompts.build_example(tokenizer, r, max_length) for r in records) if e]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            batch = pad_batch(examples[start:start + batch_size], tokenizer.pad_token_id)
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            labels = batch["labels"][:, 1:]
+            losses = torch.nn.functional.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1),
+                ignore_index=prompts.IGNORE_INDEX, reduction="sum",
+            )
+            total += losses.item()
+            count += int((labels != prompts.IGNORE_INDEX).sum())
+    return total / max(count, 1), count
+
+
+def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers, batched with left padding; stops at the model's EOS."""
+    import torch
+
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(records), batch_size):
+            chunk = [{"input_ids": prompts.encode_prompt(tokenizer, r)} for r in records[start:start + batch_size]]
+            batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
+            generated = model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            )
+            new = generated[:, batch["input_ids"].shape[1]:]
+            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return outputs
+
+
+def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict) -> dict:
+    """Metrics of a base (adapter_uri None) or of base + its LoRA adapter."""
+    started = time.time()
+    base = item["base"]
+    folder = models.resolve(base["source"])
+    tokenizer = models.load_tokenizer(folder)
+    model = models.load_model(folder, base["family"])
+    if adapter_uri:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, storage.local_dir(adapter_uri))
+    model.eval()
+    records = data.read_jsonl(data_summary["eval_uri"])
+    max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
+    loss, tokens = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
+    log(f"{item['name']}: held-out loss {loss:.4f} over {tokens} response tokens")
+    asked = records[: eval_cfg["generate_rows"]]
+    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
+    score = chrf(answers, [r["output"] for r in asked])
+    log(f"{item['name']}: chrF++ {score:.2f} on {len(asked)} greedy generations")
+    samples = [
+        {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
+        for r, a in list(zip(asked, answers))[: eval_cfg["samples"]]
+    ]
+    return {
+        "eval_loss": round(loss, 5),
+        "perplexity": round(math.exp(min(loss, 50)), 3),
+        "chrf": round(score, 3),
+        "eval_tokens": tokens,
+        "generated": len(asked),
+        "samples": samples,
+        "eval_seconds": round(time.time() - started, 1),
+    }

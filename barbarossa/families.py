@@ -1,0 +1,49 @@
+"""The one place that knows each architecture family's quirks.
+
+Steps and trainers ask a Family what to target with LoRA, how to load the model
+and what to do about a missing pad token; nothing else special-cases a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    task: str  # "causal" or "seq2seq"
+    attention_targets: tuple[str, ...]  # the attention projections LoRA adapts by default
+    fan_in_fan_out: bool = False  # GPT-2 style Conv1D weights are stored transposed
+    remote_code: bool = False
+
+    def lora_targets(self, targets: str | list[str]) -> str | list[str]:
+        """Resolve a roster recipe's `targets` (a keyword or module names) for this family."""
+        if targets == "attention":
+            return list(self.attention_targets)
+        if targets == "all-linear":
+            return "all-linear"
+        if isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets):
+            return targets
+        raise ValueError(f"LoRA targets must be 'attention', 'all-linear' or a list of module names, got {targets!r}")
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
+        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
+        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True),
+        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
+        Family("gpt_neox", "causal", ("query_key_value", "dense")),
+        Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
+        Family("bloom", "causal", ("query_key_value", "dense")),
+    )
+}
+
+
+def get_family(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None

@@ -1,0 +1,107 @@
+"""Leaderboard rows and release decisions: pure functions over plain dicts.
+
+Rows are JSON-able so the card, the CLI and later the release step read the
+same data. Each candidate row carries its decision and the reasons for it,
+worded for a person.
+"""
+
+from __future__ import annotations
+
+# metric -> True when higher is better
+DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True}
+DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0}
+
+
+def task_result(item: dict, train: dict | None, metrics: dict | None, *failures) -> dict:
+    """One foreach branch's outcome; the first caught failure becomes its error text."""
+    error = next((_failure_text(f) for f in failures if f), None)
+    return {"item": item, "train": train, "metrics": metrics, "error": error}
+
+
+def _failure_text(failure) -> str:
+    """'ValueError: message' from a Metaflow @catch wrapper (or any exception)."""
+    kind = getattr(failure, "type", None) or type(failure).__name__
+    message = getattr(failure, "exception", None) or str(failure)
+    return f"{kind.rsplit('.', 1)[-1]}: {message}"
+
+
+def base_row(result: dict) -> dict:
+    item, metrics = result["item"], result.get("metrics") or {}
+    train = result.get("train") or {}
+    failed = bool(result.get("error")) or not metrics
+    return {
+        "name": item["name"],
+        "kind": item["kind"],
+        "base": item["base"]["name"],
+        "family": item["base"]["family"],
+        "lora": _describe_lora(item.get("lora")),
+        "status": "failed" if failed else "ok",
+        "error": result.get("error"),
+        "eval_loss": metrics.get("eval_loss"),
+        "perplexity": metrics.get("perplexity"),
+        "chrf": metrics.get("chrf"),
+        "train_seconds": train.get("train_seconds"),
+        "tokens_per_second": train.get("tokens_per_second"),
+        "steps": train.get("steps"),
+        "adapter_uri": train.get("adapter_uri"),
+    }
+
+
+def _describe_lora(lora: dict | None) -> str | None:
+    if not lora:
+        return None
+    targets = lora["targets"] if isinstance(lora["targets"], str) else ",".join(lora["targets"])
+    return f"r={lora['r']} α={lora['alpha']} {targets}"
+
+
+def decide(row: dict, base: dict | None, policy: dict) -> tuple[str, list[str]]:
+    """('release' | 'hold' | 'failed', reasons) for one candidate row."""
+    if row["status"] != "ok":
+        return "failed", [f"failed: {row['error'] or 'no metrics'}"]
+    if not base or base["status"] != "ok":
+        return "hold", ["untuned base has no metrics to compare against"]
+    reasons, passed = [], True
+    gain = base["eval_loss"] - row["eval_loss"]
+    need = policy["min_loss_improvement"]
+    ok = gain >= need
+    passed &= ok
+    reasons.append(
+        f"held-out loss {row['eval_loss']:.3f} vs base {base['eval_loss']:.3f} "
+        f"({-gain:+.3f}; needs ≤ {-need:+.3f}) {'✓' if ok else '✗'}"
+    )
+    delta = row["chrf"] - base["chrf"]
+    ok = delta >= -policy["max_chrf_drop"]
+    passed &= ok
+    reasons.append(f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}; may drop ≤ {policy['max_chrf_drop']}) {'✓' if ok else '✗'}")
+    return ("release" if passed else "hold"), reasons
+
+
+def build(results: list[dict], policy: dict | None = None) -> list[dict]:
+    """Rows for every task result: ranked candidates, then baselines, then failures."""
+    policy = {**DEFAULT_POLICY, **(policy or {})}
+    primary = policy["primary"]
+    if primary not in DIRECTION:
+        raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {primary!r}")
+    rows = [base_row(r) for r in results]
+    bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
+    for row in rows:
+        base = bases.get(row["base"])
+        for metric in ("eval_loss", "chrf"):
+            row[f"base_{metric}"] = base.get(metric) if base else None
+            both = row[metric] is not None and row[f"base_{metric}"] is not None
+            row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
+        if row["kind"] == "baseline":
+            row["decision"] = "baseline" if row["status"] == "ok" else "failed"
+            row["reasons"] = ["untuned base: the row its candidates must beat"] if row["status"] == "ok" else [f"failed: {row['error']}"]
+        else:
+            row["decision"], row["reasons"] = decide(row, base, policy)
+    ranked = sorted(
+        (r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"),
+        key=lambda r: r[primary], reverse=DIRECTION[primary],
+    )
+    for position, row in enumerate(ranked, start=1):
+        row["rank"] = position
+    order = {"candidate": 0, "baseline": 1}
+    for row in rows:
+        row.setdefault("rank", None)
+    return sorted(rows, key=lambda r: (r["status"] != "ok", order[r["kind"]], r["rank"] or 0, r["name"]))

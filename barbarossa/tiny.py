@@ -1,0 +1,81 @@
+"""Tiny randomly initialised models of each family, for smoke runs and tests.
+
+They are saved with `save_pretrained` and loaded back through the same
+`from_pretrained` path a hub model takes, so a CPU test exercises the real
+training and evaluation code of every family in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from barbarossa import prompts
+from barbarossa.registry import PROJECT_ROOT
+
+VERSION = 1
+EOS = "<|endoftext|>"
+SAMPLE = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
+
+
+def _corpus() -> list[str]:
+    texts = [prompts.PREAMBLE, prompts.PREAMBLE_WITH_INPUT, prompts.render_prompt("a", "b")]
+    if SAMPLE.exists():
+        for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            texts += [row["instruction"], row["input"], row["output"]]
+    return texts
+
+
+def build_tokenizer(vocab_size: int = 1024):
+    """Byte-level BPE trained on the bundled Azerbaijani sample (never fails on unseen text)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    core.train_from_iterator(_corpus(), trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=EOS, bos_token=EOS)
+
+
+def config_for(family: str, vocab_size: int):
+    """A few-layer, narrow config of the family's own transformers config class."""
+    import transformers as tf
+
+    common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    builders = {
+        "llama": lambda: tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                        tie_word_embeddings=True, **common),
+        "mistral": lambda: tf.MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                            num_attention_heads=4, num_key_value_heads=2,
+                                            max_position_embeddings=512, **common),
+        "gpt2": lambda: tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common),
+        "gpt_neo": lambda: tf.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512,
+                                           attention_types=[[["global", "local"], 1]], window_size=64, **common),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                             num_attention_heads=4, max_position_embeddings=512, **common),
+        "opt": lambda: tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                                    word_embed_proj_dim=64, max_position_embeddings=512, **common),
+        "bloom": lambda: tf.BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common),
+    }
+    if family not in builders:
+        raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(sorted(builders))}")
+    return builders[family]()
+
+
+def build(family: str, out: Path, seed: int = 0) -> Path:
+    """Write a tiny random model of `family` and its tokenizer to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config_for(family, len(tokenizer)))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

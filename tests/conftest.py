@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated model cache and Metaflow root, tiny models built once."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """Metaflow needs a user name; caches and metadata stay inside the test session."""
+    os.environ.setdefault("USERNAME", "barbarossa-tests")
+    os.environ.setdefault("BARBAROSSA_CACHE", str(tmp_path_factory.mktemp("cache")))
+    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(tmp_path_factory.mktemp("metaflow"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    yield
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    """Distinct small Azerbaijani rows for data tests."""
+    return [
+        {"instruction": f"{i}-ci ədədi sözlə yazın.", "input": "" if i % 2 else f"Ədəd: {i}", "output": f"Bu, {i} ədədidir."}
+        for i in range(start, start + n)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from barbarossa import models
+
+    return models.resolve("tiny:llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2():
+    from barbarossa import models
+
+    return models.resolve("tiny:gpt2")

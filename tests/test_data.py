@@ -1,0 +1,189 @@
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from barbarossa import data
+from conftest import rows, write_jsonl
+
+
+# ---------------------------------------------------------------- formats
+
+
+def test_reads_jsonl_json_csv_and_parquet_alike(tmp_path):
+    sample = rows(5)
+    jsonl = write_jsonl(tmp_path / "d.jsonl", sample)
+    (tmp_path / "d.json").write_text(json.dumps(sample, ensure_ascii=False), encoding="utf-8")
+    with open(tmp_path / "d.csv", "w", encoding="utf-8", newline="") as handle:
+        import csv
+
+        writer = csv.DictWriter(handle, fieldnames=["instruction", "input", "output"])
+        writer.writeheader()
+        writer.writerows(sample)
+    pq.write_table(pa.Table.from_pylist(sample), tmp_path / "d.parquet")
+    loaded = [data.load(str(tmp_path / f"d.{ext}")).records for ext in ("jsonl", "json", "csv", "parquet")]
+    assert all(records == sample for records in loaded)
+    assert data.load(str(jsonl)).fingerprint == data.fingerprint(sample)
+
+
+def test_text_is_nfc_normalised_and_stripped(tmp_path):
+    decomposed = "s\u0327o\u0308z"  # ş and ö written as base letter + combining mark
+    path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": f"  {decomposed} ", "input": "", "output": "ok"}])
+    assert data.load(str(path)).records[0]["instruction"] == "şöz"
+
+
+# ---------------------------------------------------------------- bad input: every case names file, line and field
+
+
+def _error(path) -> str:
+    with pytest.raises(data.DataError) as err:
+        data.load(str(path))
+    return str(err.value)
+
+
+def test_malformed_json_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(rows(1)[0]) + "\n{\"instruction\": \"x\",\n", encoding="utf-8")
+    message = _error(path)
+    assert f"{path}: line 2" in message and "malformed JSON" in message
+
+
+def test_missing_field(tmp_path):
+    bad = rows(3)
+    del bad[2]["output"]
+    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
+    assert "bad.jsonl: line 3, field 'output': missing field" in message
+
+
+def test_non_string_field(tmp_path):
+    bad = rows(2)
+    bad[1]["input"] = 42
+    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
+    assert "line 2, field 'input': expected a string, got int" in message
+
+
+@pytest.mark.parametrize("field_name", ["instruction", "output"])
+def test_empty_instruction_or_output(tmp_path, field_name):
+    bad = rows(4)
+    bad[3][field_name] = "   "
+    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
+    assert f"line 4, field '{field_name}': empty" in message
+
+
+def test_bad_utf8_in_jsonl(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = (json.dumps(rows(1)[0]) + "\n").encode()
+    path.write_bytes(good + b'{"instruction": "\xff\xfe", "input": "", "output": "x"}\n')
+    message = _error(path)
+    assert "line 2" in message and "not valid UTF-8" in message
+
+
+def test_bad_utf8_in_csv(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"instruction,input,output\nsalam,,dunya\nsal\xe9m,,x\n")
+    message = _error(path)
+    assert f"{path}: line 3: not valid UTF-8" in message
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "empty.csv", "empty.json", "empty.parquet"])
+def test_empty_file(tmp_path, name):
+    path = tmp_path / name
+    path.write_text("\n" if not name.endswith("parquet") else "")
+    assert "the file is empty" in _error(path)
+
+
+def test_wrong_columns_csv(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("question,context,answer\na,b,c\n", encoding="utf-8")
+    message = _error(path)
+    assert "header: missing column(s) instruction, input, output" in message
+
+
+def test_wrong_columns_parquet(tmp_path):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([{"instruction": "a", "output": "b"}]), path)
+    assert "missing column(s) input" in _error(path)
+
+
+def test_unknown_path_is_a_clear_error(tmp_path):
+    assert "no such file" in _error(tmp_path / "nope.jsonl")
+
+
+def test_strict_mode_counts_further_bad_rows(tmp_path):
+    bad = rows(5)
+    bad[1]["output"] = ""
+    bad[3]["instruction"] = None
+    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
+    assert "line 2, field 'output'" in message and "(and 1 more bad rows)" in message and "--on-bad-rows skip" in message
+
+
+def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
+    bad = rows(5)
+    bad[1]["output"] = ""
+    bad[3]["input"] = ["not", "a", "string"]
+    loaded = data.load(str(write_jsonl(tmp_path / "bad.jsonl", bad)), on_bad_rows="skip")
+    assert len(loaded.records) == 3
+    assert [(b.row, b.field) for b in loaded.bad_rows] == [(2, "output"), (4, "input")]
+
+
+def test_exact_duplicates_removed_and_counted(tmp_path):
+    sample = rows(3)
+    loaded = data.load(str(write_jsonl(tmp_path / "d.jsonl", sample + [sample[0], sample[2]])))
+    assert loaded.records == sample and loaded.duplicates == 2
+
+
+# ---------------------------------------------------------------- fingerprint & split
+
+
+def test_fingerprint_changes_with_content_and_order():
+    sample = rows(4)
+    assert data.fingerprint(sample) == data.fingerprint([dict(r) for r in sample])
+    assert data.fingerprint(sample) != data.fingerprint(sample[::-1])
+    changed = [dict(r) for r in sample]
+    changed[0]["output"] += "!"
+    assert data.fingerprint(sample) != data.fingerprint(changed)
+
+
+def test_split_is_deterministic_disjoint_and_order_independent():
+    sample = rows(400)
+    train, held = data.split_holdout(sample, 0.1, seed=0)
+    assert len(train) + len(held) == 400 and 20 <= len(held) <= 60
+    assert not {data.prompt_key(r) for r in train} & {data.prompt_key(r) for r in held}
+    _, held_reversed = data.split_holdout(sample[::-1], 0.1, seed=0)
+    assert sorted(map(data.prompt_key, held)) == sorted(map(data.prompt_key, held_reversed))
+    _, held_other_seed = data.split_holdout(sample, 0.1, seed=1)
+    assert held_other_seed != held
+
+
+def test_prepare_never_trains_on_eval_rows(tmp_path):
+    train_path = write_jsonl(tmp_path / "train.jsonl", rows(50))
+    eval_path = write_jsonl(tmp_path / "eval.jsonl", rows(10, start=45))  # 5 rows overlap the training file
+    summary = data.prepare(str(train_path), str(eval_path), str(tmp_path / "out"))
+    assert summary["eval_rows"] == 10 and summary["train_rows"] == 45 and summary["eval_overlap_removed"] == 5
+    train = data.read_jsonl(summary["train_uri"])
+    held = data.read_jsonl(summary["eval_uri"])
+    assert not {data.prompt_key(r) for r in train} & {data.prompt_key(r) for r in held}
+    assert summary["train_fingerprint"] == data.fingerprint(train)
+
+
+def test_prepare_fails_before_writing_anything(tmp_path):
+    bad = rows(5)
+    bad[2]["output"] = ""
+    with pytest.raises(data.DataError):
+        data.prepare(str(write_jsonl(tmp_path / "bad.jsonl", bad)), None, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- the bundled sample
+
+
+def test_bundled_sample_meets_its_description():
+    sample = data.load(str(data.BUNDLED))
+    records = sample.records
+    assert len(records) >= 300 and sample.duplicates == 0
+    assert sum(1 for r in records if r["input"]) >= len(records) / 3
+    text = " ".join(r["instruction"] + r["output"] for r in records)
+    assert all(letter in text for letter in "əğıöüşç")
+    train, held = data.split_holdout(records, 0.1, seed=0)
+    assert len(held) >= 20 and len(train) >= 270

@@ -1,0 +1,127 @@
+"""The whole flow end to end through Metaflow's Runner, on tiny models of two families."""
+
+import json
+import os
+
+import pytest
+from metaflow import Runner
+
+from barbarossa import cli, data
+from conftest import ROOT, rows, write_jsonl
+
+FLOW = str(ROOT / "flows" / "finetune_flow.py")
+
+ROSTER = """
+name = "t"
+
+[[base]]
+name = "tiny-llama"
+source = "tiny:llama"
+family = "llama"
+
+[[base]]
+name = "tiny-gpt2"
+source = "tiny:gpt2"
+family = "gpt2"
+
+[[candidate]]
+name = "llama-attn"
+base = "tiny-llama"
+lora = { r = 4, alpha = 8, dropout = 0.0, targets = "attention" }
+
+[[candidate]]
+name = "gpt2-attn"
+base = "tiny-gpt2"
+lora = { r = 4, alpha = 8, dropout = 0.0, targets = "attention" }
+
+[[candidate]]
+name = "broken"
+base = "tiny-llama"
+lora = { r = 4, alpha = 8, dropout = 0.0, targets = ["no_such_module"] }
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    rosters = tmp_path_factory.mktemp("rosters")
+    (rosters / "t.toml").write_text(ROSTER)
+    return {"BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_RUN_MAX_WORKERS": "2"}
+
+
+def run_flow(env, **params):
+    with Runner(FLOW, show_output=False, env={**os.environ, **env}).run(**params) as running:
+        return running.status, running.run
+
+
+@pytest.fixture(scope="module")
+def finished(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    eval_file = write_jsonl(out / "other_eval.jsonl", rows(7, start=1000))  # a file the flow has never seen
+    status, run = run_flow(env, models="t", profile="smoke", max_steps=3, eval_data=str(eval_file),
+                           output_root=str(out / "runs"))
+    return status, run, out
+
+
+def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
+    status, run, _ = finished
+    assert status == "successful", run["end"].task.stderr if run else status
+    rows_by_name = {r["name"]: r for r in run.data.leaderboard}
+    assert set(rows_by_name) == {"tiny-llama", "tiny-gpt2", "llama-attn", "gpt2-attn", "broken"}
+    broken = rows_by_name["broken"]
+    assert broken["status"] == "failed" and broken["decision"] == "failed" and "no_such_module" in broken["error"]
+    for name in ("llama-attn", "gpt2-attn"):
+        row = rows_by_name[name]
+        assert row["status"] == "ok" and row["rank"] in (1, 2) and row["decision"] in ("release", "hold")
+        assert row["base_eval_loss"] == rows_by_name[row["base"]]["eval_loss"] and row["reasons"]
+        assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
+    assert {r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"} == {"baseline"}
+
+
+def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished):
+    _, run, out = finished
+    summary = run.data.data
+    assert summary["eval_rows"] == 7 and summary["eval_source"].endswith("other_eval.jsonl")
+    held = data.read_jsonl(summary["eval_uri"])
+    assert held == rows(7, start=1000) and summary["eval_fingerprint"] == data.fingerprint(held)
+    assert summary["train_rows"] == len(data.load(str(data.BUNDLED)).records)
+    assert len(summary["train_fingerprint"]) == 16
+
+
+def test_flow_passes_references_not_weights(finished):
+    _, run, _ = finished
+    for task in run["finetune"]:
+        train = task.data.train
+        if train:
+            assert set(train) >= {"adapter_uri", "loss_curve"} and isinstance(train["adapter_uri"], str)
+    sizes = [a.size for step in run for task in step for a in task.artifacts]
+    assert max(sizes) < 200_000  # no pickled weights or datasets
+
+
+def test_card_shows_the_leaderboard(finished):
+    _, run, _ = finished
+    from metaflow.cards import get_cards
+
+    html = get_cards(run["join"].task)[0].get()
+    assert "Barbarossa leaderboard" in html and "llama-attn" in html and "broken" in html
+
+
+def test_cli_prints_the_latest_leaderboard_as_json(finished, capsys):
+    _, run, _ = finished
+    assert cli.main(["leaderboard", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == run.data.leaderboard
+    assert cli.main(["leaderboard", "--run", run.id]) == 0
+    assert "llama-attn" in capsys.readouterr().out
+
+
+def test_bad_data_stops_the_flow_in_start(env, tmp_path):
+    bad = rows(30)
+    bad[16]["output"] = 7
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    status, run = run_flow(env, models="t", profile="smoke", train_data=str(path), output_root=str(tmp_path / "runs"))
+    assert status == "failed"
+    steps = [step.id for step in run]
+    assert steps == ["start"]
+    stderr = run["start"].task.stderr
+    assert f"{path}: line 17, field 'output': expected a string, got int" in stderr
+    assert not (tmp_path / "runs").exists()
