@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 ## Fine-tune the local roster (SmolLM2-135M, two LoRA recipes + the untuned base) on the bundled data.
 run: install
-	$(BIN)/python flows/finetune_flow.py run --max-workers 2 $(ARGS)
+	$(BIN)/python flows/finetune_flow.py run --max-workers 1 $(ARGS)
 
 ## A seconds-long run on tiny random models of two families.
 smoke: install

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+from barbarossa.leaderboard import format_cell
+
 COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "eval_loss", "delta_eval_loss", "chrf",
            "delta_chrf", "decision"]
 
 
-def fmt(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
-    return str(value)
-
-
 def table_rows(rows: list[dict]) -> list[list[str]]:
-    return [[fmt(row.get(column)) for column in COLUMNS] for row in rows]
+    return [[format_cell(row.get(column), column.startswith("delta_")) for column in COLUMNS] for row in rows]
 
 
 def loss_chart_spec(curves: dict[str, list[dict]]) -> dict:

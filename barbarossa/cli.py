@@ -13,6 +13,7 @@ import sys
 from rich.table import Table
 
 from barbarossa.console import console
+from barbarossa.leaderboard import format_cell
 
 FLOW_NAME = "FinetuneFlow"
 TABLE_COLUMNS = [
@@ -22,21 +23,13 @@ TABLE_COLUMNS = [
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
-    return str(value)
-
-
 def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard") -> Table:
     table = Table(title=title, show_lines=False)
     for _, header in TABLE_COLUMNS:
         table.add_column(header, justify="right" if header in ("#", "held-out loss", "chrF++") else "left")
     for row in rows:
         style = DECISION_STYLE.get(row["decision"], "")
-        table.add_row(*[_cell(row.get(key)) for key, _ in TABLE_COLUMNS], style=style)
+        table.add_row(*[format_cell(row.get(key), key.startswith("delta_")) for key, _ in TABLE_COLUMNS], style=style)
     return table
 
 

@@ -12,6 +12,15 @@ DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True}
 DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0}
 
 
+def format_cell(value, signed: bool = False) -> str:
+    """How a row value reads in a table (card or console): 3 decimals, '–' for missing."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if signed or value < 0 else f"{value:.3f}"
+    return str(value)
+
+
 def task_result(item: dict, train: dict | None, metrics: dict | None, *failures) -> dict:
     """One foreach branch's outcome; the first caught failure becomes its error text."""
     error = next((_failure_text(f) for f in failures if f), None)
@@ -85,7 +94,7 @@ def build(results: list[dict], policy: dict | None = None) -> list[dict]:
     rows = [base_row(r) for r in results]
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
     for row in rows:
-        base = bases.get(row["base"])
+        base = bases.get(row["base"]) if row["kind"] == "candidate" else None
         for metric in ("eval_loss", "chrf"):
             row[f"base_{metric}"] = base.get(metric) if base else None
             both = row[metric] is not None and row[f"base_{metric}"] is not None

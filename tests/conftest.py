@@ -16,7 +16,10 @@ def isolated_env(tmp_path_factory):
     """Metaflow needs a user name; caches and metadata stay inside the test session."""
     os.environ.setdefault("USERNAME", "barbarossa-tests")
     os.environ.setdefault("BARBAROSSA_CACHE", str(tmp_path_factory.mktemp("cache")))
-    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(tmp_path_factory.mktemp("metaflow"))
+    metaflow_root = tmp_path_factory.mktemp("metaflow")
+    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(metaflow_root)
+    (metaflow_root / ".metaflow").mkdir()
+    os.chdir(metaflow_root)  # Metaflow's card store ignores the variable above and walks up from the cwd
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"

@@ -1,7 +1,9 @@
 """The whole flow end to end through Metaflow's Runner, on tiny models of two families."""
 
+import base64
 import json
 import os
+import re
 
 import pytest
 from metaflow import Runner
@@ -102,7 +104,10 @@ def test_card_shows_the_leaderboard(finished):
     from metaflow.cards import get_cards
 
     html = get_cards(run["join"].task)[0].get()
-    assert "Barbarossa leaderboard" in html and "llama-attn" in html and "broken" in html
+    encoded = re.search(r'window.__MF_DATA__\["[^"]+"\] = "([^"]+)"', html).group(1)
+    payload = json.dumps(json.loads(base64.b64decode(encoded)), ensure_ascii=False)  # the card's components
+    assert "Barbarossa leaderboard" in payload and '"type": "table"' in payload and '"type": "vegaChart"' in payload
+    assert all(name in payload for name in ("llama-attn", "gpt2-attn", "broken", "tiny-llama"))
 
 
 def test_cli_prints_the_latest_leaderboard_as_json(finished, capsys):
