@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-export USERNAME ?= $(shell whoami)
+# Metaflow needs a user name and refuses "root": fall back to "barbarossa".
+WHO    := $(shell whoami)
+export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
