@@ -1,7 +1,7 @@
 """`barbarossa` command line: read leaderboards of past runs, list rosters.
 
     barbarossa leaderboard [--run ID] [--json]
-    barbarossa models [--json]
+    barbarossa models [--models SPEC] [--json]
 """
 
 from __future__ import annotations
@@ -71,22 +71,46 @@ def cmd_leaderboard(args) -> int:
     return 0
 
 
-def cmd_models(args) -> int:
+MODEL_COLUMNS = [("name", "name"), ("roster", "roster"), ("base_id", "base id"), ("certainty", "certainty"),
+                 ("family", "family"), ("params", "params"), ("gpu_memory_gb", "GPU GB"), ("licence", "licence")]
+
+
+def model_rows(spec: str | None = None) -> list[dict]:
+    """One plain row per candidate: what `barbarossa models` prints."""
+    from dataclasses import asdict
+
     from barbarossa import registry
 
+    chosen = registry.select(spec) if spec else [c for r in registry.all_rosters().values() for c in r.candidates]
     rows = []
-    for roster_name, roster in registry.all_rosters().items():
-        for c in roster.candidates:
-            rows.append({"roster": roster_name, "name": c.name, "base": c.base.name, "source": c.base.source,
-                         "family": c.base.family, "params": c.base.params, "licence": c.base.licence})
+    for c in chosen:
+        base = c.base
+        rows.append({
+            "name": c.name, "roster": c.roster, "base": base.name, "base_id": base.source.removeprefix("hf:"),
+            "revision": base.revision, "certainty": base.certainty, "certainty_note": base.certainty_note,
+            "family": base.family, "task": base.task, "params": base.params, "licence": base.licence,
+            "prompt_format": base.prompt_format, "remote_code": base.remote_code, "max_length": base.max_length,
+            "gpu_memory_gb": base.resources.gpu_memory_gb, "resources": asdict(base.resources),
+            "lora": asdict(c.lora), "published_as": c.published_as, "tags": list(c.tags),
+            "refused": registry.refusal(base),
+        })
+    return rows
+
+
+def cmd_models(args) -> int:
+    from barbarossa.registry import format_params
+
+    rows = model_rows(args.models)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = Table(title="Barbarossa rosters")
-    for key in ("roster", "name", "base", "family", "params", "licence", "source"):
-        table.add_column(key)
+    table = Table(title=f"Barbarossa models ({len(rows)})")
+    for _, header in MODEL_COLUMNS:
+        table.add_column(header, justify="right" if header in ("params", "GPU GB") else "left")
+    styles = {"confirmed": "green", "inferred": "yellow", "unverified": "dim"}
     for row in rows:
-        table.add_row(*[str(row[k]) for k in ("roster", "name", "base", "family", "params", "licence", "source")])
+        cells = {**row, "params": format_params(row["params"])}
+        table.add_row(*[str(cells[key]) for key, _ in MODEL_COLUMNS], style=styles.get(row["certainty"], ""))
     console.print(table)
     return 0
 
@@ -98,13 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
     board.add_argument("--json", action="store_true", help="print the rows as JSON")
     board.set_defaults(func=cmd_leaderboard)
-    listing = sub.add_parser("models", help="list the rosters' candidates")
-    listing.add_argument("--json", action="store_true")
+    listing = sub.add_parser("models", help="list the rosters' candidates (all, or those --models selects)")
+    listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
+    listing.add_argument("--json", action="store_true", help="print the rows as JSON")
     listing.set_defaults(func=cmd_models)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except LookupError as err:
+    except (LookupError, ValueError) as err:
         console.print(f"[red]{err}[/]")
         return 1
 

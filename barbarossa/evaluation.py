@@ -31,19 +31,28 @@ def chrf(predictions: list[str], references: list[str]) -> float:
     return load_metric("chrf").compute(predictions=predictions, references=references)["score"]
 
 
+def _is_seq2seq(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
 def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int) -> tuple[float, int]:
     """Token-weighted mean cross-entropy over response tokens (prompt masked)."""
     import torch
 
-    examples = [e for e in (prompts.build_example(tokenizer, r, max_length) for r in records) if e]
+    task = "seq2seq" if _is_seq2seq(model) else "causal"
+    examples = [e for e in (prompts.build_example(tokenizer, r, max_length, task=task) for r in records) if e]
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
             batch = pad_batch(examples[start:start + batch_size], tokenizer.pad_token_id)
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            labels = batch["labels"][:, 1:]
+            if task == "seq2seq":  # logits already line up with the decoder-side labels
+                logits = model(**batch).logits.float()
+                labels = batch["labels"]
+            else:  # position t predicts token t+1
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+                labels = batch["labels"][:, 1:]
             losses = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), labels.reshape(-1),
+                logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
                 ignore_index=prompts.IGNORE_INDEX, reduction="sum",
             )
             total += losses.item()
@@ -55,17 +64,18 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     """Greedy answers, batched with left padding; stops at the model's EOS."""
     import torch
 
-    outputs = []
+    outputs, seq2seq = [], _is_seq2seq(model)
+    task = "seq2seq" if seq2seq else "causal"
     with torch.no_grad():
         for start in range(0, len(records), batch_size):
-            chunk = [{"input_ids": prompts.encode_prompt(tokenizer, r)} for r in records[start:start + batch_size]]
+            chunk = [{"input_ids": prompts.encode_prompt(tokenizer, r, task)} for r in records[start:start + batch_size]]
             batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
             generated = model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             )
-            new = generated[:, batch["input_ids"].shape[1]:]
+            new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
             outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return outputs
 
@@ -74,9 +84,10 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter."""
     started = time.time()
     base = item["base"]
-    folder = models.resolve(base["source"])
-    tokenizer = models.load_tokenizer(folder)
-    model = models.load_model(folder, base["family"])
+    folder = models.resolve(base["source"], base.get("revision"))
+    remote = base.get("remote_code", False)
+    tokenizer = models.load_tokenizer(folder, remote_code=remote)
+    model = models.load_model(folder, base["family"], remote_code=remote)
     if adapter_uri:
         from peft import PeftModel
 

@@ -38,6 +38,10 @@ FAMILIES: dict[str, Family] = {
         Family("gpt_neox", "causal", ("query_key_value", "dense")),
         Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
         Family("bloom", "causal", ("query_key_value", "dense")),
+        Family("mpt", "causal", ("Wqkv", "out_proj")),
+        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
+        Family("t5", "seq2seq", ("q", "k", "v", "o")),
+        Family("deci", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), remote_code=True),
     )
 }
 

@@ -28,7 +28,9 @@ def task_result(item: dict, train: dict | None, metrics: dict | None, *failures)
 
 
 def _failure_text(failure) -> str:
-    """'ValueError: message' from a Metaflow @catch wrapper (or any exception)."""
+    """'ValueError: message' from a Metaflow @catch wrapper (or any exception); text stays text."""
+    if isinstance(failure, str):
+        return failure
     kind = getattr(failure, "type", None) or type(failure).__name__
     message = getattr(failure, "exception", None) or str(failure)
     return f"{kind.rsplit('.', 1)[-1]}: {message}"

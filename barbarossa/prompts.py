@@ -31,12 +31,16 @@ def render_prompt(instruction: str, input: str = "") -> str:
     return f"{PREAMBLE}\n\n{INSTRUCTION_HEADER}\n{instruction}\n\n{RESPONSE_HEADER}\n"
 
 
-def encode_prompt(tokenizer, record: dict) -> list[int]:
-    """Token ids of the prompt exactly as generation will see them."""
-    ids = tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"]
-    if ids and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]  # tokenizers that close every text with EOS must not close the prompt
-    return list(ids)
+def encode_prompt(tokenizer, record: dict, task: str = "causal") -> list[int]:
+    """Token ids of the prompt exactly as generation will see them.
+
+    A decoder-only model continues the prompt, so a trailing EOS (added by some
+    tokenizers) is removed; an encoder-decoder's encoder input keeps it.
+    """
+    ids = list(tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"])
+    if task == "causal" and ids and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]
+    return ids
 
 
 def encode_response(tokenizer, text: str) -> list[int]:
@@ -44,14 +48,22 @@ def encode_response(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
 
 
-def build_example(tokenizer, record: dict, max_length: int, min_response_tokens: int = 8) -> dict | None:
+def build_example(
+    tokenizer, record: dict, max_length: int, min_response_tokens: int = 8, task: str = "causal"
+) -> dict | None:
     """input_ids and labels with the prompt masked: loss is on the response and EOS only.
 
-    A response that does not fit is cut at max_length (and loses its EOS); an
-    example whose prompt leaves fewer than `min_response_tokens` is dropped (None).
+    Causal LM: one sequence, prompt labels set to IGNORE_INDEX. A response that
+    does not fit is cut at max_length (and loses its EOS); an example whose prompt
+    leaves fewer than `min_response_tokens` is dropped (None). Seq2seq: the prompt
+    is the encoder input and the labels are the decoder side, each up to max_length.
     """
-    prompt = encode_prompt(tokenizer, record)
+    prompt = encode_prompt(tokenizer, record, task)
     response = encode_response(tokenizer, record["output"])
+    if task == "seq2seq":
+        if len(prompt) > max_length:
+            return None
+        return {"input_ids": prompt, "labels": response[:max_length]}
     room = max_length - len(prompt)
     if room < min(min_response_tokens, len(response)):
         return None

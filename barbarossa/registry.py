@@ -1,21 +1,27 @@
 """Rosters of base models and fine-tune candidates, read from TOML data files.
 
 Code holds no model names: `configs/rosters/<name>.toml` declares `[[base]]`
-models (where the weights come from, family, licence) and `[[candidate]]`
-recipes (which base, which LoRA settings). Every base also enters a run as an
-untuned baseline, the row each of its candidates must beat.
+models (where the weights come from, how sure we are of that, family, size,
+licence, what one fine-tune needs) and `[[candidate]]` recipes (which base,
+which LoRA settings). Every base also enters a run as an untuned baseline, the
+row each of its candidates must beat.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from barbarossa.families import FAMILIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CERTAINTY = ("confirmed", "inferred", "unverified")
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SIZE = re.compile(r"^([0-9.]+)\s*([KMBT]?)$", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
 class RosterError(ValueError):
@@ -23,13 +29,32 @@ class RosterError(ValueError):
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one fine-tune of this base needs (becomes @resources / @timeout on a cluster)."""
+
+    gpus: int = 1
+    gpu_memory_gb: int = 16
+    cpu: int = 4
+    memory_gb: int = 16
+    disk_gb: int = 20
+    timeout_hours: float = 4
+
+
+@dataclass(frozen=True)
 class Base:
     name: str
-    source: str  # "wheel-gguf:<module>/<file>", "tiny:<family>", a local folder, or "hf:<id>[@rev]"
+    source: str  # "hf:<id>", "wheel-gguf:<module>/<file>", "tiny:<family>" or a local folder
     family: str
-    licence: str = "unknown"
-    params: str = "?"
+    certainty: str  # how sure we are that `source` is the model: confirmed | inferred | unverified
+    licence: str
+    params: float
+    revision: str | None = None  # hub revision; a commit sha is required for remote code
+    certainty_note: str = ""
+    task: str = ""  # causal | seq2seq; defaults to the family's
+    prompt_format: str = "none"  # the base's own chat format (documentation; training uses prompts.py)
+    remote_code: bool = False
     max_length: int = 2048
+    resources: Resources = field(default_factory=Resources)
 
 
 @dataclass(frozen=True)
@@ -46,12 +71,16 @@ class Candidate:
     base: Base
     lora: Lora = field(default_factory=Lora)
     description: str = ""
+    published_as: str = ""
+    tags: tuple[str, ...] = ()
+    roster: str = ""
 
 
 @dataclass
 class Roster:
     name: str
     path: Path
+    description: str
     bases: dict[str, Base]
     candidates: list[Candidate]
 
@@ -60,10 +89,70 @@ def rosters_dir() -> Path:
     return Path(os.environ.get("BARBAROSSA_ROSTERS", PROJECT_ROOT / "configs" / "rosters"))
 
 
-def _require(entry: dict, key: str, kind: str, where: str):
-    if key not in entry:
-        raise RosterError(f"{where}: {kind} {entry.get('name', '?')!r}: missing field '{key}'")
-    return entry[key]
+def parse_params(value) -> float:
+    """Parameter count from 1.3e9, 135000000 or '135M' / '1.3B'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    match = _SIZE.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a parameter count: {value!r} (use e.g. 1.3e9 or '1.3B')")
+    return float(match.group(1)) * _UNITS[match.group(2).upper()]
+
+
+def format_params(count: float) -> str:
+    for unit in ("T", "B", "M", "K"):
+        if count >= _UNITS[unit]:
+            return f"{count / _UNITS[unit]:.3g}{unit}"
+    return f"{count:.0f}"
+
+
+def _table(entry: dict, cls, kind: str, where: str, required: tuple[str, ...]) -> dict:
+    """Check an entry's keys against a dataclass: required present, nothing unknown."""
+    name = entry.get("name", "?")
+    for key in required:
+        if key not in entry:
+            raise RosterError(f"{where}: {kind} {name!r}: missing field '{key}'")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise RosterError(f"{where}: {kind} {name!r}: unknown field(s) {', '.join(unknown)}")
+    return dict(entry)
+
+
+def _base(entry: dict, where: str) -> Base:
+    values = _table(entry, Base, "base", where, ("name", "source", "family", "certainty", "licence", "params"))
+    name = values["name"]
+    family = FAMILIES.get(values["family"])
+    if family is None:
+        raise RosterError(f"{where}: base {name!r}: unknown family {values['family']!r}; known: {', '.join(sorted(FAMILIES))}")
+    if values["certainty"] not in CERTAINTY:
+        raise RosterError(f"{where}: base {name!r}: certainty must be one of {', '.join(CERTAINTY)}")
+    values.setdefault("task", family.task)
+    if values["task"] != family.task:
+        raise RosterError(f"{where}: base {name!r}: task {values['task']!r} does not match family {family.name!r} ({family.task})")
+    try:
+        values["params"] = parse_params(values["params"])
+        values["resources"] = Resources(**values.get("resources", {}))
+    except (ValueError, TypeError) as err:
+        raise RosterError(f"{where}: base {name!r}: {err}") from None
+    return Base(**values)
+
+
+def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> Candidate:
+    values = _table(entry, Candidate, "candidate", where, ("name", "base"))
+    name = values["name"]
+    if values["base"] not in bases:
+        raise RosterError(f"{where}: candidate {name!r}: unknown base {values['base']!r}")
+    values["base"] = bases[values["base"]]
+    lora = dict(values.get("lora", {}))
+    if isinstance(lora.get("targets"), list):
+        lora["targets"] = tuple(lora["targets"])
+    try:
+        values["lora"] = Lora(**lora)
+    except TypeError as err:
+        raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
+    values["tags"] = tuple(values.get("tags", ()))
+    return Candidate(**values, roster=roster)
 
 
 def load_roster(path: Path) -> Roster:
@@ -73,57 +162,114 @@ def load_roster(path: Path) -> Roster:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise RosterError(f"{path}: not valid TOML ({err})") from None
+    name = doc.get("name", path.stem)
     bases: dict[str, Base] = {}
     for entry in doc.get("base", []):
-        name = _require(entry, "name", "base", str(path))
-        if name in bases:
-            raise RosterError(f"{path}: duplicate base name {name!r}")
-        family = _require(entry, "family", "base", str(path))
-        if family not in FAMILIES:
-            raise RosterError(f"{path}: base {name!r}: unknown family {family!r}; known: {', '.join(sorted(FAMILIES))}")
-        known = {k: entry[k] for k in ("licence", "params", "max_length") if k in entry}
-        bases[name] = Base(name=name, source=_require(entry, "source", "base", str(path)), family=family, **known)
+        base = _base(entry, str(path))
+        if base.name in bases:
+            raise RosterError(f"{path}: duplicate base name {base.name!r}")
+        bases[base.name] = base
     candidates: list[Candidate] = []
     for entry in doc.get("candidate", []):
-        name = _require(entry, "name", "candidate", str(path))
-        if name in bases or any(c.name == name for c in candidates):
-            raise RosterError(f"{path}: duplicate name {name!r}")
-        base_name = _require(entry, "base", "candidate", str(path))
-        if base_name not in bases:
-            raise RosterError(f"{path}: candidate {name!r}: unknown base {base_name!r}")
-        lora = dict(entry.get("lora", {}))
-        if isinstance(lora.get("targets"), list):
-            lora["targets"] = tuple(lora["targets"])
-        try:
-            recipe = Lora(**lora)
-        except TypeError as err:
-            raise RosterError(f"{path}: candidate {name!r}: bad lora table ({err})") from None
-        candidates.append(Candidate(name, bases[base_name], recipe, entry.get("description", "")))
+        candidate = _candidate(entry, bases, name, str(path))
+        if candidate.name in bases or any(c.name == candidate.name for c in candidates):
+            raise RosterError(f"{path}: duplicate name {candidate.name!r}")
+        candidates.append(candidate)
     if not candidates:
         raise RosterError(f"{path}: no [[candidate]] entries")
-    return Roster(doc.get("name", path.stem), path, bases, candidates)
+    return Roster(name, path, doc.get("description", ""), bases, candidates)
 
 
 def all_rosters() -> dict[str, Roster]:
-    return {p.stem: load_roster(p) for p in sorted(rosters_dir().glob("*.toml"))}
+    """Every roster file, checked for candidate names that clash across files."""
+    rosters = {p.stem: load_roster(p) for p in sorted(rosters_dir().glob("*.toml"))}
+    seen: dict[str, str] = {}
+    for roster_name, roster in rosters.items():
+        for c in roster.candidates:
+            if c.name in seen:
+                raise RosterError(f"candidate {c.name!r} is declared in both {seen[c.name]!r} and {roster_name!r} rosters")
+            seen[c.name] = roster_name
+    return rosters
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _size_filter(expr: str):
+    match = re.match(r"^(<=|>=|<|>)(.+)$", expr)
+    if not match:
+        raise RosterError(f"--models: size filter must look like size:<2B or size:>=7B, got size:{expr}")
+    op, limit = match.group(1), parse_params(match.group(2))
+    return {"<": limit.__gt__, "<=": limit.__ge__, ">": limit.__lt__, ">=": limit.__le__}[op]
+
+
+def _matching(part: str, rosters: dict[str, Roster]) -> dict[str, Candidate]:
+    everyone = {c.name: c for r in rosters.values() for c in r.candidates}
+    if part in rosters:
+        return {c.name: c for c in rosters[part].candidates}
+    if part in everyone:
+        return {part: everyone[part]}
+    key, sep, value = part.partition(":")
+    if not sep:
+        raise RosterError(f"--models: {part!r} is neither a roster ({', '.join(rosters)}) nor a candidate in one")
+    tests = {
+        "family": lambda c: c.base.family == value,
+        "certainty": lambda c: c.base.certainty == value,
+        "tag": lambda c: value in c.tags,
+        "roster": lambda c: c.roster == value,
+    }
+    if key == "size":
+        fits = _size_filter(value)
+        return {n: c for n, c in everyone.items() if fits(c.base.params)}
+    if key not in tests:
+        raise RosterError(f"--models: unknown filter {key!r}; use family:, size:, certainty:, tag: or roster:")
+    return {n: c for n, c in everyone.items() if tests[key](c)}
 
 
 def select(spec: str) -> list[Candidate]:
-    """Candidates named by a comma list of roster names and/or candidate names."""
+    """Candidates named by `spec`: comma-separated terms, each a roster, a candidate or a filter.
+
+    Terms are unioned; within one term, parts joined by '+' are intersected, so
+    'seed+family:llama+size:<8B,tiny' is the seed roster's LLaMAs under 8B plus the tiny roster.
+    """
     rosters = all_rosters()
     chosen: dict[str, Candidate] = {}
-    for token in [t.strip() for t in spec.split(",") if t.strip()]:
-        if token in rosters:
-            chosen.update((c.name, c) for c in rosters[token].candidates)
-            continue
-        matches = [c for r in rosters.values() for c in r.candidates if c.name == token]
-        if not matches:
-            known = ", ".join(sorted(rosters))
-            raise RosterError(f"--models: {token!r} is neither a roster ({known}) nor a candidate in one")
-        chosen[token] = matches[0]
+    for term in [t.strip() for t in spec.split(",") if t.strip()]:
+        parts = [_matching(p.strip(), rosters) for p in term.split("+")]
+        names = set(parts[0]).intersection(*parts[1:])
+        chosen.update((n, c) for n, c in parts[0].items() if n in names)
     if not chosen:
-        raise RosterError("--models selected nothing")
+        raise RosterError(f"--models {spec!r} selected nothing")
     return list(chosen.values())
+
+
+def refusal(base: Base) -> str | None:
+    """Why a base may not run, or None: hub remote code runs only from a pinned commit.
+
+    (Code in a local folder is already on disk and reviewed there; a hub repo's
+    code can change under a branch name, so it must be pinned to a commit.)
+    """
+    from_hub = base.source.startswith("hf:")
+    if base.remote_code and from_hub and not (base.revision and _SHA.match(base.revision)):
+        return (f"{base.name} needs remote code (trust_remote_code) but its roster entry pins no commit; "
+                f"set revision = \"<40-hex commit sha>\" for {base.source} after reviewing that code")
+    if FAMILIES[base.family].remote_code and not base.remote_code:
+        return f"{base.name}: family {base.family!r} needs remote code; set remote_code = true and pin a revision"
+    return None
+
+
+def runnable(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(items that may run, refused results) — refused before any compute is spent."""
+    allowed, refused = [], []
+    for item in items:
+        reason = refusal(Base(**{**item["base"], "resources": Resources(**item["base"]["resources"])}))
+        if reason:
+            refused.append({"item": item, "train": None, "metrics": None, "error": f"refused: {reason}"})
+        else:
+            allowed.append(item)
+    if not allowed:
+        raise RosterError("nothing to run, every selected model was refused: " + "; ".join(r["error"] for r in refused))
+    return allowed, refused
 
 
 def work_items(candidates: list[Candidate]) -> list[dict]:

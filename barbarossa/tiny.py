@@ -13,7 +13,7 @@ from pathlib import Path
 from barbarossa import prompts
 from barbarossa.registry import PROJECT_ROOT
 
-VERSION = 1
+VERSION = 2
 EOS = "<|endoftext|>"
 SAMPLE = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
 
@@ -62,20 +62,67 @@ def config_for(family: str, vocab_size: int):
         "opt": lambda: tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
                                     word_embed_proj_dim=64, max_position_embeddings=512, **common),
         "bloom": lambda: tf.BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common),
+        "mpt": lambda: tf.MptConfig(d_model=64, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=512, **common),
+        "stablelm": lambda: tf.StableLmConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2,
+                                              max_position_embeddings=512, **common),
+        "t5": lambda: tf.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16,
+                                  decoder_start_token_id=0, **common),
+        "deci": lambda: tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                       **common),
     }
     if family not in builders:
         raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(sorted(builders))}")
     return builders[family]()
 
 
+# DeciLM ships its modelling code on the hub (trust_remote_code). The tiny stand-in
+# keeps that shape: a config.json whose auto_map points at code files in the model
+# folder, so loading goes through transformers' remote-code path. The architecture
+# itself is LLaMA's (real DeciLM varies the KV heads per layer).
+DECI_CONFIG_PY = """from transformers import LlamaConfig
+
+
+class DeciConfig(LlamaConfig):
+    model_type = "deci"
+"""
+DECI_MODELING_PY = """from transformers import LlamaForCausalLM
+
+from .configuration_deci import DeciConfig
+
+
+class DeciForCausalLM(LlamaForCausalLM):
+    config_class = DeciConfig
+"""
+
+
+def _as_remote_code_deci(out: Path) -> None:
+    (out / "configuration_deci.py").write_text(DECI_CONFIG_PY)
+    (out / "modeling_deci.py").write_text(DECI_MODELING_PY)
+    config = json.loads((out / "config.json").read_text())
+    config.update({
+        "model_type": "deci",
+        "architectures": ["DeciForCausalLM"],
+        "auto_map": {"AutoConfig": "configuration_deci.DeciConfig",
+                     "AutoModelForCausalLM": "modeling_deci.DeciForCausalLM"},
+    })
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+
 def build(family: str, out: Path, seed: int = 0) -> Path:
     """Write a tiny random model of `family` and its tokenizer to `out`."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    from barbarossa.families import get_family
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config_for(family, len(tokenizer)))
+    auto = AutoModelForSeq2SeqLM if get_family(family).task == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_config(config_for(family, len(tokenizer)))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if family == "deci":
+        _as_remote_code_deci(out)
     return out

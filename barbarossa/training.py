@@ -44,7 +44,7 @@ def lora_model(model, family: str, recipe: dict):
     spec = get_family(family)
     targets = recipe["targets"]
     config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
+        task_type=TaskType.SEQ_2_SEQ_LM if spec.task == "seq2seq" else TaskType.CAUSAL_LM,
         r=recipe["r"],
         lora_alpha=recipe["alpha"],
         lora_dropout=recipe["dropout"],
@@ -55,21 +55,27 @@ def lora_model(model, family: str, recipe: dict):
     return get_peft_model(model, config)
 
 
+def _pad(rows: list[list[int]], value: int, side: str) -> list[list[int]]:
+    width = max(len(r) for r in rows)
+    return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
+
+
 def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
-    """Tensors for a batch padded to its longest example; pad labels are ignored."""
+    """Tensors for a batch padded to its longest example; pad labels are ignored.
+
+    Inputs and labels are padded separately: the same length for a causal LM,
+    the decoder side's own length for seq2seq.
+    """
     import torch
 
-    width = max(len(e["input_ids"]) for e in examples)
-    ids, labels, mask = [], [], []
-    for e in examples:
-        gap = width - len(e["input_ids"])
-        pad = ([pad_id] * gap, [prompts.IGNORE_INDEX] * gap, [0] * gap)
-        body = (e["input_ids"], e.get("labels", e["input_ids"]), [1] * len(e["input_ids"]))
-        row = [p + b for p, b in zip(pad, body)] if side == "left" else [b + p for p, b in zip(pad, body)]
-        ids.append(row[0])
-        labels.append(row[1])
-        mask.append(row[2])
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+    ids = [e["input_ids"] for e in examples]
+    batch = {
+        "input_ids": torch.tensor(_pad(ids, pad_id, side)),
+        "attention_mask": torch.tensor(_pad([[1] * len(r) for r in ids], 0, side)),
+    }
+    if all("labels" in e for e in examples):
+        batch["labels"] = torch.tensor(_pad([e["labels"] for e in examples], prompts.IGNORE_INDEX, side))
+    return batch
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -80,8 +86,8 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def tokenize(tokenizer, records: list[dict], max_length: int) -> tuple[list[dict], int]:
-    built = [prompts.build_example(tokenizer, r, max_length) for r in records]
+def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal") -> tuple[list[dict], int]:
+    built = [prompts.build_example(tokenizer, r, max_length, task=task) for r in records]
     kept = [b for b in built if b is not None]
     return kept, len(built) - len(kept)
 
@@ -103,12 +109,13 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str) -> d
     started = time.time()
     torch.manual_seed(train_cfg["seed"])
     base = item["base"]
-    folder = models.resolve(base["source"])
-    tokenizer = models.load_tokenizer(folder)
-    model = lora_model(models.load_model(folder, base["family"]), base["family"], item["lora"])
+    folder = models.resolve(base["source"], base.get("revision"))
+    task, remote = get_family(base["family"]).task, base.get("remote_code", False)
+    tokenizer = models.load_tokenizer(folder, remote_code=remote)
+    model = lora_model(models.load_model(folder, base["family"], remote_code=remote), base["family"], item["lora"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
-    examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length)
+    examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, task)
     if not examples:
         raise ValueError(f"{item['name']}: no training example fits max_length={max_length}")
 

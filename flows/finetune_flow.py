@@ -39,7 +39,7 @@ class FinetuneFlow(FlowSpec):
     @step
     def start(self):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
-        self.candidates = registry.work_items(registry.select(self.models))
+        self.candidates, self.refused = registry.runnable(registry.work_items(registry.select(self.models)))
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
         self.data = data.prepare(
@@ -74,8 +74,8 @@ class FinetuneFlow(FlowSpec):
     @step
     def join(self, inputs):
         results = [leaderboard.task_result(i.item, i.train, i.metrics, i.train_failure, i.eval_failure) for i in inputs]
-        self.merge_artifacts(inputs, include=["settings", "data", "run_root", "candidates"])
-        self.leaderboard = leaderboard.build(results, self.settings["policy"])
+        self.merge_artifacts(inputs, include=["settings", "data", "run_root", "candidates", "refused"])
+        self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
         self.loss_curves = {r["item"]["name"]: r["train"]["loss_curve"] for r in results if r["train"]}
         self.samples = {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
         current.card["leaderboard"].extend(cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data))

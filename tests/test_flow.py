@@ -13,40 +13,42 @@ from conftest import ROOT, rows, write_jsonl
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
 
-ROSTER = """
-name = "t"
+BROKEN = """
+name = "broken"
 
 [[base]]
-name = "tiny-llama"
-source = "tiny:llama"
+name = "hub-remote"
+source = "hf:example/remote-code-model"
 family = "llama"
-
-[[base]]
-name = "tiny-gpt2"
-source = "tiny:gpt2"
-family = "gpt2"
-
-[[candidate]]
-name = "llama-attn"
-base = "tiny-llama"
-lora = { r = 4, alpha = 8, dropout = 0.0, targets = "attention" }
+certainty = "unverified"
+licence = "unknown"
+params = "7B"
+remote_code = true
 
 [[candidate]]
-name = "gpt2-attn"
-base = "tiny-gpt2"
-lora = { r = 4, alpha = 8, dropout = 0.0, targets = "attention" }
+name = "unpinned-remote-code"
+base = "hub-remote"
 
 [[candidate]]
 name = "broken"
 base = "tiny-llama"
 lora = { r = 4, alpha = 8, dropout = 0.0, targets = ["no_such_module"] }
+
+[[base]]
+name = "tiny-llama"
+source = "tiny:llama"
+family = "llama"
+certainty = "confirmed"
+licence = "none"
+params = "0.2M"
 """
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     rosters = tmp_path_factory.mktemp("rosters")
-    (rosters / "t.toml").write_text(ROSTER)
+    (rosters / "tiny.toml").write_text((ROOT / "configs" / "rosters" / "tiny.toml").read_text())
+    (rosters / "broken.toml").write_text(BROKEN)
     return {"BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_RUN_MAX_WORKERS": "2"}
 
 
@@ -59,7 +61,7 @@ def run_flow(env, **params):
 def finished(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     eval_file = write_jsonl(out / "other_eval.jsonl", rows(7, start=1000))  # a file the flow has never seen
-    status, run = run_flow(env, models="t", profile="smoke", max_steps=3, eval_data=str(eval_file),
+    status, run = run_flow(env, models="tiny,broken", profile="smoke", max_steps=3, eval_data=str(eval_file),
                            output_root=str(out / "runs"))
     return status, run, out
 
@@ -68,15 +70,21 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     status, run, _ = finished
     assert status == "successful", run["end"].task.stderr if run else status
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
-    assert set(rows_by_name) == {"tiny-llama", "tiny-gpt2", "llama-attn", "gpt2-attn", "broken"}
+    families = ("llama", "gpt2", "t5", "bloom")
+    assert set(rows_by_name) == {f"tiny-{f}{s}" for f in families for s in ("", "-lora")} | {
+        "broken", "hub-remote", "unpinned-remote-code"}
+    refused = rows_by_name["unpinned-remote-code"]
+    assert refused["decision"] == "failed" and refused["error"].startswith("refused: hub-remote needs remote code")
+    assert all(task.data.item["name"] != "unpinned-remote-code" for task in run["finetune"])  # no compute spent
     broken = rows_by_name["broken"]
     assert broken["status"] == "failed" and broken["decision"] == "failed" and "no_such_module" in broken["error"]
-    for name in ("llama-attn", "gpt2-attn"):
+    for name in (f"tiny-{f}-lora" for f in families):
         row = rows_by_name[name]
-        assert row["status"] == "ok" and row["rank"] in (1, 2) and row["decision"] in ("release", "hold")
+        assert row["status"] == "ok" and row["rank"] in (1, 2, 3, 4) and row["decision"] in ("release", "hold")
         assert row["base_eval_loss"] == rows_by_name[row["base"]]["eval_loss"] and row["reasons"]
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
-    assert {r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"} == {"baseline"}
+    baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
+    assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed"}
 
 
 def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished):
@@ -107,7 +115,7 @@ def test_card_shows_the_leaderboard(finished):
     encoded = re.search(r'window.__MF_DATA__\["[^"]+"\] = "([^"]+)"', html).group(1)
     payload = json.dumps(json.loads(base64.b64decode(encoded)), ensure_ascii=False)  # the card's components
     assert "Barbarossa leaderboard" in payload and '"type": "table"' in payload and '"type": "vegaChart"' in payload
-    assert all(name in payload for name in ("llama-attn", "gpt2-attn", "broken", "tiny-llama"))
+    assert all(name in payload for name in ("tiny-t5-lora", "tiny-bloom-lora", "broken", "tiny-llama"))
 
 
 def test_cli_prints_the_latest_leaderboard_as_json(finished, capsys):
@@ -116,14 +124,14 @@ def test_cli_prints_the_latest_leaderboard_as_json(finished, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == run.data.leaderboard
     assert cli.main(["leaderboard", "--run", run.id]) == 0
-    assert "llama-attn" in capsys.readouterr().out
+    assert "tiny-gpt2-lora" in capsys.readouterr().out
 
 
 def test_bad_data_stops_the_flow_in_start(env, tmp_path):
     bad = rows(30)
     bad[16]["output"] = 7
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
-    status, run = run_flow(env, models="t", profile="smoke", train_data=str(path), output_root=str(tmp_path / "runs"))
+    status, run = run_flow(env, models="tiny", profile="smoke", train_data=str(path), output_root=str(tmp_path / "runs"))
     assert status == "failed"
     steps = [step.id for step in run]
     assert steps == ["start"]

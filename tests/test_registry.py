@@ -2,7 +2,8 @@ import pytest
 
 from barbarossa import config, registry
 
-BASE = '[[base]]\nname = "b"\nsource = "tiny:llama"\nfamily = "llama"\n'
+BASE = ('[[base]]\nname = "b"\nsource = "tiny:llama"\nfamily = "llama"\ncertainty = "confirmed"\n'
+        'licence = "MIT"\nparams = "1.3B"\n')
 CAND = '[[candidate]]\nname = "c"\nbase = "b"\nlora = { r = 4, alpha = 8, targets = "attention" }\n'
 
 
@@ -14,7 +15,7 @@ def write(tmp_path, text):
 
 def test_shipped_rosters_validate():
     rosters = registry.all_rosters()
-    assert {"local", "tiny"} <= set(rosters)
+    assert {"local", "tiny", "seed"} <= set(rosters)
     local = rosters["local"]
     assert len(local.candidates) >= 2 and all(c.base.source.startswith("wheel-gguf:") for c in local.candidates)
     assert {c.base.family for c in rosters["tiny"].candidates} >= {"llama", "gpt2"}
@@ -30,18 +31,22 @@ def test_valid_roster_parses(tmp_path):
     (BASE + BASE + CAND, "duplicate base name 'b'"),
     (BASE + CAND + CAND, "duplicate name 'c'"),
     (BASE.replace('source = "tiny:llama"\n', ""), "base 'b': missing field 'source'"),
+    (BASE.replace('certainty = "confirmed"', 'certainty = "probably"') + CAND, "certainty must be one of"),
+    (BASE.replace('params = "1.3B"', 'params = "big"') + CAND, "not a parameter count"),
+    (BASE + 'task = "seq2seq"\n' + CAND, "does not match family 'llama'"),
+    (BASE + 'licens = "MIT"\n' + CAND, "unknown field\\(s\\) licens"),
     (BASE + CAND.replace('base = "b"', 'base = "x"'), "candidate 'c': unknown base 'x'"),
     (BASE + CAND.replace("r = 4", "rank = 4"), "bad lora table"),
     (BASE, "no [[candidate]] entries"),
     ("name = ", "not valid TOML"),
 ])
 def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
-    with pytest.raises(registry.RosterError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(registry.RosterError, match=message.replace("[[", r"\[\[").replace("]]", r"\]\]")):
         registry.load_roster(write(tmp_path, text))
 
 
 def test_select_by_roster_and_candidate_name():
-    assert [c.name for c in registry.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora"]
+    assert [c.name for c in registry.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora"]
     assert [c.name for c in registry.select("tiny-gpt2-lora")] == ["tiny-gpt2-lora"]
     with pytest.raises(registry.RosterError, match="neither a roster"):
         registry.select("gpt-5")
@@ -68,3 +73,82 @@ def test_bad_profile_is_refused(tmp_path):
         config.load_profile(str(path))
     with pytest.raises(config.ConfigError, match="known profiles"):
         config.load_profile("nope")
+
+
+def test_seed_roster_declares_the_29_original_models_honestly():
+    seed = registry.all_rosters()["seed"]
+    assert len(seed.candidates) == 29 and all(c.name.startswith("az-") for c in seed.candidates)
+    families = {c.base.family for c in seed.candidates}
+    assert families == {"gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mpt", "opt", "bloom", "t5", "deci"}
+    by_name = {c.name: c for c in seed.candidates}
+    # the roster notes: only five ids are confirmed by the adapters themselves
+    assert {n for n, c in by_name.items() if c.base.certainty == "confirmed"} == {
+        "az-longchat", "az-tinyllama", "az-openchat", "az-vicgalle-gpt2", "az-tulu"}
+    assert by_name["az-flan-t5"].base.task == "seq2seq"
+    assert by_name["az-tinyllama"].lora == registry.Lora(r=16, alpha=64, dropout=0.1, targets=("q_proj", "v_proj"))
+    assert by_name["az-galpaca"].base.params == 30e9 and by_name["az-galpaca"].base.resources.gpu_memory_gb == 80
+
+
+def test_remote_code_needs_a_pinned_commit():
+    decilm = {c.name: c for c in registry.select("seed")}["az-decilm"].base
+    assert "pins no commit" in registry.refusal(decilm)
+    from dataclasses import replace
+
+    assert "pins no commit" in registry.refusal(replace(decilm, revision="main"))
+    assert registry.refusal(replace(decilm, revision="a" * 40)) is None
+    assert "needs remote code" in registry.refusal(replace(decilm, remote_code=False, revision="a" * 40))
+
+
+def test_refused_items_become_results_before_any_compute():
+    items = registry.work_items(registry.select("az-decilm,az-tinyllama"))
+    allowed, refused = registry.runnable(items)
+    assert [i["name"] for i in allowed] == ["tinyllama-1.1b-alpaca-chat-v1.5", "az-tinyllama"]
+    assert [r["item"]["name"] for r in refused] == ["decilm-7b-instruct", "az-decilm"]
+    assert refused[0]["error"].startswith("refused: ")
+    with pytest.raises(registry.RosterError, match="nothing to run"):
+        registry.runnable(registry.work_items(registry.select("az-decilm")))
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("family:gpt2", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt", "az-cerebras", "tiny-gpt2-lora"}),
+    ("seed+family:gpt2+size:<1B", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt"}),
+    ("seed+size:>=13B", {"az-tulu", "az-wizardlm", "az-alpacagpt", "az-galpaca"}),
+    ("certainty:inferred", {"az-longchat-base", "az-mpt", "az-opt"}),
+    ("tiny+family:gpt2,az-bloom", {"tiny-gpt2-lora", "az-bloom"}),
+    ("tag:seed+family:t5", {"az-flan-t5"}),
+])
+def test_select_by_tags_filters_and_names(spec, expected):
+    assert {c.name for c in registry.select(spec)} == expected
+
+
+def test_bad_selections_are_clear():
+    with pytest.raises(registry.RosterError, match="unknown filter 'colour'"):
+        registry.select("colour:red")
+    with pytest.raises(registry.RosterError, match="size filter"):
+        registry.select("size:2B")
+    with pytest.raises(registry.RosterError, match="selected nothing"):
+        registry.select("seed+family:bloom+size:>1B")
+
+
+def test_candidate_names_are_unique_across_rosters(tmp_path, monkeypatch):
+    write(tmp_path, BASE + CAND)
+    (tmp_path / "other.toml").write_text(BASE + CAND)
+    monkeypatch.setenv("BARBAROSSA_ROSTERS", str(tmp_path))
+    with pytest.raises(registry.RosterError, match="declared in both"):
+        registry.all_rosters()
+
+
+def test_models_command_lists_every_roster_as_json(capsys):
+    import json
+
+    from barbarossa import cli
+
+    assert cli.main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert sum(r["roster"] == "seed" for r in rows) == 29
+    assert {"local", "tiny"} <= {r["roster"] for r in rows}
+    tulu = next(r for r in rows if r["name"] == "az-tulu")
+    assert tulu["base_id"] == "allenai/tulu-13b" and tulu["certainty"] == "confirmed" and tulu["gpu_memory_gb"] == 80
+    assert next(r for r in rows if r["name"] == "az-decilm")["refused"]
+    assert cli.main(["models", "--models", "family:bloom"]) == 0
+    assert "az-bloom" in capsys.readouterr().out
