@@ -2,6 +2,7 @@
 
     barbarossa leaderboard [--run ID] [--json]
     barbarossa models [--models SPEC] [--json]
+    barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB] [--json]
 """
 
 from __future__ import annotations
@@ -115,6 +116,31 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from barbarossa import config, plan, registry
+
+    profile = config.load_profile(args.profile)
+    result = plan.build(registry.select(args.models), profile["train"], args.gpu)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print_plan(result, profile["name"])
+    return 0
+
+
+def print_plan(result: dict, profile_name: str = "") -> None:
+    from barbarossa.plan import describe
+
+    table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
+    for header in ("name", "params", "tokens", "GPU-hours", "LoRA GB", "QLoRA GB", "declared GB", "fits"):
+        table.add_column(header, justify="left" if header in ("name", "fits") else "right")
+    for row in result["rows"]:
+        table.add_row(*describe(row), style="red" if row["fits"] == "no" else "")
+    console.print(table)
+    console.print(f"total: {result['total_tokens']:,} tokens, {result['total_gpu_hours']:.2f} GPU-hours")
+    console.print(f"[dim]assumptions: {result['assumptions']}[/]")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="barbarossa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
     listing.add_argument("--json", action="store_true", help="print the rows as JSON")
     listing.set_defaults(func=cmd_models)
+    planning = sub.add_parser("plan", help="tokens, GPU-hours and GPU memory per candidate, before spending any")
+    planning.add_argument("--models", default="local", help="roster, candidate names or filters")
+    planning.add_argument("--profile", default="gpu", help="training profile (configs/profiles)")
+    planning.add_argument("--gpu", default="A100-80GB", help="GPU to estimate for")
+    planning.add_argument("--json", action="store_true", help="print the plan as JSON")
+    planning.set_defaults(func=cmd_plan)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ 
 
 from metaflow import FlowSpec, Parameter, card, catch, current, resources, retry, step  # noqa: E402
 
-from barbarossa import cards, cli, config, data, evaluation, leaderboard, registry, storage, training  # noqa: E402
+from barbarossa import cards, cli, config, data, evaluation, leaderboard, plan, registry, storage, training  # noqa: E402
 
 
 class FinetuneFlow(FlowSpec):
@@ -18,7 +18,8 @@ class FinetuneFlow(FlowSpec):
                  (foreach model: untuned bases + LoRA candidates)
 
     start     validate the profile, the roster selection and the data; carve the
-              held-out split; write both splits as files (before any model loads)
+              held-out split; write both splits as files; record the cost plan;
+              refuse unpinned remote code (all before any model loads)
     finetune  train one LoRA adapter (nothing to train for an untuned base);
               GPU on a cluster, CPU locally; a failure becomes a failed row
     evaluate  held-out loss / perplexity and chrF++ of greedy answers, same
@@ -34,12 +35,15 @@ class FinetuneFlow(FlowSpec):
     eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
     max_steps = Parameter("max-steps", type=int, default=0, help="Optimizer steps per candidate (0: the profile's)")
     on_bad_rows = Parameter("on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report")
+    gpu = Parameter("gpu", default="A100-80GB", help="GPU the recorded cost plan is estimated for")
     output_root = Parameter("output-root", default="runs", help="Local folder or s3:// prefix for data splits and adapters")
 
     @step
     def start(self):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
-        self.candidates, self.refused = registry.runnable(registry.work_items(registry.select(self.models)))
+        selected = registry.select(self.models)
+        self.plan = plan.build(selected, self.settings["train"], self.gpu)
+        self.candidates, self.refused = registry.runnable(registry.work_items(selected))
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
         self.data = data.prepare(
@@ -47,6 +51,7 @@ class FinetuneFlow(FlowSpec):
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
         )
         cli.print_data_summary(self.data)
+        cli.print_plan(self.plan, self.settings["name"])
         self.next(self.finetune, foreach="candidates")
 
     @resources(gpu=1, cpu=4, memory=32000)
@@ -74,7 +79,7 @@ class FinetuneFlow(FlowSpec):
     @step
     def join(self, inputs):
         results = [leaderboard.task_result(i.item, i.train, i.metrics, i.train_failure, i.eval_failure) for i in inputs]
-        self.merge_artifacts(inputs, include=["settings", "data", "run_root", "candidates", "refused"])
+        self.merge_artifacts(inputs, include=["settings", "data", "plan", "run_root", "candidates", "refused"])
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
         self.loss_curves = {r["item"]["name"]: r["train"]["loss_curve"] for r in results if r["train"]}
         self.samples = {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}

@@ -95,6 +95,7 @@ def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished
     assert held == rows(7, start=1000) and summary["eval_fingerprint"] == data.fingerprint(held)
     assert summary["train_rows"] == len(data.load(str(data.BUNDLED)).records)
     assert len(summary["train_fingerprint"]) == 16
+    assert {r["name"] for r in run.data.plan["rows"]} >= {"tiny-t5-lora", "broken"} and run.data.plan["total_tokens"] > 0
 
 
 def test_flow_passes_references_not_weights(finished):
