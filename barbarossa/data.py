@@ -171,7 +171,7 @@ def raw_rows(source: str) -> tuple[str, Iterator[tuple[int, object]]]:
     path = Path(source)
     if path.exists():
         return _file_rows(path, source)
-    if _HF_ID.match(source):
+    if _HF_ID.match(source) and path.suffix.lower() not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet"):
         return "row", _hf_rows(source)
     raise DataError(f"{source}: no such file (nor an s3:// URI or a Hugging Face dataset id)")
 

@@ -108,6 +108,7 @@ def test_wrong_columns_parquet(tmp_path):
 
 def test_unknown_path_is_a_clear_error(tmp_path):
     assert "no such file" in _error(tmp_path / "nope.jsonl")
+    assert "no such file" in _error("data/typo.jsonl")  # looks like owner/name, but is a missing file
 
 
 def test_strict_mode_counts_further_bad_rows(tmp_path):
