@@ -5,7 +5,7 @@ from __future__ import annotations
 from barbarossa.leaderboard import format_cell
 
 COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "eval_loss", "delta_eval_loss", "chrf",
-           "delta_chrf", "decision"]
+           "delta_chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility", "decision"]
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:

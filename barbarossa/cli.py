@@ -19,7 +19,8 @@ from barbarossa.leaderboard import format_cell
 FLOW_NAME = "FinetuneFlow"
 TABLE_COLUMNS = [
     ("rank", "#"), ("name", "model"), ("kind", "kind"), ("status", "status"), ("eval_loss", "held-out loss"),
-    ("delta_eval_loss", "Δ loss"), ("chrf", "chrF++"), ("delta_chrf", "Δ chrF++"), ("decision", "decision"),
+    ("delta_eval_loss", "Δ loss"), ("chrf", "chrF++"), ("delta_chrf", "Δ chrF++"), ("az_fidelity", "az"),
+    ("degenerate_rate", "loops"), ("decision", "decision"),
 ]
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
 

@@ -23,7 +23,8 @@ SCHEMA = {
         "eval_fraction": float, "split_seed": int, "max_length": int, "max_loss_rows": int, "generate_rows": int,
         "max_new_tokens": int, "batch_size": int, "samples": int,
     },
-    "policy": {"primary": str, "min_loss_improvement": float, "max_chrf_drop": float},
+    "policy": {"primary": str, "min_loss_improvement": float, "max_chrf_drop": float, "min_fidelity": float,
+               "max_degenerate_rate": float},
 }
 
 

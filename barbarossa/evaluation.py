@@ -31,6 +31,25 @@ def chrf(predictions: list[str], references: list[str]) -> float:
     return load_metric("chrf").compute(predictions=predictions, references=references)["score"]
 
 
+def generation_metrics(predictions: list[str], references: list[str]) -> dict:
+    """Every score of greedy answers against references, each from its own metric module."""
+    fidelity = load_metric("az_fidelity").compute(predictions=predictions)
+    return {
+        "chrf": round(chrf(predictions, references), 3),
+        "bleu": round(load_metric("bleu").compute(predictions=predictions, references=references)["score"], 3),
+        "az_fidelity": round(fidelity["score"], 4),
+        "languages": fidelity["languages"],
+        "degenerate_rate": round(load_metric("degenerate").compute(predictions=predictions)["score"], 4),
+    }
+
+
+def fertility(tokenizer, texts: list[str]) -> float:
+    """Tokens per whitespace word: how expensive (and how well covered) Azerbaijani is for this tokenizer."""
+    words = sum(len(t.split()) for t in texts)
+    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    return tokens / max(words, 1)
+
+
 def _is_seq2seq(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
@@ -76,7 +95,7 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             )
             new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
-            outputs += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+            outputs += [prompts.cut_at_next_section(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return outputs
 
 
@@ -99,8 +118,9 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     log(f"{item['name']}: held-out loss {loss:.4f} over {tokens} response tokens")
     asked = records[: eval_cfg["generate_rows"]]
     answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
-    score = chrf(answers, [r["output"] for r in asked])
-    log(f"{item['name']}: chrF++ {score:.2f} on {len(asked)} greedy generations")
+    scores = generation_metrics(answers, [r["output"] for r in asked])
+    log(f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, Azerbaijani {scores['az_fidelity']:.0%}, "
+        f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations")
     samples = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
         for r, a in list(zip(asked, answers))[: eval_cfg["samples"]]
@@ -108,7 +128,8 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     return {
         "eval_loss": round(loss, 5),
         "perplexity": round(math.exp(min(loss, 50)), 3),
-        "chrf": round(score, 3),
+        **scores,
+        "fertility": round(fertility(tokenizer, [r["output"] for r in records]), 3),
         "eval_tokens": tokens,
         "generated": len(asked),
         "samples": samples,

@@ -8,8 +8,11 @@ worded for a person.
 from __future__ import annotations
 
 # metric -> True when higher is better
-DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True}
-DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0}
+DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True, "bleu": True, "az_fidelity": True,
+             "degenerate_rate": False}
+COMPARED = ("eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")  # reported as base / delta
+DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0,
+                  "min_fidelity": 0.9, "max_degenerate_rate": 0.2}
 
 
 def format_cell(value, signed: bool = False) -> str:
@@ -51,6 +54,10 @@ def base_row(result: dict) -> dict:
         "eval_loss": metrics.get("eval_loss"),
         "perplexity": metrics.get("perplexity"),
         "chrf": metrics.get("chrf"),
+        "bleu": metrics.get("bleu"),
+        "az_fidelity": metrics.get("az_fidelity"),
+        "degenerate_rate": metrics.get("degenerate_rate"),
+        "fertility": metrics.get("fertility"),
         "train_seconds": train.get("train_seconds"),
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),
@@ -84,6 +91,12 @@ def decide(row: dict, base: dict | None, policy: dict) -> tuple[str, list[str]]:
     ok = delta >= -policy["max_chrf_drop"]
     passed &= ok
     reasons.append(f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}; may drop ≤ {policy['max_chrf_drop']}) {'✓' if ok else '✗'}")
+    ok = row["az_fidelity"] >= policy["min_fidelity"]
+    passed &= ok
+    reasons.append(f"Azerbaijani answers {row['az_fidelity']:.0%} (needs ≥ {policy['min_fidelity']:.0%}) {'✓' if ok else '✗'}")
+    ok = row["degenerate_rate"] <= policy["max_degenerate_rate"]
+    passed &= ok
+    reasons.append(f"degenerate answers {row['degenerate_rate']:.0%} (may be ≤ {policy['max_degenerate_rate']:.0%}) {'✓' if ok else '✗'}")
     return ("release" if passed else "hold"), reasons
 
 
@@ -97,7 +110,7 @@ def build(results: list[dict], policy: dict | None = None) -> list[dict]:
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
     for row in rows:
         base = bases.get(row["base"]) if row["kind"] == "candidate" else None
-        for metric in ("eval_loss", "chrf"):
+        for metric in COMPARED:
             row[f"base_{metric}"] = base.get(metric) if base else None
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None

@@ -74,6 +74,16 @@ def build_example(
     }
 
 
+def cut_at_next_section(text: str) -> str:
+    """An answer ends where the model starts a new '### ...:' section of the template.
+
+    Short or young fine-tunes often keep writing the template after their answer;
+    every model (base and tuned) is cut the same way before it is scored.
+    """
+    cut = text.find("\n### ")
+    return (text if cut < 0 else text[:cut]).strip()
+
+
 def show_masking(tokenizer, example: dict) -> str:
     """Decoded example with the masked prompt in «» — what the loss does not see."""
     labels = example["labels"]

@@ -2,13 +2,15 @@ import pytest
 
 from barbarossa import leaderboard
 
-POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.05, "max_chrf_drop": 1.0}
+POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.05, "max_chrf_drop": 1.0, "min_fidelity": 0.8,
+          "max_degenerate_rate": 0.25}
 
 
-def result(name, kind, base, loss=None, chrf=None, error=None):
+def result(name, kind, base, loss=None, chrf=None, error=None, fidelity=0.9, loops=0.1):
     item = {"name": name, "kind": kind, "base": {"name": base, "family": "llama"},
             "lora": None if kind == "baseline" else {"r": 8, "alpha": 16, "targets": "attention"}}
-    metrics = None if loss is None else {"eval_loss": loss, "perplexity": 2.0, "chrf": chrf}
+    metrics = None if loss is None else {"eval_loss": loss, "perplexity": 2.0, "chrf": chrf, "bleu": 1.0,
+                                         "az_fidelity": fidelity, "degenerate_rate": loops, "fertility": 2.5}
     return {"item": item, "train": None, "metrics": metrics, "error": error}
 
 
@@ -72,3 +74,17 @@ def test_rows_are_json_serialisable():
     import json
 
     assert json.loads(json.dumps(board()))[0]["name"] == "worse-chrf"
+
+
+def test_fidelity_and_degenerate_output_gate_a_release():
+    rows = {r["name"]: r for r in leaderboard.build([
+        result("base", "baseline", "base", 3.0, 10.0, fidelity=0.5, loops=0.6),
+        result("english", "candidate", "base", 2.0, 12.0, fidelity=0.6),
+        result("loops", "candidate", "base", 2.0, 12.0, loops=0.5),
+        result("good", "candidate", "base", 2.0, 12.0, fidelity=0.95, loops=0.05),
+    ], POLICY)}
+    assert rows["english"]["decision"] == "hold" and rows["english"]["reasons"][2] == "Azerbaijani answers 60% (needs ≥ 80%) ✗"
+    assert rows["loops"]["decision"] == "hold" and rows["loops"]["reasons"][3] == "degenerate answers 50% (may be ≤ 25%) ✗"
+    assert rows["good"]["decision"] == "release"
+    assert rows["good"]["delta_az_fidelity"] == pytest.approx(0.45) and rows["good"]["delta_degenerate_rate"] == pytest.approx(-0.55)
+    assert rows["base"]["delta_az_fidelity"] is None  # baselines are the reference, not compared

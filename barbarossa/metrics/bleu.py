@@ -1,0 +1,18 @@
+"""Corpus BLEU as a local `evaluate` module (sacrebleu; the hub script is unreachable offline)."""
+
+import datasets
+import evaluate
+from sacrebleu.metrics import BLEU
+
+
+class Bleu(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Corpus-level BLEU (sacrebleu defaults: 13a tokenisation, exponential smoothing).",
+            citation="Papineni et al., BLEU (ACL 2002); Post, A Call for Clarity in Reporting BLEU Scores (WMT 2018)",
+            inputs_description="predictions: list of strings; references: one reference string per prediction.",
+            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+        )
+
+    def _compute(self, predictions, references):
+        return {"score": BLEU().corpus_score(predictions, [references]).score}

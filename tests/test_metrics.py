@@ -1,0 +1,51 @@
+"""The metric modules on text whose answer is known."""
+
+import pytest
+
+from barbarossa import evaluation, models, prompts
+
+AZ = ["Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
+      "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
+      "Şəhərin mərkəzində yeni bir park salınıb və axşamlar orada çoxlu adam gəzir."]
+TR = ["Bugün hava çok soğuk, bu yüzden kalın giysiler giymek gerekiyor.",
+      "Ben kitap okumayı ve arkadaşlarımla sohbet etmeyi çok seviyorum.",
+      "Şehrin merkezinde yeni bir park yapıldı ve akşamları orada birçok insan geziyor."]
+EN = ["The weather is very cold today, so warm clothes are needed."]
+RU = ["Сегодня очень холодно, поэтому нужно надеть тёплую одежду."]
+
+
+def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
+    result = evaluation.load_metric("az_fidelity").compute(predictions=AZ + TR + EN + RU + [""])
+    assert result["languages"] == {"": 1, "az": 3, "en": 1, "ru": 1, "tr": 3}
+    assert result["score"] == pytest.approx(3 / 9)
+
+
+@pytest.mark.parametrize("text, degenerate", [
+    ("", True),
+    ("   ", True),
+    ("səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində", True),
+    ("Nə üçün göy mavi görünür. Nə üçün göy mavi görünür. Nə üçün göy mavi görünür.", True),
+    ("Göy mavi görünür, çünki atmosfer qısa dalğalı mavi işığı daha çox səpələyir.", False),
+    ("Bakı.", False),
+])
+def test_degenerate_answers(text, degenerate):
+    assert evaluation.load_metric("degenerate").compute(predictions=[text])["score"] == float(degenerate)
+
+
+def test_bleu_and_chrf_score_identity_high_and_mismatch_low():
+    metrics = evaluation.generation_metrics(AZ[:2], AZ[:2])
+    assert metrics["bleu"] == pytest.approx(100.0) and metrics["chrf"] == pytest.approx(100.0)
+    worse = evaluation.generation_metrics(TR[:2], AZ[:2])
+    assert worse["bleu"] < 20 and worse["chrf"] < 60 and worse["az_fidelity"] == 0.0
+
+
+def test_fertility_counts_tokens_per_word(tiny_llama):
+    tokenizer = models.load_tokenizer(tiny_llama)
+    value = evaluation.fertility(tokenizer, AZ)
+    tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in AZ)
+    assert value == pytest.approx(tokens / sum(len(t.split()) for t in AZ)) and value > 1
+
+
+def test_answers_are_cut_where_the_template_starts_again():
+    assert prompts.cut_at_next_section("Bakı.\n\n### Təlimat:\nsual") == "Bakı."
+    assert prompts.cut_at_next_section("  Bakı şəhəri  ") == "Bakı şəhəri"
