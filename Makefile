@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test smoke leaderboard clean
+.PHONY: install run test smoke bench leaderboard clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ run: install
 ## A seconds-long run on tiny random models of two families.
 smoke: install
 	$(BIN)/python flows/finetune_flow.py run --models tiny --profile smoke $(ARGS)
+
+## Benchmarks: each prints a ratio against a baseline measured in the same run.
+bench: install
+	$(BIN)/python benchmarks/bench_generation.py
 
 leaderboard: install
 	$(BIN)/barbarossa leaderboard
