@@ -73,6 +73,7 @@ class Candidate:
     description: str = ""
     published_as: str = ""
     tags: tuple[str, ...] = ()
+    train: dict = field(default_factory=dict)  # per-candidate overrides of the profile's [train] table
     roster: str = ""
 
 
@@ -152,6 +153,11 @@ def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> 
     except TypeError as err:
         raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
     values["tags"] = tuple(values.get("tags", ()))
+    from barbarossa.config import SCHEMA  # config imports this module
+
+    unknown = sorted(set(values.get("train", {})) - set(SCHEMA["train"]))
+    if unknown:
+        raise RosterError(f"{where}: candidate {name!r}: unknown train override(s) {', '.join(unknown)}")
     return Candidate(**values, roster=roster)
 
 
@@ -279,5 +285,6 @@ def work_items(candidates: list[Candidate]) -> list[dict]:
     """
     bases = {c.base.name: c.base for c in candidates}
     items = [{"name": b.name, "kind": "baseline", "base": asdict(b), "lora": None} for b in bases.values()]
-    items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora)} for c in candidates]
+    items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora), "train": c.train}
+              for c in candidates]
     return items

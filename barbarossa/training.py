@@ -107,6 +107,7 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str) -> d
     import torch
 
     started = time.time()
+    train_cfg = {**train_cfg, **item.get("train", {})}  # the roster may override the profile per candidate
     torch.manual_seed(train_cfg["seed"])
     base = item["base"]
     folder = models.resolve(base["source"], base.get("revision"))

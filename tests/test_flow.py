@@ -34,6 +34,11 @@ name = "broken"
 base = "tiny-llama"
 lora = { r = 4, alpha = 8, dropout = 0.0, targets = ["no_such_module"] }
 
+[[candidate]]
+name = "diverges"
+base = "tiny-llama"
+train = { learning_rate = 1e30 }  # weights overflow: the loss turns non-finite
+
 [[base]]
 name = "tiny-llama"
 source = "tiny:llama"
@@ -72,7 +77,9 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
     families = ("llama", "gpt2", "t5", "bloom")
     assert set(rows_by_name) == {f"tiny-{f}{s}" for f in families for s in ("", "-lora")} | {
-        "broken", "hub-remote", "unpinned-remote-code"}
+        "broken", "diverges", "hub-remote", "unpinned-remote-code"}
+    diverged = rows_by_name["diverges"]
+    assert diverged["decision"] == "failed" and "TrainingDiverged" in diverged["error"] and "at step" in diverged["error"]
     refused = rows_by_name["unpinned-remote-code"]
     assert refused["decision"] == "failed" and refused["error"].startswith("refused: hub-remote needs remote code")
     assert all(task.data.item["name"] != "unpinned-remote-code" for task in run["finetune"])  # no compute spent

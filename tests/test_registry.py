@@ -38,6 +38,7 @@ def test_valid_roster_parses(tmp_path):
     (BASE + CAND.replace('base = "b"', 'base = "x"'), "candidate 'c': unknown base 'x'"),
     (BASE + CAND.replace("r = 4", "rank = 4"), "bad lora table"),
     (BASE, "no [[candidate]] entries"),
+    (BASE + CAND + "train = { lr = 1.0 }\n", "unknown train override\\(s\\) lr"),
     ("name = ", "not valid TOML"),
 ])
 def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
