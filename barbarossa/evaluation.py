@@ -80,23 +80,32 @@ def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_
 
 
 def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers, batched with left padding; stops at the model's EOS."""
+    """Greedy answers, batched with left padding and the KV cache; stops at the model's EOS.
+
+    Prompts are batched in order of length, so a batch pads to a similar length
+    instead of the longest prompt of the set (prefill dominates on a CPU);
+    answers come back in the order of `records`.
+    """
     import torch
 
-    outputs, seq2seq = [], _is_seq2seq(model)
+    seq2seq = _is_seq2seq(model)
     task = "seq2seq" if seq2seq else "causal"
+    encoded = [prompts.encode_prompt(tokenizer, r, task) for r in records]
+    order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
+    answers: dict[int, str] = {}
     with torch.no_grad():
-        for start in range(0, len(records), batch_size):
-            chunk = [{"input_ids": prompts.encode_prompt(tokenizer, r, task)} for r in records[start:start + batch_size]]
-            batch = pad_batch(chunk, tokenizer.pad_token_id, side="left")
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
             generated = model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
             )
             new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
-            outputs += [prompts.cut_at_next_section(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-    return outputs
+            for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                answers[i] = prompts.cut_at_next_section(text)
+    return [answers[i] for i in range(len(records))]
 
 
 def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict) -> dict:
