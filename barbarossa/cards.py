@@ -28,7 +28,43 @@ def loss_chart_spec(curves: dict[str, list[dict]]) -> dict:
     }
 
 
-def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data_summary: dict) -> list:
+CHART_METRICS = {"eval_loss": "held-out loss (lower is better)", "chrf": "chrF++", "az_fidelity": "Azerbaijani answers",
+                 "degenerate_rate": "degenerate answers (lower is better)"}
+
+
+def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
+    """Vega-Lite grouped bars: each candidate next to its untuned base on one metric."""
+    values = []
+    for row in rows:
+        if row["kind"] == "candidate" and row["status"] == "ok" and row.get(f"base_{metric}") is not None:
+            values.append({"candidate": row["name"], "model": "base", "value": row[f"base_{metric}"]})
+            values.append({"candidate": row["name"], "model": "tuned", "value": row[metric]})
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": title, "width": {"step": 18}, "height": 180,
+        "data": {"values": values},
+        "mark": "bar",
+        "encoding": {
+            "x": {"field": "candidate", "type": "nominal", "title": None},
+            "xOffset": {"field": "model"},
+            "y": {"field": "value", "type": "quantitative", "title": None},
+            "color": {"field": "model", "type": "nominal", "scale": {"range": ["#bbbbbb", "#3b7dd8"]}},
+        },
+    }
+
+
+def sample_rows(samples: dict[str, list[dict]], per_model: int = 2) -> list[list[str]]:
+    """Prompt, reference and each model's answer side by side, one row per (prompt, model)."""
+    out = []
+    for name, items in samples.items():
+        for sample in items[:per_model]:
+            prompt = sample["instruction"] + (f" — {sample['input']}" if sample["input"] else "")
+            out.append([prompt[:160], sample["reference"][:200], name, sample["generated"][:200] or "(empty)"])
+    return sorted(out, key=lambda r: (r[0], r[2]))
+
+
+def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data_summary: dict,
+                           samples: dict[str, list[dict]] | None = None) -> list:
     from metaflow.cards import Markdown, Table, VegaChart
 
     released = [r["name"] for r in rows if r["decision"] == "release"]
@@ -43,6 +79,32 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
         Markdown("## Why"),
         Markdown("\n".join(f"- **{r['name']}** ({r['decision']}): " + "; ".join(r["reasons"]) for r in rows)),
     ]
+    parts.append(Markdown("## Base vs tuned"))
+    parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in CHART_METRICS.items()]
     if curves:
         parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves))]
+    if samples:
+        parts += [Markdown("## Sample answers"),
+                  Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"])]
     return parts
+
+
+class LiveTraining:
+    """A finetune task's live card: progress bar and loss curve, refreshed as training logs.
+
+    `update` is the trainer's progress callback, so the trainer knows nothing of Metaflow.
+    """
+
+    def __init__(self, card, name: str, steps: int):
+        from metaflow.cards import Markdown, ProgressBar, VegaChart
+
+        self.card, self.name = card, name
+        self.progress = ProgressBar(max=steps, label=f"{name}: optimizer steps")
+        self.chart = VegaChart(loss_chart_spec({name: []}))
+        card.extend([Markdown(f"# Training {name}"), self.progress, self.chart])
+        card.refresh()
+
+    def update(self, step: int, curve: list[dict]) -> None:
+        self.progress.update(step, metadata=f"loss {curve[-1]['loss']:.4f}" if curve else None)
+        self.chart.update(loss_chart_spec({self.name: curve}))
+        self.card.refresh()

@@ -102,8 +102,11 @@ def batches(examples: list[dict], batch_size: int, seed: int):
             yield [examples[i] for i in order[start:start + batch_size]]
 
 
-def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str) -> dict:
-    """Train one candidate's LoRA adapter and publish it under `out_uri`."""
+def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
+    """Train one candidate's LoRA adapter and publish it under `out_uri`.
+
+    `on_log(step, curve)` is called at every log step (a live card, say).
+    """
     import torch
 
     started = time.time()
@@ -151,6 +154,8 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str) -> d
         if (step + 1) % train_cfg.get("log_every", 10) == 0 or step + 1 == steps:
             rate = tokens / (time.time() - started)
             log(f"{item['name']}: step {step + 1}/{steps} loss {step_loss:.4f} ({rate:,.0f} supervised tok/s)")
+            if on_log:
+                on_log(step + 1, curve)
 
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"

@@ -57,13 +57,15 @@ class FinetuneFlow(FlowSpec):
     @resources(gpu=1, cpu=4, memory=32000)
     @retry(times=1)
     @catch(var="train_failure")
+    @card(type="blank", id="training", refresh_interval=5)
     @step
     def finetune(self):
         self.item = self.input
         self.train = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
-            self.train = training.finetune(self.item, self.data, self.settings["train"], out)
+            live = cards.LiveTraining(current.card["training"], self.item["name"], self.settings["train"]["max_steps"])
+            self.train = training.finetune(self.item, self.data, self.settings["train"], out, on_log=live.update)
         self.next(self.evaluate)
 
     @catch(var="eval_failure")
@@ -83,7 +85,8 @@ class FinetuneFlow(FlowSpec):
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
         self.loss_curves = {r["item"]["name"]: r["train"]["loss_curve"] for r in results if r["train"]}
         self.samples = {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
-        current.card["leaderboard"].extend(cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data))
+        current.card["leaderboard"].extend(
+            cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples))
         self.next(self.end)
 
     @step

@@ -8,7 +8,7 @@ import re
 import pytest
 from metaflow import Runner
 
-from barbarossa import cli, data
+from barbarossa import cards, cli, data
 from conftest import ROOT, rows, write_jsonl
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
@@ -115,15 +115,31 @@ def test_flow_passes_references_not_weights(finished):
     assert max(sizes) < 200_000  # no pickled weights or datasets
 
 
+def _card_payload(html: str) -> str:
+    """The card's components as JSON text (Metaflow inlines them base64-encoded in the HTML)."""
+    encoded = re.search(r'window.__MF_DATA__\["[^"]+"\] = "([^"]+)"', html).group(1)
+    return json.dumps(json.loads(base64.b64decode(encoded)), ensure_ascii=False)
+
+
 def test_card_shows_the_leaderboard(finished):
     _, run, _ = finished
     from metaflow.cards import get_cards
 
-    html = get_cards(run["join"].task)[0].get()
-    encoded = re.search(r'window.__MF_DATA__\["[^"]+"\] = "([^"]+)"', html).group(1)
-    payload = json.dumps(json.loads(base64.b64decode(encoded)), ensure_ascii=False)  # the card's components
+    payload = _card_payload(get_cards(run["join"].task)[0].get())
     assert "Barbarossa leaderboard" in payload and '"type": "table"' in payload and '"type": "vegaChart"' in payload
     assert all(name in payload for name in ("tiny-t5-lora", "tiny-bloom-lora", "broken", "tiny-llama"))
+    assert payload.count('"type": "vegaChart"') == 1 + len(cards.CHART_METRICS)  # loss curves + base-vs-tuned bars
+    assert "Sample answers" in payload and '"xOffset"' in payload
+
+
+def test_finetune_tasks_have_a_live_training_card(finished):
+    _, run, _ = finished
+    from metaflow.cards import get_cards
+
+    task = next(t for t in run["finetune"] if t.data.item["name"] == "tiny-gpt2-lora")
+    payload = _card_payload(get_cards(task, id="training")[0].get())
+    assert "Training tiny-gpt2-lora" in payload and '"type": "progressBar"' in payload
+    assert '"step": 3' in payload  # the loss curve reached the last step
 
 
 def test_cli_prints_the_latest_leaderboard_as_json(finished, capsys):
