@@ -102,6 +102,11 @@ def batches(examples: list[dict], batch_size: int, seed: int):
             yield [examples[i] for i in order[start:start + batch_size]]
 
 
+def settings_for(item: dict, train_cfg: dict) -> dict:
+    """The profile's [train] table with the roster's per-candidate overrides applied."""
+    return {**train_cfg, **(item.get("train") or {})}
+
+
 def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
     """Train one candidate's LoRA adapter and publish it under `out_uri`.
 
@@ -110,7 +115,7 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
     import torch
 
     started = time.time()
-    train_cfg = {**train_cfg, **item.get("train", {})}  # the roster may override the profile per candidate
+    train_cfg = settings_for(item, train_cfg)
     torch.manual_seed(train_cfg["seed"])
     base = item["base"]
     folder = models.resolve(base["source"], base.get("revision"))

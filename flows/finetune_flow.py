@@ -29,7 +29,7 @@ class FinetuneFlow(FlowSpec):
     end       print the leaderboard
     """
 
-    models = Parameter("models", default="local", help="Roster name(s) and/or candidate names, comma-separated")
+    models = Parameter("models", default="local", help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
     profile = Parameter("profile", default="cpu", help="Training/eval profile in configs/profiles (or a .toml path)")
     train_data = Parameter("train-data", default=str(data.BUNDLED), help="Training data: file, s3:// URI or HF dataset id")
     eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
@@ -64,10 +64,12 @@ class FinetuneFlow(FlowSpec):
         self.train = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
-            live = cards.LiveTraining(current.card["training"], self.item["name"], self.settings["train"]["max_steps"])
+            steps = training.settings_for(self.item, self.settings["train"])["max_steps"]
+            live = cards.LiveTraining(current.card["training"], self.item["name"], steps)
             self.train = training.finetune(self.item, self.data, self.settings["train"], out, on_log=live.update)
         self.next(self.evaluate)
 
+    @resources(gpu=1, cpu=4, memory=32000)
     @catch(var="eval_failure")
     @step
     def evaluate(self):
