@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from barbarossa.leaderboard import format_cell
+from barbarossa.leaderboard import row_cell
 
 COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "eval_loss", "delta_eval_loss", "chrf",
            "delta_chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility", "decision"]
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
-    return [[format_cell(row.get(column), column.startswith("delta_")) for column in COLUMNS] for row in rows]
+    return [[row_cell(row, column) for column in COLUMNS] for row in rows]
 
 
 def loss_chart_spec(curves: dict[str, list[dict]]) -> dict:

@@ -14,7 +14,7 @@ import sys
 from rich.table import Table
 
 from barbarossa.console import console
-from barbarossa.leaderboard import format_cell
+from barbarossa.leaderboard import row_cell
 
 FLOW_NAME = "FinetuneFlow"
 TABLE_COLUMNS = [
@@ -31,7 +31,7 @@ def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard") -
         table.add_column(header, justify="right" if header in ("#", "held-out loss", "chrF++") else "left")
     for row in rows:
         style = DECISION_STYLE.get(row["decision"], "")
-        table.add_row(*[format_cell(row.get(key), key.startswith("delta_")) for key, _ in TABLE_COLUMNS], style=style)
+        table.add_row(*[row_cell(row, key) for key, _ in TABLE_COLUMNS], style=style)
     return table
 
 

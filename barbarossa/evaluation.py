@@ -112,10 +112,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter."""
     started = time.time()
     base = item["base"]
-    folder = models.resolve(base["source"], base.get("revision"))
-    remote = base.get("remote_code", False)
-    tokenizer = models.load_tokenizer(folder, remote_code=remote)
-    model = models.load_model(folder, base["family"], remote_code=remote)
+    tokenizer, model = models.load_base(base)
     if adapter_uri:
         from peft import PeftModel
 

@@ -24,6 +24,11 @@ def format_cell(value, signed: bool = False) -> str:
     return str(value)
 
 
+def row_cell(row: dict, key: str) -> str:
+    """One leaderboard cell as text; deltas always carry their sign."""
+    return format_cell(row.get(key), signed=key.startswith("delta_"))
+
+
 def task_result(item: dict, train: dict | None, metrics: dict | None, *failures) -> dict:
     """One foreach branch's outcome; the first caught failure becomes its error text."""
     error = next((_failure_text(f) for f in failures if f), None)
@@ -98,6 +103,16 @@ def decide(row: dict, base: dict | None, policy: dict) -> tuple[str, list[str]]:
     passed &= ok
     reasons.append(f"degenerate answers {row['degenerate_rate']:.0%} (may be ≤ {policy['max_degenerate_rate']:.0%}) {'✓' if ok else '✗'}")
     return ("release" if passed else "hold"), reasons
+
+
+def loss_curves(results: list[dict]) -> dict[str, list[dict]]:
+    """Training loss curve of every candidate that trained, by name."""
+    return {r["item"]["name"]: r["train"]["loss_curve"] for r in results if r["train"]}
+
+
+def samples(results: list[dict]) -> dict[str, list[dict]]:
+    """Sample answers of every evaluated model, by name."""
+    return {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
 
 
 def build(results: list[dict], policy: dict | None = None) -> list[dict]:

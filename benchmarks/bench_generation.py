@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,8 +29,8 @@ def timed(fn):
 
 def main() -> None:
     base = registry.all_rosters()["local"].candidates[0].base
-    folder = models.resolve(base.source, base.revision)
-    tokenizer, model = models.load_tokenizer(folder), models.load_model(folder, base.family).eval()
+    tokenizer, model = models.load_base(asdict(base))
+    model.eval()
     train, held = data.split_holdout(data.load(str(data.BUNDLED)).records, 0.1, seed=0)
     records = held[:PROMPTS]
     evaluation.generate(model, tokenizer, records[:2], 4, 2)  # warm-up

@@ -85,8 +85,8 @@ class FinetuneFlow(FlowSpec):
         results = [leaderboard.task_result(i.item, i.train, i.metrics, i.train_failure, i.eval_failure) for i in inputs]
         self.merge_artifacts(inputs, include=["settings", "data", "plan", "run_root", "candidates", "refused"])
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
-        self.loss_curves = {r["item"]["name"]: r["train"]["loss_curve"] for r in results if r["train"]}
-        self.samples = {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
+        self.loss_curves = leaderboard.loss_curves(results)
+        self.samples = leaderboard.samples(results)
         current.card["leaderboard"].extend(
             cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples))
         self.next(self.end)

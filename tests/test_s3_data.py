@@ -1,7 +1,6 @@
 """Training data from an s3:// URI, served by a real S3-compatible server (moto) on 127.0.0.1."""
 
 import json
-import os
 import socket
 import subprocess
 import sys

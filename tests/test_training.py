@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from barbarossa import data, families, models, prompts, training
+from barbarossa import data, families, models, training
 from conftest import write_jsonl
 
 SETTINGS = {"max_steps": 8, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-2, "warmup_steps": 1,
