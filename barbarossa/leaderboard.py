@@ -29,10 +29,18 @@ def row_cell(row: dict, key: str) -> str:
     return format_cell(row.get(key), signed=key.startswith("delta_"))
 
 
-def task_result(item: dict, train: dict | None, metrics: dict | None, *failures) -> dict:
-    """One foreach branch's outcome; the first caught failure becomes its error text."""
+def task_result(item: dict, train: dict | None, metrics: dict | None, *failures, stage: str = "") -> dict:
+    """One work item's outcome; the first caught failure (with the stage it hit) becomes its error text."""
     error = next((_failure_text(f) for f in failures if f), None)
+    if error and stage:
+        error = f"{stage} failed: {error}"
     return {"item": item, "train": train, "metrics": metrics, "error": error}
+
+
+def gather(tasks) -> list[dict]:
+    """Results of one foreach (Metaflow join inputs, or anything with the same attributes); idle items left out."""
+    return [task_result(t.item, t.train, t.metrics, t.failure, stage=t.stage)
+            for t in tasks if t.item["kind"] != "idle"]
 
 
 def _failure_text(failure) -> str:

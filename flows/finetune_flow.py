@@ -6,30 +6,43 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ library beside flows/
 
-from metaflow import FlowSpec, Parameter, card, catch, current, resources, retry, step  # noqa: E402
+from metaflow import Config, FlowSpec, Parameter, card, catch, config_expr, current, resources, retry, step  # noqa: E402
 
-from barbarossa import cards, cli, config, data, evaluation, leaderboard, plan, registry, storage, training  # noqa: E402
+from barbarossa import cards, cli, compute, config, data, evaluation, leaderboard, plan, registry, storage, training  # noqa: E402
+from barbarossa.mutators import SizeClassResources  # noqa: E402
+
+SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
 
 
+@SizeClassResources
 class FinetuneFlow(FlowSpec):
     """Fine-tune every selected model with LoRA, evaluate each the same way, rank them.
 
-        start ──► finetune ──► evaluate ──► join ──► end
-                 (foreach model: untuned bases + LoRA candidates)
+              ┌─► fan_small ──► tune_small ──► gather_small ─┐
+        start ┤               (foreach item)                ├─► join ──► end
+              └─► fan_large ──► tune_large ──► gather_large ─┘
 
     start     validate the profile, the roster selection and the data; carve the
               held-out split; write both splits as files; record the cost plan;
-              refuse unpinned remote code (all before any model loads)
-    finetune  train one LoRA adapter (nothing to train for an untuned base);
-              GPU on a cluster, CPU locally; a failure becomes a failed row
-    evaluate  held-out loss / perplexity and chrF++ of greedy answers, same
-              protocol for bases and candidates
+              refuse unpinned remote code and models too big for this
+              deployment (all before any model loads); sort the work items
+              (untuned bases + LoRA candidates) into size classes
+    tune_*    one work item: train its LoRA adapter (nothing to train for an
+              untuned base), then held-out loss / perplexity, chrF++, BLEU,
+              Azerbaijani fidelity and loops of greedy answers, same protocol
+              for every item. One step per size class, because @resources is
+              per step: the `infra` config's roster selection sizes each
+              class's box (see barbarossa/compute.py and README "Resources").
+              A failure becomes a failed row, not a failed run.
     join      leaderboard rows with deltas against each base, rank, release
               decision and reasons; a card shows them
     end       print the leaderboard
     """
 
-    models = Parameter("models", default="local", help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
+    infra = Config("infra", default=str(compute.DEFAULT_INFRA), parser=compute.parse_infra,
+                   help="Where fine-tunes run and the roster selection their boxes are sized for")
+    models = Parameter("models", default=config_expr("infra.models"),
+                       help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
     profile = Parameter("profile", default="cpu", help="Training/eval profile in configs/profiles (or a .toml path)")
     train_data = Parameter("train-data", default=str(data.BUNDLED), help="Training data: file, s3:// URI or HF dataset id")
     eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
@@ -43,7 +56,9 @@ class FinetuneFlow(FlowSpec):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         selected = registry.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu)
-        self.candidates, self.refused = registry.runnable(registry.work_items(selected))
+        allowed, self.refused = registry.runnable(registry.work_items(selected))
+        self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
+        self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
         self.data = data.prepare(
@@ -52,38 +67,68 @@ class FinetuneFlow(FlowSpec):
         )
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])
-        self.next(self.finetune, foreach="candidates")
+        self.next(self.fan_small, self.fan_large)
 
-    @resources(gpu=1, cpu=4, memory=32000)
+    @step
+    def fan_small(self):
+        self.items = self.classes["small"]
+        self.next(self.tune_small, foreach="items")
+
+    @step
+    def fan_large(self):
+        self.items = self.classes["large"]
+        self.next(self.tune_large, foreach="items")
+
+    # @resources / @timeout below are replaced per deployment by SizeClassResources.
+    @resources(gpu=1)
     @retry(times=1)
-    @catch(var="train_failure")
+    @catch(var="failure")
     @card(type="blank", id="training", refresh_interval=5)
     @step
-    def finetune(self):
-        self.item = self.input
-        self.train = None
+    def tune_small(self):
+        self.tune()
+        self.next(self.gather_small)
+
+    @resources(gpu=1)
+    @retry(times=1)
+    @catch(var="failure")
+    @card(type="blank", id="training", refresh_interval=5)
+    @step
+    def tune_large(self):
+        self.tune()
+        self.next(self.gather_large)
+
+    def tune(self):
+        """Train (candidates only), then evaluate, one work item; both size classes run this."""
+        self.item, self.stage, self.train, self.metrics = self.input, "finetune", None, None
+        if self.item["kind"] == "idle":
+            return
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
             steps = training.settings_for(self.item, self.settings["train"])["max_steps"]
             live = cards.LiveTraining(current.card["training"], self.item["name"], steps)
             self.train = training.finetune(self.item, self.data, self.settings["train"], out, on_log=live.update)
-        self.next(self.evaluate)
+        self.stage = "evaluate"
+        adapter = self.train["adapter_uri"] if self.train else None
+        self.metrics = evaluation.evaluate(self.item, adapter, self.data, self.settings["eval"])
 
-    @resources(gpu=1, cpu=4, memory=32000)
-    @catch(var="eval_failure")
     @step
-    def evaluate(self):
-        self.metrics = None
-        if not self.train_failure:
-            adapter = self.train["adapter_uri"] if self.train else None
-            self.metrics = evaluation.evaluate(self.item, adapter, self.data, self.settings["eval"])
+    def gather_small(self, inputs):
+        self.results = leaderboard.gather(inputs)
+        self.merge_artifacts(inputs, include=SHARED)
+        self.next(self.join)
+
+    @step
+    def gather_large(self, inputs):
+        self.results = leaderboard.gather(inputs)
+        self.merge_artifacts(inputs, include=SHARED)
         self.next(self.join)
 
     @card(type="blank", id="leaderboard")
     @step
     def join(self, inputs):
-        results = [leaderboard.task_result(i.item, i.train, i.metrics, i.train_failure, i.eval_failure) for i in inputs]
-        self.merge_artifacts(inputs, include=["settings", "data", "plan", "run_root", "candidates", "refused"])
+        results = [result for branch in inputs for result in branch.results]
+        self.merge_artifacts(inputs, include=SHARED)
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)

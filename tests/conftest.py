@@ -1,8 +1,12 @@
 """Shared fixtures: an isolated model cache and Metaflow root, tiny models built once."""
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,3 +55,43 @@ def tiny_gpt2():
     from barbarossa import models
 
     return models.resolve("tiny:gpt2")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_s3(monkeypatch, bucket: str = "barbarossa-test"):
+    """A real S3-compatible server (moto) on 127.0.0.1 for one test; yields 's3://<bucket>'.
+
+    The endpoint and fake keys go into the environment (Metaflow and boto3 both read them).
+    """
+    from barbarossa import storage
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for key, value in {
+        "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                storage.s3_client().create_bucket(Bucket=bucket)
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.3)
+        yield f"s3://{bucket}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -36,7 +36,7 @@ lora = { r = 4, alpha = 8, dropout = 0.0, targets = ["no_such_module"] }
 
 [[candidate]]
 name = "diverges"
-base = "tiny-llama"
+base = "tiny-llama-big"
 train = { learning_rate = 1e30 }  # weights overflow: the loss turns non-finite
 
 [[base]]
@@ -46,6 +46,15 @@ family = "llama"
 certainty = "confirmed"
 licence = "none"
 params = "0.2M"
+
+[[base]]
+name = "tiny-llama-big"  # declared as needing a big GPU: it lands in the large size class
+source = "tiny:llama"
+family = "llama"
+certainty = "confirmed"
+licence = "none"
+params = "0.2M"
+resources = { gpus = 1, gpu_memory_gb = 80, cpu = 2, memory_gb = 8, disk_gb = 1, timeout_hours = 1 }
 """
 
 
@@ -57,8 +66,16 @@ def env(tmp_path_factory):
     return {"BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_RUN_MAX_WORKERS": "2"}
 
 
-def run_flow(env, **params):
-    with Runner(FLOW, show_output=False, env={**os.environ, **env}).run(**params) as running:
+def tune_tasks(run):
+    return [task for name in ("tune_small", "tune_large") for task in run[name]]
+
+
+LOCAL_INFRA = {"compute": "local", "models": "tiny", "large_from_gpu_memory_gb": 40}
+
+
+def run_flow(env, infra=LOCAL_INFRA, **params):
+    runner = Runner(FLOW, show_output=False, env={**os.environ, **env}, config_value=[("infra", infra)])
+    with runner.run(**params) as running:
         return running.status, running.run
 
 
@@ -77,12 +94,14 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
     families = ("llama", "gpt2", "t5", "bloom")
     assert set(rows_by_name) == {f"tiny-{f}{s}" for f in families for s in ("", "-lora")} | {
-        "broken", "diverges", "hub-remote", "unpinned-remote-code"}
+        "broken", "diverges", "hub-remote", "unpinned-remote-code", "tiny-llama-big"}
+    large = sorted(task.data.item["name"] for task in run["tune_large"])
+    assert large == ["diverges", "tiny-llama-big"]  # the size class follows the roster's resources
     diverged = rows_by_name["diverges"]
-    assert diverged["decision"] == "failed" and "TrainingDiverged" in diverged["error"] and "at step" in diverged["error"]
+    assert diverged["decision"] == "failed" and diverged["error"].startswith("finetune failed: TrainingDiverged") and "at step" in diverged["error"]
     refused = rows_by_name["unpinned-remote-code"]
     assert refused["decision"] == "failed" and refused["error"].startswith("refused: hub-remote needs remote code")
-    assert all(task.data.item["name"] != "unpinned-remote-code" for task in run["finetune"])  # no compute spent
+    assert all(task.data.item["name"] != "unpinned-remote-code" for task in tune_tasks(run))  # no compute spent
     broken = rows_by_name["broken"]
     assert broken["status"] == "failed" and broken["decision"] == "failed" and "no_such_module" in broken["error"]
     for name in (f"tiny-{f}-lora" for f in families):
@@ -91,7 +110,7 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
         assert row["base_eval_loss"] == rows_by_name[row["base"]]["eval_loss"] and row["reasons"]
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
-    assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed"}
+    assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}
 
 
 def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished):
@@ -107,7 +126,7 @@ def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished
 
 def test_flow_passes_references_not_weights(finished):
     _, run, _ = finished
-    for task in run["finetune"]:
+    for task in tune_tasks(run):
         train = task.data.train
         if train:
             assert set(train) >= {"adapter_uri", "loss_curve"} and isinstance(train["adapter_uri"], str)
@@ -136,7 +155,7 @@ def test_finetune_tasks_have_a_live_training_card(finished):
     _, run, _ = finished
     from metaflow.cards import get_cards
 
-    task = next(t for t in run["finetune"] if t.data.item["name"] == "tiny-gpt2-lora")
+    task = next(t for t in run["tune_small"] if t.data.item["name"] == "tiny-gpt2-lora")
     payload = _card_payload(get_cards(task, id="training")[0].get())
     assert "Training tiny-gpt2-lora" in payload and '"type": "progressBar"' in payload
     assert '"step": 3' in payload  # the loss curve reached the last step

@@ -1,49 +1,17 @@
 """Training data from an s3:// URI, served by a real S3-compatible server (moto) on 127.0.0.1."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
 from barbarossa import data, storage
-from conftest import rows
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from conftest import moto_s3, rows
 
 
 @pytest.fixture
 def s3_server(monkeypatch):
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for key, value in {
-        "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    deadline = time.time() + 30
-    while True:
-        try:
-            storage.s3_client().create_bucket(Bucket="barbarossa-test")
-            break
-        except Exception:
-            if time.time() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.3)
-    yield "s3://barbarossa-test"
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_s3(monkeypatch) as bucket:
+        yield bucket
 
 
 def test_s3_data_and_outputs_round_trip(s3_server, tmp_path):

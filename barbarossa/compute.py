@@ -1,0 +1,126 @@
+"""Where fine-tunes run and how big each box is: the `infra` config and size classes.
+
+A Metaflow decorator belongs to a step, not to a foreach item, so one
+`@resources` cannot fit both a 124M and a 13B model. The flow therefore has
+one fine-tune step per *size class* (`tune_small`, `tune_large`), each a
+foreach over the work items of its class. A deployment's roster selection
+(`models` in the infra config, known when the flow is compiled) decides each
+class's box: the largest need of the roster entries in that class. A class
+with nothing selected gets a CPU-only box and one idle item, because Metaflow
+refuses a foreach over an empty list and an idle task must not hold a GPU.
+
+The same config attaches the compute decorator (`@kubernetes` / `@batch`) so
+flow code carries `@resources` only and still runs locally.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+from barbarossa.registry import PROJECT_ROOT, Resources, select, work_items
+
+CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
+COMPUTE = ("local", "kubernetes", "batch")
+DEFAULT_INFRA = PROJECT_ROOT / "configs" / "infra" / "local.toml"
+IDLE_BOX = {"gpus": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 4, "disk_gb": 10, "timeout_hours": 1}
+_SCHEMA = {"compute": str, "models": str, "large_from_gpu_memory_gb": int, "kubernetes": dict, "batch": dict}
+_REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
+
+
+class InfraError(ValueError):
+    """An infra config that does not validate; the message names the key."""
+
+
+def parse_infra(text: str) -> dict:
+    """Metaflow Config parser: TOML (a file) or JSON (`--config-value`) text → validated infra dict.
+
+    Runs when the flow is loaded, so a bad config fails before any step runs.
+    """
+    try:
+        infra = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InfraError(f"infra config: neither TOML nor a JSON object: {exc}") from exc
+    return validate_infra(infra)
+
+
+def validate_infra(infra: dict) -> dict:
+    for key in _REQUIRED:
+        if key not in infra:
+            raise InfraError(f"infra config: missing key '{key}'")
+    for key, value in infra.items():
+        if key not in _SCHEMA:
+            raise InfraError(f"infra config: unknown key '{key}' (known: {', '.join(_SCHEMA)})")
+        if not isinstance(value, _SCHEMA[key]) or isinstance(value, bool):
+            raise InfraError(f"infra config: '{key}' must be {_SCHEMA[key].__name__}, got {value!r}")
+    if infra["compute"] not in COMPUTE:
+        raise InfraError(f"infra config: compute must be one of {', '.join(COMPUTE)}, got {infra['compute']!r}")
+    return infra
+
+
+def load_infra(path: str | Path = DEFAULT_INFRA) -> dict:
+    return parse_infra(Path(path).read_text(encoding="utf-8"))
+
+
+def size_class(item: dict, infra: dict) -> str:
+    """'large' when the item's base needs at least the configured GPU memory, else 'small'."""
+    need = item["base"]["resources"]["gpu_memory_gb"]
+    return "large" if need >= infra["large_from_gpu_memory_gb"] else "small"
+
+
+def class_boxes(items: list[dict], infra: dict) -> dict[str, dict]:
+    """Per class, the smallest box that fits every item of that class (an idle box when empty)."""
+    boxes = {}
+    for cls in CLASSES:
+        needs = [item["base"]["resources"] for item in items if size_class(item, infra) == cls]
+        boxes[cls] = {key: max(need[key] for need in needs) for key in IDLE_BOX} if needs else dict(IDLE_BOX)
+    return boxes
+
+
+def deployed_boxes(infra: dict) -> dict[str, dict]:
+    """The boxes a flow compiled with this infra config asks for (see `mutators.SizeClassResources`)."""
+    return class_boxes(work_items(select(infra["models"])), infra)
+
+
+def resources_kwargs(box: dict) -> dict:
+    """Keyword arguments of Metaflow's @resources (memory and disk in MB)."""
+    return {"gpu": box["gpus"], "cpu": box["cpu"], "memory": box["memory_gb"] * 1024, "disk": box["disk_gb"] * 1024}
+
+
+def timeout_kwargs(box: dict) -> dict:
+    return {"minutes": math.ceil(box["timeout_hours"] * 60)}
+
+
+def idle_item(cls: str) -> dict:
+    return {"name": f"(no {cls} models)", "kind": "idle", "refusal": None}
+
+
+def _misfit(item: dict, box: dict) -> str | None:
+    need = Resources(**item["base"]["resources"])
+    short = [key for key in IDLE_BOX if getattr(need, key) > box[key]]
+    if not short:
+        return None
+    wanted = ", ".join(f"{key} {getattr(need, key)} > {box[key]}" for key in short)
+    return (f"this deployment's box is too small ({wanted}); the deployment was sized for another roster "
+            f"selection: redeploy with this model in the infra config's `models`")
+
+
+def assign(items: list[dict], infra: dict, deployed: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:
+    """({class: foreach items}, refused results).
+
+    On a cluster an item whose needs exceed its class's deployed box is refused
+    (it would be killed for memory hours in); locally boxes are not enforced.
+    Every class gets at least its idle item.
+    """
+    by_class = {cls: [] for cls in CLASSES}
+    refused = []
+    for item in items:
+        cls = size_class(item, infra)
+        reason = _misfit(item, deployed[cls]) if deployed and infra["compute"] != "local" else None
+        if reason:
+            refused.append({"item": item, "train": None, "metrics": None, "error": f"refused: {reason}"})
+        else:
+            by_class[cls].append(item)
+    return {cls: members or [idle_item(cls)] for cls, members in by_class.items()}, refused
