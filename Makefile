@@ -29,6 +29,7 @@ smoke: install
 
 ## Benchmarks: each prints a ratio against a baseline measured in the same run.
 bench: install
+	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_generation.py
 
 leaderboard: install

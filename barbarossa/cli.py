@@ -142,6 +142,17 @@ def print_plan(result: dict, profile_name: str = "") -> None:
     console.print(f"[dim]assumptions: {result['assumptions']}[/]")
 
 
+def print_release(released: list[dict]) -> None:
+    if not released:
+        console.print("release: no candidate passed the release policy; nothing bundled")
+    for bundle in released:
+        where = bundle["published_to"] or (f"dry run; --publish would copy it to {bundle['would_publish_to']}"
+                                           if bundle["would_publish_to"] else "no --release-to target")
+        merged = f", merged weights verified (max |Δlogit| {bundle['merge_max_logit_diff']:.1e})" if bundle["merged"] else ""
+        console.print(f"release: {bundle['name']}: {len(bundle['files'])} files, {bundle['bytes'] / 1e6:.1f} MB at "
+                      f"{bundle['bundle_uri']}{merged}; {where}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="barbarossa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -17,7 +17,7 @@ SCHEMA = {
     "train": {
         "max_steps": int, "batch_size": int, "grad_accum": int, "learning_rate": float, "warmup_steps": int,
         "weight_decay": float, "max_grad_norm": float, "max_length": int, "precision": str, "seed": int,
-        "log_every": int,
+        "log_every": int, "packing": bool, "gradient_checkpointing": bool, "checkpoint_every": int,
     },
     "eval": {
         "eval_fraction": float, "split_seed": int, "max_length": int, "max_loss_rows": int, "generate_rows": int,
@@ -59,7 +59,7 @@ def load_profile(name_or_path: str) -> dict:
             value = table[key]
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 table[key] = value = float(value)
-            if not isinstance(value, kind) or isinstance(value, bool):
+            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise ConfigError(f"{path}: [{section}] {key} must be {kind.__name__}, got {value!r}")
         unknown = set(table) - set(keys)
         if unknown:

@@ -16,6 +16,10 @@ class Family:
     attention_targets: tuple[str, ...]  # the attention projections LoRA adapts by default
     fan_in_fan_out: bool = False  # GPT-2 style Conv1D weights are stored transposed
     remote_code: bool = False
+    # Padding-free packing: several examples in one row, attention kept inside each by position ids
+    # that restart at 0. Only where the model builds its mask from position ids (tested per family);
+    # OPT derives positions from the attention mask and BLOOM/MPT use ALiBi, so they pad instead.
+    packs: bool = False
 
     def lora_targets(self, targets: str | list[str]) -> str | list[str]:
         """Resolve a roster recipe's `targets` (a keyword or module names) for this family."""
@@ -31,17 +35,17 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
-        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
-        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True),
-        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
-        Family("gpt_neox", "causal", ("query_key_value", "dense")),
+        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
+        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
+        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True, packs=True),
+        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), packs=True),
+        Family("gpt_neox", "causal", ("query_key_value", "dense"), packs=True),
         Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
         Family("bloom", "causal", ("query_key_value", "dense")),
         Family("mpt", "causal", ("Wqkv", "out_proj")),
-        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj")),
+        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
         Family("t5", "seq2seq", ("q", "k", "v", "o")),
-        Family("deci", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), remote_code=True),
+        Family("deci", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), remote_code=True, packs=True),
     )
 }
 

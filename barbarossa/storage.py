@@ -63,6 +63,23 @@ def read_bytes(uri: str) -> bytes:
     return Path(uri).read_bytes()
 
 
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        listing = s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return any(obj["Key"] == key for obj in listing.get("Contents", []))
+    return Path(uri).is_file()
+
+
+def delete(uri: str) -> None:
+    """Remove one file or object (missing is fine)."""
+    if is_s3(uri):
+        bucket, key = _split_s3(uri)
+        s3_client().delete_object(Bucket=bucket, Key=key)
+    else:
+        Path(uri).unlink(missing_ok=True)
+
+
 def download(uri: str, dest: Path) -> Path:
     """Copy one S3 object to a local file (used to parse remote data files)."""
     bucket, key = _split_s3(uri)

@@ -1,9 +1,20 @@
 """LoRA fine-tuning of one candidate: a small, explicit PyTorch loop.
 
-Dynamic padding to the longest example of each batch, prompt-masked labels,
-AdamW with warm-up + cosine decay, gradient clipping and accumulation, and a
-guard that stops a diverging run with the step and reason. The adapter is
-written as files; the caller gets back a small dict (URIs and numbers).
+Features and their trade-offs:
+- padding-free packing: a batch is one row of concatenated examples whose
+  position ids restart at 0, so attention stays inside each example
+  (transformers' `DataCollatorWithFlattening`; families without position-id
+  masks — OPT, BLOOM, MPT, T5 — pad to the longest example instead);
+- response-only loss, and on packed rows logits are computed only where a
+  response token follows (`logits_to_keep`): the vocabulary projection of
+  prompt tokens is skipped, not masked after the fact;
+- bf16 autocast where the hardware runs bf16 natively, fp32 otherwise;
+- AdamW, linear warm-up + cosine decay, gradient clipping and accumulation,
+  optional gradient checkpointing (less memory, more compute);
+- resumable checkpoints every N steps (`checkpoints.py`): a retried task
+  continues from the last one instead of step 0;
+- a guard that stops a diverging run with the step and the reason.
+The adapter is written as files; the caller gets back a small dict.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from barbarossa import data, models, prompts, storage
+from barbarossa import checkpoints, data, models, prompts, storage
 from barbarossa.console import log
 from barbarossa.families import get_family
 
@@ -78,6 +89,72 @@ def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
     return batch
 
 
+def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
+    """Example indices grouped into rows of at most `row_tokens` tokens (first fit, longest first).
+
+    Rows, not one long row: on hardware without a variable-length attention
+    kernel, attention over one row costs its length squared.
+    """
+    rows, room = [], []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[index]), None)
+        if slot is None:
+            rows.append([]), room.append(row_tokens)
+            slot = len(rows) - 1
+        rows[slot].append(index)
+        room[slot] -= lengths[index]
+    return rows
+
+
+def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int = 0) -> dict:
+    """Examples packed into rows (one row when `row_tokens` is None) whose position ids restart at 0 per example.
+
+    Each row is flattened by transformers' `DataCollatorWithFlattening`; rows are
+    then padded to the longest row (padding sits after every example, with
+    ignored labels, so causal attention never reaches it).
+    """
+    import torch
+    from transformers import DataCollatorWithFlattening
+
+    flatten = DataCollatorWithFlattening(separator_id=prompts.IGNORE_INDEX)
+    groups = pack_rows([len(e["input_ids"]) for e in examples], row_tokens) if row_tokens else [range(len(examples))]
+    rows = [flatten([{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]} for i in group],
+                    return_tensors="np") for group in groups]
+    width = max(row["input_ids"].shape[1] for row in rows)
+
+    def stacked(key, pad):
+        return torch.tensor([list(row[key][0]) + [pad] * (width - row[key].shape[1]) for row in rows])
+
+    return {"input_ids": stacked("input_ids", pad_id), "labels": stacked("labels", prompts.IGNORE_INDEX),
+            "position_ids": torch.tensor([list(row["position_ids"][0]) + list(range(width - row["position_ids"].shape[1]))
+                                          for row in rows])}
+
+
+def packed_token_losses(model, batch: dict):
+    """Per-token cross-entropy of packed rows, projecting to the vocabulary only where a supervised token follows.
+
+    The model runs without its LM head (`logits_to_keep` empty); the head is
+    applied to the final hidden states of supervised positions only, so prompt
+    tokens cost no vocabulary-sized matmul or softmax.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = batch["labels"]
+    rows, cols = (labels[:, 1:] != prompts.IGNORE_INDEX).nonzero(as_tuple=True)
+    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
+                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+    logits = model.get_output_embeddings()(out.hidden_states[-1][rows, cols])
+    return F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
+
+
+def batch_loss(model, batch: dict):
+    """Mean loss over the batch's supervised tokens, whichever layout the batch has."""
+    if "position_ids" in batch:
+        return packed_token_losses(model, batch).mean()
+    return model(**batch).loss
+
+
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     """Linear warm-up then cosine decay to 10 % of the peak."""
     if step < warmup:
@@ -92,14 +169,21 @@ def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causa
     return kept, len(built) - len(kept)
 
 
-def batches(examples: list[dict], batch_size: int, seed: int):
-    """Endless shuffled batches, reshuffled each epoch with a seeded RNG."""
+def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0):
+    """Endless shuffled batches, reshuffled each epoch with a seeded RNG.
+
+    `skip` drops that many batches first: a resumed run sees exactly the
+    batches an uninterrupted one would (the data position is the batch count).
+    """
     rng = random.Random(seed)
     order = list(range(len(examples)))
+    served = 0
     while True:
         rng.shuffle(order)
         for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
-            yield [examples[i] for i in order[start:start + batch_size]]
+            served += 1
+            if served > skip:
+                yield [examples[i] for i in order[start:start + batch_size]]
 
 
 def settings_for(item: dict, train_cfg: dict) -> dict:
@@ -110,70 +194,91 @@ def settings_for(item: dict, train_cfg: dict) -> dict:
 def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
     """Train one candidate's LoRA adapter and publish it under `out_uri`.
 
-    `on_log(step, curve)` is called at every log step (a live card, say).
+    Resumes from the latest checkpoint under `out_uri` if there is one (a
+    retried task). `on_log(step, curve)` is called at every log step (a live card, say).
     """
     import torch
 
     started = time.time()
-    train_cfg = settings_for(item, train_cfg)
-    torch.manual_seed(train_cfg["seed"])
+    cfg = settings_for(item, train_cfg)
     base = item["base"]
-    task = get_family(base["family"]).task
+    family = get_family(base["family"])
     tokenizer, model = models.load_base(base)
+    torch.manual_seed(cfg["seed"])  # after loading: building a model on a cache miss draws from the RNG too
+    if cfg.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     model = lora_model(model, base["family"], item["lora"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
-    examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, task)
+    max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
+    examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, family.task)
     if not examples:
         raise ValueError(f"{item['name']}: no training example fits max_length={max_length}")
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = train_cfg.get("precision", "auto")
+    precision = cfg.get("precision", "auto")
     precision = choose_precision(device) if precision == "auto" else precision
+    packed = family.packs and cfg.get("packing", True)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train_cfg["learning_rate"], weight_decay=train_cfg.get("weight_decay", 0.0))
-    steps, accum = train_cfg["max_steps"], train_cfg.get("grad_accum", 1)
-    stream = batches(examples, train_cfg["batch_size"], train_cfg["seed"])
-    curve, tokens = [], 0
+    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0))
+    steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
+    progress = checkpoints.restore(out_uri, model, optimizer) or {
+        "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "padded_tokens": 0}
+    resumed_from = progress["step"]
+    stream = batches(examples, cfg["batch_size"], cfg["seed"], skip=resumed_from * accum)
     log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
-        f"{steps} steps × {train_cfg['batch_size']}×{accum}, {precision} on {device}")
-    for step in range(steps):
+        f"{steps} steps × {cfg['batch_size']}×{accum}, {'packed' if packed else 'padded'}, {precision} on {device}"
+        + (f", resuming after step {resumed_from}" if resumed_from else ""))
+    tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
+    for step in range(resumed_from, steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, train_cfg.get("warmup_steps", 0), train_cfg["learning_rate"])
+            group["lr"] = lr_at(step, steps, cfg.get("warmup_steps", 0), cfg["learning_rate"])
         step_loss = 0.0
         for _ in range(accum):
-            batch = {k: v.to(device) for k, v in pad_batch(next(stream), tokenizer.pad_token_id).items()}
+            chunk = next(stream)
+            batch = pack_batch(chunk, max_length, tokenizer.pad_token_id) if packed else pad_batch(chunk, tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = model(**batch).loss
+                loss = batch_loss(model, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{item['name']}: loss is {loss.item()} at step {step + 1}")
             (loss / accum).backward()
             step_loss += loss.item() / accum
-            tokens += int((batch["labels"] != prompts.IGNORE_INDEX).sum())
-        torch.nn.utils.clip_grad_norm_(params, train_cfg.get("max_grad_norm", 1.0))
+            progress["supervised_tokens"] += int((batch["labels"] != prompts.IGNORE_INDEX).sum())
+            progress["real_tokens"] += sum(len(e["input_ids"]) for e in chunk)
+            progress["padded_tokens"] += batch["input_ids"].numel()
+        torch.nn.utils.clip_grad_norm_(params, cfg.get("max_grad_norm", 1.0))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        curve.append({"step": step + 1, "loss": round(step_loss, 5)})
-        if (step + 1) % train_cfg.get("log_every", 10) == 0 or step + 1 == steps:
-            rate = tokens / (time.time() - started)
+        progress["step"] = step + 1
+        progress["curve"].append({"step": step + 1, "loss": round(step_loss, 5)})
+        if (every and (step + 1) % every == 0) or step + 1 == steps:
+            checkpoints.save(out_uri, model, optimizer, progress)
+        if (step + 1) % cfg.get("log_every", 10) == 0 or step + 1 == steps:
+            rate = (progress["supervised_tokens"] - tokens_at_start) / (time.time() - loop_started)
             log(f"{item['name']}: step {step + 1}/{steps} loss {step_loss:.4f} ({rate:,.0f} supervised tok/s)")
             if on_log:
-                on_log(step + 1, curve)
+                on_log(step + 1, progress["curve"])
 
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         model.save_pretrained(adapter)
         adapter_uri = storage.upload_dir(adapter, storage.join(out_uri, "adapter"))
-    seconds = time.time() - started
+    seconds, loop_seconds = time.time() - started, time.time() - loop_started
     return {
         "adapter_uri": adapter_uri,
-        "loss_curve": curve,
-        "steps": steps,
-        "supervised_tokens": tokens,
-        "tokens_per_second": round(tokens / seconds, 1),
+        "loss_curve": progress["curve"],
+        "steps": progress["step"],
+        "resumed_from_step": resumed_from,
+        "supervised_tokens": progress["supervised_tokens"],
+        "real_tokens": progress["real_tokens"],
+        "loop_seconds": round(loop_seconds, 2),
+        "padding_share": round(1 - progress["real_tokens"] / max(1, progress["padded_tokens"]), 4),
+        "tokens_per_second": round((progress["supervised_tokens"] - tokens_at_start) / max(loop_seconds, 1e-9), 1),
         "train_seconds": round(seconds, 1),
         "precision": precision,
+        "packed": packed,
         "device": device,
         "trainable_params": trainable,
         "train_examples": len(examples),

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ 
 from metaflow import Config, FlowSpec, Parameter, card, catch, config_expr, current, resources, retry, step  # noqa: E402
 
 from barbarossa import cards, cli, compute, config, data, evaluation, leaderboard, plan, registry, storage, training  # noqa: E402
+from barbarossa import release as releases  # noqa: E402  (the flow has a step named release)
 from barbarossa.mutators import SizeClassResources  # noqa: E402
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
@@ -19,7 +20,7 @@ class FinetuneFlow(FlowSpec):
     """Fine-tune every selected model with LoRA, evaluate each the same way, rank them.
 
               ┌─► fan_small ──► tune_small ──► gather_small ─┐
-        start ┤               (foreach item)                ├─► join ──► end
+        start ┤               (foreach item)                ├─► join ──► release ──► end
               └─► fan_large ──► tune_large ──► gather_large ─┘
 
     start     validate the profile, the roster selection and the data; carve the
@@ -36,6 +37,8 @@ class FinetuneFlow(FlowSpec):
               A failure becomes a failed row, not a failed run.
     join      leaderboard rows with deltas against each base, rank, release
               decision and reasons; a card shows them
+    release   bundle each released model (adapter, model card, merged weights
+              if --merge, verified); publish with --publish, else a dry run
     end       print the leaderboard
     """
 
@@ -50,10 +53,14 @@ class FinetuneFlow(FlowSpec):
     on_bad_rows = Parameter("on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report")
     gpu = Parameter("gpu", default="A100-80GB", help="GPU the recorded cost plan is estimated for")
     output_root = Parameter("output-root", default="runs", help="Local folder or s3:// prefix for data splits and adapters")
+    release_to = Parameter("release-to", default="", help="Where released models go: a folder, an s3:// prefix or hf:<owner>")
+    publish = Parameter("publish", type=bool, default=False, help="Really publish to --release-to (default: dry run)")
+    merge = Parameter("merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)")
 
     @step
     def start(self):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
+        releases.check_target(self.release_to, self.publish)
         selected = registry.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu)
         allowed, self.refused = registry.runnable(registry.work_items(selected))
@@ -132,8 +139,17 @@ class FinetuneFlow(FlowSpec):
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
+        self.to_release = releases.selected(self.leaderboard, results)
         current.card["leaderboard"].extend(
             cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples))
+        self.next(self.release)
+
+    @resources(cpu=4, memory=32000)
+    @step
+    def release(self):
+        self.released = releases.release_all(self.to_release, self.data, self.settings["train"], current.pathspec,
+                                            self.run_root, self.merge, self.release_to, self.publish)
+        cli.print_release(self.released)
         self.next(self.end)
 
     @step

@@ -45,3 +45,42 @@ def test_family_fine_tunes_reloads_and_generates(family, repeated_batch, tmp_pat
     base_metrics = evaluation.evaluate({**item, "kind": "baseline"}, None, summary, EVAL)
     assert metrics["eval_loss"] < base_metrics["eval_loss"]  # the adapter really was applied
     assert metrics["generated"] == 2 and all(isinstance(s["generated"], str) for s in metrics["samples"])
+
+
+ROW_TOKENS = 300
+
+
+def _per_example_losses(family: str, packed: bool) -> list[float]:
+    """Mean response loss of each of six examples: packed into rows, or each alone."""
+    import torch
+
+    from barbarossa import models, prompts
+
+    spec = families.get_family(family)
+    folder = models.resolve(f"tiny:{family}")
+    tokenizer = models.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = models.load_model(folder, family, remote_code=spec.remote_code).eval()
+    rows = data.load(str(data.BUNDLED)).records[:6]
+    examples = [prompts.build_example(tokenizer, r, 192) for r in rows]
+    with torch.no_grad():
+        if not packed:
+            return [training.batch_loss(model, training.pad_batch([e], tokenizer.pad_token_id)).item() for e in examples]
+        batch = training.pack_batch(examples, ROW_TOKENS, tokenizer.pad_token_id)
+        losses = training.packed_token_losses(model, batch)
+    assert 1 < batch["input_ids"].shape[0] < len(examples)  # several rows, some holding several examples
+    order = [i for group in training.pack_rows([len(e["input_ids"]) for e in examples], ROW_TOKENS) for i in group]
+    counts = [sum(label != prompts.IGNORE_INDEX for label in examples[i]["labels"][1:]) for i in order]
+    bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
+    by_example = dict(zip(order, (losses[a:b].mean().item() for a, b in zip(bounds, bounds[1:]))))
+    return [by_example[i] for i in range(len(examples))]
+
+
+@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.packs))
+def test_packed_row_gives_each_example_the_loss_it_has_alone(family):
+    assert _per_example_losses(family, packed=True) == pytest.approx(_per_example_losses(family, packed=False), abs=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.task == "causal" and not spec.packs))
+def test_families_marked_not_packing_really_would_leak_across_examples(family):
+    """OPT / BLOOM / MPT ignore restarting position ids: packing them would mix examples, so they pad."""
+    assert _per_example_losses(family, packed=True) != pytest.approx(_per_example_losses(family, packed=False), abs=1e-5)

@@ -84,7 +84,7 @@ def finished(env, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     eval_file = write_jsonl(out / "other_eval.jsonl", rows(7, start=1000))  # a file the flow has never seen
     status, run = run_flow(env, models="tiny,broken", profile="smoke", max_steps=3, eval_data=str(eval_file),
-                           output_root=str(out / "runs"))
+                           output_root=str(out / "runs"), release_to=str(out / "published"), publish=True, merge=True)
     return status, run, out
 
 
@@ -111,6 +111,19 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
     assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}
+
+
+def test_release_step_publishes_exactly_the_released_candidates(finished):
+    _, run, out = finished
+    chosen = sorted(r["name"] for r in run.data.leaderboard if r["decision"] == "release")
+    released = run.data.released
+    assert chosen and sorted(b["name"] for b in released) == chosen
+    for bundle in released:
+        folder = out / "published" / bundle["name"]
+        assert bundle["published_to"] == str(folder) and bundle["merge_max_logit_diff"] < 1e-3
+        assert (folder / "adapter" / "adapter_model.safetensors").exists() and (folder / "merged" / "config.json").exists()
+        assert (folder / "README.md").read_text(encoding="utf-8").startswith("---\nlibrary_name: peft")
+    assert not (out / "published" / "diverges").exists()
 
 
 def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished):

@@ -69,3 +69,82 @@ def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch):
     assert training.choose_precision("cpu") == "fp32"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert training.choose_precision("cpu") == "bf16"
+
+
+def test_pack_rows_fills_rows_first_fit_longest_first():
+    assert training.pack_rows([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
+    assert training.pack_rows([8, 8], 8) == [[0], [1]]
+
+
+def test_packed_rows_pad_after_the_last_example_with_ignored_labels():
+    examples = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]},
+                {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]}]
+    batch = training.pack_batch(examples, row_tokens=5, pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[-100, -100, 3, 4, -100], [-100, 6, 7, -100, 9]]
+
+
+def test_packed_batch_is_one_row_without_padding():
+    batch = training.pack_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
+
+
+def test_resumed_batches_continue_where_the_stream_stopped():
+    examples = [{"i": i} for i in range(10)]
+    whole = training.batches(examples, 3, seed=7)
+    first = [next(whole) for _ in range(8)]
+    resumed = training.batches(examples, 3, seed=7, skip=5)
+    assert [next(resumed) for _ in range(3)] == first[5:]
+
+
+KILL_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from barbarossa import training
+item, summary, cfg, out = json.loads(sys.argv[1])
+result = training.finetune(item, summary, cfg, out)
+print(json.dumps(result))
+"""
+
+
+def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
+    """SIGKILL a real training process mid-run; the rerun continues from the last checkpoint."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from barbarossa import checkpoints
+    from conftest import ROOT
+
+    cfg = {**SETTINGS, "max_steps": 60, "checkpoint_every": 5, "batch_size": 8, "log_every": 100}
+    script = tmp_path / "train.py"
+    script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
+    killed_out = str(tmp_path / "killed")
+    args = json.dumps([item("llama"), split, cfg, killed_out])
+    proc = subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while checkpoints.latest_step(killed_out) < 15:
+        assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = checkpoints.latest_step(killed_out)
+    assert 15 <= killed_at < 60 and not (tmp_path / "killed" / "adapter").exists()
+
+    resumed = training.finetune(item("llama"), split, cfg, killed_out)
+    assert resumed["resumed_from_step"] == killed_at and resumed["steps"] == 60
+    assert [p["step"] for p in resumed["loss_curve"]] == list(range(1, 61))  # the counter continues, nothing repeats
+
+    straight = training.finetune(item("llama"), split, cfg, str(tmp_path / "straight"))
+    assert straight["resumed_from_step"] == 0
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in straight["loss_curve"]], abs=1e-4)
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -1,0 +1,221 @@
+"""Release bundles for the models the leaderboard selected: adapter, optional merged weights, model card.
+
+A bundle is always written under the run's output root (`<run>/release/<name>/`),
+so a dry run leaves something to inspect. Publishing copies it to a target —
+a local folder, an `s3://` prefix, or `hf:<owner>` (one Hub repo per model,
+`<owner>/<name>`) — and only happens with `--publish`. The Hub token is read
+from the environment (`HF_TOKEN`, which Metaflow `@secrets` can set) at the
+moment of upload and is never stored.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from barbarossa import models, prompts, storage
+from barbarossa.families import get_family
+
+VERIFY_PROMPTS = [
+    {"instruction": "Azərbaycanın paytaxtı hansı şəhərdir?", "input": ""},
+    {"instruction": "Bu cümləni ingilis dilinə tərcümə edin.", "input": "Bu gün hava günəşlidir."},
+    {"instruction": "Sağlam qidalanma üçün üç məsləhət verin.", "input": ""},
+]
+LICENCES = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-sa-3.0": "cc-by-sa-3.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
+            "cc-by-sa-4.0": "cc-by-sa-4.0", "openrail": "openrail", "bigscience-openrail-m": "bigscience-openrail-m"}
+
+
+class ReleaseError(RuntimeError):
+    """Publishing cannot proceed (bad target, missing token, failed verification)."""
+
+
+def selected(rows: list[dict], results: list[dict]) -> list[dict]:
+    """[{row, item}] for every candidate the policy released (small: no weights, no data)."""
+    items = {r["item"]["name"]: r["item"] for r in results}
+    return [{"row": row, "item": items[row["name"]]} for row in rows if row["decision"] == "release"]
+
+
+def check_target(target: str, publish: bool) -> None:
+    """Fail before any work when publishing would fail (called in `start`)."""
+    if not target:
+        if publish:
+            raise ReleaseError("--publish needs --release-to (a folder, an s3:// prefix or hf:<owner>)")
+        return
+    if target.startswith("hf:"):
+        if not target[3:] or "/" in target[3:]:
+            raise ReleaseError(f"--release-to {target!r}: give the Hub owner only (hf:<owner>); repos are <owner>/<model>")
+        if publish and not os.environ.get("HF_TOKEN"):
+            raise ReleaseError("publishing to the Hugging Face Hub needs HF_TOKEN in the environment (or via @secrets)")
+
+
+def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
+    base = item["base"]
+    licence = LICENCES.get(base["licence"].lower())
+    lines = ["---", "library_name: peft", "language:", "- az",
+             f"pipeline_tag: {'text2text-generation' if get_family(base['family']).task == 'seq2seq' else 'text-generation'}",
+             "tags:", "- barbarossa", "- lora", "- azerbaijani", "- alpaca"]
+    if base["source"].startswith("hf:"):
+        lines.append(f"base_model: {base['source'][3:]}")
+    lines += [f"license: {licence}"] if licence else ["license: other", f"license_name: \"{base['licence']}\""]
+    source = data_summary.get("train_source", "")
+    if source and "/" in source and not any(source.endswith(s) for s in (".jsonl", ".json", ".csv", ".parquet")) \
+            and not storage.is_s3(source):
+        lines += ["datasets:", f"- {source.split(':')[0]}"]
+    lines += ["model-index:", f"- name: {row['name']}", "  results:", "  - task:", "      type: text-generation",
+              "    dataset:", "      name: held-out Azerbaijani instructions", "      type: barbarossa-eval",
+              "    metrics:"]
+    for key, kind in (("eval_loss", "loss"), ("chrf", "chrf"), ("bleu", "bleu"), ("az_fidelity", "accuracy")):
+        if row.get(key) is not None:
+            lines += [f"    - type: {kind}", f"      name: {key}", f"      value: {row[key]}"]
+    return "\n".join(lines + ["---", ""])
+
+
+def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: str) -> str:
+    """README.md with Hugging Face YAML metadata: what it is, how it was measured, how to use it, what it is not."""
+    base, lora = item["base"], item["lora"] or {}
+    example = prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?")
+    auto = "AutoModelForSeq2SeqLM" if get_family(base["family"]).task == "seq2seq" else "AutoModelForCausalLM"
+    base_id = base["source"][3:] if base["source"].startswith("hf:") else "<folder with the base model>"
+    metric_lines = [f"| {label} | {row.get('base_' + key, '–')} | {row.get(key)} |" for key, label in
+                    (("eval_loss", "held-out loss"), ("chrf", "chrF++"), ("bleu", "BLEU"),
+                     ("az_fidelity", "Azerbaijani answers"), ("degenerate_rate", "degenerate answers"))]
+    return f"""{_front_matter(row, item, data_summary)}
+# {row['name']}
+
+A LoRA adapter for **{base['name']}** (`{base['source']}`, {base['family']} family; base id certainty:
+**{base['certainty']}**{' — ' + base['certainty_note'] if base.get('certainty_note') else ''}) fine-tuned on
+Azerbaijani instructions with [Barbarossa](https://github.com/) (run `{run}`).
+
+## Prompt
+
+Train, evaluation and this card use one template (`barbarossa.prompts.render_prompt`):
+
+```
+{example}```
+
+With an input, the preamble mentions it and a `{prompts.INPUT_HEADER}` section precedes `{prompts.RESPONSE_HEADER}`.
+
+## Usage
+
+```python
+from peft import PeftModel
+from transformers import {auto}, AutoTokenizer
+
+base = {auto}.from_pretrained("{base_id}")
+model = PeftModel.from_pretrained(base, "<this folder or repo>")
+tokenizer = AutoTokenizer.from_pretrained("<this folder or repo>")
+prompt = {example!r}
+out = model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=128)
+print(tokenizer.decode(out[0], skip_special_tokens=True))
+```
+
+## Evaluation
+
+Held-out split of the training data ({data_summary.get('eval_rows')} rows, fingerprint
+`{data_summary.get('eval_fingerprint')}`), greedy decoding, same protocol for the untuned base:
+
+| metric | base | this model |
+|---|---|---|
+{chr(10).join(metric_lines)}
+
+Release decision: **{row['decision']}** — {'; '.join(row.get('reasons') or [])}
+
+## Training
+
+LoRA r={lora.get('r')}, α={lora.get('alpha')}, dropout {lora.get('dropout')}, targets {lora.get('targets')};
+{row.get('steps')} steps, batch {train_cfg.get('batch_size')} × {train_cfg.get('grad_accum', 1)}, learning rate
+{train_cfg.get('learning_rate')}, max length {train_cfg.get('max_length')}. Training data: `{data_summary.get('train_source')}`
+({data_summary.get('train_rows')} rows, fingerprint `{data_summary.get('train_fingerprint')}`).
+
+## Limitations
+
+- The training data is Alpaca-style instructions in Azerbaijani; where it was machine-translated from
+  English it carries translation errors and English-centric content.
+- Metrics come from a small held-out split of the same data, not from an independent benchmark.
+- Licence: the base model's ({base['licence']}); check it before use.
+"""
+
+
+def _logits(model, tokenizer, seq2seq: bool):
+    import torch
+
+    texts = [prompts.render_prompt(p["instruction"], p["input"]) for p in VERIFY_PROMPTS]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        if seq2seq:
+            start = torch.full((len(texts), 1), model.config.decoder_start_token_id)
+            return model(**batch, decoder_input_ids=start).logits
+        return model(**batch).logits
+
+
+def merge_verified(base: dict, adapter_dir: Path, out: Path, atol: float = 1e-3) -> float:
+    """Merge the adapter into the base, check merged and adapter+base agree on a few prompts; max |Δlogit|."""
+    from peft import PeftModel
+
+    tokenizer, model = models.load_base(base)
+    tokenizer.padding_side = "left"
+    seq2seq = get_family(base["family"]).task == "seq2seq"
+    with_adapter = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
+    expected = _logits(with_adapter, tokenizer, seq2seq)
+    merged = with_adapter.merge_and_unload()
+    difference = float((_logits(merged, tokenizer, seq2seq) - expected).abs().max())
+    if difference > atol:
+        raise ReleaseError(f"{base['name']}: merged weights disagree with base + adapter (max |Δlogit| {difference:.2e} > {atol})")
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return difference
+
+
+def build_bundle(entry: dict, data_summary: dict, train_cfg: dict, run: str, dest_uri: str, merge: bool) -> dict:
+    """Write one model's bundle (adapter/, merged/ if asked, README.md) under `dest_uri`; a small summary back."""
+    row, item = entry["row"], entry["item"]
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / row["name"]
+        shutil.copytree(storage.local_dir(row["adapter_uri"], Path(tmp) / "download"), bundle / "adapter")
+        models.load_tokenizer(models.resolve(item["base"]["source"], item["base"].get("revision")),
+                              remote_code=item["base"].get("remote_code", False)).save_pretrained(bundle / "adapter")
+        difference = merge_verified(item["base"], bundle / "adapter", bundle / "merged") if merge else None
+        (bundle / "README.md").write_text(model_card(row, item, data_summary, train_cfg, run), encoding="utf-8")
+        files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+        uri = storage.upload_dir(bundle, storage.join(dest_uri, row["name"]))
+    return {"name": row["name"], "bundle_uri": uri, "files": files, "bytes": size, "merged": merge,
+            "merge_max_logit_diff": difference}
+
+
+def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
+    """Copy a bundle to the target (or say where it would go); returns where it went."""
+    if target.startswith("hf:"):
+        destination = f"https://huggingface.co/{target[3:]}/{bundle['name']}"
+    else:
+        destination = storage.join(target if storage.is_s3(target) else os.path.abspath(target), bundle["name"])
+    if dry_run:
+        return {**bundle, "published_to": None, "would_publish_to": destination}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = storage.local_dir(bundle["bundle_uri"], Path(tmp))
+        if target.startswith("hf:"):
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=os.environ["HF_TOKEN"])
+            repo = f"{target[3:]}/{bundle['name']}"
+            api.create_repo(repo, exist_ok=True)
+            api.upload_folder(folder_path=str(local), repo_id=repo, commit_message="Barbarossa release")
+        else:
+            storage.upload_dir(local, destination)
+    return {**bundle, "published_to": destination, "would_publish_to": None}
+
+
+def release_all(entries: list[dict], data_summary: dict, train_cfg: dict, run: str, run_root: str,
+                merge: bool, target: str, publish: bool) -> list[dict]:
+    """Bundle every selected model under `<run_root>/release/`, then publish (or dry-run) to `target`."""
+    from barbarossa.training import settings_for
+
+    released = []
+    for entry in entries:
+        bundle = build_bundle(entry, data_summary, settings_for(entry["item"], train_cfg), run,
+                              storage.join(run_root, "release"), merge)
+        released.append(publish_bundle(bundle, target, dry_run=not publish) if target else
+                        {**bundle, "published_to": None, "would_publish_to": None})
+    return released

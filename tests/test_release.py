@@ -1,0 +1,81 @@
+"""Release bundles: adapter + verified merged weights + model card, published to a folder or S3 (never a real hub)."""
+
+import pytest
+import yaml
+
+from barbarossa import prompts, release, training
+from conftest import moto_s3, rows, write_jsonl
+
+TRAIN = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "learning_rate": 5e-2, "warmup_steps": 0,
+         "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "fp32", "seed": 0, "log_every": 2}
+
+
+def entry(family: str, tmp_path) -> dict:
+    base = {"name": f"tiny-{family}", "source": f"tiny:{family}", "family": family, "max_length": 512,
+            "licence": "Apache-2.0", "certainty": "confirmed", "certainty_note": ""}
+    item = {"name": f"tiny-{family}-lora", "kind": "candidate", "base": base,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
+    summary = {"train_uri": str(write_jsonl(tmp_path / "train.jsonl", rows(8))), "train_source": "owner/az-alpaca",
+               "train_rows": 8, "eval_rows": 2, "train_fingerprint": "f" * 16, "eval_fingerprint": "e" * 16}
+    trained = training.finetune(item, summary, TRAIN, str(tmp_path / "out"))
+    row = {"name": item["name"], "decision": "release", "reasons": ["chrF++ +6.1 over base ✓"], "eval_loss": 3.1,
+           "base_eval_loss": 3.5, "chrf": 20.0, "base_chrf": 14.0, "bleu": 5.0, "az_fidelity": 0.97,
+           "degenerate_rate": 0.1, "steps": 2, "adapter_uri": trained["adapter_uri"]}
+    return {"row": row, "item": item, "summary": summary}
+
+
+def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
+    e = entry("llama", tmp_path)
+    e["item"]["base"]["source"] = "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0"
+    card = release.model_card(e["row"], e["item"], e["summary"], TRAIN, "FinetuneFlow/1/release/9")
+    meta = yaml.safe_load(card.split("---")[1])
+    assert meta["language"] == ["az"] and meta["license"] == "apache-2.0" and meta["library_name"] == "peft"
+    assert meta["base_model"] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0" and meta["datasets"] == ["owner/az-alpaca"]
+    values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values == {"eval_loss": 3.1, "chrf": 20.0, "bleu": 5.0, "az_fidelity": 0.97}
+    assert prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?") in card  # the exact template
+    assert "chrF++ +6.1 over base" in card and "## Limitations" in card and "PeftModel.from_pretrained" in card
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])
+def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
+    from barbarossa import models
+
+    e = entry(family, tmp_path)
+    bundle = release.build_bundle(e, e["summary"], TRAIN, "run", str(tmp_path / "release"), merge=True)
+    assert bundle["merge_max_logit_diff"] < 1e-3
+    folder = tmp_path / "release" / f"tiny-{family}-lora"
+    assert {"README.md", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
+            "merged/config.json"} <= set(bundle["files"])
+    reloaded = models.load_model(folder / "merged", family)  # a plain model: no peft needed to use it
+    assert not any("lora" in name for name, _ in reloaded.named_parameters())
+
+
+def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):
+    e = entry("llama", tmp_path)
+    target = tmp_path / "published"
+    [out] = release.release_all([e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, str(target), False)
+    assert out["published_to"] is None and out["would_publish_to"] == str(target / "tiny-llama-lora")
+    assert not target.exists() and (tmp_path / "run" / "release" / "tiny-llama-lora" / "README.md").exists()
+
+
+def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
+    from barbarossa import storage
+
+    e = entry("llama", tmp_path)
+    with moto_s3(monkeypatch) as bucket:
+        [out] = release.release_all([e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, f"{bucket}/models", True)
+        assert out["published_to"] == f"{bucket}/models/tiny-llama-lora"
+        assert storage.exists(f"{bucket}/models/tiny-llama-lora/adapter/adapter_model.safetensors")
+        assert storage.read_bytes(f"{bucket}/models/tiny-llama-lora/README.md").startswith(b"---\nlibrary_name: peft")
+
+
+def test_publishing_problems_stop_the_run_before_any_work(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(release.ReleaseError, match="HF_TOKEN"):
+        release.check_target("hf:barbarossa-az", publish=True)
+    with pytest.raises(release.ReleaseError, match="needs --release-to"):
+        release.check_target("", publish=True)
+    with pytest.raises(release.ReleaseError, match="owner only"):
+        release.check_target("hf:org/repo", publish=False)
+    release.check_target("hf:barbarossa-az", publish=False)  # a dry run needs no token
