@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test smoke bench leaderboard clean
+.PHONY: install browser run test smoke bench leaderboard clean
 
 install: $(STAMP)
 
@@ -35,7 +35,12 @@ bench: install
 leaderboard: install
 	$(BIN)/barbarossa leaderboard
 
-test: install
+## Headless Chromium renders the Metaflow cards in the card tests (Debian package; needs apt and root).
+browser:
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+	  || (apt-get update -q && apt-get install -y -q chromium >/dev/null)
+
+test: install browser
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
 clean:

@@ -89,6 +89,44 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
     return parts
 
 
+def histogram_spec(bins: list[dict]) -> dict:
+    """Vega-Lite spec: rows per length bin, one panel per field."""
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "data": {"values": bins},
+        "mark": "bar",
+        "width": 180, "height": 140,
+        "encoding": {
+            "column": {"field": "field", "type": "nominal", "title": None},
+            "x": {"field": "words", "type": "ordinal", "sort": {"field": "order"}, "title": "words"},
+            "y": {"field": "rows", "type": "quantitative"},
+        },
+    }
+
+
+def data_components(summary: dict, train_bins: list[dict], examples: list[str]) -> list:
+    """The start step's data card: counts, what was dropped and why, lengths, and masking made visible."""
+    from metaflow.cards import Markdown, Table, VegaChart
+
+    counts = [["training rows", summary["train_rows"]], ["held-out rows", summary["eval_rows"]],
+              ["exact duplicates removed", summary["duplicates_removed"]],
+              ["training rows removed (prompt also in the eval set)", summary["eval_overlap_removed"]],
+              ["bad rows skipped", summary["bad_rows_skipped"]]]
+    parts = [Markdown("# Training data"),
+             Markdown(f"Source `{summary['train_source']}` (fingerprint `{summary['source_fingerprint']}`); "
+                      f"eval: {summary['eval_source']}."),
+             Table([[k, str(v)] for k, v in counts], headers=["", "rows"])]
+    if summary["bad_rows"]:
+        parts += [Markdown("## Bad rows (first 10)"),
+                  Table([[str(b["message"])] for b in summary["bad_rows"][:10]], headers=["problem"])]
+    parts += [Markdown("## Lengths (training split)"), VegaChart(histogram_spec(train_bins))]
+    if examples:
+        parts.append(Markdown("## What the loss sees\nThe prompt, between « and », is masked: the loss is on the "
+                              "answer after it (and its end-of-sequence token)."))
+        parts += [Markdown(f"```\n{text}\n```") for text in examples]
+    return parts
+
+
 class LiveTraining:
     """A finetune task's live card: progress bar and loss curve, refreshed as training logs.
 

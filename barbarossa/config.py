@@ -24,7 +24,7 @@ SCHEMA = {
         "max_new_tokens": int, "batch_size": int, "samples": int,
     },
     "policy": {"primary": str, "min_loss_improvement": float, "max_chrf_drop": float, "min_fidelity": float,
-               "max_degenerate_rate": float},
+               "max_degenerate_rate": float, "must_beat_last_release": bool},
 }
 
 

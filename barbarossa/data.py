@@ -200,7 +200,9 @@ def clean_row(row: object, source: str, number: int, unit: str) -> dict | BadRow
 
 
 def load(source: str, on_bad_rows: str = "fail") -> Dataset:
-    """Read and validate one source; strict unless on_bad_rows='skip'."""
+    """Read and validate one source ('bundled' = the sample shipped with the library); strict unless on_bad_rows='skip'."""
+    if source == "bundled":
+        source = str(BUNDLED)
     if on_bad_rows not in ON_BAD_ROWS:
         raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {on_bad_rows!r}")
     unit, rows = raw_rows(source)
@@ -317,3 +319,18 @@ def prepare(
         "bad_rows_skipped": len(bad),
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
     }
+
+
+LENGTH_BINS = (0, 5, 10, 20, 40, 80, 160, 320)
+
+
+def length_histogram(records: list[dict], bins: tuple[int, ...] = LENGTH_BINS) -> list[dict]:
+    """Words per field, counted into bins ('0-4', ..., '320+'): small enough for a card at any data size."""
+    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(bins, bins[1:])] + [f"{bins[-1]}+"]
+    counts = {(field, label): 0 for field in FIELDS for label in labels}
+    for record in records:
+        for field in FIELDS:
+            words = len(record[field].split())
+            index = sum(words >= edge for edge in bins) - 1
+            counts[(field, labels[index])] += 1
+    return [{"field": field, "words": label, "order": labels.index(label), "rows": n} for (field, label), n in counts.items()]

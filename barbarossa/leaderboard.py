@@ -12,7 +12,7 @@ DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True, "bleu": True
              "degenerate_rate": False}
 COMPARED = ("eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")  # reported as base / delta
 DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0,
-                  "min_fidelity": 0.9, "max_degenerate_rate": 0.2}
+                  "min_fidelity": 0.9, "max_degenerate_rate": 0.2, "must_beat_last_release": True}
 
 
 def format_cell(value, signed: bool = False) -> str:
@@ -85,7 +85,20 @@ def _describe_lora(lora: dict | None) -> str | None:
     return f"r={lora['r']} α={lora['alpha']} {targets}"
 
 
-def decide(row: dict, base: dict | None, policy: dict) -> tuple[str, list[str]]:
+def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerprint: str | None) -> tuple[bool, str]:
+    """(passes, reason) for 'must beat the last release of the same name'."""
+    if not last:
+        return True, "no earlier release of this model ✓"
+    where = f"release of {last['date']} (run {last['run_id']})"
+    if last.get("eval_fingerprint") != eval_fingerprint or last.get(primary) is None:
+        return True, f"not compared with the {where}: it was measured on other held-out data"
+    better = row[primary] > last[primary] if DIRECTION[primary] else row[primary] < last[primary]
+    verb = "beats" if better else "does not beat"
+    return better, f"{verb} the {where}: {primary} {row[primary]:.3f} vs {last[primary]:.3f} {'✓' if better else '✗'}"
+
+
+def decide(row: dict, base: dict | None, policy: dict, last: dict | None = None,
+           eval_fingerprint: str | None = None) -> tuple[str, list[str]]:
     """('release' | 'hold' | 'failed', reasons) for one candidate row."""
     if row["status"] != "ok":
         return "failed", [f"failed: {row['error'] or 'no metrics'}"]
@@ -110,6 +123,10 @@ def decide(row: dict, base: dict | None, policy: dict) -> tuple[str, list[str]]:
     ok = row["degenerate_rate"] <= policy["max_degenerate_rate"]
     passed &= ok
     reasons.append(f"degenerate answers {row['degenerate_rate']:.0%} (may be ≤ {policy['max_degenerate_rate']:.0%}) {'✓' if ok else '✗'}")
+    if policy.get("must_beat_last_release"):
+        ok, reason = versus_last_release(row, last, policy["primary"], eval_fingerprint)
+        passed &= ok
+        reasons.append(reason)
     return ("release" if passed else "hold"), reasons
 
 
@@ -123,8 +140,13 @@ def samples(results: list[dict]) -> dict[str, list[dict]]:
     return {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
 
 
-def build(results: list[dict], policy: dict | None = None) -> list[dict]:
-    """Rows for every task result: ranked candidates, then baselines, then failures."""
+def build(results: list[dict], policy: dict | None = None, last_releases: dict | None = None,
+          eval_fingerprint: str | None = None) -> list[dict]:
+    """Rows for every task result: ranked candidates, then baselines, then failures.
+
+    `last_releases` ({name: row of its last release}, see history.py) and the
+    eval fingerprint of this run feed the policy's must-beat-the-last-release check.
+    """
     policy = {**DEFAULT_POLICY, **(policy or {})}
     primary = policy["primary"]
     if primary not in DIRECTION:
@@ -141,7 +163,8 @@ def build(results: list[dict], policy: dict | None = None) -> list[dict]:
             row["decision"] = "baseline" if row["status"] == "ok" else "failed"
             row["reasons"] = ["untuned base: the row its candidates must beat"] if row["status"] == "ok" else [f"failed: {row['error']}"]
         else:
-            row["decision"], row["reasons"] = decide(row, base, policy)
+            row["decision"], row["reasons"] = decide(row, base, policy, (last_releases or {}).get(row["name"]),
+                                                     eval_fingerprint)
     ranked = sorted(
         (r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"),
         key=lambda r: r[primary], reverse=DIRECTION[primary],

@@ -111,6 +111,19 @@ def load_base(base: dict):
     return load_tokenizer(folder, remote_code=remote), load_model(folder, base["family"], remote_code=remote)
 
 
+def load_base_tokenizer(base: dict):
+    """Only the tokenizer of a roster base (for a hub model, only its tokenizer files are fetched)."""
+    if base["source"].startswith("hf:"):
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(base["source"][3:], revision=base.get("revision") or None,
+                                        cache_dir=cache_root() / "hub",
+                                        allow_patterns=["*.json", "*.model", "*.txt", "*.tiktoken", "*.py"]))
+    else:
+        folder = resolve(base["source"], base.get("revision"))
+    return load_tokenizer(folder, remote_code=base.get("remote_code", False))
+
+
 def load_tokenizer(folder: Path, padding_side: str = "right", remote_code: bool = False):
     """Tokenizer with a pad token (the EOS token where the model has none)."""
     from transformers import AutoTokenizer

@@ -84,10 +84,24 @@ def cut_at_next_section(text: str) -> str:
     return (text if cut < 0 else text[:cut]).strip()
 
 
-def show_masking(tokenizer, example: dict) -> str:
+def show_masking(tokenizer, example: dict, task: str = "causal") -> str:
     """Decoded example with the masked prompt in «» — what the loss does not see."""
     labels = example["labels"]
+    if task == "seq2seq":  # the prompt is the encoder input; every label is the answer
+        return f"«{tokenizer.decode(example['input_ids'])}»{tokenizer.decode(labels)}"
     cut = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
     masked = tokenizer.decode(example["input_ids"][:cut])
     trained = tokenizer.decode(example["input_ids"][cut:])
     return f"«{masked}»{trained}"
+
+
+def masking_examples(tokenizer, records: list[dict], max_length: int, count: int = 2, task: str = "causal") -> list[str]:
+    """The first `count` records that fit, decoded with the masked prompt marked (for the data card)."""
+    shown = []
+    for record in records:
+        example = build_example(tokenizer, record, max_length, task=task)
+        if example:
+            shown.append(show_masking(tokenizer, example, task))
+        if len(shown) == count:
+            break
+    return shown

@@ -186,6 +186,14 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0):
                 yield [examples[i] for i in order[start:start + batch_size]]
 
 
+def masking_preview(item: dict, records: list[dict], train_cfg: dict, count: int = 2) -> list[str]:
+    """Two training examples decoded by the item's tokenizer, the masked prompt marked «…» (for the data card)."""
+    base = item["base"]
+    tokenizer = models.load_base_tokenizer(base)
+    max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
+    return prompts.masking_examples(tokenizer, records, max_length, count, get_family(base["family"]).task)
+
+
 def settings_for(item: dict, train_cfg: dict) -> dict:
     """The profile's [train] table with the roster's per-candidate overrides applied."""
     return {**train_cfg, **(item.get("train") or {})}

@@ -8,13 +8,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ 
 
 from metaflow import Config, FlowSpec, Parameter, card, catch, config_expr, current, resources, retry, step  # noqa: E402
 
-from barbarossa import cards, cli, compute, config, data, evaluation, leaderboard, plan, registry, storage, training  # noqa: E402
+from barbarossa import cards, cli, compute, config, data, evaluation, history, leaderboard, plan, registry, storage, training  # noqa: E402
 from barbarossa import release as releases  # noqa: E402  (the flow has a step named release)
-from barbarossa.mutators import SizeClassResources  # noqa: E402
+from barbarossa.mutators import ShipLibrary, SizeClassResources  # noqa: E402
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
 
 
+@ShipLibrary
 @SizeClassResources
 class FinetuneFlow(FlowSpec):
     """Fine-tune every selected model with LoRA, evaluate each the same way, rank them.
@@ -47,7 +48,7 @@ class FinetuneFlow(FlowSpec):
     models = Parameter("models", default=config_expr("infra.models"),
                        help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
     profile = Parameter("profile", default="cpu", help="Training/eval profile in configs/profiles (or a .toml path)")
-    train_data = Parameter("train-data", default=str(data.BUNDLED), help="Training data: file, s3:// URI or HF dataset id")
+    train_data = Parameter("train-data", default="bundled", help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample)")
     eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
     max_steps = Parameter("max-steps", type=int, default=0, help="Optimizer steps per candidate (0: the profile's)")
     on_bad_rows = Parameter("on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report")
@@ -57,6 +58,7 @@ class FinetuneFlow(FlowSpec):
     publish = Parameter("publish", type=bool, default=False, help="Really publish to --release-to (default: dry run)")
     merge = Parameter("merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)")
 
+    @card(type="blank", id="data")
     @step
     def start(self):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
@@ -74,6 +76,9 @@ class FinetuneFlow(FlowSpec):
         )
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])
+        train_rows = data.read_jsonl(self.data["train_uri"])
+        current.card["data"].extend(cards.data_components(
+            self.data, data.length_histogram(train_rows), training.masking_preview(allowed[0], train_rows, self.settings["train"])))
         self.next(self.fan_small, self.fan_large)
 
     @step
@@ -136,7 +141,10 @@ class FinetuneFlow(FlowSpec):
     def join(self, inputs):
         results = [result for branch in inputs for result in branch.results]
         self.merge_artifacts(inputs, include=SHARED)
-        self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"])
+        names = {r["item"]["name"] for r in results if r["item"]["kind"] == "candidate"}
+        last = history.last_releases(current.flow_name, current.run_id, names)
+        self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"], last,
+                                             self.data["eval_fingerprint"])
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
         self.to_release = releases.selected(self.leaderboard, results)

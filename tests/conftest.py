@@ -95,3 +95,20 @@ def moto_s3(monkeypatch, bucket: str = "barbarossa-test"):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def render_in_chromium(html: str, folder: Path) -> str:
+    """The DOM of a page after headless Chromium ran its scripts (Metaflow cards render client-side)."""
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "chromium is not installed: `make test` installs it (apt-get install chromium)"
+    page = folder / "page.html"
+    page.write_text(html, encoding="utf-8")
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--dump-dom",
+         page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout

@@ -188,3 +188,12 @@ def test_bundled_sample_meets_its_description():
     assert all(letter in text for letter in "əğıöüşç")
     train, held = data.split_holdout(records, 0.1, seed=0)
     assert len(held) >= 20 and len(train) >= 270
+
+
+def test_length_histogram_counts_every_field_of_every_row_into_one_bin():
+    records = [{"instruction": "bir iki üç", "input": "", "output": " ".join(["söz"] * 400)},
+               {"instruction": "bir", "input": "a b c d e f", "output": "x"}]
+    bins = {(b["field"], b["words"]): b["rows"] for b in data.length_histogram(records)}
+    assert bins[("instruction", "0-4")] == 2 and bins[("input", "0-4")] == 1 and bins[("input", "5-9")] == 1
+    assert bins[("output", "320+")] == 1 and bins[("output", "0-4")] == 1
+    assert sum(bins.values()) == 2 * 3

@@ -46,3 +46,26 @@ def test_argo_fine_tune_steps_ask_for_what_their_roster_entries_need(s3_datastor
         assert container["image"] == "registry.example/barbarossa:test"
     assert templates["tune-small"]["container"]["resources"] != templates["tune-large"]["container"]["resources"]
     assert "nvidia.com/gpu" not in templates["start"]["container"]["resources"]["limits"]
+
+
+def test_code_package_carries_the_library_its_configs_and_data(tmp_path):
+    """Remote tasks import `barbarossa` from the code package, not from whatever their image holds."""
+    import tarfile
+
+    saved = subprocess.run([sys.executable, FLOW, "package", "save", str(tmp_path / "code.tgz")],
+                           capture_output=True, text=True, env=os.environ, timeout=120)
+    assert saved.returncode == 0, saved.stderr
+    with tarfile.open(tmp_path / "code.tgz") as archive:
+        names = set(archive.getnames())
+        archive.extractall(tmp_path / "pkg", filter="data")
+    code = tmp_path / "pkg" / ".mf_code"
+    for needed in ("barbarossa/training.py", "barbarossa/metrics/chrf.py", "configs/rosters/seed.toml",
+                   "configs/profiles/gpu.toml", "configs/infra/local.toml", "data/az_alpaca_sample.jsonl"):
+        assert f".mf_code/{needed}" in names, needed
+    assert not any("/.venv/" in name or name.endswith(".safetensors") for name in names)
+    probe = (f"import sys; sys.path.insert(0, {str(code)!r}); import barbarossa.registry as r, barbarossa.data as d; "
+             "print(r.__file__); print(len(r.select('seed'))); print(len(d.load('bundled').records))")
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    where, seed, rows = ran.stdout.split()
+    assert where.startswith(str(code)) and seed == "29" and int(rows) > 300

@@ -9,7 +9,7 @@ import pytest
 from metaflow import Runner
 
 from barbarossa import cards, cli, data
-from conftest import ROOT, rows, write_jsonl
+from conftest import ROOT, render_in_chromium, rows, write_jsonl
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
 
@@ -162,6 +162,26 @@ def test_card_shows_the_leaderboard(finished):
     assert all(name in payload for name in ("tiny-t5-lora", "tiny-bloom-lora", "broken", "tiny-llama"))
     assert payload.count('"type": "vegaChart"') == 1 + len(cards.CHART_METRICS)  # loss curves + base-vs-tuned bars
     assert "Sample answers" in payload and '"xOffset"' in payload
+
+
+def _rendered(task, card_id, tmp_path) -> str:
+    from metaflow.cards import get_cards
+
+    return render_in_chromium(get_cards(task, id=card_id)[0].get(), tmp_path)
+
+
+def test_cards_render_their_tables_and_charts_in_a_browser(finished, tmp_path):
+    _, run, _ = finished
+    join = _rendered(run["join"].task, "leaderboard", tmp_path)
+    assert "Barbarossa leaderboard" in join and join.count("<table") >= 2
+    assert re.search(r"<td[^>]*>\s*(<[^>]+>\s*)*tiny-llama-lora", join)  # a leaderboard row, as a table cell
+    assert join.count('class="marks"') == 1 + len(cards.CHART_METRICS)  # every Vega chart drew an SVG
+    start = _rendered(run["start"].task, "data", tmp_path)
+    assert "Training data" in start and "<table" in start and start.count('class="marks"') == 1
+    assert "«" in start and "### Cavab:" in start  # a decoded example, masked prompt marked
+    task = next(t for t in run["tune_small"] if t.data.item["name"] == "tiny-gpt2-lora")
+    live = _rendered(task, "training", tmp_path)
+    assert "Training tiny-gpt2-lora" in live and 'class="marks"' in live
 
 
 def test_finetune_tasks_have_a_live_training_card(finished):

@@ -37,3 +37,17 @@ def test_long_response_is_cut_and_prompt_only_examples_dropped(tiny_llama):
     assert len(example["input_ids"]) == prompt_len + 10
     assert sum(label != prompts.IGNORE_INDEX for label in example["labels"]) == 10
     assert prompts.build_example(tokenizer, record, max_length=prompt_len + 3) is None
+
+
+def test_masking_examples_mark_the_prompt_for_both_tasks(tiny_llama):
+    from barbarossa import data
+
+    tokenizer = models.load_tokenizer(tiny_llama)
+    records = data.load(str(data.BUNDLED)).records[:5]
+    shown = prompts.masking_examples(tokenizer, records, 256, count=2)
+    assert len(shown) == 2 and all(text.startswith("«") and "»" in text for text in shown)
+    masked, answer = shown[0][1:].split("»", 1)
+    assert masked.rstrip().endswith(prompts.RESPONSE_HEADER) and records[0]["output"][:20] in answer
+    t5 = models.load_tokenizer(models.resolve("tiny:t5"))
+    [text] = prompts.masking_examples(t5, records, 256, count=1, task="seq2seq")
+    assert prompts.RESPONSE_HEADER in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]

@@ -1,0 +1,37 @@
+"""Earlier runs of the flow, read through the Metaflow Client API: what was released last, and how good it was.
+
+"Must beat the last release" only means something when both were measured on
+the same held-out data, so each entry carries the eval fingerprint of its run.
+"""
+
+from __future__ import annotations
+
+MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer ones anyway
+
+
+def last_releases(flow_name: str, current_run_id: str, names: set[str]) -> dict[str, dict]:
+    """{model name: its row from the newest earlier successful run that released it, plus run id, date, eval fingerprint}.
+
+    Uses the Client's current namespace: the user's for local runs, the
+    @project branch's for a deployment.
+    """
+    from metaflow import Flow
+    from metaflow.exception import MetaflowNotFound
+
+    found: dict[str, dict] = {}
+    try:
+        runs = Flow(flow_name).runs()
+    except MetaflowNotFound:
+        return found
+    for count, run in enumerate(runs):
+        if count >= MAX_RUNS or found.keys() >= names:
+            break
+        if run.id == str(current_run_id) or not run.successful:
+            continue
+        rows = getattr(run.data, "leaderboard", None) or []
+        fingerprint = (getattr(run.data, "data", None) or {}).get("eval_fingerprint")
+        for row in rows:
+            if row["name"] in names and row["name"] not in found and row.get("decision") == "release":
+                found[row["name"]] = {**row, "run_id": run.id, "date": run.created_at.strftime("%Y-%m-%d"),
+                                      "eval_fingerprint": fingerprint}
+    return found
