@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test smoke bench leaderboard clean
+.PHONY: install browser run test smoke bench leaderboard image deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -31,6 +31,20 @@ smoke: install
 bench: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_generation.py
+
+## Production (see README "Running at scale"): INFRA=configs/infra/<yours>.toml, IMAGE=<registry>/barbarossa
+IMAGE ?= barbarossa
+TAG   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+INFRA ?= configs/infra/local.toml
+
+image:
+	docker build -f containers/Dockerfile -t $(IMAGE):$(TAG) .
+
+deploy-argo: install
+	$(BIN)/python flows/finetune_flow.py --config infra $(INFRA) argo-workflows create $(ARGS)
+
+deploy-sfn: install
+	$(BIN)/python flows/finetune_flow.py --config infra $(INFRA) step-functions create $(ARGS)
 
 leaderboard: install
 	$(BIN)/barbarossa leaderboard

@@ -26,7 +26,11 @@ CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
 COMPUTE = ("local", "kubernetes", "batch")
 DEFAULT_INFRA = PROJECT_ROOT / "configs" / "infra" / "local.toml"
 IDLE_BOX = {"gpus": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 4, "disk_gb": 10, "timeout_hours": 1}
-_SCHEMA = {"compute": str, "models": str, "large_from_gpu_memory_gb": int, "kubernetes": dict, "batch": dict}
+_SCHEMA = {"compute": str, "models": str, "large_from_gpu_memory_gb": int, "kubernetes": dict, "batch": dict,
+           "secrets": list, "trigger_event": str}
+_KUBERNETES = {"image": str, "service_account": str, "node_selector": dict, "tolerations": list,
+               "secrets": list, "gpu_node_selector": dict}
+_BATCH = {"image": str, "queue": str, "iam_role": str}
 _REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
 
 
@@ -57,6 +61,18 @@ def validate_infra(infra: dict) -> dict:
             raise InfraError(f"infra config: '{key}' must be {_SCHEMA[key].__name__}, got {value!r}")
     if infra["compute"] not in COMPUTE:
         raise InfraError(f"infra config: compute must be one of {', '.join(COMPUTE)}, got {infra['compute']!r}")
+    for table, schema in (("kubernetes", _KUBERNETES), ("batch", _BATCH)):
+        for key, value in infra.get(table, {}).items():
+            if key not in schema:
+                raise InfraError(f"infra config: [{table}] unknown key '{key}' (known: {', '.join(schema)})")
+            if not isinstance(value, schema[key]):
+                raise InfraError(f"infra config: [{table}] '{key}' must be {schema[key].__name__}, got {value!r}")
+    unknown = set(infra.get("kubernetes", {}).get("gpu_node_selector", {})) - set(CLASSES)
+    if unknown:
+        raise InfraError(f"infra config: [kubernetes.gpu_node_selector] unknown size class(es) {', '.join(sorted(unknown))}")
+    if infra.get("trigger_event") and infra["compute"] == "batch":
+        raise InfraError("infra config: trigger_event needs Argo Workflows (compute = \"kubernetes\"); "
+                         "Step Functions refuses @trigger")
     return infra
 
 
@@ -80,7 +96,7 @@ def class_boxes(items: list[dict], infra: dict) -> dict[str, dict]:
 
 
 def deployed_boxes(infra: dict) -> dict[str, dict]:
-    """The boxes a flow compiled with this infra config asks for (see `mutators.SizeClassResources`)."""
+    """The boxes a flow compiled with this infra config asks for (see `mutators.FollowInfra`)."""
     return class_boxes(work_items(select(infra["models"])), infra)
 
 
@@ -91,6 +107,23 @@ def resources_kwargs(box: dict) -> dict:
 
 def timeout_kwargs(box: dict) -> dict:
     return {"minutes": math.ceil(box["timeout_hours"] * 60)}
+
+
+def compute_decorator(infra: dict, cls: str | None = None) -> tuple[str, dict] | None:
+    """('kubernetes' | 'batch', its keyword arguments) for a step; None when running locally.
+
+    A size class's GPU node selector is merged into the step's node selector, so
+    a 13B model lands on an 80 GB node and a 124M model on a small one.
+    """
+    if infra["compute"] == "local":
+        return None
+    if infra["compute"] == "batch":
+        return "batch", dict(infra.get("batch", {}))
+    settings = {k: v for k, v in infra.get("kubernetes", {}).items() if k != "gpu_node_selector"}
+    gpu_nodes = infra.get("kubernetes", {}).get("gpu_node_selector", {}).get(cls) if cls else None
+    if gpu_nodes:
+        settings["node_selector"] = {**settings.get("node_selector", {}), **gpu_nodes}
+    return "kubernetes", settings
 
 
 def idle_item(cls: str) -> dict:

@@ -9,18 +9,20 @@ from __future__ import annotations
 MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer ones anyway
 
 
-def last_releases(flow_name: str, current_run_id: str, names: set[str]) -> dict[str, dict]:
+def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str | None = None) -> dict[str, dict]:
     """{model name: its row from the newest earlier successful run that released it, plus run id, date, eval fingerprint}.
 
-    Uses the Client's current namespace: the user's for local runs, the
-    @project branch's for a deployment.
+    Uses the Client's current namespace (the user's for local runs, the
+    deployment's production namespace when scheduled) and, with `tag`, only runs
+    carrying it (the flow's `project_branch:<branch>` tag, so a test branch never
+    competes with production).
     """
     from metaflow import Flow
     from metaflow.exception import MetaflowNotFound
 
     found: dict[str, dict] = {}
     try:
-        runs = Flow(flow_name).runs()
+        runs = Flow(flow_name).runs(*([tag] if tag else []))
     except MetaflowNotFound:
         return found
     for count, run in enumerate(runs):

@@ -8,20 +8,34 @@ from barbarossa import compute
 from barbarossa.registry import PROJECT_ROOT
 
 
-class SizeClassResources(FlowMutator):
-    """Give each `tune_<class>` step the @resources and @timeout its roster entries need.
+class FollowInfra(FlowMutator):
+    """Decorators that follow the `infra` config: boxes, compute backend, secrets, event trigger.
 
     Runs when the flow is loaded (for `run`, and when compiling to Argo
-    Workflows or Step Functions), after the `infra` Config is read: the boxes
-    come from the roster entries of the infra config's `models` selection.
+    Workflows or Step Functions), after the `infra` Config is read:
+    - each `tune_<class>` step gets the @resources and @timeout its roster
+      entries need (the roster entries of the infra config's `models`);
+    - with compute = kubernetes / batch every step gets @kubernetes / @batch
+      (image, namespace, node selectors, queue, ...), so flow code carries
+      @resources only and still runs locally;
+    - `secrets` become @secrets on the steps that touch the Hub (tune, release);
+    - `trigger_event` becomes a flow-level @trigger (Argo only: Step Functions refuses it).
     """
 
     def pre_mutate(self, mutable_flow):
-        infra = compute.validate_infra(dict(mutable_flow.infra))
+        infra = compute.validate_infra(mutable_flow.infra.to_dict())
         for cls, box in compute.deployed_boxes(infra).items():
             step = getattr(mutable_flow, f"tune_{cls}")
             step.add_decorator("resources", deco_kwargs=compute.resources_kwargs(box), duplicates=step.OVERRIDE)
             step.add_decorator("timeout", deco_kwargs=compute.timeout_kwargs(box), duplicates=step.OVERRIDE)
+        for name, step in mutable_flow.steps:
+            backend = compute.compute_decorator(infra, name.removeprefix("tune_") if name.startswith("tune_") else None)
+            if backend:
+                step.add_decorator(backend[0], deco_kwargs=backend[1], duplicates=step.OVERRIDE)
+            if infra.get("secrets") and (name.startswith("tune_") or name == "release"):
+                step.add_decorator("secrets", deco_kwargs={"sources": infra["secrets"]}, duplicates=step.OVERRIDE)
+        if infra.get("trigger_event"):
+            mutable_flow.add_decorator("trigger", deco_kwargs={"event": infra["trigger_event"]})
 
 
 class ShipLibrary(FlowMutator):

@@ -189,6 +189,7 @@ def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
     """Copy a bundle to the target (or say where it would go); returns where it went."""
     if target.startswith("hf:"):
         destination = f"https://huggingface.co/{target[3:]}/{bundle['name']}"
+        bundle = {**bundle, "hub_token": "found" if os.environ.get("HF_TOKEN") else "missing"}  # never the token itself
     else:
         destination = storage.join(target if storage.is_s3(target) else os.path.abspath(target), bundle["name"])
     if dry_run:

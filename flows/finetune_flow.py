@@ -6,17 +6,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ library beside flows/
 
-from metaflow import Config, FlowSpec, Parameter, card, catch, config_expr, current, resources, retry, step  # noqa: E402
+from metaflow import (  # noqa: E402
+    Config, FlowSpec, Parameter, card, catch, config_expr, current, project, resources, retry, schedule, step,
+)
 
 from barbarossa import cards, cli, compute, config, data, evaluation, history, leaderboard, plan, registry, storage, training  # noqa: E402
 from barbarossa import release as releases  # noqa: E402  (the flow has a step named release)
-from barbarossa.mutators import ShipLibrary, SizeClassResources  # noqa: E402
+from barbarossa.mutators import FollowInfra, ShipLibrary  # noqa: E402
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
 
 
 @ShipLibrary
-@SizeClassResources
+@FollowInfra
+@project(name="barbarossa")
+@schedule(weekly=True)
 class FinetuneFlow(FlowSpec):
     """Fine-tune every selected model with LoRA, evaluate each the same way, rank them.
 
@@ -91,7 +95,7 @@ class FinetuneFlow(FlowSpec):
         self.items = self.classes["large"]
         self.next(self.tune_large, foreach="items")
 
-    # @resources / @timeout below are replaced per deployment by SizeClassResources.
+    # @resources / @timeout below are replaced per deployment by FollowInfra.
     @resources(gpu=1)
     @retry(times=1)
     @catch(var="failure")
@@ -142,7 +146,7 @@ class FinetuneFlow(FlowSpec):
         results = [result for branch in inputs for result in branch.results]
         self.merge_artifacts(inputs, include=SHARED)
         names = {r["item"]["name"] for r in results if r["item"]["kind"] == "candidate"}
-        last = history.last_releases(current.flow_name, current.run_id, names)
+        last = history.last_releases(current.flow_name, current.run_id, names, f"project_branch:{current.branch_name}")
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"], last,
                                              self.data["eval_fingerprint"])
         self.loss_curves = leaderboard.loss_curves(results)

@@ -62,3 +62,32 @@ def test_bad_infra_config_is_rejected_with_the_key(text, message):
 
 def test_shipped_infra_config_parses():
     assert compute.load_infra()["compute"] == "local"
+
+
+def test_compute_decorator_merges_the_class_gpu_node_selector():
+    infra = {**INFRA, "kubernetes": {"image": "img", "node_selector": {"pool": "ml"},
+                                     "gpu_node_selector": {"large": {"gpu": "a100"}}}}
+    assert compute.compute_decorator(infra, "large") == ("kubernetes", {"image": "img", "node_selector": {"pool": "ml", "gpu": "a100"}})
+    assert compute.compute_decorator(infra, None) == ("kubernetes", {"image": "img", "node_selector": {"pool": "ml"}})
+    assert compute.compute_decorator({**INFRA, "compute": "local"}, "large") is None
+    batch = {**INFRA, "compute": "batch", "batch": {"queue": "q", "image": "img"}}
+    assert compute.compute_decorator(batch, "small") == ("batch", {"queue": "q", "image": "img"})
+
+
+@pytest.mark.parametrize("infra, message", [
+    ({**INFRA, "compute": "batch", "trigger_event": "x"}, "Step Functions refuses @trigger"),
+    ({**INFRA, "kubernetes": {"namespace": "ml"}}, r"\[kubernetes\] unknown key 'namespace'"),
+    ({**INFRA, "kubernetes": {"gpu_node_selector": {"huge": {}}}}, "unknown size class"),
+    ({**INFRA, "batch": {"queue": 3}}, r"\[batch\] 'queue' must be str"),
+])
+def test_bad_compute_tables_are_rejected(infra, message):
+    with pytest.raises(compute.InfraError, match=message):
+        compute.validate_infra(infra)
+
+
+@pytest.mark.parametrize("name", ["local", "kubernetes.example", "batch.example"])
+def test_shipped_infra_examples_validate(name):
+    from barbarossa.registry import PROJECT_ROOT
+
+    infra = compute.load_infra(PROJECT_ROOT / "configs" / "infra" / f"{name}.toml")
+    assert compute.deployed_boxes(infra)["large"]["gpus"] >= (1 if infra["models"] == "seed" else 0)

@@ -21,14 +21,24 @@ def s3_datastore(monkeypatch):
         yield bucket
 
 
-def compile_argo(infra: dict, env: dict) -> dict:
-    """`argo-workflows create --only-json` (uploads the code package to the local S3, talks to no cluster)."""
+ARGO_EVENTS = {"METAFLOW_ARGO_EVENTS_EVENT": "metaflow-event", "METAFLOW_ARGO_EVENTS_EVENT_BUS": "default",
+               "METAFLOW_ARGO_EVENTS_EVENT_SOURCE": "argo-events-webhook",
+               "METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT": "operate-workflow-sa", "METAFLOW_KUBERNETES_NAMESPACE": "ml"}
+
+
+def compile_flow(orchestrator: str, infra: dict, env: dict) -> dict:
+    """`<orchestrator> create --only-json`: uploads the code package to the local S3, deploys nothing."""
     done = subprocess.run(
-        [sys.executable, FLOW, "--config-value", "infra", json.dumps(infra), "argo-workflows", "create", "--only-json"],
-        capture_output=True, text=True, env={**os.environ, **env}, timeout=300,
+        [sys.executable, FLOW, "--config-value", "infra", json.dumps(infra), orchestrator, "create", "--only-json"],
+        capture_output=True, text=True, env={**os.environ, **ARGO_EVENTS, **env}, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout[done.stdout.index("{"):])
+    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{"):])  # the workflow (a sensor may follow)
+    return document
+
+
+def compile_argo(infra: dict, env: dict) -> dict:
+    return compile_flow("argo-workflows", infra, env)
 
 
 def test_argo_fine_tune_steps_ask_for_what_their_roster_entries_need(s3_datastore):
@@ -46,6 +56,89 @@ def test_argo_fine_tune_steps_ask_for_what_their_roster_entries_need(s3_datastor
         assert container["image"] == "registry.example/barbarossa:test"
     assert templates["tune-small"]["container"]["resources"] != templates["tune-large"]["container"]["resources"]
     assert "nvidia.com/gpu" not in templates["start"]["container"]["resources"]["limits"]
+    annotations = workflow["metadata"]["annotations"]
+    assert json.loads(annotations["metaflow/cron"])["schedule"] == "0 0 ? * SUN"  # @schedule(weekly=True)
+    assert annotations["metaflow/project_name"] == "barbarossa"
+
+
+def test_argo_deployment_follows_the_kubernetes_infra_config(s3_datastore):
+    infra = {
+        "compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40,
+        "trigger_event": "barbarossa.dataset-updated", "secrets": ["barbarossa-hf-token"],
+        "kubernetes": {
+            "image": "registry.example/barbarossa:abc1234",
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "gpu_node_selector": {"small": {"nvidia.com/gpu.product": "NVIDIA-L4"},
+                                  "large": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+        },
+    }
+    workflow = compile_argo(infra, {})
+    templates = {t["name"]: t for t in workflow["spec"]["templates"]}
+    assert templates["tune-small"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert templates["tune-large"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert all(templates[s]["container"]["image"] == "registry.example/barbarossa:abc1234"
+               for s in ("start", "tune-small", "tune-large", "join", "release"))
+    assert templates["tune-large"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert workflow["metadata"]["namespace"] == "ml"
+    triggers = json.loads(workflow["metadata"]["annotations"]["metaflow/triggers"])
+    assert triggers == [{"name": "barbarossa.dataset-updated", "type": "event"}]
+
+
+def _batch_world(endpoint: str) -> str:
+    """What `step-functions create` looks up on AWS, created on the local moto server; returns the IAM role ARN."""
+    import boto3
+
+    kw = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    iam = boto3.client("iam", **kw)
+    role = iam.create_role(RoleName="barbarossa-batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    profile = iam.create_instance_profile(InstanceProfileName="barbarossa-batch")["InstanceProfile"]["Arn"]
+    iam.add_role_to_instance_profile(InstanceProfileName="barbarossa-batch", RoleName="barbarossa-batch")
+    ec2 = boto3.client("ec2", **kw)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="batch", Description="batch", VpcId=vpc)["GroupId"]
+    batch = boto3.client("batch", **kw)
+    environment = batch.create_compute_environment(
+        computeEnvironmentName="gpu", type="MANAGED", state="ENABLED", serviceRole=role,
+        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": 64, "instanceTypes": ["p4d.24xlarge"],
+                          "subnets": [subnet], "securityGroupIds": [group], "instanceRole": profile},
+    )["computeEnvironmentArn"]
+    batch.create_job_queue(jobQueueName="barbarossa-gpu", state="ENABLED", priority=1,
+                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}])
+    return role
+
+
+def _states(states: dict) -> dict:
+    """Every state of a Step Functions definition, nested foreach/parallel states included."""
+    found = {}
+    for name, state in states.items():
+        found[name] = state
+        for inner in [state.get("Iterator", {})] + state.get("Branches", []):
+            found.update(_states(inner.get("States", {})))
+    return found
+
+
+def test_step_functions_fine_tune_steps_ask_batch_for_their_roster_box(s3_datastore):
+    import boto3
+
+    endpoint = os.environ["METAFLOW_S3_ENDPOINT_URL"]
+    role = _batch_world(endpoint)
+    infra = {"compute": "batch", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40,
+             "batch": {"image": "registry.example/barbarossa:abc1234", "queue": "barbarossa-gpu"}}
+    env = {"AWS_ENDPOINT_URL": endpoint, "METAFLOW_SFN_DYNAMO_DB_TABLE": "barbarossa-foreach",
+           "METAFLOW_BATCH_JOB_QUEUE": "barbarossa-gpu", "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": role,
+           "METAFLOW_SFN_IAM_ROLE": role}
+    states = _states(compile_flow("step-functions", infra, env)["States"])
+    small, large = (registry.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
+    for step, need in (("tune_small", small), ("tune_large", large)):
+        job = states[step]["Parameters"]
+        wanted = {"VCPU": str(need.cpu), "GPU": str(need.gpus), "MEMORY": str(need.memory_gb * 1024)}
+        assert {r["Type"]: r["Value"] for r in job["ContainerOverrides"]["ResourceRequirements"]} == wanted
+        assert job["JobQueue"] == "barbarossa-gpu" and job["Timeout"]["AttemptDurationSeconds"] == need.timeout_hours * 3600
+        assert job["RetryStrategy"]["Attempts"] >= 2
+    images = {d["containerProperties"]["image"] for d in boto3.client("batch", endpoint_url=endpoint,
+              region_name="us-east-1").describe_job_definitions()["jobDefinitions"]}
+    assert images == {"registry.example/barbarossa:abc1234"}
 
 
 def test_code_package_carries_the_library_its_configs_and_data(tmp_path):
