@@ -63,6 +63,21 @@ def sample_rows(samples: dict[str, list[dict]], per_model: int = 2) -> list[list
     return sorted(out, key=lambda r: (r[0], r[2]))
 
 
+def extra_set_rows(rows: list[dict]) -> list[list[str]]:
+    """One line per model and user eval set (and the main set's user metrics), for the leaderboard card."""
+    from barbarossa.leaderboard import format_cell
+
+    lines = []
+    core = ("eval_loss", "chrf", "bleu", "az_fidelity")
+    for row in rows:
+        if row.get("custom"):
+            lines.append([row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())])
+        for name, scores in (row.get("extra_sets") or {}).items():
+            others = ", ".join(f"{k} {v}" for k, v in scores.items() if k not in core + ("rows", "degenerate_rate"))
+            lines.append([row["name"], name, *(format_cell(scores.get(k)) for k in core), others])
+    return lines
+
+
 def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data_summary: dict,
                            samples: dict[str, list[dict]] | None = None) -> list:
     from metaflow.cards import Markdown, Table, VegaChart
@@ -83,6 +98,10 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
     parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in CHART_METRICS.items()]
     if curves:
         parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves))]
+    extra = extra_set_rows(rows)
+    if extra:
+        parts += [Markdown("## Other eval sets and metrics"),
+                  Table(extra, headers=["model", "set", "held-out loss", "chrF++", "BLEU", "az answers", "other metrics"])]
     if samples:
         parts += [Markdown("## Sample answers"),
                   Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"])]

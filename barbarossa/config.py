@@ -28,6 +28,9 @@ SCHEMA = {
 }
 
 
+OPTIONAL = {"eval": {"extra_sets": list, "extra_metrics": list}}  # keys a profile may leave out
+
+
 class ConfigError(ValueError):
     """A profile that does not validate; the message names the file and key."""
 
@@ -53,22 +56,43 @@ def load_profile(name_or_path: str) -> dict:
         table = doc.get(section)
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: missing [{section}] table")
-        for key, kind in keys.items():
+        optional = OPTIONAL.get(section, {})
+        for key, kind in {**keys, **optional}.items():
             if key not in table:
+                if key in optional:
+                    table[key] = kind()
+                    continue
                 raise ConfigError(f"{path}: [{section}] missing key '{key}'")
             value = table[key]
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 table[key] = value = float(value)
             if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
                 raise ConfigError(f"{path}: [{section}] {key} must be {kind.__name__}, got {value!r}")
-        unknown = set(table) - set(keys)
+        unknown = set(table) - set(keys) - set(optional)
         if unknown:
             raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")
     if doc["policy"]["primary"] not in DIRECTION:
         raise ConfigError(f"{path}: [policy] primary must be one of {', '.join(DIRECTION)}")
     if not 0 < doc["eval"]["eval_fraction"] < 1:
         raise ConfigError(f"{path}: [eval] eval_fraction must be between 0 and 1")
+    _check_extras(path, doc["eval"])
     return {"name": path.stem, **{s: doc[s] for s in SCHEMA}}
+
+
+def _check_extras(path: Path, table: dict) -> None:
+    """Extra eval sets are {name, source} tables with distinct names; extra metrics are existing module files."""
+    names = []
+    for number, entry in enumerate(table["extra_sets"], start=1):
+        if not isinstance(entry, dict) or set(entry) != {"name", "source"} or not all(isinstance(v, str) for v in entry.values()):
+            raise ConfigError(f"{path}: [eval] extra_sets entry {number} must be {{ name = \"...\", source = \"...\" }}, got {entry!r}")
+        names.append(entry["name"])
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: [eval] extra_sets names must be distinct, got {names}")
+    for number, module in enumerate(table["extra_metrics"], start=1):
+        resolved = Path(module) if Path(module).is_absolute() else PROJECT_ROOT / module
+        if not isinstance(module, str) or not resolved.suffix == ".py" or not resolved.exists():
+            raise ConfigError(f"{path}: [eval] extra_metrics entry {number}: {module!r} is not an existing .py metric module")
+    table["extra_metrics"] = [str(Path(m) if Path(m).is_absolute() else PROJECT_ROOT / m) for m in table["extra_metrics"]]
 
 
 def with_overrides(profile: dict, *, max_steps: int = 0) -> dict:

@@ -25,6 +25,7 @@ FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")
 ON_BAD_ROWS = ("fail", "skip")
 BUNDLED = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
+BUNDLED_ENGLISH = PROJECT_ROOT / "data" / "en_alpaca_sample.jsonl"  # written for the translation flow's tests
 _HF_ID = re.compile(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
 
 
@@ -201,8 +202,7 @@ def clean_row(row: object, source: str, number: int, unit: str) -> dict | BadRow
 
 def load(source: str, on_bad_rows: str = "fail") -> Dataset:
     """Read and validate one source ('bundled' = the sample shipped with the library); strict unless on_bad_rows='skip'."""
-    if source == "bundled":
-        source = str(BUNDLED)
+    source = {"bundled": str(BUNDLED), "bundled-en": str(BUNDLED_ENGLISH)}.get(source, source)
     if on_bad_rows not in ON_BAD_ROWS:
         raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {on_bad_rows!r}")
     unit, rows = raw_rows(source)
@@ -282,6 +282,7 @@ def prepare(
     on_bad_rows: str = "fail",
     eval_fraction: float = 0.1,
     seed: int = 0,
+    extra_sets: list[dict] | None = None,
 ) -> dict:
     """Validate the data, carve or load the eval set, write both splits.
 
@@ -301,6 +302,7 @@ def prepare(
     train, overlap = remove_overlap(train, held)
     if not train:
         raise DataError(f"{train_source}: no training rows left after removing the eval set")
+    extras = [(entry["name"], load(entry["source"], on_bad_rows)) for entry in extra_sets or []]  # validated before any write
     train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), to_jsonl(train))
     eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), to_jsonl(held))
     bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
@@ -317,6 +319,11 @@ def prepare(
         "duplicates_removed": train_data.duplicates + (eval_data.duplicates if eval_data else 0),
         "eval_overlap_removed": overlap,
         "bad_rows_skipped": len(bad),
+        "extra_sets": [
+            {"name": name, "source": extra.source, "rows": len(extra.records), "fingerprint": fingerprint(extra.records),
+             "uri": storage.write_text(storage.join(out_root, "data", "extra", f"{name}.jsonl"), to_jsonl(extra.records))}
+            for name, extra in extras
+        ],
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
     }
 

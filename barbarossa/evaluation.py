@@ -21,10 +21,27 @@ METRICS_DIR = Path(__file__).parent / "metrics"
 
 @lru_cache(maxsize=None)
 def load_metric(name: str):
-    """A local `evaluate` module from barbarossa/metrics (hub scripts are unreachable offline)."""
+    """A local `evaluate` module: a name from barbarossa/metrics, or a path to a user's module file.
+
+    (Hub metric scripts are unreachable offline, and a path pins exactly what is computed.)
+    """
     import evaluate
 
-    return evaluate.load(str(METRICS_DIR / f"{name}.py"))
+    return evaluate.load(name if name.endswith(".py") else str(METRICS_DIR / f"{name}.py"))
+
+
+def extra_metric_scores(modules: list[str], predictions: list[str], references: list[str]) -> dict:
+    """Scores of user metric modules, keyed '<module>' (one number) or '<module>.<key>' (several)."""
+    scores = {}
+    for module in modules:
+        stem = Path(module).stem
+        result = load_metric(module).compute(predictions=predictions, references=references)
+        numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not numbers:
+            raise ValueError(f"metric module {module}: compute() returned no numbers ({result!r})")
+        scores.update({stem: round(float(v), 5)} if len(numbers) == 1 else
+                      {f"{stem}.{k}": round(float(v), 5) for k, v in numbers.items()})
+    return scores
 
 
 def chrf(predictions: list[str], references: list[str]) -> float:
@@ -108,6 +125,16 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     return [answers[i] for i in range(len(records))]
 
 
+def _evaluate_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, custom: list[str]) -> dict:
+    """The same protocol on a user's extra eval set: loss, generation metrics, user metrics."""
+    loss, _ = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
+    asked = records[: eval_cfg["generate_rows"]]
+    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
+    references = [r["output"] for r in asked]
+    scores = {k: v for k, v in generation_metrics(answers, references).items() if k != "languages"}
+    return {"eval_loss": round(loss, 5), **scores, **extra_metric_scores(custom, answers, references), "rows": len(records)}
+
+
 def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict) -> dict:
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter."""
     started = time.time()
@@ -131,11 +158,16 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
         for r, a in list(zip(asked, answers))[: eval_cfg["samples"]]
     ]
+    custom = eval_cfg.get("extra_metrics") or []
+    extra = {entry["name"]: _evaluate_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg, custom)
+             for entry in data_summary.get("extra_sets", [])}
     return {
         "eval_loss": round(loss, 5),
         "perplexity": round(math.exp(min(loss, 50)), 3),
         **scores,
         "fertility": round(fertility(tokenizer, [r["output"] for r in records]), 3),
+        "custom": extra_metric_scores(custom, answers, [r["output"] for r in asked]),
+        "extra_sets": extra,
         "eval_tokens": tokens,
         "generated": len(asked),
         "samples": samples,

@@ -71,6 +71,8 @@ def base_row(result: dict) -> dict:
         "az_fidelity": metrics.get("az_fidelity"),
         "degenerate_rate": metrics.get("degenerate_rate"),
         "fertility": metrics.get("fertility"),
+        "custom": metrics.get("custom") or {},
+        "extra_sets": metrics.get("extra_sets") or {},
         "train_seconds": train.get("train_seconds"),
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),

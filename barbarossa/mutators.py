@@ -35,7 +35,9 @@ class FollowInfra(FlowMutator):
             if infra.get("secrets") and (name.startswith("tune_") or name == "release"):
                 step.add_decorator("secrets", deco_kwargs={"sources": infra["secrets"]}, duplicates=step.OVERRIDE)
         if infra.get("trigger_event"):
-            mutable_flow.add_decorator("trigger", deco_kwargs={"event": infra["trigger_event"]})
+            # the translate flow's event carries the new dataset: it becomes this run's --train-data
+            event = {"name": infra["trigger_event"], "parameters": {"train-data": "dataset_uri"}}
+            mutable_flow.add_decorator("trigger", deco_kwargs={"event": event})
 
 
 class ShipLibrary(FlowMutator):

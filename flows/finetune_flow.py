@@ -77,6 +77,7 @@ class FinetuneFlow(FlowSpec):
         self.data = data.prepare(
             self.train_data, self.eval_data or None, self.run_root, on_bad_rows=self.on_bad_rows,
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
+            extra_sets=self.settings["eval"]["extra_sets"],
         )
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])

@@ -22,3 +22,13 @@ def test_samples_are_grouped_by_prompt_and_empty_answers_are_visible():
     sample = {"instruction": "Paytaxt?", "input": "", "reference": "Bakı.", "generated": ""}
     rows = cards.sample_rows({"m2": [sample], "m1": [dict(sample, generated="Bakı")]})
     assert rows == [["Paytaxt?", "Bakı.", "m1", "Bakı"], ["Paytaxt?", "Bakı.", "m2", "(empty)"]]
+
+
+def test_extra_eval_sets_and_user_metrics_get_their_own_card_lines():
+    rows = [{"name": "m", "custom": {"lengths.count": 3.0},
+             "extra_sets": {"qa": {"eval_loss": 2.5, "chrf": 11.0, "bleu": 1.0, "az_fidelity": 0.9, "degenerate_rate": 0.1,
+                                   "rows": 5, "lengths.count": 3.0}}},
+            {"name": "plain"}]
+    lines = cards.extra_set_rows(rows)
+    assert lines == [["m", "(held-out)", "", "", "", "", "lengths.count 3.0"],
+                     ["m", "qa", "2.500", "11.000", "1.000", "0.900", "lengths.count 3.0"]]

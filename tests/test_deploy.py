@@ -33,7 +33,7 @@ def compile_flow(orchestrator: str, infra: dict, env: dict) -> dict:
         capture_output=True, text=True, env={**os.environ, **ARGO_EVENTS, **env}, timeout=300,
     )
     assert done.returncode == 0, done.stderr
-    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{"):])  # the workflow (a sensor may follow)
+    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{"):])
     return document
 
 
@@ -82,6 +82,9 @@ def test_argo_deployment_follows_the_kubernetes_infra_config(s3_datastore):
     assert workflow["metadata"]["namespace"] == "ml"
     triggers = json.loads(workflow["metadata"]["annotations"]["metaflow/triggers"])
     assert triggers == [{"name": "barbarossa.dataset-updated", "type": "event"}]
+    # the event's payload reaches the run (the Sensor mapping dataset_uri → train-data is made on a real deploy)
+    arguments = [p["name"] for p in workflow["spec"]["arguments"]["parameters"]]
+    assert "train-data" in arguments and any(name.startswith("barbarossadatasetupdated") for name in arguments)
 
 
 def _batch_world(endpoint: str) -> str:

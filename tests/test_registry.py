@@ -153,3 +153,27 @@ def test_models_command_lists_every_roster_as_json(capsys):
     assert next(r for r in rows if r["name"] == "az-decilm")["refused"]
     assert cli.main(["models", "--models", "family:bloom"]) == 0
     assert "az-bloom" in capsys.readouterr().out
+
+
+def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
+    import pytest
+
+    from barbarossa import config
+    from barbarossa.registry import PROJECT_ROOT
+
+    base = (PROJECT_ROOT / "configs" / "profiles" / "smoke.toml").read_text()
+    assert config.load_profile("smoke")["eval"]["extra_sets"] == []
+
+    def profile(extra: str):
+        path = tmp_path / "p.toml"
+        path.write_text(base.replace("[eval]\n", "[eval]\n" + extra + "\n"))
+        return path
+
+    good = config.load_profile(str(profile('extra_sets = [{ name = "qa", source = "s3://b/qa.jsonl" }]\n'
+                                           'extra_metrics = ["barbarossa/metrics/chrf.py"]')))
+    assert good["eval"]["extra_sets"][0]["name"] == "qa" and good["eval"]["extra_metrics"][0].endswith("metrics/chrf.py")
+    for extra, message in [('extra_sets = [{ name = "qa" }]', "extra_sets entry 1"),
+                           ('extra_sets = [{ name = "a", source = "x" }, { name = "a", source = "y" }]', "distinct"),
+                           ('extra_metrics = ["no/such/metric.py"]', "not an existing .py metric module")]:
+        with pytest.raises(config.ConfigError, match=message):
+            config.load_profile(str(profile(extra)))
