@@ -10,7 +10,7 @@ from __future__ import annotations
 # metric -> True when higher is better
 DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True, "bleu": True, "az_fidelity": True,
              "degenerate_rate": False}
-COMPARED = ("eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")  # reported as base / delta
+COMPARED = ("eval_loss", "perplexity", "chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility")  # base / delta
 DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0,
                   "min_fidelity": 0.9, "max_degenerate_rate": 0.2, "must_beat_last_release": True}
 

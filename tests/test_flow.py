@@ -8,7 +8,7 @@ import re
 import pytest
 from metaflow import Runner
 
-from barbarossa import cards, cli, data
+from barbarossa import cards, cli, data, leaderboard
 from conftest import ROOT, render_in_chromium, rows, write_jsonl
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
@@ -107,7 +107,11 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     for name in (f"tiny-{f}-lora" for f in families):
         row = rows_by_name[name]
         assert row["status"] == "ok" and row["rank"] in (1, 2, 3, 4) and row["decision"] in ("release", "hold")
-        assert row["base_eval_loss"] == rows_by_name[row["base"]]["eval_loss"] and row["reasons"]
+        base_row = rows_by_name[row["base"]]
+        for metric in leaderboard.COMPARED:  # every metric for base and tuned, and the delta
+            assert row[metric] is not None and row[f"base_{metric}"] == base_row[metric]
+            assert row[f"delta_{metric}"] == pytest.approx(row[metric] - base_row[metric], abs=1e-4)
+        assert row["reasons"] and row["perplexity"] > 1 and row["fertility"] > 0
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
     assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from barbarossa import evaluation, models, prompts
+from barbarossa import data, evaluation, models, prompts
 
 AZ = ["Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
       "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
@@ -49,3 +49,20 @@ def test_fertility_counts_tokens_per_word(tiny_llama):
 def test_answers_are_cut_where_the_template_starts_again():
     assert prompts.cut_at_next_section("Bakı.\n\n### Təlimat:\nsual") == "Bakı."
     assert prompts.cut_at_next_section("  Bakı şəhəri  ") == "Bakı şəhəri"
+
+
+def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentences_each():
+    """Sentences written for this test (tests/data/langid_sentences.json), not taken from the training data."""
+    import json
+
+    from barbarossa.metrics.az_fidelity import language_of
+    from conftest import ROOT
+
+    sentences = json.loads((ROOT / "tests" / "data" / "langid_sentences.json").read_text(encoding="utf-8"))
+    assert len(sentences["az"]) >= 50 and len(sentences["tr"]) >= 50
+    training = {r["output"] for r in data.load("bundled").records}
+    assert not training & set(sentences["az"])
+    right = sum(language_of(s) == "az" for s in sentences["az"]) + sum(language_of(s) == "tr" for s in sentences["tr"])
+    assert right / (len(sentences["az"]) + len(sentences["tr"])) >= 0.95
+    fidelity = evaluation.load_metric("az_fidelity").compute(predictions=sentences["az"] + sentences["tr"])
+    assert fidelity["score"] == pytest.approx(sum(language_of(s) == "az" for s in sentences["az"]) / 120)
