@@ -20,7 +20,7 @@ import math
 import tomllib
 from pathlib import Path
 
-from barbarossa.registry import PROJECT_ROOT, Resources, select, work_items
+from barbarossa.registry import PROJECT_ROOT, select, work_items
 
 CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
 COMPUTE = ("local", "kubernetes", "batch")
@@ -131,11 +131,11 @@ def idle_item(cls: str) -> dict:
 
 
 def _misfit(item: dict, box: dict) -> str | None:
-    need = Resources(**item["base"]["resources"])
-    short = [key for key in IDLE_BOX if getattr(need, key) > box[key]]
+    need = item["base"]["resources"]
+    short = [key for key in IDLE_BOX if need[key] > box[key]]
     if not short:
         return None
-    wanted = ", ".join(f"{key} {getattr(need, key)} > {box[key]}" for key in short)
+    wanted = ", ".join(f"{key} {need[key]} > {box[key]}" for key in short)
     return (f"this deployment's box is too small ({wanted}); the deployment was sized for another roster "
             f"selection: redeploy with this model in the infra config's `models`")
 

@@ -125,14 +125,22 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     return [answers[i] for i in range(len(records))]
 
 
-def _evaluate_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, custom: list[str]) -> dict:
-    """The same protocol on a user's extra eval set: loss, generation metrics, user metrics."""
-    loss, _ = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
+def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict) -> dict:
+    """One eval set under the shared protocol: response loss, greedy answers, their scores and user metrics."""
+    loss, tokens = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
     asked = records[: eval_cfg["generate_rows"]]
     answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
     references = [r["output"] for r in asked]
-    scores = {k: v for k, v in generation_metrics(answers, references).items() if k != "languages"}
-    return {"eval_loss": round(loss, 5), **scores, **extra_metric_scores(custom, answers, references), "rows": len(records)}
+    return {"loss": loss, "tokens": tokens, "asked": asked, "answers": answers,
+            "scores": generation_metrics(answers, references),
+            "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references)}
+
+
+def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict) -> dict:
+    """A user's extra eval set: the flat scores the leaderboard row keeps for it."""
+    run = _protocol(model, tokenizer, records, max_length, eval_cfg)
+    scores = {k: v for k, v in run["scores"].items() if k != "languages"}
+    return {"eval_loss": round(run["loss"], 5), **scores, **run["custom"], "rows": len(records)}
 
 
 def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict) -> dict:
@@ -147,28 +155,25 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     model.eval()
     records = data.read_jsonl(data_summary["eval_uri"])
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
-    loss, tokens = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
-    log(f"{item['name']}: held-out loss {loss:.4f} over {tokens} response tokens")
-    asked = records[: eval_cfg["generate_rows"]]
-    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
-    scores = generation_metrics(answers, [r["output"] for r in asked])
+    run = _protocol(model, tokenizer, records, max_length, eval_cfg)
+    loss, scores, asked = run["loss"], run["scores"], run["asked"]
+    log(f"{item['name']}: held-out loss {loss:.4f} over {run['tokens']} response tokens")
     log(f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, Azerbaijani {scores['az_fidelity']:.0%}, "
         f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations")
     samples = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
-        for r, a in list(zip(asked, answers))[: eval_cfg["samples"]]
+        for r, a in list(zip(asked, run["answers"]))[: eval_cfg["samples"]]
     ]
-    custom = eval_cfg.get("extra_metrics") or []
-    extra = {entry["name"]: _evaluate_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg, custom)
+    extra = {entry["name"]: _extra_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg)
              for entry in data_summary.get("extra_sets", [])}
     return {
         "eval_loss": round(loss, 5),
         "perplexity": round(math.exp(min(loss, 50)), 3),
         **scores,
         "fertility": round(fertility(tokenizer, [r["output"] for r in records]), 3),
-        "custom": extra_metric_scores(custom, answers, [r["output"] for r in asked]),
+        "custom": run["custom"],
         "extra_sets": extra,
-        "eval_tokens": tokens,
+        "eval_tokens": run["tokens"],
         "generated": len(asked),
         "samples": samples,
         "eval_seconds": round(time.time() - started, 1),

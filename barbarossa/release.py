@@ -23,8 +23,7 @@ VERIFY_PROMPTS = [
     {"instruction": "Bu cümləni ingilis dilinə tərcümə edin.", "input": "Bu gün hava günəşlidir."},
     {"instruction": "Sağlam qidalanma üçün üç məsləhət verin.", "input": ""},
 ]
-LICENCES = {"apache-2.0": "apache-2.0", "mit": "mit", "cc-by-sa-3.0": "cc-by-sa-3.0", "cc-by-nc-4.0": "cc-by-nc-4.0",
-            "cc-by-sa-4.0": "cc-by-sa-4.0", "openrail": "openrail", "bigscience-openrail-m": "bigscience-openrail-m"}
+HUB_LICENCES = {"apache-2.0", "mit", "cc-by-sa-3.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "openrail", "bigscience-openrail-m"}
 
 
 class ReleaseError(RuntimeError):
@@ -52,7 +51,7 @@ def check_target(target: str, publish: bool) -> None:
 
 def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
     base = item["base"]
-    licence = LICENCES.get(base["licence"].lower())
+    licence = base["licence"].lower() if base["licence"].lower() in HUB_LICENCES else None
     lines = ["---", "library_name: peft", "language:", "- az",
              f"pipeline_tag: {'text2text-generation' if get_family(base['family']).task == 'seq2seq' else 'text-generation'}",
              "tags:", "- barbarossa", "- lora", "- azerbaijani", "- alpaca"]
@@ -174,8 +173,7 @@ def build_bundle(entry: dict, data_summary: dict, train_cfg: dict, run: str, des
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / row["name"]
         shutil.copytree(storage.local_dir(row["adapter_uri"], Path(tmp) / "download"), bundle / "adapter")
-        models.load_tokenizer(models.resolve(item["base"]["source"], item["base"].get("revision")),
-                              remote_code=item["base"].get("remote_code", False)).save_pretrained(bundle / "adapter")
+        models.load_base_tokenizer(item["base"]).save_pretrained(bundle / "adapter")
         difference = merge_verified(item["base"], bundle / "adapter", bundle / "merged") if merge else None
         (bundle / "README.md").write_text(model_card(row, item, data_summary, train_cfg, run), encoding="utf-8")
         files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())

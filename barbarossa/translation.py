@@ -208,19 +208,19 @@ def translate_shard(rows: list[dict], backend, cache: Cache) -> list[dict]:
     Texts are protected, translated once each (cache first), and restored;
     fields that need no translation (pure code, numbers, empty) are kept verbatim.
     """
+    needed = [{f: protect.needs_translation(r[f]) for f in FIELDS} for r in rows]
     protected = [{f: protect.protect(r[f]) for f in FIELDS} for r in rows]
-    todo = [masked for p, r in zip(protected, rows) for f, (masked, _) in p.items() if protect.needs_translation(r[f])]
+    todo = [parts[f][0] for parts, need in zip(protected, needed) for f in FIELDS if need[f]]
     done = dict(zip(todo, translate_texts(todo, backend, cache)))
     results = []
-    for row, parts in zip(rows, protected):
+    for row, parts, need in zip(rows, protected, needed):
         out, problems = {}, {}
         for field, (masked, spans) in parts.items():
-            if protect.needs_translation(row[field]):
+            if need[field]:
                 out[field], problems[field] = protect.restore(done[masked], spans)
             else:
                 out[field] = row[field]
-        results.append({"row": out, "source": row, "problems": problems,
-                        "verbatim": all(not protect.needs_translation(row[f]) for f in FIELDS)})
+        results.append({"row": out, "source": row, "problems": problems, "verbatim": not any(need.values())})
     return results
 
 
