@@ -6,6 +6,7 @@ so remote tasks never need the config files.
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
 from pathlib import Path
@@ -28,7 +29,11 @@ SCHEMA = {
 }
 
 
-OPTIONAL = {"eval": {"extra_sets": list, "extra_metrics": list}}  # keys a profile may leave out
+# Keys a profile may leave out: (type, default).
+OPTIONAL = {
+    "train": {"share_prefix": (bool, True)},
+    "eval": {"extra_sets": (list, []), "extra_metrics": (list, [])},
+}
 
 
 class ConfigError(ValueError):
@@ -57,10 +62,10 @@ def load_profile(name_or_path: str) -> dict:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: missing [{section}] table")
         optional = OPTIONAL.get(section, {})
-        for key, kind in {**keys, **optional}.items():
+        for key, kind in {**keys, **{k: kind for k, (kind, _) in optional.items()}}.items():
             if key not in table:
                 if key in optional:
-                    table[key] = kind()
+                    table[key] = copy.deepcopy(optional[key][1])
                     continue
                 raise ConfigError(f"{path}: [{section}] missing key '{key}'")
             value = table[key]

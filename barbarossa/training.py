@@ -1,13 +1,18 @@
 """LoRA fine-tuning of one candidate: a small, explicit PyTorch loop.
 
 Features and their trade-offs:
-- padding-free packing: a batch is one row of concatenated examples whose
-  position ids restart at 0, so attention stays inside each example
-  (transformers' `DataCollatorWithFlattening`; families without position-id
-  masks — OPT, BLOOM, MPT, T5 — pad to the longest example instead);
-- response-only loss, and on packed rows logits are computed only where a
-  response token follows (`logits_to_keep`): the vocabulary projection of
-  prompt tokens is skipped, not masked after the fact;
+- shared prompt prefixes (`sharing.py`, causal families): the preamble that
+  opens every Alpaca prompt runs once per batch instead of once per example,
+  through the model's KV cache — about 30 % fewer positions on this data, the
+  same loss and gradients;
+- padding-free packing where a prefix cannot be shared (gradient
+  checkpointing drops the cache): examples packed into rows whose position ids
+  restart at 0, so attention stays inside each example (transformers'
+  `DataCollatorWithFlattening`; families without position-id masks — OPT,
+  BLOOM, MPT, T5 — pad to the longest example instead);
+- response-only loss, and logits are computed only where a response token
+  follows (`logits_to_keep`): the vocabulary projection of prompt tokens is
+  skipped, not masked after the fact;
 - bf16 autocast where the hardware runs bf16 natively, fp32 otherwise;
 - AdamW, linear warm-up + cosine decay, gradient clipping and accumulation,
   optional gradient checkpointing (less memory, more compute);
@@ -25,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from barbarossa import checkpoints, data, models, prompts, storage
+from barbarossa import checkpoints, data, models, prompts, sharing, storage
 from barbarossa.console import log
 from barbarossa.families import get_family
 
@@ -148,8 +153,32 @@ def packed_token_losses(model, batch: dict):
     return F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
 
 
+def choose_layout(family, cfg: dict) -> str:
+    """The cheapest batch layout this family and these settings allow."""
+    if family.task != "causal":
+        return "padded"
+    if cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing"):
+        return "shared-prefix"
+    return "packed" if family.packs and cfg.get("packing", True) else "padded"
+
+
+def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, device: str) -> dict:
+    """The examples in the given layout, ready for `batch_loss` on `device`."""
+    if layout == "shared-prefix":
+        return sharing.shared_prefix_batch(examples, pad_id)
+    batch = pack_batch(examples, max_length, pad_id) if layout == "packed" else pad_batch(examples, pad_id)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def computed_positions(batch: dict) -> int:
+    """Token positions the model runs for this batch, padding included."""
+    return batch["computed"] if "prefixes" in batch else batch["input_ids"].numel()
+
+
 def batch_loss(model, batch: dict):
     """Mean loss over the batch's supervised tokens, whichever layout the batch has."""
+    if "prefixes" in batch:
+        return sharing.shared_prefix_losses(model, batch).mean()
     if "position_ids" in batch:
         return packed_token_losses(model, batch).mean()
     return model(**batch).loss
@@ -226,17 +255,17 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = cfg.get("precision", "auto")
     precision = choose_precision(device) if precision == "auto" else precision
-    packed = family.packs and cfg.get("packing", True)
+    layout = choose_layout(family, cfg)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0))
     steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
     progress = checkpoints.restore(out_uri, model, optimizer) or {
-        "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "padded_tokens": 0}
+        "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "computed_tokens": 0}
     resumed_from = progress["step"]
     stream = batches(examples, cfg["batch_size"], cfg["seed"], skip=resumed_from * accum)
     log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
-        f"{steps} steps × {cfg['batch_size']}×{accum}, {'packed' if packed else 'padded'}, {precision} on {device}"
+        f"{steps} steps × {cfg['batch_size']}×{accum}, {layout} batches, {precision} on {device}"
         + (f", resuming after step {resumed_from}" if resumed_from else ""))
     tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
     for step in range(resumed_from, steps):
@@ -245,17 +274,16 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
         step_loss = 0.0
         for _ in range(accum):
             chunk = next(stream)
-            batch = pack_batch(chunk, max_length, tokenizer.pad_token_id) if packed else pad_batch(chunk, tokenizer.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = make_batch(layout, chunk, max_length, tokenizer.pad_token_id, device)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = batch_loss(model, batch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"{item['name']}: loss is {loss.item()} at step {step + 1}")
             (loss / accum).backward()
             step_loss += loss.item() / accum
-            progress["supervised_tokens"] += int((batch["labels"] != prompts.IGNORE_INDEX).sum())
+            progress["supervised_tokens"] += sum(label != prompts.IGNORE_INDEX for e in chunk for label in e["labels"])
             progress["real_tokens"] += sum(len(e["input_ids"]) for e in chunk)
-            progress["padded_tokens"] += batch["input_ids"].numel()
+            progress["computed_tokens"] += computed_positions(batch)
         torch.nn.utils.clip_grad_norm_(params, cfg.get("max_grad_norm", 1.0))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -282,11 +310,12 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
         "supervised_tokens": progress["supervised_tokens"],
         "real_tokens": progress["real_tokens"],
         "loop_seconds": round(loop_seconds, 2),
-        "padding_share": round(1 - progress["real_tokens"] / max(1, progress["padded_tokens"]), 4),
+        # positions run per token of the examples: >1 is padding, <1 is prefix sharing beating it
+        "computed_per_real_token": round(progress["computed_tokens"] / max(1, progress["real_tokens"]), 4),
         "tokens_per_second": round((progress["supervised_tokens"] - tokens_at_start) / max(loop_seconds, 1e-9), 1),
         "train_seconds": round(seconds, 1),
         "precision": precision,
-        "packed": packed,
+        "layout": layout,
         "device": device,
         "trainable_params": trainable,
         "train_examples": len(examples),

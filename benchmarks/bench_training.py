@@ -7,11 +7,14 @@ number of examples):
   (a)  HF Trainer, dynamic padding to the longest example of each batch
        (DataCollatorForLanguageModeling), fp32, loss on all tokens — the usual baseline;
   (a') the same, every example padded to the maximum length — for reference;
-  (b)  barbarossa.training.finetune: padding-free packing, response-only loss with
-       logits only where a response token follows, precision chosen automatically.
+  (b)  barbarossa.training.finetune as the flow runs it: the prompt prefix a batch's
+       examples share runs once (KV cache), response-only loss with logits only where a
+       response token follows, precision chosen automatically;
+  (b') the same trainer with prefix sharing off (padding-free packed rows) — for reference.
 
 Reported per variant: real (non-pad) tokens/s — the tokens of the examples
-themselves, whatever the loss covers —, supervised tokens/s, peak RSS, and
+themselves, whatever the loss covers —, supervised tokens/s, positions the model
+ran per real token (above 1: padding; below 1: shared prefixes), peak RSS, and
 held-out response loss afterwards (same rows, same metric). The claim is the
 ratio b / a of real tokens/s, measured in this run. Run with `make bench`.
 """
@@ -112,24 +115,24 @@ def hf_trainer(candidate, train_uri: str, held: list[dict], pad_to_max: bool) ->
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "real": seen["real"], "supervised": seen["real"], "padded": seen["padded"],
+    return {"seconds": seconds, "real": seen["real"], "supervised": seen["real"], "computed": seen["padded"],
             "rss": rss.peak, "loss": held_out_loss(model, tokenizer, held)}
 
 
-def ours(candidate, summary: dict, held: list[dict]) -> dict:
-    """(b): the project's trainer, exactly as the flow calls it."""
+def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) -> dict:
+    """(b) / (b'): the project's trainer, exactly as the flow calls it."""
     from peft import PeftModel
 
     item = {"name": candidate.name, "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
     with tempfile.TemporaryDirectory() as out:
         with PeakRSS() as rss:
-            result = training.finetune(item, summary, CFG, out)
+            result = training.finetune(item, summary, {**CFG, "share_prefix": share_prefix}, out)
         tokenizer, model = models.load_base(item["base"])
         model = PeftModel.from_pretrained(model, storage.local_dir(result["adapter_uri"]))
         loss = held_out_loss(model, tokenizer, held)
     return {"seconds": result["loop_seconds"], "real": result["real_tokens"], "supervised": result["supervised_tokens"],
-            "padded": round(result["real_tokens"] / (1 - result["padding_share"])), "rss": rss.peak, "loss": loss,
-            "precision": result["precision"]}
+            "computed": round(result["real_tokens"] * result["computed_per_real_token"]), "rss": rss.peak, "loss": loss,
+            "precision": result["precision"], "layout": result["layout"]}
 
 
 def main() -> None:
@@ -146,20 +149,22 @@ def main() -> None:
         console.print(f"training, {candidate.name} ({candidate.lora.targets}, r={candidate.lora.r}), {STEPS} steps × "
                       f"batch {BATCH}, max length {MAX_LENGTH}, {torch.get_num_threads()} threads")
         runs = {
-            "(b)  barbarossa (packed, response-only)": ours(candidate, summary, held),
+            "(b)  barbarossa (shared prefix, resp.-only)": ours(candidate, summary, held),
+            "(b') barbarossa, no prefix sharing (packed)": ours(candidate, summary, held, share_prefix=False),
             "(a)  HF Trainer, dynamic padding": hf_trainer(candidate, summary["train_uri"], held, pad_to_max=False),
             "(a') HF Trainer, pad to max length": hf_trainer(candidate, summary["train_uri"], held, pad_to_max=True),
         }
     fp32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     params = candidate.base.params
-    console.print(f"{'variant':42} {'real tok/s':>10} {'superv. tok/s':>13} {'padding':>8} {'peak RSS':>9} {'held-out loss':>13}")
+    console.print(f"{'variant':44} {'real tok/s':>10} {'superv. tok/s':>13} {'pos./token':>10} {'peak RSS':>9} "
+                  f"{'held-out loss':>13}")
     for name, r in runs.items():
-        padding = f"{1 - r['real'] / r['padded']:.0%}"
-        console.print(f"{name:42} {r['real'] / r['seconds']:10.0f} {r['supervised'] / r['seconds']:13.0f} {padding:>8} "
-                      f"{r['rss'] / 2**30:7.2f} G {r['loss']:13.3f}")
-    b, a, a_max = runs.values()
+        console.print(f"{name:44} {r['real'] / r['seconds']:10.0f} {r['supervised'] / r['seconds']:13.0f} "
+                      f"{r['computed'] / r['real']:10.2f} {r['rss'] / 2**30:7.2f} G {r['loss']:13.3f}")
+    b, b_packed, a, a_max = runs.values()
     speed = lambda r: r["real"] / r["seconds"]  # noqa: E731
-    console.print(f"[bold]b / a  = {speed(b) / speed(a):.2f}×[/] real tokens/s (b / a' = {speed(b) / speed(a_max):.2f}×); "
+    console.print(f"[bold]b / a  = {speed(b) / speed(a):.2f}×[/] real tokens/s (b / a' = {speed(b) / speed(a_max):.2f}×, "
+                  f"b' / a = {speed(b_packed) / speed(a):.2f}×, b / b' = {speed(b) / speed(b_packed):.2f}×); "
                   f"held-out loss b {b['loss']:.3f} vs a {a['loss']:.3f} after the same {STEPS * BATCH} examples")
     flops = 4 * params * speed(b)
     console.print(f"b runs at {flops / 1e9:.1f} GFLOP/s (4 × {params / 1e6:.0f}M params × tokens/s) in {b['precision']}: "

@@ -76,6 +76,15 @@ def test_bad_profile_is_refused(tmp_path):
         config.load_profile("nope")
 
 
+def test_a_profile_may_leave_out_share_prefix_and_gets_it_on(tmp_path):
+    text = (config.profiles_dir() / "cpu.toml").read_text()
+    path = tmp_path / "old.toml"
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("share_prefix")))
+    assert "share_prefix" not in path.read_text() and config.load_profile(str(path))["train"]["share_prefix"] is True
+    path.write_text(text.replace("share_prefix = true", "share_prefix = false"))
+    assert config.load_profile(str(path))["train"]["share_prefix"] is False
+
+
 def test_seed_roster_declares_the_29_original_models_honestly():
     seed = registry.all_rosters()["seed"]
     assert len(seed.candidates) == 29 and all(c.name.startswith("az-") for c in seed.candidates)
