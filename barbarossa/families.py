@@ -21,6 +21,11 @@ class Family:
     # OPT derives positions from the attention mask and BLOOM/MPT use ALiBi, so they pad instead.
     packs: bool = False
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Shared-prefix batches (`sharing.py`) need the library's own Cache API, which remote code may predate."""
+        return self.task == "causal" and not self.remote_code
+
     def lora_targets(self, targets: str | list[str]) -> str | list[str]:
         """Resolve a roster recipe's `targets` (a keyword or module names) for this family."""
         if targets == "attention":

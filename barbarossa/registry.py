@@ -153,9 +153,9 @@ def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> 
     except TypeError as err:
         raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
     values["tags"] = tuple(values.get("tags", ()))
-    from barbarossa.config import SCHEMA  # config imports this module
+    from barbarossa.config import OPTIONAL, SCHEMA  # config imports this module
 
-    unknown = sorted(set(values.get("train", {})) - set(SCHEMA["train"]))
+    unknown = sorted(set(values.get("train", {})) - set(SCHEMA["train"]) - set(OPTIONAL["train"]))
     if unknown:
         raise RosterError(f"{where}: candidate {name!r}: unknown train override(s) {', '.join(unknown)}")
     return Candidate(**values, roster=roster)

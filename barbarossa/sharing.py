@@ -8,7 +8,8 @@ through the model's own KV-cache path — the one generation uses, which every
 causal family implements — and the examples' remaining tokens run after it,
 attending to that cache. Gradients flow into the prefix from every example of
 its group, so loss and gradients equal the unshared batch (a test checks each
-causal family to 1e-5).
+causal family to 1e-5). Not for remote-code models: their hub code may
+predate the library's Cache API.
 
 The remaining tokens are cut into a few chunks of similar length (a small
 dynamic programme) so that padding stays low without many tiny matmuls.
@@ -95,7 +96,8 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     """
     seqs = [e["input_ids"] for e in examples]
     # the position that predicts the first response token must run in the chunk call, where the LM head is applied
-    caps = [next(i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX) - 1 for e in examples]
+    caps = [next((i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX), len(e["labels"])) - 1
+            for e in examples]
     groups = [(members, shared) for members, shared in prefix_groups(seqs, caps) if shared]
     group_of = {i: g for g, (members, _) in enumerate(groups) for i in members}
     shared = [groups[group_of[i]][1] if i in group_of else 0 for i in range(len(examples))]

@@ -157,7 +157,7 @@ def choose_layout(family, cfg: dict) -> str:
     """The cheapest batch layout this family and these settings allow."""
     if family.task != "causal":
         return "padded"
-    if cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing"):
+    if family.shares_prefix and cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing"):
         return "shared-prefix"
     return "packed" if family.packs and cfg.get("packing", True) else "padded"
 

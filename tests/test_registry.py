@@ -26,6 +26,12 @@ def test_valid_roster_parses(tmp_path):
     assert roster.candidates[0].lora == registry.Lora(r=4, alpha=8, dropout=0.05, targets="attention")
 
 
+def test_a_candidate_may_override_optional_train_keys_too(tmp_path):
+    text = BASE + CAND + "train = { gradient_checkpointing = false, share_prefix = true }\n"
+    assert registry.load_roster(write(tmp_path, text)).candidates[0].train == {
+        "gradient_checkpointing": False, "share_prefix": True}
+
+
 @pytest.mark.parametrize("text, message", [
     (BASE.replace("llama\"", "llamaa\""), "unknown family 'llamaa'"),
     (BASE + BASE + CAND, "duplicate base name 'b'"),

@@ -60,7 +60,7 @@ def test_a_shared_prefix_batch_holds_every_example_exactly_once():
     assert batch["computed"] < sum(len(e["input_ids"]) for e in examples)
 
 
-@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.task == "causal"))
+@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.shares_prefix))
 def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(family):
     import torch
 
@@ -92,8 +92,14 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
     assert max(g.abs().max().item() for g in plain_grads.values()) > 1e-4  # the comparison is not of zeros
 
 
+def test_every_causal_family_but_remote_code_shares_prefixes():
+    assert {f for f, spec in families.FAMILIES.items() if spec.shares_prefix} == {
+        f for f, spec in families.FAMILIES.items() if spec.task == "causal"} - {"deci"}
+
+
 def test_layout_follows_family_and_settings():
-    llama, opt, t5 = (families.get_family(f) for f in ("llama", "opt", "t5"))
+    llama, opt, t5, deci = (families.get_family(f) for f in ("llama", "opt", "t5", "deci"))
+    assert training.choose_layout(deci, {"share_prefix": True}) == "packed"  # remote code may predate the Cache API
     assert training.choose_layout(llama, {"share_prefix": True}) == "shared-prefix"
     assert training.choose_layout(opt, {"share_prefix": True}) == "shared-prefix"
     assert training.choose_layout(llama, {"share_prefix": True, "gradient_checkpointing": True}) == "packed"
