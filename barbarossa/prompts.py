@@ -8,6 +8,12 @@ from __future__ import annotations
 
 IGNORE_INDEX = -100
 
+
+def pad_rows(rows: list[list[int]], value: int, side: str = "right") -> list[list[int]]:
+    """Rows of token ids, labels or mask bits padded with `value` to the longest row."""
+    width = max(len(r) for r in rows)
+    return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
+
 PREAMBLE = (
     "Aşağıda bir tapşırığı təsvir edən təlimat verilib. "
     "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import math
 
-from barbarossa.prompts import IGNORE_INDEX
+from barbarossa.prompts import IGNORE_INDEX, pad_rows
 
 MIN_SHARED = 8  # a prefix shorter than this is not worth a separate forward pass
 CALL_COST = 128  # one more forward call, in padded-token equivalents (small matmuls run slower per token)
@@ -83,11 +83,6 @@ def length_chunks(lengths: list[int], call_cost: int = CALL_COST) -> list[list[i
     return chunks[::-1]
 
 
-def _padded(rows: list[list[int]], value: int, left: bool = False) -> list[list[int]]:
-    width = max(len(r) for r in rows)
-    return [[value] * (width - len(r)) + r if left else r + [value] * (width - len(r)) for r in rows]
-
-
 def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL_COST) -> dict:
     """The batch as one prefix call (a row per group) and a few chunk calls of the examples' remaining tokens.
 
@@ -106,9 +101,9 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     chunks = []
     for chunk in length_chunks([len(t) for t in tails], call_cost):
         chunks.append({
-            "input_ids": _padded([tails[i] for i in chunk], pad_id),
-            "labels": _padded([examples[i]["labels"][shared[i]:] for i in chunk], IGNORE_INDEX),
-            "mask": _padded([[1] * len(tails[i]) for i in chunk], 0),
+            "input_ids": pad_rows([tails[i] for i in chunk], pad_id),
+            "labels": pad_rows([examples[i]["labels"][shared[i]:] for i in chunk], IGNORE_INDEX),
+            "mask": pad_rows([[1] * len(tails[i]) for i in chunk], 0),
             "start": [shared[i] for i in chunk],  # position of the first remaining token
             "group": [group_of.get(i, len(groups)) for i in chunk],  # len(groups): no prefix
         })
@@ -148,9 +143,9 @@ def shared_prefix_losses(model, batch: dict):
         # left-padded, so that in every row the real tokens of prefix and remainder sit in adjacent slots
         # (sliding-window and ALiBi masks count slots, not positions)
         prefixes = batch["prefixes"]
-        prefix_mask = tensor(_padded([[1] * len(p) for p in prefixes], 0, left=True))
-        positions = tensor(_padded([list(range(len(p))) for p in prefixes], 0, left=True))
-        cache = model(input_ids=tensor(_padded(prefixes, 0, left=True)), attention_mask=prefix_mask,
+        prefix_mask = tensor(pad_rows([[1] * len(p) for p in prefixes], 0, "left"))
+        positions = tensor(pad_rows([list(range(len(p))) for p in prefixes], 0, "left"))
+        cache = model(input_ids=tensor(pad_rows(prefixes, 0, "left")), attention_mask=prefix_mask,
                       position_ids=positions, use_cache=True, logits_to_keep=no_logits).cache
         prefix_mask = _with_zero_row(prefix_mask)
     head = model.get_output_embeddings()

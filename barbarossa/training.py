@@ -71,11 +71,6 @@ def lora_model(model, family: str, recipe: dict):
     return get_peft_model(model, config)
 
 
-def _pad(rows: list[list[int]], value: int, side: str) -> list[list[int]]:
-    width = max(len(r) for r in rows)
-    return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
-
-
 def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
     """Tensors for a batch padded to its longest example; pad labels are ignored.
 
@@ -86,11 +81,11 @@ def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
 
     ids = [e["input_ids"] for e in examples]
     batch = {
-        "input_ids": torch.tensor(_pad(ids, pad_id, side)),
-        "attention_mask": torch.tensor(_pad([[1] * len(r) for r in ids], 0, side)),
+        "input_ids": torch.tensor(prompts.pad_rows(ids, pad_id, side)),
+        "attention_mask": torch.tensor(prompts.pad_rows([[1] * len(r) for r in ids], 0, side)),
     }
     if all("labels" in e for e in examples):
-        batch["labels"] = torch.tensor(_pad([e["labels"] for e in examples], prompts.IGNORE_INDEX, side))
+        batch["labels"] = torch.tensor(prompts.pad_rows([e["labels"] for e in examples], prompts.IGNORE_INDEX, side))
     return batch
 
 
