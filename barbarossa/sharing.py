@@ -113,15 +113,17 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     return {"prefixes": prefixes, "chunks": chunks, "computed": computed}
 
 
-def _rows_of(cache, rows):
-    """A copy of the prefix cache holding the given rows (index len(prefixes): a zero, fully masked prefix)."""
-    picked = copy.copy(cache)
-    picked.layers = []
-    for layer in cache.layers:
-        mine = copy.copy(layer)
-        mine.keys, mine.values = _with_zero_row(layer.keys)[rows], _with_zero_row(layer.values)[rows]
-        picked.layers.append(mine)
-    return picked
+def response_token_losses(model, hidden, labels):
+    """Cross-entropy where a response token follows, the LM head applied to those final hidden states only.
+
+    The model ran without its head (`logits_to_keep` empty), so prompt tokens
+    cost no vocabulary-sized matmul or softmax. Shared by every causal layout.
+    """
+    import torch.nn.functional as F
+
+    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
+    logits = model.get_output_embeddings()(hidden[rows, cols])
+    return F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
 
 
 def _with_zero_row(tensor):
@@ -130,10 +132,20 @@ def _with_zero_row(tensor):
     return torch.cat([tensor, tensor.new_zeros(1, *tensor.shape[1:])])
 
 
+def _rows_of(cache, padded_layers, rows):
+    """A copy of the prefix cache holding the given rows (index len(prefixes): the zero, fully masked prefix)."""
+    picked = copy.copy(cache)
+    picked.layers = []
+    for layer, (keys, values) in zip(cache.layers, padded_layers):
+        mine = copy.copy(layer)
+        mine.keys, mine.values = keys[rows], values[rows]
+        picked.layers.append(mine)
+    return picked
+
+
 def shared_prefix_losses(model, batch: dict):
     """Per-token cross-entropy of a shared-prefix batch; the LM head only where a response token follows."""
     import torch
-    import torch.nn.functional as F
 
     device = next(model.parameters()).device
     tensor = lambda rows: torch.tensor(rows, device=device)  # noqa: E731
@@ -148,7 +160,7 @@ def shared_prefix_losses(model, batch: dict):
         cache = model(input_ids=tensor(pad_rows(prefixes, 0, "left")), attention_mask=prefix_mask,
                       position_ids=positions, use_cache=True, logits_to_keep=no_logits).cache
         prefix_mask = _with_zero_row(prefix_mask)
-    head = model.get_output_embeddings()
+        padded_layers = [(_with_zero_row(layer.keys), _with_zero_row(layer.values)) for layer in cache.layers]
     losses = []
     for chunk in batch["chunks"]:
         ids, labels, mask = tensor(chunk["input_ids"]), tensor(chunk["labels"]), tensor(chunk["mask"])
@@ -156,11 +168,9 @@ def shared_prefix_losses(model, batch: dict):
         extra = {"use_cache": False}
         if cache is not None:
             rows = tensor(chunk["group"])
-            extra = {"use_cache": True, "cache": _rows_of(cache, rows)}
+            extra = {"use_cache": True, "cache": _rows_of(cache, padded_layers, rows)}
             mask = torch.cat([prefix_mask[rows], mask], dim=1)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True,
                     logits_to_keep=no_logits, **extra)
-        rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
-        logits = head(out.hidden_states[-1][rows, cols])
-        losses.append(F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none"))
+        losses.append(response_token_losses(model, out.hidden_states[-1], labels))
     return torch.cat(losses)

@@ -131,21 +131,13 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
 
 
 def packed_token_losses(model, batch: dict):
-    """Per-token cross-entropy of packed rows, projecting to the vocabulary only where a supervised token follows.
-
-    The model runs without its LM head (`logits_to_keep` empty); the head is
-    applied to the final hidden states of supervised positions only, so prompt
-    tokens cost no vocabulary-sized matmul or softmax.
-    """
+    """Per-token cross-entropy of packed rows, projecting to the vocabulary only where a supervised token follows."""
     import torch
-    import torch.nn.functional as F
 
     labels = batch["labels"]
-    rows, cols = (labels[:, 1:] != prompts.IGNORE_INDEX).nonzero(as_tuple=True)
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
                 output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
-    logits = model.get_output_embeddings()(out.hidden_states[-1][rows, cols])
-    return F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
+    return sharing.response_token_losses(model, out.hidden_states[-1], labels)
 
 
 def choose_layout(family, cfg: dict) -> str:
