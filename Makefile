@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test smoke bench leaderboard image deploy-argo deploy-sfn clean
+.PHONY: install browser run test smoke bench gpu-check leaderboard image deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ smoke: install
 bench: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_generation.py
+	$(BIN)/python benchmarks/bench_data.py
+
+## The one prepared acceptance check for a GPU machine (README "GPU figures"); without CUDA: tiny shapes on the CPU.
+gpu-check: install
+	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
 
 ## Production (see README "Running at scale"): INFRA=configs/infra/<yours>.toml, IMAGE=<registry>/barbarossa
 IMAGE ?= barbarossa

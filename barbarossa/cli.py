@@ -3,6 +3,7 @@
     barbarossa leaderboard [--run ID] [--json]
     barbarossa models [--models SPEC] [--json]
     barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB] [--json]
+    barbarossa fetch --models SPEC --to ROOT
 """
 
 from __future__ import annotations
@@ -129,16 +130,48 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    """Mirror each distinct hub base once; one line per base, and one per failure at the end."""
+    from dataclasses import asdict
+
+    from barbarossa import registry, weights
+
+    bases = {(c.base.source, c.base.revision): c.base for c in registry.select(args.models)}
+    failed = []
+    for base in bases.values():
+        if not base.source.startswith("hf:"):
+            console.print(f"{base.name}: skipped, {base.source} is built locally, not fetched")
+            continue
+        try:
+            where = weights.fetch_base(asdict(base), args.to)
+        except (weights.WeightsUnavailable, OSError) as err:
+            failed.append(f"{base.name}: {err}")
+            continue
+        manifest = weights.read_manifest(where)
+        size = sum(f["size"] for f in manifest["files"])
+        shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+        console.print(f"{base.name}: {shown}, {len(manifest['files'])} files, commit {manifest['commit'][:12]} → {where}",
+                      markup=False)
+    if len(failed) < sum(b.source.startswith("hf:") for b in bases.values()):
+        console.print(f"tasks read this mirror with {weights.ENV}={args.to}", markup=False)
+    for line in failed:
+        console.print(f"failed: {line}", style="red", markup=False)
+    return 1 if failed else 0
+
+
 def print_plan(result: dict, profile_name: str = "") -> None:
     from barbarossa.plan import describe
 
     table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
-    for header in ("name", "params", "tokens", "GPU-hours", "LoRA GB", "QLoRA GB", "declared GB", "fits"):
-        table.add_column(header, justify="left" if header in ("name", "fits") else "right")
+    for header in ("name", "params", "tokens", "GPU-hours", "LoRA GB", "QLoRA GB", "planned GB", "declared GB",
+                   "trainer will run"):
+        table.add_column(header, justify="left" if header in ("name", "trainer will run") else "right")
     for row in result["rows"]:
         table.add_row(*describe(row), style="red" if row["fits"] == "no" else "")
     console.print(table)
     console.print(f"total: {result['total_tokens']:,} tokens, {result['total_gpu_hours']:.2f} GPU-hours")
+    console.print("[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
+                  "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]")
     console.print(f"[dim]assumptions: {result['assumptions']}[/]")
 
 
@@ -170,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     planning.add_argument("--gpu", default="A100-80GB", help="GPU to estimate for")
     planning.add_argument("--json", action="store_true", help="print the plan as JSON")
     planning.set_defaults(func=cmd_plan)
+    fetching = sub.add_parser("fetch", help="mirror the selected hub bases' weights (tasks read it: BARBAROSSA_WEIGHTS=ROOT)")
+    fetching.add_argument("--models", required=True, help="roster, candidate names or filters")
+    fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
+    fetching.set_defaults(func=cmd_fetch)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

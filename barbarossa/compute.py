@@ -100,6 +100,16 @@ def deployed_boxes(infra: dict) -> dict[str, dict]:
     return class_boxes(work_items(select(infra["models"])), infra)
 
 
+def release_box(boxes: dict[str, dict]) -> dict:
+    """The release step's box: the largest class's (a merge loads the biggest selected base in bf16 on a GPU).
+
+    Which models the leaderboard releases is known only at run time, so the
+    step is sized for the largest model the deployment may release; with
+    nothing but idle classes it gets the idle box.
+    """
+    return {key: max(box[key] for box in boxes.values()) for key in IDLE_BOX}
+
+
 def resources_kwargs(box: dict) -> dict:
     """Keyword arguments of Metaflow's @resources (memory and disk in MB)."""
     return {"gpu": box["gpus"], "cpu": box["cpu"], "memory": box["memory_gb"] * 1024, "disk": box["disk_gb"] * 1024}

@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from barbarossa import runtime
 from barbarossa.leaderboard import DEFAULT_POLICY, DIRECTION
 from barbarossa.registry import PROJECT_ROOT
 
@@ -18,7 +19,7 @@ SCHEMA = {
     "train": {
         "max_steps": int, "batch_size": int, "grad_accum": int, "learning_rate": float, "warmup_steps": int,
         "weight_decay": float, "max_grad_norm": float, "max_length": int, "precision": str, "seed": int,
-        "log_every": int, "packing": bool, "gradient_checkpointing": bool, "checkpoint_every": int,
+        "log_every": int, "packing": bool, "gradient_checkpointing": (bool, str), "checkpoint_every": int,
     },
     "eval": {
         "eval_fraction": float, "split_seed": int, "max_length": int, "max_loss_rows": int, "generate_rows": int,
@@ -31,9 +32,21 @@ SCHEMA = {
 
 # Keys a profile may leave out: (type, default).
 OPTIONAL = {
-    "train": {"share_prefix": (bool, True)},
+    "train": {"share_prefix": (bool, True), "quantization": (str, "none")},
     "eval": {"extra_sets": (list, []), "extra_metrics": (list, [])},
 }
+
+
+# Keys whose value must be one of a few: the runtime decision (runtime.py) reads them.
+CHOICES = {
+    ("train", "precision"): runtime.PRECISIONS,
+    ("train", "quantization"): runtime.QUANTIZATIONS,
+    ("train", "gradient_checkpointing"): runtime.CHECKPOINTING,
+}
+
+
+def _type_name(kind) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 class ConfigError(ValueError):
@@ -71,8 +84,13 @@ def load_profile(name_or_path: str) -> dict:
             value = table[key]
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 table[key] = value = float(value)
-            if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-                raise ConfigError(f"{path}: [{section}] {key} must be {kind.__name__}, got {value!r}")
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ConfigError(f"{path}: [{section}] {key} must be {_type_name(kind)}, got {value!r}")
+            choices = CHOICES.get((section, key))
+            if choices and value not in choices:
+                shown = ", ".join(f'"{c}"' if isinstance(c, str) else str(c).lower() for c in choices)
+                raise ConfigError(f"{path}: [{section}] {key} must be one of {shown}, got {value!r}")
         unknown = set(table) - set(keys) - set(optional)
         if unknown:
             raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")

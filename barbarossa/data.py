@@ -15,6 +15,7 @@ import re
 import tempfile
 import unicodedata
 from dataclasses import asdict, dataclass, field
+from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -235,25 +236,46 @@ def prompt_key(record: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _quoted(record: dict) -> tuple[str, str, str]:
+    """The three fields as JSON strings, exactly as `json.dumps(..., ensure_ascii=False)` writes them.
+
+    Quoting each field once and assembling rows from the pieces is what makes the
+    fingerprints and split files of 50K rows cheap.
+    """
+    return _json(record["instruction"]), _json(record["input"]), _json(record["output"])
+
+
+def _json(value) -> str:
+    return _quote(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _fingerprint_quoted(quoted: Iterable[tuple[str, str, str]]) -> str:
+    text = "".join(f"[{instruction}, {input_}, {output}]\n" for instruction, input_, output in quoted)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def fingerprint(records: list[dict]) -> str:
-    """Order-sensitive hash of the rows, recorded with every run."""
-    digest = hashlib.sha256()
-    for record in records:
-        digest.update(json.dumps([record[f] for f in FIELDS], ensure_ascii=False).encode("utf-8"))
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    """Order-sensitive hash of the rows, recorded with every run.
+
+    The hashed text is each row's JSON list of fields plus a newline; runs compare
+    fingerprints across versions, so that text must never change.
+    """
+    return _fingerprint_quoted(map(_quoted, records))
+
+
+def _holdout_by_key(key: str, fraction: float, seed: int) -> bool:
+    digest = hashlib.sha256(f"{seed}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def in_holdout(record: dict, fraction: float, seed: int) -> bool:
     """Seeded content-hash bucket: the same row lands on the same side every time."""
-    digest = hashlib.sha256(f"{seed}\x00{prompt_key(record)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return _holdout_by_key(prompt_key(record), fraction, seed)
 
 
 def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
-    train = [r for r in records if not in_holdout(r, fraction, seed)]
-    held = [r for r in records if in_holdout(r, fraction, seed)]
-    return train, held
+    held = [in_holdout(r, fraction, seed) for r in records]
+    return [r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h]
 
 
 def remove_overlap(train: list[dict], eval_records: list[dict]) -> tuple[list[dict], int]:
@@ -261,6 +283,31 @@ def remove_overlap(train: list[dict], eval_records: list[dict]) -> tuple[list[di
     eval_keys = {prompt_key(r) for r in eval_records}
     kept = [r for r in train if prompt_key(r) not in eval_keys]
     return kept, len(train) - len(kept)
+
+
+@dataclass
+class _Rows:
+    """Validated rows with their prompt keys and quoted fields, each computed once (not once per use)."""
+
+    records: list[dict]
+    keys: list[str]
+    quoted: list[tuple[str, str, str]]
+
+    @classmethod
+    def of(cls, records: list[dict]) -> "_Rows":
+        return cls(records, [prompt_key(r) for r in records], [_quoted(r) for r in records])
+
+    def where(self, keep: list[bool]) -> "_Rows":
+        pick = [i for i, k in enumerate(keep) if k]
+        return _Rows([self.records[i] for i in pick], [self.keys[i] for i in pick], [self.quoted[i] for i in pick])
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint_quoted(self.quoted)
+
+    def jsonl(self) -> str:
+        """Same text as `to_jsonl(self.records)` (validated records hold exactly FIELDS, in order)."""
+        return "".join(f'{{"instruction": {i}, "input": {x}, "output": {o}}}\n' for i, x, o in self.quoted)
 
 
 # --------------------------------------------------------------------------- the start step
@@ -272,6 +319,12 @@ def to_jsonl(records: list[dict]) -> str:
 
 def read_jsonl(uri: str) -> list[dict]:
     return [json.loads(line) for line in storage.read_bytes(uri).decode("utf-8").splitlines() if line]
+
+
+def _write_extra(out_root: str, name: str, extra: Dataset) -> dict:
+    rows = _Rows.of(extra.records)
+    uri = storage.write_text(storage.join(out_root, "data", "extra", f"{name}.jsonl"), rows.jsonl())
+    return {"name": name, "source": extra.source, "rows": len(extra.records), "fingerprint": rows.fingerprint, "uri": uri}
 
 
 def prepare(
@@ -291,39 +344,39 @@ def prepare(
     """
     train_data = load(train_source, on_bad_rows)
     eval_data = load(eval_source, on_bad_rows) if eval_source else None
+    source = _Rows.of(train_data.records)
     if eval_data is None:
-        train, held = split_holdout(train_data.records, eval_fraction, seed)
-        if not held:
+        held_flags = [_holdout_by_key(key, eval_fraction, seed) for key in source.keys]
+        train, held = source.where([not h for h in held_flags]), source.where(held_flags)
+        if not held.records:
             raise DataError(f"{train_source}: the held-out split is empty; raise eval_fraction or add rows")
         eval_origin = f"held out from {train_source} ({eval_fraction:.0%}, seed {seed})"
     else:
-        train, held = train_data.records, eval_data.records
+        train, held = source, _Rows.of(eval_data.records)
         eval_origin = eval_source
-    train, overlap = remove_overlap(train, held)
-    if not train:
+    eval_keys = set(held.keys)
+    kept = train.where([key not in eval_keys for key in train.keys])
+    overlap, train = len(train.records) - len(kept.records), kept
+    if not train.records:
         raise DataError(f"{train_source}: no training rows left after removing the eval set")
     extras = [(entry["name"], load(entry["source"], on_bad_rows)) for entry in extra_sets or []]  # validated before any write
-    train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), to_jsonl(train))
-    eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), to_jsonl(held))
+    train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), train.jsonl())
+    eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), held.jsonl())
     bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
     return {
         "train_uri": train_uri,
         "eval_uri": eval_uri,
         "train_source": train_source,
         "eval_source": eval_origin,
-        "train_rows": len(train),
-        "eval_rows": len(held),
-        "train_fingerprint": fingerprint(train),
-        "eval_fingerprint": fingerprint(held),
-        "source_fingerprint": train_data.fingerprint,
+        "train_rows": len(train.records),
+        "eval_rows": len(held.records),
+        "train_fingerprint": train.fingerprint,
+        "eval_fingerprint": held.fingerprint,
+        "source_fingerprint": source.fingerprint,
         "duplicates_removed": train_data.duplicates + (eval_data.duplicates if eval_data else 0),
         "eval_overlap_removed": overlap,
         "bad_rows_skipped": len(bad),
-        "extra_sets": [
-            {"name": name, "source": extra.source, "rows": len(extra.records), "fingerprint": fingerprint(extra.records),
-             "uri": storage.write_text(storage.join(out_root, "data", "extra", f"{name}.jsonl"), to_jsonl(extra.records))}
-            for name, extra in extras
-        ],
+        "extra_sets": [_write_extra(out_root, name, extra) for name, extra in extras],
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
     }
 

@@ -7,12 +7,13 @@ prompts, same decoding settings, same metric code for every row of the board.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from functools import lru_cache
 from pathlib import Path
 
-from barbarossa import data, models, prompts, storage
+from barbarossa import data, prompts, runtime, storage
 from barbarossa.console import log
 from barbarossa.training import pad_batch
 
@@ -71,37 +72,49 @@ def _is_seq2seq(model) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy over response tokens (prompt masked)."""
+def _device(model):
+    return next(model.parameters()).device
+
+
+def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
+                  decision: runtime.Runtime | None = None) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy over response tokens (prompt masked), on the model's device.
+
+    Causal models run without their LM head and project only the positions
+    that predict a response token (never B×L×V logits: 8 GB at batch 16 for
+    BLOOM's 250K vocabulary); examples are batched in length order.
+    """
     import torch
+
+    from barbarossa.training import padded_token_losses
 
     task = "seq2seq" if _is_seq2seq(model) else "causal"
     examples = [e for e in (prompts.build_example(tokenizer, r, max_length, task=task) for r in records) if e]
-    total, count = 0.0, 0
-    with torch.no_grad():
+    examples.sort(key=lambda e: len(e["input_ids"]))
+    device, total, count = _device(model), 0.0, 0
+    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(examples), batch_size):
-            batch = pad_batch(examples[start:start + batch_size], tokenizer.pad_token_id)
-            if task == "seq2seq":  # logits already line up with the decoder-side labels
+            batch = {k: v.to(device) for k, v in pad_batch(examples[start:start + batch_size], tokenizer.pad_token_id).items()}
+            if task == "seq2seq":  # every decoder position is a response token
                 logits = model(**batch).logits.float()
-                labels = batch["labels"]
-            else:  # position t predicts token t+1
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
-                labels = batch["labels"][:, 1:]
-            losses = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
-                ignore_index=prompts.IGNORE_INDEX, reduction="sum",
-            )
-            total += losses.item()
-            count += int((labels != prompts.IGNORE_INDEX).sum())
+                losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
+                                                           ignore_index=prompts.IGNORE_INDEX, reduction="none")
+                losses = losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
+            else:
+                losses = padded_token_losses(model, batch)
+            total += float(losses.sum())
+            count += losses.numel()
     return total / max(count, 1), count
 
 
-def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers, batched with left padding and the KV cache; stops at the model's EOS.
+def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int,
+             decision: runtime.Runtime | None = None) -> list[str]:
+    """Greedy answers, batched with left padding and the KV cache, on the model's device.
 
-    Prompts are batched in order of length, so a batch pads to a similar length
-    instead of the longest prompt of the set (prefill dominates on a CPU);
-    answers come back in the order of `records`.
+    Generation stops at EOS or when the answer starts the template's next
+    section ("\n### "), so a model that keeps writing the template does not
+    spend the rest of max_new_tokens on it. Prompts are batched in order of
+    length (less left padding); answers come back in the order of `records`.
     """
     import torch
 
@@ -110,14 +123,16 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     encoded = [prompts.encode_prompt(tokenizer, r, task) for r in records]
     order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
     answers: dict[int, str] = {}
-    with torch.no_grad():
+    device = _device(model)
+    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             batch = pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
             generated = model.generate(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                stop_strings=[prompts.SECTION_START], tokenizer=tokenizer,
             )
             new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
             for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
@@ -125,46 +140,95 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     return [answers[i] for i in range(len(records))]
 
 
-def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict) -> dict:
+def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> int:
+    """Rows per evaluation batch: the profile's on a CPU; on a GPU as many as a quarter of the free memory holds.
+
+    A row costs its KV cache (2 × layers × hidden × 2 bytes per token) plus
+    activations of the same order; capped at the number of rows and 256.
+    """
+    import torch
+
+    device = _device(model)
+    if device.type != "cuda":
+        return requested
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 1024)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", 24)
+    heads = getattr(config, "num_attention_heads", None) or 1
+    kv_width = hidden * (getattr(config, "num_key_value_heads", None) or heads) // heads  # grouped-query attention
+    per_row = 2 * layers * kv_width * 2 * tokens_per_row * 3
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(requested, min(256, rows, int(free * 0.25 // max(per_row, 1))))
+
+
+def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict,
+              decision: runtime.Runtime | None = None) -> dict:
     """One eval set under the shared protocol: response loss, greedy answers, their scores and user metrics."""
-    loss, tokens = response_loss(model, tokenizer, records[: eval_cfg["max_loss_rows"]], max_length, eval_cfg["batch_size"])
+    scored = records[: eval_cfg["max_loss_rows"]]
     asked = records[: eval_cfg["generate_rows"]]
-    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], eval_cfg["batch_size"])
+    loss_batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(scored))
+    loss, tokens = response_loss(model, tokenizer, scored, max_length, loss_batch, decision)
+    gen_batch = device_batch_size(model, eval_cfg["batch_size"], max_length + eval_cfg["max_new_tokens"], len(asked))
+    started = time.time()
+    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], gen_batch, decision)
+    seconds = time.time() - started
     references = [r["output"] for r in asked]
+    new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     return {"loss": loss, "tokens": tokens, "asked": asked, "answers": answers,
             "scores": generation_metrics(answers, references),
-            "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references)}
+            "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references),
+            "generation": {"seconds": round(seconds, 2), "answer_tokens": new_tokens,
+                           "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1), "batch_size": gen_batch}}
 
 
-def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict) -> dict:
+def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision) -> dict:
     """A user's extra eval set: the flat scores the leaderboard row keeps for it."""
-    run = _protocol(model, tokenizer, records, max_length, eval_cfg)
+    run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision)
     scores = {k: v for k, v in run["scores"].items() if k != "languages"}
     return {"eval_loss": round(run["loss"], 5), **scores, **run["custom"], "rows": len(records)}
 
 
-def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict) -> dict:
-    """Metrics of a base (adapter_uri None) or of base + its LoRA adapter."""
-    started = time.time()
-    base = item["base"]
-    tokenizer, model = models.load_base(base)
+def load_for_evaluation(item: dict, adapter_uri: str | None, eval_cfg: dict, train_cfg: dict):
+    """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would."""
+    from barbarossa.training import load_for_training, settings_for
+
+    tokenizer, model, decision = load_for_training(item, settings_for(item, train_cfg))
     if adapter_uri:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, storage.local_dir(adapter_uri))
+    return tokenizer, model, decision
+
+
+def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict, trained=None,
+             train_cfg: dict | None = None) -> dict:
+    """Metrics of a base (adapter_uri None) or of base + its LoRA adapter.
+
+    `trained` (a `training.Trained`) is the model the same task just trained:
+    evaluated as it is, on its device and in its dtype, without a reload.
+    Otherwise the model is loaded under the same runtime decision training
+    would make (`train_cfg`: the profile's [train] table).
+    """
+    started = time.time()
+    base = item["base"]
+    if trained is not None:
+        tokenizer, model, decision = trained.tokenizer, trained.model, trained.runtime
+    else:
+        tokenizer, model, decision = load_for_evaluation(item, adapter_uri, eval_cfg, train_cfg or _DEFAULT_TRAIN)
     model.eval()
     records = data.read_jsonl(data_summary["eval_uri"])
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
-    run = _protocol(model, tokenizer, records, max_length, eval_cfg)
+    run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
-    log(f"{item['name']}: held-out loss {loss:.4f} over {run['tokens']} response tokens")
+    log(f"{item['name']}: held-out loss {loss:.4f} over {run['tokens']} response tokens ({decision.compute} on {decision.device})")
     log(f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, Azerbaijani {scores['az_fidelity']:.0%}, "
-        f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations")
+        f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations "
+        f"({run['generation']['tokens_per_second']:,.0f} tok/s)")
     samples = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
         for r, a in list(zip(asked, run["answers"]))[: eval_cfg["samples"]]
     ]
-    extra = {entry["name"]: _extra_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg)
+    extra = {entry["name"]: _extra_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg, decision)
              for entry in data_summary.get("extra_sets", [])}
     return {
         "eval_loss": round(loss, 5),
@@ -175,6 +239,22 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         "extra_sets": extra,
         "eval_tokens": run["tokens"],
         "generated": len(asked),
+        "generation": run["generation"],
         "samples": samples,
+        "runtime": {**decision.as_dict(), "evaluated_on": str(_device(model)),
+                    "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch.")},
         "eval_seconds": round(time.time() - started, 1),
     }
+
+
+def _weight_dtype(model):
+    """The dtype of the model's frozen 16/32-bit weights (a 4-bit model's non-quantised ones)."""
+    import torch
+
+    floats = [p.dtype for name, p in model.named_parameters() if p.is_floating_point() and "lora_" not in name]
+    return max(set(floats), key=floats.count) if floats else torch.float32
+
+
+# A base evaluated outside a training task (no profile at hand): the runtime's defaults.
+_DEFAULT_TRAIN = {"precision": "auto", "quantization": "none", "gradient_checkpointing": False, "max_length": 512,
+                  "batch_size": 8}

@@ -20,6 +20,11 @@ class Family:
     # that restart at 0. Only where the model builds its mask from position ids (tested per family);
     # OPT derives positions from the attention mask and BLOOM/MPT use ALiBi, so they pad instead.
     packs: bool = False
+    # Activation memory for LoRA training, bytes per token and layer: (× hidden, × heads × sequence length for
+    # eager attention's scores, extra × hidden when every linear layer is adapted). Measured by counting what
+    # autograd saves in bf16 (tests/test_plan.py re-measures them); the plan and the runtime decision use them.
+    activation: tuple[float, float, float] = (41, 0, 27)
+    fp16_safe: bool = True  # T5 overflows in fp16: it runs fp32 where bf16 is not native
 
     @property
     def shares_prefix(self) -> bool:
@@ -40,16 +45,16 @@ class Family:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
-        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
-        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True, packs=True),
-        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), packs=True),
-        Family("gpt_neox", "causal", ("query_key_value", "dense"), packs=True),
-        Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj")),
-        Family("bloom", "causal", ("query_key_value", "dense")),
-        Family("mpt", "causal", ("Wqkv", "out_proj")),
-        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True),
-        Family("t5", "seq2seq", ("q", "k", "v", "o")),
+        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(41, 0, 27)),
+        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(43, 0, 31)),
+        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True, packs=True, activation=(56, 12, 24)),
+        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), packs=True, activation=(52, 6, 31)),
+        Family("gpt_neox", "causal", ("query_key_value", "dense"), packs=True, activation=(18, 0, 28)),
+        Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), activation=(32, 0, 29)),
+        Family("bloom", "causal", ("query_key_value", "dense"), activation=(22, 6, 24)),
+        Family("mpt", "causal", ("Wqkv", "out_proj"), activation=(22, 6, 24)),
+        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(37, 0, 27)),
+        Family("t5", "seq2seq", ("q", "k", "v", "o"), activation=(41, 0, 27), fp16_safe=False),
         Family("deci", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), remote_code=True, packs=True),
     )
 }

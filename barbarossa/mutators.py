@@ -14,7 +14,8 @@ class FollowInfra(FlowMutator):
     Runs when the flow is loaded (for `run`, and when compiling to Argo
     Workflows or Step Functions), after the `infra` Config is read:
     - each `tune_<class>` step gets the @resources and @timeout its roster
-      entries need (the roster entries of the infra config's `models`);
+      entries need (the roster entries of the infra config's `models`), and
+      `release` the largest of those boxes (merging loads a base on a GPU);
     - with compute = kubernetes / batch every step gets @kubernetes / @batch
       (image, namespace, node selectors, queue, ...), so flow code carries
       @resources only and still runs locally;
@@ -24,10 +25,14 @@ class FollowInfra(FlowMutator):
 
     def pre_mutate(self, mutable_flow):
         infra = compute.validate_infra(mutable_flow.infra.to_dict())
-        for cls, box in compute.deployed_boxes(infra).items():
+        boxes = compute.deployed_boxes(infra)
+        for cls, box in boxes.items():
             step = getattr(mutable_flow, f"tune_{cls}")
             step.add_decorator("resources", deco_kwargs=compute.resources_kwargs(box), duplicates=step.OVERRIDE)
             step.add_decorator("timeout", deco_kwargs=compute.timeout_kwargs(box), duplicates=step.OVERRIDE)
+        release = mutable_flow.release
+        release.add_decorator("resources", deco_kwargs=compute.resources_kwargs(compute.release_box(boxes)),
+                              duplicates=release.OVERRIDE)
         for name, step in mutable_flow.steps:
             backend = compute.compute_decorator(infra, name.removeprefix("tune_") if name.startswith("tune_") else None)
             if backend:

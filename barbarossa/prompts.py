@@ -25,6 +25,7 @@ PREAMBLE_WITH_INPUT = (
 INSTRUCTION_HEADER = "### Təlimat:"
 INPUT_HEADER = "### Giriş:"
 RESPONSE_HEADER = "### Cavab:"
+SECTION_START = "\n### "  # where a template section starts: an answer ends before the next one
 
 
 def render_prompt(instruction: str, input: str = "") -> str:
@@ -43,7 +44,12 @@ def encode_prompt(tokenizer, record: dict, task: str = "causal") -> list[int]:
     A decoder-only model continues the prompt, so a trailing EOS (added by some
     tokenizers) is removed; an encoder-decoder's encoder input keeps it.
     """
-    ids = list(tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"])
+    return _prompt_ids(tokenizer, tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"], task)
+
+
+def _prompt_ids(tokenizer, ids, task: str) -> list[int]:
+    """Prompt ids as the model sees them (one place for the trailing-EOS rule, per row or batched)."""
+    ids = list(ids)
     if task == "causal" and ids and tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id:
         ids = ids[:-1]
     return ids
@@ -51,7 +57,11 @@ def encode_prompt(tokenizer, record: dict, task: str = "causal") -> list[int]:
 
 def encode_response(tokenizer, text: str) -> list[int]:
     """Response ids followed by EOS, the token generation stops on."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    return _response_ids(tokenizer, tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _response_ids(tokenizer, ids) -> list[int]:
+    return list(ids) + [tokenizer.eos_token_id]
 
 
 def build_example(
@@ -66,6 +76,39 @@ def build_example(
     """
     prompt = encode_prompt(tokenizer, record, task)
     response = encode_response(tokenizer, record["output"])
+    return _assemble(prompt, response, max_length, min_response_tokens, task)
+
+
+BATCH_ROWS = 2048  # rows per tokenizer call: per-call overhead is gone by then, and peak memory stays ~1 GB at 50K rows
+
+
+def build_examples(
+    tokenizer, records: list[dict], max_length: int, min_response_tokens: int = 8, task: str = "causal"
+) -> list[dict | None]:
+    """`build_example` for every record, with two tokenizer calls per BATCH_ROWS rows instead of two per row.
+
+    The output is identical, row for row (None where a row is dropped); batching
+    only removes the per-call overhead of the tokenizer.
+    """
+    examples = []
+    for start in range(0, len(records), BATCH_ROWS):
+        chunk = records[start:start + BATCH_ROWS]
+        prompt_ids = _batch_ids(tokenizer, [render_prompt(r["instruction"], r["input"]) for r in chunk])
+        response_ids = _batch_ids(tokenizer, [r["output"] for r in chunk], add_special_tokens=False)
+        examples += [
+            _assemble(_prompt_ids(tokenizer, prompt, task), _response_ids(tokenizer, response),
+                      max_length, min_response_tokens, task)
+            for prompt, response in zip(prompt_ids, response_ids)
+        ]
+    return examples
+
+
+def _batch_ids(tokenizer, texts: list[str], **options) -> list[list[int]]:
+    return tokenizer(texts, return_attention_mask=False, return_token_type_ids=False, **options)["input_ids"]
+
+
+def _assemble(prompt: list[int], response: list[int], max_length: int, min_response_tokens: int, task: str) -> dict | None:
+    """One example from prompt ids and response ids (EOS included): the rule `build_example` documents."""
     if task == "seq2seq":
         if len(prompt) > max_length:
             return None
@@ -86,7 +129,7 @@ def cut_at_next_section(text: str) -> str:
     Short or young fine-tunes often keep writing the template after their answer;
     every model (base and tuned) is cut the same way before it is scored.
     """
-    cut = text.find("\n### ")
+    cut = text.find(SECTION_START)
     return (text if cut < 0 else text[:cut]).strip()
 
 

@@ -113,17 +113,26 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     return {"prefixes": prefixes, "chunks": chunks, "computed": computed}
 
 
-def response_token_losses(model, hidden, labels):
+def target_positions(labels):
+    """Flat indices into labels[:, 1:] of the positions that predict a response token (computed on the host)."""
+    return (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
+
+
+def response_token_losses(model, hidden, labels, targets=None):
     """Cross-entropy where a response token follows, the LM head applied to those final hidden states only.
 
     The model ran without its head (`logits_to_keep` empty), so prompt tokens
     cost no vocabulary-sized matmul or softmax. Shared by every causal layout.
+    `targets` (from `target_positions`, found before the batch went to the
+    device) saves the device sync that finding them there would cost.
     """
     import torch.nn.functional as F
 
-    rows, cols = (labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
-    logits = model.get_output_embeddings()(hidden[rows, cols])
-    return F.cross_entropy(logits.float(), labels[rows, cols + 1], reduction="none")
+    if targets is None:
+        targets = target_positions(labels)
+    at = targets + targets // (labels.shape[1] - 1)  # (row, col) of labels[:, 1:] → flat index of hidden / labels
+    logits = model.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[at])
+    return F.cross_entropy(logits.float(), labels.reshape(-1)[at + 1], reduction="none")
 
 
 def _with_zero_row(tensor):

@@ -13,7 +13,12 @@ Features and their trade-offs:
 - response-only loss, and logits are computed only where a response token
   follows (`logits_to_keep`): the vocabulary projection of prompt tokens is
   skipped, not masked after the fact;
-- bf16 autocast where the hardware runs bf16 natively, fp32 otherwise;
+- one runtime decision per task (`runtime.py`): CUDA when present, bf16
+  weights and compute on native-bf16 hardware, fp16 with loss scaling where
+  bf16 is emulated, fp32 on other CPUs; QLoRA (nf4 base, k-bit preparation)
+  and gradient checkpointing only where the plan says memory needs them;
+- padded families (OPT, BLOOM, MPT) take the same response-only loss, in
+  batches grouped by length so a batch pads little;
 - AdamW, linear warm-up + cosine decay, gradient clipping and accumulation,
   optional gradient checkpointing (less memory, more compute);
 - resumable checkpoints every N steps (`checkpoints.py`): a retried task
@@ -28,30 +33,16 @@ import math
 import random
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from barbarossa import checkpoints, data, models, prompts, sharing, storage
+from barbarossa import checkpoints, data, models, plan, prompts, runtime, sharing, storage, tokencache
 from barbarossa.console import log
 from barbarossa.families import get_family
 
 
 class TrainingDiverged(RuntimeError):
     """Loss became NaN/inf; the message names the step."""
-
-
-def choose_precision(device: str) -> str:
-    """bf16 where the hardware runs it natively, else fp32.
-
-    CPUs without AMX / AVX512-BF16 emulate bf16 hundreds of times slower than
-    fp32, so CPU autocast is only used where those instructions exist.
-    """
-    import torch
-
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    cpu = torch.cpu
-    native = any(getattr(cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-    return "bf16" if native else "fp32"
 
 
 def lora_model(model, family: str, recipe: dict):
@@ -137,14 +128,21 @@ def packed_token_losses(model, batch: dict):
     labels = batch["labels"]
     out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
                 output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
-    return sharing.response_token_losses(model, out.hidden_states[-1], labels)
+    return sharing.response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))
 
 
-def choose_layout(family, cfg: dict) -> str:
-    """The cheapest batch layout this family and these settings allow."""
+def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
+    """The cheapest batch layout this family, these settings and this device allow.
+
+    Shared prefixes save ~30 % of the positions but cost several forward calls
+    per batch: a win where compute is the bottleneck (a CPU), a loss on a GPU,
+    where each extra call adds a kernel launch per op and layer (measured with
+    `make gpu-check`: see README), so a GPU packs into one call instead.
+    """
     if family.task != "causal":
         return "padded"
-    if family.shares_prefix and cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing"):
+    if (family.shares_prefix and cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing")
+            and device == "cpu"):
         return "shared-prefix"
     return "packed" if family.packs and cfg.get("packing", True) else "padded"
 
@@ -154,7 +152,9 @@ def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, 
     if layout == "shared-prefix":
         return sharing.shared_prefix_batch(examples, pad_id)
     batch = pack_batch(examples, max_length, pad_id) if layout == "packed" else pad_batch(examples, pad_id)
-    return {k: v.to(device) for k, v in batch.items()}
+    if "labels" in batch:
+        batch["targets"] = sharing.target_positions(batch["labels"])  # found on the host: no device sync
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
 def computed_positions(batch: dict) -> int:
@@ -168,7 +168,23 @@ def batch_loss(model, batch: dict):
         return sharing.shared_prefix_losses(model, batch).mean()
     if "position_ids" in batch:
         return packed_token_losses(model, batch).mean()
-    return model(**batch).loss
+    if _is_seq2seq(model):  # every decoder position is a response token
+        return model(**{k: v for k, v in batch.items() if k != "targets"}).loss
+    return padded_token_losses(model, batch).mean()
+
+
+def _is_seq2seq(model) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def padded_token_losses(model, batch: dict):
+    """Per-token cross-entropy of a right-padded causal batch, the LM head applied only where a response token follows."""
+    import torch
+
+    labels = batch["labels"]
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+    return sharing.response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -180,26 +196,65 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
 
 def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal") -> tuple[list[dict], int]:
-    built = [prompts.build_example(tokenizer, r, max_length, task=task) for r in records]
+    """(examples, dropped rows), tokenised in batches."""
+    built = prompts.build_examples(tokenizer, records, max_length, task=task)
     kept = [b for b in built if b is not None]
     return kept, len(built) - len(kept)
 
 
-def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0):
+def training_examples(tokenizer, data_summary: dict, max_length: int, task: str) -> tuple[list[dict], int]:
+    """The training split's examples: from the run's token cache when `start` warmed one, else tokenised here."""
+    if data_summary.get("token_cache"):
+        return tokencache.examples_for(tokenizer, data_summary["train_uri"], data_summary["train_fingerprint"],
+                                       max_length, task, data_summary["token_cache"])
+    return tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, task)
+
+
+def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str) -> dict:
+    """Tokenise the training split once per distinct (tokenizer, max_length, task) of the candidates; the summary
+    with `token_cache` set, so every fine-tune task reads its examples instead of tokenising them again."""
+    done = set()
+    for item in items:
+        if item["kind"] != "candidate":
+            continue
+        cfg, base = settings_for(item, train_cfg), item["base"]
+        max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
+        key = (base["source"], base.get("revision"), max_length)
+        if key not in done:
+            done.add(key)
+            tokencache.warm(models.load_base_tokenizer(base), data_summary["train_uri"],
+                            data_summary["train_fingerprint"], max_length, get_family(base["family"]).task, cache_root)
+    return {**data_summary, "token_cache": cache_root}
+
+
+def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_length: bool = False):
     """Endless shuffled batches, reshuffled each epoch with a seeded RNG.
 
+    `by_length` (padded layouts): each window of 64 batches is sorted by
+    length before it is cut, so a batch's examples are of similar length and
+    pad little; the batches are then served in random order.
     `skip` drops that many batches first: a resumed run sees exactly the
     batches an uninterrupted one would (the data position is the batch count).
     """
     rng = random.Random(seed)
     order = list(range(len(examples)))
     served = 0
+    window = batch_size * 64
     while True:
         rng.shuffle(order)
-        for start in range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size):
+        cut = list(range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size))
+        groups = [order[start:start + batch_size] for start in cut]
+        if by_length:
+            groups = []
+            for first in range(0, len(cut) * batch_size, window):
+                part = sorted(order[first:min(first + window, len(cut) * batch_size)],
+                              key=lambda i: len(examples[i]["input_ids"]))
+                groups += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+            rng.shuffle(groups)
+        for group in groups:
             served += 1
             if served > skip:
-                yield [examples[i] for i in order[start:start + batch_size]]
+                yield [examples[i] for i in group]
 
 
 def masking_preview(item: dict, records: list[dict], train_cfg: dict, count: int = 2) -> list[str]:
@@ -215,7 +270,45 @@ def settings_for(item: dict, train_cfg: dict) -> dict:
     return {**train_cfg, **(item.get("train") or {})}
 
 
+@dataclass
+class Trained:
+    """What `train` leaves in memory for the same task's evaluation: no reload from disk, same device and dtype."""
+
+    result: dict
+    model: object
+    tokenizer: object
+    runtime: runtime.Runtime
+
+
+def load_for_training(item: dict, cfg: dict, hardware: runtime.Hardware | None = None):
+    """(tokenizer, model, runtime) of a work item: the runtime decided from the hardware, profile and model config."""
+    base = item["base"]
+    folder = models.resolve(base["source"], base.get("revision"))
+    decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())
+    tokenizer, model = models.load_base(base, decision)
+    return tokenizer, model, replace(decision, attention=models.attention_of(model))
+
+
+def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
+    """k-bit preparation (QLoRA) or gradient checkpointing as decided, then the LoRA adapter."""
+    if decision.quantization == "nf4":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=decision.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif decision.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return lora_model(model, item["base"]["family"], item["lora"])
+
+
 def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
+    """`train` for callers that only want the result dict (the model is dropped)."""
+    return train(item, data_summary, train_cfg, out_uri, on_log).result
+
+
+def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None,
+          hardware: runtime.Hardware | None = None) -> Trained:
     """Train one candidate's LoRA adapter and publish it under `out_uri`.
 
     Resumes from the latest checkpoint under `out_uri` if there is one (a
@@ -227,52 +320,54 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
     cfg = settings_for(item, train_cfg)
     base = item["base"]
     family = get_family(base["family"])
-    tokenizer, model = models.load_base(base)
+    tokenizer, model, decision = load_for_training(item, cfg, hardware)
     torch.manual_seed(cfg["seed"])  # after loading: building a model on a cache miss draws from the RNG too
-    if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    model = lora_model(model, base["family"], item["lora"])
+    model = prepare_for_lora(model, item, decision)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
-    examples, dropped = tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, family.task)
+    examples, dropped = training_examples(tokenizer, data_summary, max_length, family.task)
     if not examples:
         raise ValueError(f"{item['name']}: no training example fits max_length={max_length}")
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = cfg.get("precision", "auto")
-    precision = choose_precision(device) if precision == "auto" else precision
-    layout = choose_layout(family, cfg)
-    model.to(device).train()
+    device = decision.device
+    layout = choose_layout(family, {**cfg, "gradient_checkpointing": decision.gradient_checkpointing}, device)
+    model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0))
+    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0),
+                                  fused=device == "cuda")
+    scaler = torch.amp.GradScaler(device, enabled=decision.loss_scaling)
     steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
     progress = checkpoints.restore(out_uri, model, optimizer) or {
         "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "computed_tokens": 0}
     resumed_from = progress["step"]
-    stream = batches(examples, cfg["batch_size"], cfg["seed"], skip=resumed_from * accum)
+    stream = batches(examples, cfg["batch_size"], cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
     log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
-        f"{steps} steps × {cfg['batch_size']}×{accum}, {layout} batches, {precision} on {device}"
+        f"{steps} steps × {cfg['batch_size']}×{accum}, {layout} batches, {describe(decision)}"
         + (f", resuming after step {resumed_from}" if resumed_from else ""))
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
     for step in range(resumed_from, steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, cfg.get("warmup_steps", 0), cfg["learning_rate"])
-        step_loss = 0.0
+        step_loss = torch.zeros((), device=device)
         for _ in range(accum):
             chunk = next(stream)
             batch = make_batch(layout, chunk, max_length, tokenizer.pad_token_id, device)
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with runtime.autocast(decision):
                 loss = batch_loss(model, batch)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"{item['name']}: loss is {loss.item()} at step {step + 1}")
-            (loss / accum).backward()
-            step_loss += loss.item() / accum
+            scaler.scale(loss / accum).backward()
+            step_loss += loss.detach() / accum  # read once per step: a sync per micro-batch would starve a GPU
             progress["supervised_tokens"] += sum(label != prompts.IGNORE_INDEX for e in chunk for label in e["labels"])
             progress["real_tokens"] += sum(len(e["input_ids"]) for e in chunk)
             progress["computed_tokens"] += computed_positions(batch)
+        step_loss = step_loss.item()
+        if not math.isfinite(step_loss):
+            raise TrainingDiverged(f"{item['name']}: loss is {step_loss} at step {step + 1}")
+        scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(params, cfg.get("max_grad_norm", 1.0))
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         progress["step"] = step + 1
         progress["curve"].append({"step": step + 1, "loss": round(step_loss, 5)})
@@ -289,7 +384,7 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
         model.save_pretrained(adapter)
         adapter_uri = storage.upload_dir(adapter, storage.join(out_uri, "adapter"))
     seconds, loop_seconds = time.time() - started, time.time() - loop_started
-    return {
+    result = {
         "adapter_uri": adapter_uri,
         "loss_curve": progress["curve"],
         "steps": progress["step"],
@@ -301,10 +396,24 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
         "computed_per_real_token": round(progress["computed_tokens"] / max(1, progress["real_tokens"]), 4),
         "tokens_per_second": round((progress["supervised_tokens"] - tokens_at_start) / max(loop_seconds, 1e-9), 1),
         "train_seconds": round(seconds, 1),
-        "precision": precision,
+        "precision": decision.compute,
         "layout": layout,
         "device": device,
+        "runtime": decision.as_dict(),
+        "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
         "trainable_params": trainable,
         "train_examples": len(examples),
         "dropped_too_long": dropped,
     }
+    return Trained(result, model, tokenizer, decision)
+
+
+def describe(decision: runtime.Runtime) -> str:
+    """The runtime decision in a few words, for logs."""
+    parts = [f"{decision.compute} on {decision.device}", f"{decision.weight_dtype} weights"]
+    if decision.quantization != "none":
+        parts.append(f"{decision.quantization} base (QLoRA)")
+    if decision.gradient_checkpointing:
+        parts.append("gradient checkpointing")
+    parts.append(f"{decision.attention} attention")
+    return ", ".join(parts)

@@ -10,7 +10,9 @@ from metaflow import (  # noqa: E402
     Config, FlowSpec, Parameter, card, catch, config_expr, current, project, resources, retry, schedule, step,
 )
 
-from barbarossa import cards, cli, compute, config, data, evaluation, history, leaderboard, plan, registry, storage, training  # noqa: E402
+from barbarossa import (  # noqa: E402
+    cards, cli, compute, config, data, evaluation, history, leaderboard, plan, preflight, registry, storage, training,
+)
 from barbarossa import release as releases  # noqa: E402  (the flow has a step named release)
 from barbarossa.mutators import FollowInfra, ShipLibrary  # noqa: E402
 
@@ -30,8 +32,9 @@ class FinetuneFlow(FlowSpec):
 
     start     validate the profile, the roster selection and the data; carve the
               held-out split; write both splits as files; record the cost plan;
-              refuse unpinned remote code and models too big for this
-              deployment (all before any model loads); sort the work items
+              refuse unpinned remote code, models too big for this
+              deployment or for the planned GPU, and bases whose files cannot
+              be fetched (all before any model loads); sort the work items
               (untuned bases + LoRA candidates) into size classes
     tune_*    one work item: train its LoRA adapter (nothing to train for an
               untuned base), then held-out loss / perplexity, chrF++, BLEU,
@@ -69,7 +72,7 @@ class FinetuneFlow(FlowSpec):
         releases.check_target(self.release_to, self.publish)
         selected = registry.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu)
-        allowed, self.refused = registry.runnable(registry.work_items(selected))
+        allowed, self.refused = preflight.check(registry.work_items(selected), self.plan)
         self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
         self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
@@ -79,6 +82,8 @@ class FinetuneFlow(FlowSpec):
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
         )
+        # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
+        self.data = training.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"))
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])
         train_rows = data.read_jsonl(self.data["train_uri"])
@@ -120,14 +125,17 @@ class FinetuneFlow(FlowSpec):
         self.item, self.stage, self.train, self.metrics = self.input, "finetune", None, None
         if self.item["kind"] == "idle":
             return
+        trained = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
             steps = training.settings_for(self.item, self.settings["train"])["max_steps"]
             live = cards.LiveTraining(current.card["training"], self.item["name"], steps)
-            self.train = training.finetune(self.item, self.data, self.settings["train"], out, on_log=live.update)
-        self.stage = "evaluate"
+            trained = training.train(self.item, self.data, self.settings["train"], out, on_log=live.update)
+            self.train = trained.result
+        self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None
-        self.metrics = evaluation.evaluate(self.item, adapter, self.data, self.settings["eval"])
+        self.metrics = evaluation.evaluate(self.item, adapter, self.data, self.settings["eval"], trained=trained,
+                                           train_cfg=self.settings["train"])
 
     @step
     def gather_small(self, inputs):
@@ -157,7 +165,7 @@ class FinetuneFlow(FlowSpec):
             cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples))
         self.next(self.release)
 
-    @resources(cpu=4, memory=32000)
+    @resources(gpu=1)  # replaced by FollowInfra: the largest box of the deployment's roster selection
     @step
     def release(self):
         self.released = releases.release_all(self.to_release, self.data, self.settings["train"], current.pathspec,

@@ -57,6 +57,31 @@ def tiny_gpt2():
     return models.resolve("tiny:gpt2")
 
 
+def eos_appending(tokenizer):
+    """The tokenizer made to end every encoded text with EOS, as T5-style tokenizers do."""
+    from tokenizers import processors
+
+    eos = tokenizer.eos_token
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {eos}", special_tokens=[(eos, tokenizer.eos_token_id)]
+    )
+    return tokenizer
+
+
+class CountingTokenizer:
+    """A tokenizer that counts how often it is called (everything else goes to the real one)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.calls = tokenizer, 0
+
+    def __call__(self, *args, **options):
+        self.calls += 1
+        return self.tokenizer(*args, **options)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,10 +1,11 @@
+import hashlib
 import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from barbarossa import data
+from barbarossa import data, synthetic
 from conftest import rows, write_jsonl
 
 
@@ -197,3 +198,59 @@ def test_length_histogram_counts_every_field_of_every_row_into_one_bin():
     assert bins[("instruction", "0-4")] == 2 and bins[("input", "0-4")] == 1 and bins[("input", "5-9")] == 1
     assert bins[("output", "320+")] == 1 and bins[("output", "0-4")] == 1
     assert sum(bins.values()) == 2 * 3
+
+
+# ---------------------------------------------------------------- at scale: the same answers as the plain definitions
+
+
+def _reference_fingerprint(records):
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record[f] for f in data.FIELDS], ensure_ascii=False).encode("utf-8") + b"\n")
+    return digest.hexdigest()[:16]
+
+
+def _reference_held_out(record, fraction, seed):
+    key = hashlib.sha256((record["instruction"] + "\x00" + record["input"]).encode("utf-8")).hexdigest()
+    return int.from_bytes(hashlib.sha256(f"{seed}\x00{key}".encode()).digest()[:8], "big") / 2**64 < fraction
+
+
+def test_prepare_at_scale_matches_the_plain_definitions(tmp_path):
+    generated = synthetic.alpaca_rows(5000, seed=3)
+    generated[10]["instruction"] = "  s\u0327ərt " + generated[10]["instruction"]  # stripped, NFC-normalised on load
+    source = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + generated[:40])  # 40 exact duplicates
+    records = data.load(str(source)).records
+    assert len(records) == 5000 and records[10]["instruction"].startswith("şərt ")
+    summary = data.prepare(str(source), None, str(tmp_path / "out"), eval_fraction=0.1, seed=7,
+                           extra_sets=[{"name": "sample", "source": "bundled"}])
+    held = [r for r in records if _reference_held_out(r, 0.1, 7)]
+    train = [r for r in records if not _reference_held_out(r, 0.1, 7)]
+    assert data.read_jsonl(summary["eval_uri"]) == held and data.read_jsonl(summary["train_uri"]) == train
+    assert (tmp_path / "out" / "data" / "train.jsonl").read_text(encoding="utf-8") == data.to_jsonl(train)
+    assert summary["duplicates_removed"] == 40 and summary["eval_overlap_removed"] == 0
+    assert summary["train_fingerprint"] == _reference_fingerprint(train)
+    assert summary["eval_fingerprint"] == _reference_fingerprint(held)
+    assert summary["source_fingerprint"] == _reference_fingerprint(records) == data.fingerprint(records)
+    [extra] = summary["extra_sets"]
+    assert extra["source"] == str(data.BUNDLED) and extra["fingerprint"] == _reference_fingerprint(data.load("bundled").records)
+
+
+def test_prepare_with_an_eval_file_removes_the_overlap_by_prompt(tmp_path):
+    generated = synthetic.alpaca_rows(600, seed=4)
+    eval_rows = generated[500:] + [dict(generated[0], output="Başqa cavab.")]  # same prompt as a training row
+    summary = data.prepare(str(synthetic.write_jsonl(tmp_path / "train.jsonl", generated[:500])),
+                           str(synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)), str(tmp_path / "out"))
+    assert summary["eval_overlap_removed"] == 1 and summary["train_rows"] == 499
+    assert data.read_jsonl(summary["train_uri"]) == generated[1:500]
+    assert summary["eval_fingerprint"] == _reference_fingerprint(eval_rows)
+
+
+def test_synthetic_rows_are_alpaca_shaped_and_reproducible():
+    generated = synthetic.alpaca_rows(2000, seed=1)
+    assert generated == synthetic.alpaca_rows(2000, seed=1) != synthetic.alpaca_rows(2000, seed=2)
+    assert len({(r["instruction"], r["input"]) for r in generated}) == 2000
+    with_input = sum(1 for r in generated if r["input"]) / len(generated)
+    assert 0.3 < with_input < 0.5
+    lengths = sorted(len(r["output"].split()) for r in generated)
+    assert lengths[0] < 10 and lengths[len(lengths) // 2] > 15 and lengths[-1] > 200
+    assert all(letter in " ".join(r["output"] for r in generated) for letter in "əğıöüşç")

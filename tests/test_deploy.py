@@ -79,6 +79,11 @@ def test_argo_deployment_follows_the_kubernetes_infra_config(s3_datastore):
     assert all(templates[s]["container"]["image"] == "registry.example/barbarossa:abc1234"
                for s in ("start", "tune-small", "tune-large", "join", "release"))
     assert templates["tune-large"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # release merges the largest selected base on a GPU: it gets the largest class's box
+    large = templates["tune-large"]["container"]["resources"]["limits"]
+    assert templates["release"]["container"]["resources"]["limits"]["nvidia.com/gpu"] == large["nvidia.com/gpu"]
+    assert templates["release"]["container"]["resources"]["requests"]["memory"] == \
+        templates["tune-large"]["container"]["resources"]["requests"]["memory"]
     assert workflow["metadata"]["namespace"] == "ml"
     triggers = json.loads(workflow["metadata"]["annotations"]["metaflow/triggers"])
     assert triggers == [{"name": "barbarossa.dataset-updated", "type": "event"}]

@@ -94,7 +94,7 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
     families = ("llama", "gpt2", "t5", "bloom")
     assert set(rows_by_name) == {f"tiny-{f}{s}" for f in families for s in ("", "-lora")} | {
-        "broken", "diverges", "hub-remote", "unpinned-remote-code", "tiny-llama-big"}
+        "broken", "diverges", "hub-remote", "unpinned-remote-code", "tiny-llama-big", "tiny-llama-qlora"}
     large = sorted(task.data.item["name"] for task in run["tune_large"])
     assert large == ["diverges", "tiny-llama-big"]  # the size class follows the roster's resources
     diverged = rows_by_name["diverges"]
@@ -106,13 +106,18 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     assert broken["status"] == "failed" and broken["decision"] == "failed" and "no_such_module" in broken["error"]
     for name in (f"tiny-{f}-lora" for f in families):
         row = rows_by_name[name]
-        assert row["status"] == "ok" and row["rank"] in (1, 2, 3, 4) and row["decision"] in ("release", "hold")
+        assert row["status"] == "ok" and row["rank"] in range(1, 6) and row["decision"] in ("release", "hold")
         base_row = rows_by_name[row["base"]]
         for metric in leaderboard.COMPARED:  # every metric for base and tuned, and the delta
             assert row[metric] is not None and row[f"base_{metric}"] == base_row[metric]
             assert row[f"delta_{metric}"] == pytest.approx(row[metric] - base_row[metric], abs=1e-4)
         assert row["reasons"] and row["perplexity"] > 1 and row["fertility"] > 0
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
+    for row in rows_by_name.values():  # the runtime decision is in every row that ran, and evaluation ran where training did
+        if row["status"] == "ok":
+            runtime = row["runtime"]
+            assert runtime["device"] == runtime["evaluated_on"] == "cpu" and runtime["compute"] == "fp32"
+            assert runtime["quantization"] == ("nf4" if row["name"] == "tiny-llama-qlora" else "none")
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
     assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}
 
@@ -218,3 +223,62 @@ def test_bad_data_stops_the_flow_in_start(env, tmp_path):
     stderr = run["start"].task.stderr
     assert f"{path}: line 17, field 'output': expected a string, got int" in stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_qlora_candidate_runs_on_its_own_and_says_nf4(env, tmp_path):
+    """`python flows/finetune_flow.py run --models tiny-llama-qlora --profile smoke`, as the README gives it."""
+    status, run = run_flow(env, models="tiny-llama-qlora", profile="smoke", output_root=str(tmp_path / "runs"))
+    assert status == "successful", run["end"].task.stderr if run else status
+    row = next(r for r in run.data.leaderboard if r["name"] == "tiny-llama-qlora")
+    assert row["status"] == "ok" and row["runtime"]["quantization"] == "nf4" and row["eval_loss"] > 0
+    assert row["runtime"]["evaluated_on"] == row["runtime"]["device"]
+
+
+UNFETCHABLE = """
+name = "offline"
+
+[[base]]
+name = "hub-only"
+source = "hf:example-org/never-downloaded"
+family = "gpt2"
+certainty = "unverified"
+licence = "unknown"
+params = "124M"
+
+[[candidate]]
+name = "hub-only-lora"
+base = "hub-only"
+
+[[candidate]]
+name = "too-big"
+base = "huge"
+
+[[base]]
+name = "huge"
+source = "tiny:llama"
+family = "llama"
+certainty = "confirmed"
+licence = "none"
+params = "400B"
+resources = { gpus = 1, gpu_memory_gb = 80, cpu = 2, memory_gb = 8, disk_gb = 1, timeout_hours = 1 }
+"""
+
+
+def test_unfetchable_and_unfittable_models_become_failed_rows_before_any_compute(env, tmp_path):
+    """Offline, a hub base is refused with one line in start (no traceback); a 400B base fits no GPU box."""
+    rosters = tmp_path / "rosters"
+    rosters.mkdir()
+    (rosters / "tiny.toml").write_text((ROOT / "configs" / "rosters" / "tiny.toml").read_text())
+    (rosters / "offline.toml").write_text(UNFETCHABLE)
+    status, run = run_flow({**env, "BARBAROSSA_ROSTERS": str(rosters), "HF_HUB_OFFLINE": "1"},
+                           models="offline,tiny-gpt2-lora", profile="smoke", output_root=str(tmp_path / "runs"))
+    assert status == "successful", run["end"].task.stderr if run else status
+    rows_by_name = {r["name"]: r for r in run.data.leaderboard}
+    for name in ("hub-only", "hub-only-lora"):
+        error = rows_by_name[name]["error"]
+        assert rows_by_name[name]["decision"] == "failed" and error.startswith("refused: weights of hub-only")
+        assert "\n" not in error and "BARBAROSSA_WEIGHTS" in error
+    assert rows_by_name["too-big"]["error"].startswith("refused: does not fit the A100-80GB box")
+    assert rows_by_name["tiny-gpt2-lora"]["status"] == "ok"
+    ran = {task.data.item["name"] for task in tune_tasks(run)}
+    assert not ran & {"hub-only", "hub-only-lora", "too-big"}  # no compute spent on them

@@ -1,4 +1,7 @@
+import pytest
+
 from barbarossa import models, prompts
+from conftest import CountingTokenizer, eos_appending
 
 
 def test_prompt_without_input():
@@ -51,3 +54,64 @@ def test_masking_examples_mark_the_prompt_for_both_tasks(tiny_llama):
     t5 = models.load_tokenizer(models.resolve("tiny:t5"))
     [text] = prompts.masking_examples(t5, records, 256, count=1, task="seq2seq")
     assert prompts.RESPONSE_HEADER in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]
+
+
+# ---------------------------------------------------------------- batched tokenisation
+
+
+def _per_row(tokenizer, records, max_length, task):
+    return [prompts.build_example(tokenizer, r, max_length, task=task) for r in records]
+
+
+def _assert_batched_equals_per_row(tokenizer, records, max_length, task):
+    counting = CountingTokenizer(tokenizer)
+    batched = prompts.build_examples(counting, records, max_length, task=task)
+    assert batched == _per_row(tokenizer, records, max_length, task)
+    assert counting.calls == 2 * -(-len(records) // prompts.BATCH_ROWS)
+    return batched
+
+
+@pytest.mark.parametrize("source", ["tiny:gpt2", "tiny:t5"])
+@pytest.mark.parametrize("task", ["causal", "seq2seq"])
+def test_build_examples_equals_build_example_row_for_row(source, task):
+    from barbarossa import data
+
+    tokenizer = models.load_tokenizer(models.resolve(source))
+    records = data.load(str(data.BUNDLED)).records
+    short = _assert_batched_equals_per_row(tokenizer, records, 96, task)
+    assert 0 < short.count(None) < len(records)  # some rows dropped as too long, some kept
+    kept = [e for e in short if e is not None]
+    assert any(e["labels"][-1] != tokenizer.eos_token_id for e in kept)  # responses cut at max_length
+    assert None not in _assert_batched_equals_per_row(tokenizer, records, 1024, task)
+
+
+@pytest.mark.parametrize("task", ["causal", "seq2seq"])
+def test_build_examples_with_a_tokenizer_that_appends_eos_to_the_prompt(tiny_gpt2, task):
+    from barbarossa import data
+
+    tokenizer = eos_appending(models.load_tokenizer(tiny_gpt2))
+    records = data.load(str(data.BUNDLED)).records[:60]
+    examples = _assert_batched_equals_per_row(tokenizer, records, 256, task)
+    prompt_end = examples[0]["input_ids"][len(prompts.encode_prompt(tokenizer, records[0], task)) - 1]
+    assert (prompt_end == tokenizer.eos_token_id) == (task == "seq2seq")  # a decoder-only model continues the prompt
+
+
+def test_build_examples_in_several_tokenizer_batches(tiny_gpt2, monkeypatch):
+    from barbarossa import data
+
+    monkeypatch.setattr(prompts, "BATCH_ROWS", 50)
+    tokenizer = models.load_tokenizer(tiny_gpt2)
+    records = data.load(str(data.BUNDLED)).records[:175]
+    _assert_batched_equals_per_row(tokenizer, records, 128, "causal")  # 4 batches, the last one short
+    assert prompts.build_examples(tokenizer, [], 128) == []
+
+
+def test_build_examples_with_the_smollm2_tokenizer():
+    """The real roster tokenizer (byte-level BPE, its own special tokens): ~20 s the first time it is converted."""
+    from barbarossa import data, registry
+
+    tokenizer = models.load_tokenizer(models.resolve(registry.all_rosters()["local"].candidates[0].base.source))
+    records = data.load(str(data.BUNDLED)).records
+    short = _assert_batched_equals_per_row(tokenizer, records, 128, "causal")
+    assert 0 < short.count(None) < len(records)
+    assert None not in _assert_batched_equals_per_row(tokenizer, records, 1024, "causal")

@@ -53,7 +53,8 @@ def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
 
 
 def test_select_by_roster_and_candidate_name():
-    assert [c.name for c in registry.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora"]
+    assert [c.name for c in registry.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora",
+                                                      "tiny-llama-qlora"]
     assert [c.name for c in registry.select("tiny-gpt2-lora")] == ["tiny-gpt2-lora"]
     with pytest.raises(registry.RosterError, match="neither a roster"):
         registry.select("gpt-5")

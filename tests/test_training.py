@@ -63,14 +63,6 @@ def test_learning_rate_warms_up_then_decays():
     assert rates[10] > rates[50] > rates[99] >= 0.1
 
 
-def test_cpu_without_native_bf16_trains_in_fp32(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    assert training.choose_precision("cpu") == "fp32"
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert training.choose_precision("cpu") == "bf16"
-
-
 def test_pack_rows_fills_rows_first_fit_longest_first():
     assert training.pack_rows([5, 3, 4, 2, 6], 8) == [[4, 3], [0, 1], [2]]
     assert training.pack_rows([8, 8], 8) == [[0], [1]]
@@ -148,3 +140,30 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     a = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+
+
+@pytest.mark.parametrize("family", ["opt", "bloom", "mpt"])
+def test_padded_families_take_the_response_only_loss_without_full_vocabulary_logits(family):
+    """OPT/BLOOM/MPT pad (no packing): the loss over response tokens equals the model's own full-logit loss."""
+    from barbarossa import models as m
+
+    model = m.load_model(m.resolve(f"tiny:{family}"), family).eval()
+    examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]},
+                {"input_ids": [10, 11, 12], "labels": [-100, 11, 12]}]
+    batch = training.make_batch("padded", examples, 64, 0, "cpu")
+    assert "targets" in batch  # found on the host, before the batch went to its device
+    with torch.no_grad():
+        ours = training.batch_loss(model, batch)
+        full = model(**{k: v for k, v in batch.items() if k != "targets"}).loss
+    assert ours.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+def test_padded_batches_are_grouped_by_length_and_still_cover_every_example():
+    examples = [{"input_ids": [1] * n, "labels": [1] * n} for n in [3, 50, 4, 48, 5, 52, 6, 47] * 8]
+    stream = training.batches(examples, 4, seed=3, by_length=True)
+    epoch = [next(stream) for _ in range(len(examples) // 4)]
+    spreads = [max(len(e["input_ids"]) for e in b) - min(len(e["input_ids"]) for e in b) for b in epoch]
+    assert max(spreads) <= 5  # short with short, long with long
+    assert sorted(id(e) for b in epoch for e in b) == sorted(id(e) for e in examples)
+    again = training.batches(examples, 4, seed=3, by_length=True, skip=5)  # resumable like the plain stream
+    assert next(again) == epoch[5]

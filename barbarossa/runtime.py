@@ -1,0 +1,167 @@
+"""The one runtime decision of a task: device, weight dtype, compute precision, attention, quantisation, checkpointing.
+
+Made once per work item from three inputs — the hardware the task landed on,
+the profile's [train] table (with the roster's per-candidate overrides) and the
+roster base — and used by training, evaluation and release alike, so the model
+is trained, scored and merged the same way. The decision is a small dict that
+goes into the leaderboard row (`runtime`).
+
+Rules, and why:
+- CUDA whenever a GPU is visible; the CPU only when none is.
+- precision "auto": bf16 weights and compute where the hardware runs bf16
+  natively (Ampere and newer; a CPU with AMX / AVX512-BF16); fp16 weights and
+  compute with loss scaling on GPUs that only emulate bf16 (T4, V100) — except
+  families known to overflow in fp16 (T5), which stay fp32; fp32 on other CPUs.
+  A profile may force "bf16" / "fp16" / "fp32" (tests force bf16 on this CPU).
+- weights are loaded in the compute dtype: fp32 weights under autocast cost
+  twice the memory and a cast of every frozen weight on every forward.
+- quantization "nf4" (QLoRA: bitsandbytes 4-bit base, bf16/fp16 compute, k-bit
+  training preparation); "auto" takes nf4 only when 16-bit LoRA would not fit
+  the device even with gradient checkpointing, "none" never.
+- gradient checkpointing "auto": only when the plan's memory estimate without
+  it exceeds the device's memory (it costs a second forward pass).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+QUANTIZATIONS = ("none", "nf4", "auto")
+CHECKPOINTING = (True, False, "auto")
+HEADROOM = 0.9  # share of device memory a plan may fill: the allocator fragments, kernels take workspace
+TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What a task landed on; `memory_gb` is the GPU's memory on CUDA, the box's RAM on a CPU."""
+
+    device: str  # "cuda" | "cpu"
+    name: str
+    memory_gb: float
+    bf16_native: bool
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: str
+    weight_dtype: str  # dtype of the frozen (non-quantised) weights: bf16 | fp16 | fp32
+    compute: str  # autocast dtype of the forward pass: bf16 | fp16 | fp32 (fp16 adds loss scaling)
+    quantization: str  # none | nf4
+    gradient_checkpointing: bool
+    attention: str  # requested attention kernel; the loaded model reports what it really runs
+    hardware: str = ""
+    why: str = ""  # the memory reasoning behind quantisation / checkpointing, in words
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, TORCH_DTYPES[self.weight_dtype])
+
+    @property
+    def autocast_dtype(self):
+        import torch
+
+        return getattr(torch, TORCH_DTYPES[self.compute])
+
+    @property
+    def loss_scaling(self) -> bool:
+        return self.compute == "fp16"
+
+
+def probe() -> Hardware:
+    """The hardware this process sees (bf16 counted only where it is native, not emulated)."""
+    # variable batch shapes fragment CUDA's caching allocator; growable segments avoid cudaMalloc churn
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return Hardware("cuda", props.name, round(props.total_memory / 1e9, 1),
+                        torch.cuda.is_bf16_supported(including_emulation=False))
+    cpu = torch.cpu
+    native = any(getattr(cpu, p, lambda: False)() for p in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    return Hardware("cpu", "cpu", round(memory, 1), native)
+
+
+def choose_precision(hardware: Hardware, requested: str, fp16_safe: bool = True) -> str:
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
+        return requested
+    if hardware.bf16_native:
+        return "bf16"
+    if hardware.device == "cuda" and fp16_safe:
+        return "fp16"
+    return "fp32"
+
+
+def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runtime:
+    """The runtime for one work item.
+
+    `memory_need(weight_dtype, quantization, checkpointing) -> GB` is the plan's
+    estimate for this item (see `plan.item_memory`); without it (a CPU, or no
+    estimate) "auto" settings resolve to no quantisation and no checkpointing.
+    """
+    from barbarossa.families import get_family
+
+    family = get_family(base["family"])
+    compute = choose_precision(hardware, cfg.get("precision", "auto"), family.fp16_safe)
+    quant, checkpointing = cfg.get("quantization", "none"), cfg.get("gradient_checkpointing", False)
+    if quant not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
+    if checkpointing not in CHECKPOINTING:
+        raise ValueError(f"gradient_checkpointing must be true, false or \"auto\", got {checkpointing!r}")
+    if quant != "none" and family.task != "causal":
+        if quant == "nf4":
+            raise ValueError(f"{base['name']}: 4-bit training is supported for causal families only, not {family.name}")
+        quant = "none"
+    budget = hardware.memory_gb * HEADROOM
+    why = ""
+    if hardware.device == "cuda" and memory_need is not None and "auto" in (quant, checkpointing):
+        quant, checkpointing, why = _fit(memory_need, compute, quant, checkpointing, budget)
+    quant = "none" if quant == "auto" else quant
+    checkpointing = False if checkpointing == "auto" else checkpointing
+    return Runtime(
+        device=hardware.device,
+        weight_dtype=compute,
+        compute=compute,
+        quantization=quant,
+        gradient_checkpointing=bool(checkpointing),
+        attention="sdpa",
+        hardware=f"{hardware.name} ({hardware.memory_gb:g} GB)",
+        why=why,
+    )
+
+
+def _fit(need, dtype: str, quant, checkpointing, budget: float) -> tuple[str, bool, str]:
+    """The cheapest (quantisation, checkpointing) that fits `budget` GB; the largest-memory choice first.
+
+    Order of preference: 16-bit without checkpointing (fastest), 16-bit with
+    checkpointing (~1.33× compute), 4-bit (changes the model being tuned:
+    last resort). A setting the profile fixed is not changed.
+    """
+    quants = [quant] if quant != "auto" else ["none", "nf4"]
+    checks = [checkpointing] if checkpointing != "auto" else [False, True]
+    tried = []
+    for q in quants:
+        for c in checks:
+            gb = need(dtype, q, c)
+            tried.append(f"{'QLoRA nf4' if q == 'nf4' else dtype + ' LoRA'}{' + checkpointing' if c else ''} {gb:.1f} GB")
+            if gb <= budget:
+                return q, c, f"{tried[-1]} fits {budget:.0f} GB" + (f" (not: {'; '.join(tried[:-1])})" if tried[:-1] else "")
+    return quants[-1], checks[-1], f"nothing fits {budget:.0f} GB: {'; '.join(tried)}"
+
+
+def autocast(decision: Runtime):
+    """The forward pass's autocast context: the decision's compute dtype (a no-op in fp32)."""
+    import torch
+
+    return torch.autocast(decision.device, dtype=decision.autocast_dtype, enabled=decision.compute != "fp32")

@@ -1,0 +1,26 @@
+"""`make gpu-check` without CUDA: the same code at tiny shapes on the CPU, so CI keeps it from rotting."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_gpu_check_runs_on_the_cpu_at_tiny_shapes_and_says_so(tmp_path):
+    out = tmp_path / "report.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "no CUDA: tiny shapes on the CPU" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["cuda"] is False and report["note"].startswith("no CUDA")
+    cases = {row["case"]: row for row in report["training"]}
+    assert set(cases) == {"tiny LoRA", "tiny LoRA, shared-prefix layout", "tiny QLoRA"}
+    assert cases["tiny QLoRA"]["runtime"]["quantization"] == "nf4"
+    assert all(row["real_tokens_per_second"] > 0 and row["planned_gb"] > 0 for row in cases.values())
+    [evaluated] = report["evaluation"]
+    assert evaluated["generated_rows"] == 4 and evaluated["eval_seconds"] > 0
+    [equal] = report["equality"]
+    assert equal["dtype"] == "fp32" and max(v for k, v in equal.items() if k.endswith("difference")) < 1e-4
