@@ -2,19 +2,89 @@
 
 from __future__ import annotations
 
-from barbarossa.leaderboard import row_cell
+from barbarossa.leaderboard import LABELS, row_cell, show, show_interval, show_p
 
-COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "eval_loss", "delta_eval_loss", "chrf",
-           "delta_chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility", "decision"]
+DETAIL_METRICS = ("bits_per_byte", "eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")
+
+
+def compact_headers(primary: str) -> list[str]:
+    return ["#", "model", "base", "decision", LABELS.get(primary, primary), "95 % CI", "Δ vs base", "p",
+            "chrF++", "az", "loops"]
+
+
+def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
+    """The leaderboard at a glance: narrow enough for 60 rows on one card; the detail tables carry the rest."""
+    out = []
+    for row in rows:
+        out.append([
+            row_cell(row, "rank"), row["name"], row["base"] if row["kind"] == "candidate" else "(untuned)",
+            row["decision"], show(primary, row.get(primary)), show_interval(primary, row.get(f"{primary}_ci")).strip(),
+            show(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
+            show_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
+            show("chrf", row.get("chrf")), show("az_fidelity", row.get("az_fidelity")),
+            show("degenerate_rate", row.get("degenerate_rate")),
+        ])
+    return out
+
+
+def grouped_by_base(rows: list[dict]) -> list[dict]:
+    """Rows ordered base by base: the untuned base first, then its candidates by rank; failures without a base last."""
+    def key(row):
+        return (row["base"], row["kind"] != "baseline", row.get("rank") or 10**6, row["name"])
+
+    return sorted(rows, key=key)
+
+
+def metric_detail_rows(rows: list[dict], metric: str) -> list[list[str]]:
+    """One metric for every model, grouped by base: value, interval, and the paired difference from the base."""
+    out = []
+    for row in grouped_by_base(rows):
+        if row.get(metric) is None:
+            continue
+        candidate = row["kind"] == "candidate"
+        out.append([row["base"], row["name"], show(metric, row[metric]),
+                    show_interval(metric, row.get(f"{metric}_ci")).strip(),
+                    show(metric, row.get(f"delta_{metric}"), signed=True) if candidate else "",
+                    show_interval(metric, row.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
+                    show_p(row[f"delta_{metric}_p"]) if candidate and row.get(f"delta_{metric}_p") is not None else ""])
+    return out
+
+
+DETAIL_HEADERS = ["base", "model", "value", "95 % CI", "Δ vs base", "Δ 95 % CI", "p"]
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:
+    """Every leaderboard column, for the CLI's --wide table and scripts."""
     return [[row_cell(row, column) for column in COLUMNS] for row in rows]
 
 
-def loss_chart_spec(curves: dict[str, list[dict]]) -> dict:
-    """Vega-Lite spec: every candidate's training loss on one chart."""
-    values = [{"model": name, "step": p["step"], "loss": p["loss"]} for name, curve in curves.items() for p in curve]
+COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "bits_per_byte", "delta_bits_per_byte", "eval_loss",
+           "delta_eval_loss", "chrf", "delta_chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility", "decision"]
+
+
+def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None = None) -> dict:
+    """Vega-Lite spec: every candidate's training loss; one small panel per base when `bases` maps names to bases
+    (30 lines on one chart cannot be told apart; five per panel can)."""
+    values = [{"model": name, "base": (bases or {}).get(name, ""), "step": p["step"], "loss": p["loss"]}
+              for name, curve in curves.items() for p in curve]
+    if bases:
+        return {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "data": {"values": values},
+            "facet": {"field": "base", "type": "nominal", "title": None},
+            "columns": 3,
+            "resolve": {"scale": {"color": "independent", "y": "independent"}},
+            "spec": {
+                "width": 220, "height": 130,
+                "mark": {"type": "line", "point": False},
+                "encoding": {
+                    "x": {"field": "step", "type": "quantitative"},
+                    "y": {"field": "loss", "type": "quantitative", "scale": {"zero": False}},
+                    "color": {"field": "model", "type": "nominal", "legend": {"orient": "bottom", "columns": 2,
+                                                                             "title": None, "labelLimit": 200}},
+                },
+            },
+        }
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "width": 560, "height": 260,
@@ -28,7 +98,7 @@ def loss_chart_spec(curves: dict[str, list[dict]]) -> dict:
     }
 
 
-CHART_METRICS = {"eval_loss": "held-out loss (lower is better)", "chrf": "chrF++", "az_fidelity": "Azerbaijani answers",
+CHART_METRICS = {"bits_per_byte": "bits per byte (lower is better)", "chrf": "chrF++", "az_fidelity": "Azerbaijani answers",
                  "degenerate_rate": "degenerate answers (lower is better)"}
 
 
@@ -39,13 +109,15 @@ def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
         if row["kind"] == "candidate" and row["status"] == "ok" and row.get(f"base_{metric}") is not None:
             values.append({"candidate": row["name"], "model": "base", "value": row[f"base_{metric}"]})
             values.append({"candidate": row["name"], "model": "tuned", "value": row[metric]})
+    step = max(6, min(18, 900 // max(1, len(values))))  # 60 candidates still fit the card's width
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title, "width": {"step": 18}, "height": 180,
+        "title": title, "width": {"step": step}, "height": 180,
         "data": {"values": values},
         "mark": "bar",
         "encoding": {
-            "x": {"field": "candidate", "type": "nominal", "title": None},
+            "x": {"field": "candidate", "type": "nominal", "title": None,
+                  "axis": {"labelAngle": -60, "labelLimit": 160}},
             "xOffset": {"field": "model"},
             "y": {"field": "value", "type": "quantitative", "title": None},
             "color": {"field": "model", "type": "nominal", "scale": {"range": ["#bbbbbb", "#3b7dd8"]}},
@@ -73,13 +145,15 @@ def extra_set_rows(rows: list[dict]) -> list[list[str]]:
         if row.get("custom"):
             lines.append([row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())])
         for name, scores in (row.get("extra_sets") or {}).items():
-            others = ", ".join(f"{k} {v}" for k, v in scores.items() if k not in core + ("rows", "degenerate_rate"))
+            others = ", ".join(f"{k} {v}" for k, v in scores.items()
+                               if k not in core + ("rows", "degenerate_rate") and not k.endswith("_ci"))
             lines.append([row["name"], name, *(format_cell(scores.get(k)) for k in core), others])
     return lines
 
 
 def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data_summary: dict,
-                           samples: dict[str, list[dict]] | None = None) -> list:
+                           samples: dict[str, list[dict]] | None = None, primary: str = "bits_per_byte") -> list:
+    """The join step's card: a compact table, the reasons, per-metric detail grouped by base, charts, samples."""
     from metaflow.cards import Markdown, Table, VegaChart
 
     released = [r["name"] for r in rows if r["decision"] == "release"]
@@ -88,16 +162,24 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
         Markdown(
             f"Trained on **{data_summary['train_rows']}** rows (`{data_summary['train_fingerprint']}`), "
             f"evaluated on **{data_summary['eval_rows']}** rows (`{data_summary['eval_fingerprint']}`, "
-            f"{data_summary['eval_source']}). Release: **{', '.join(released) or 'none'}**."
+            f"{data_summary['eval_source']}). Ranked by **{LABELS.get(primary, primary)}**; intervals are 95 % "
+            f"bootstrap intervals over eval rows, Δ and p are paired against the untuned base. "
+            f"Release: **{', '.join(released) or 'none'}**."
         ),
-        Table(table_rows(rows), headers=COLUMNS),
+        Table(compact_rows(rows, primary), headers=compact_headers(primary)),
         Markdown("## Why"),
         Markdown("\n".join(f"- **{r['name']}** ({r['decision']}): " + "; ".join(r["reasons"]) for r in rows)),
     ]
     parts.append(Markdown("## Base vs tuned"))
     parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in CHART_METRICS.items()]
     if curves:
-        parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves))]
+        bases = {r["name"]: r["base"] for r in rows}
+        parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves, bases))]
+    parts.append(Markdown("## Every metric, grouped by base"))
+    for metric in DETAIL_METRICS:
+        detail = metric_detail_rows(rows, metric)
+        if detail:
+            parts += [Markdown(f"### {LABELS.get(metric, metric)}"), Table(detail, headers=DETAIL_HEADERS)]
     extra = extra_set_rows(rows)
     if extra:
         parts += [Markdown("## Other eval sets and metrics"),
@@ -123,6 +205,11 @@ def histogram_spec(bins: list[dict]) -> dict:
     }
 
 
+def _near_rule(summary: dict) -> str:
+    threshold = summary.get("near_duplicate_threshold") or 0
+    return f"Jaccard ≥ {threshold:g} of 5-character shingles" if threshold else "check off"
+
+
 def data_components(summary: dict, train_bins: list[dict], examples: list[str]) -> list:
     """The start step's data card: counts, what was dropped and why, lengths, and masking made visible."""
     from metaflow.cards import Markdown, Table, VegaChart
@@ -130,6 +217,8 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
     counts = [["training rows", summary["train_rows"]], ["held-out rows", summary["eval_rows"]],
               ["exact duplicates removed", summary["duplicates_removed"]],
               ["training rows removed (prompt also in the eval set)", summary["eval_overlap_removed"]],
+              [f"training rows removed (near-copy of an eval prompt, {_near_rule(summary)})",
+               summary.get("near_duplicates_removed", 0)],
               ["bad rows skipped", summary["bad_rows_skipped"]]]
     parts = [Markdown("# Training data"),
              Markdown(f"Source `{summary['train_source']}` (fingerprint `{summary['source_fingerprint']}`); "
@@ -138,6 +227,11 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
     if summary["bad_rows"]:
         parts += [Markdown("## Bad rows (first 10)"),
                   Table([[str(b["message"])] for b in summary["bad_rows"][:10]], headers=["problem"])]
+    pairs = summary.get("near_duplicate_examples") or []
+    if pairs:
+        parts += [Markdown(f"## Near-copies removed from training (the {len(pairs)} least similar)"),
+                  Table([[p["eval_set"], p["eval_prompt"], p["train_prompt"], f"{p['similarity']:.2f}"] for p in pairs],
+                        headers=["eval set", "eval prompt", "removed training prompt", "similarity"])]
     parts += [Markdown("## Lengths (training split)"), VegaChart(histogram_spec(train_bins))]
     if examples:
         parts.append(Markdown("## What the loss sees\nThe prompt, between « and », is masked: the loss is on the "

@@ -1,43 +1,92 @@
-"""`barbarossa` command line: read leaderboards of past runs, list rosters.
+"""`barbarossa` command line: read leaderboards of past runs, compare runs, chat with a model, list rosters.
 
-    barbarossa leaderboard [--run ID] [--json]
+    barbarossa leaderboard [--run ID] [--wide] [--json]
+    barbarossa leaderboard --compare RUN_A [RUN_B] [--json]     (RUN_B: the latest successful run)
+    barbarossa chat [--run ID] --model NAME [--max-new-tokens N] (prompts from stdin, one a line, or typed)
     barbarossa models [--models SPEC] [--json]
     barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB] [--json]
     barbarossa fetch --models SPEC --to ROOT
+
+Runs are looked up in the Metaflow namespace of USERNAME; where it is unset the
+Makefile's rule applies (your login name, or "barbarossa" for root), so the CLI
+finds the runs `make run` made.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import unicodedata
 
+from rich import box
+from rich.console import Console
 from rich.table import Table
 
 from barbarossa.console import console
-from barbarossa.leaderboard import row_cell
+from barbarossa.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell
 
 FLOW_NAME = "FinetuneFlow"
-TABLE_COLUMNS = [
-    ("rank", "#"), ("name", "model"), ("kind", "kind"), ("status", "status"), ("eval_loss", "held-out loss"),
-    ("delta_eval_loss", "Δ loss"), ("chrf", "chrF++"), ("delta_chrf", "Δ chrF++"), ("az_fidelity", "az"),
-    ("degenerate_rate", "loops"), ("decision", "decision"),
-]
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
+SHORT = {"bits_per_byte": "bits/byte", "eval_loss": "loss", "perplexity": "ppl", "chrf": "chrF++", "bleu": "BLEU",
+         "az_fidelity": "az", "degenerate_rate": "loops", "fertility": "tok/word"}
+COMPACT_EXTRAS = ("chrf", "az_fidelity")  # beside the primary metric in the 80-column table
+COMPARE_EXTRAS = ("eval_loss", "chrf", "az_fidelity", "degenerate_rate")  # beside the primary in --compare
+TEXT_COLUMNS = {"name", "kind", "base", "family", "lora", "status", "decision", "metric"}
 
 
-def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard") -> Table:
-    table = Table(title=title, show_lines=False)
-    for _, header in TABLE_COLUMNS:
-        table.add_column(header, justify="right" if header in ("#", "held-out loss", "chrF++") else "left")
-    for row in rows:
-        style = DECISION_STYLE.get(row["decision"], "")
-        table.add_row(*[row_cell(row, key) for key, _ in TABLE_COLUMNS], style=style)
+def short(metric: str) -> str:
+    return SHORT.get(metric, metric)
+
+
+def table_columns(primary: str, wide: bool = False) -> list[tuple[str, str]]:
+    """(row key, header) of the leaderboard table: the few that fit 80 columns, or with `wide` everything."""
+    if not wide:
+        extras = [(m, short(m)) for m in COMPACT_EXTRAS if m != primary]
+        return [("rank", "#"), ("name", "model"), (primary, short(primary)), (f"delta_{primary}", "Δ base"),
+                *extras, ("decision", "decision")]
+    metrics = [(key, header) for m in COMPARED for key, header in ((m, short(m)), (f"delta_{m}", f"Δ {short(m)}"))]
+    return [("rank", "#"), ("name", "model"), ("kind", "kind"), ("base", "base"), ("family", "family"),
+            ("lora", "LoRA"), ("status", "status"), *metrics, ("steps", "steps"), ("train_seconds", "train s"),
+            ("eval_seconds", "eval s"), ("decision", "decision")]
+
+
+def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table:
+    """A borderless table (two spaces between columns) whose model column is never wrapped or cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for key, header in columns:
+        if key == "name":
+            table.add_column(header, no_wrap=True, min_width=name_width)
+        else:
+            table.add_column(header, justify="left" if key in TEXT_COLUMNS else "right")
     return table
 
 
-def print_leaderboard(rows: list[dict]) -> None:
-    console.print(leaderboard_table(rows))
+def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None,
+                      wide: bool = False) -> Table:
+    columns = table_columns(primary or DEFAULT_POLICY["primary"], wide)
+    table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
+    for row in rows:
+        table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))
+    return table
+
+
+def print_wide(table: Table, out: Console | None = None) -> None:
+    """A table at its natural width, even past the terminal's: --wide asked for every column, uncut."""
+    out = out or console
+    natural, width = out.measure(table, options=out.options.update_width(10_000)).maximum, out.width
+    out.width = max(width, natural)  # Console.print never renders wider than the console
+    try:
+        out.print(table, crop=False)
+    finally:
+        out.width = width
+
+
+def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
+    """The end of a flow run: the 80-column table, then each decision's reasons (`--wide` shows the rest later)."""
+    console.print(leaderboard_table(rows, primary=primary))
     for row in rows:
         console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
 
@@ -46,10 +95,21 @@ def print_data_summary(summary: dict) -> None:
     console.print(
         f"data: {summary['train_rows']} train rows ({summary['train_fingerprint']}), {summary['eval_rows']} eval rows "
         f"({summary['eval_fingerprint']}, {summary['eval_source']}); removed {summary['duplicates_removed']} duplicates, "
-        f"{summary['eval_overlap_removed']} rows overlapping the eval set, skipped {summary['bad_rows_skipped']} bad rows"
+        f"{summary['eval_overlap_removed']} rows overlapping the eval set, {_near_copies(summary)}, "
+        f"skipped {summary['bad_rows_skipped']} bad rows", markup=False
     )
     for bad in summary["bad_rows"][:10]:
         console.print(f"  skipped {bad['message']}")
+
+
+def _near_copies(summary: dict) -> str:
+    """How many training rows were near-copies of an eval prompt, and by which rule (older summaries lack it)."""
+    threshold = summary.get("near_duplicate_threshold")
+    if not threshold:
+        return "near-copy check off"
+    sets = ", ".join(f"{n} of {name}" for name, n in summary["near_duplicates_by_set"].items() if n)
+    return (f"{summary['near_duplicates_removed']} near-copies of eval prompts (Jaccard ≥ {threshold:g}"
+            + (f": {sets})" if sets else ")"))
 
 
 def find_run(run_id: str | None):
@@ -64,13 +124,154 @@ def find_run(run_id: str | None):
     return run
 
 
+def leaderboard_of(run) -> list[dict]:
+    """The run's leaderboard rows; a run that never reached `join` (failed, still running) says so in one line."""
+    rows = getattr(run.data, "leaderboard", None)  # run.data is None until the run's end step has run
+    if rows is None:
+        raise LookupError(f"{run.pathspec} has no leaderboard (it failed or is still running); "
+                          f"leave out --run for the latest successful run")
+    return rows
+
+
 def cmd_leaderboard(args) -> int:
+    from barbarossa import history
+
+    if args.compare:
+        return cmd_compare(args)
     run = find_run(args.run)
-    rows = run.data.leaderboard
+    rows = leaderboard_of(run)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    table = leaderboard_table(rows, f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
+                              history.primary_of(run, DEFAULT_POLICY["primary"]), args.wide)
+    print_wide(table) if args.wide else console.print(table)
+    return 0
+
+
+# --------------------------------------------------------------------------- two runs side by side
+
+
+def compare(a: dict, b: dict) -> dict:
+    """Two runs' rows side by side (see history.run_record): per model, each run's value of the primary
+    metric(s) and a few others, and B − A; whether both were measured on the same held-out data."""
+    metrics = list(dict.fromkeys([a["primary"], b["primary"], *COMPARE_EXTRAS]))
+    rows_a, rows_b = ({r["name"]: r for r in run["rows"]} for run in (a, b))
+
+    def side(row: dict | None) -> dict | None:
+        return None if row is None else {**{m: row.get(m) for m in metrics}, "rank": row.get("rank"),
+                                         "decision": row.get("decision")}
+
+    def difference(row_a: dict | None, row_b: dict | None, metric: str) -> float | None:
+        if not row_a or not row_b or row_a.get(metric) is None or row_b.get(metric) is None:
+            return None
+        return round(row_b[metric] - row_a[metric], 5)
+
+    rows = [{"name": name, "a": side(rows_a.get(name)), "b": side(rows_b.get(name)),
+             "delta": {m: difference(rows_a.get(name), rows_b.get(name), m) for m in metrics}}
+            for name in dict.fromkeys([*rows_a, *rows_b])]
+    same = a["eval_fingerprint"] is not None and a["eval_fingerprint"] == b["eval_fingerprint"]
+    warning = None if same else (
+        f"the two runs were measured on different held-out data (eval fingerprint {a['eval_fingerprint']} vs "
+        f"{b['eval_fingerprint']}): their metrics are not comparable")
+    return {"a": {k: v for k, v in a.items() if k != "rows"}, "b": {k: v for k, v in b.items() if k != "rows"},
+            "metrics": metrics, "same_eval_data": same, "warning": warning, "rows": rows}
+
+
+def print_compare(result: dict) -> None:
+    a, b, primaries = result["a"], result["b"], {result["a"]["primary"], result["b"]["primary"]}
+    for label, run in (("A", a), ("B", b)):
+        console.print(f"{label} = {run['run']} (finished {run['finished_at'][:16]}, ranked by {run['primary']})",
+                      markup=False)
+    if result["warning"]:
+        console.print(f"WARNING: {result['warning']}", style="bold red", markup=False)
     else:
-        console.print(leaderboard_table(rows, title=f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at})"))
+        console.print(f"same held-out data (eval fingerprint {a['eval_fingerprint']})", markup=False)
+    columns = [("name", "model"), ("metric", "metric"), ("a", "A"), ("b", "B"), ("delta", "Δ B − A")]
+    table = _table("", columns, max((len(r["name"]) for r in result["rows"]), default=5))
+    for row in result["rows"]:
+        for number, metric in enumerate(result["metrics"]):
+            values = [format_cell(side.get(metric)) if side else "–" for side in (row["a"], row["b"])]
+            label = ("* " if metric in primaries else "") + short(metric)
+            table.add_row(row["name"] if number == 0 else "", label, *values, format_cell(row["delta"][metric], signed=True))
+        decisions = [side["decision"] if side else "absent" for side in (row["a"], row["b"])]
+        table.add_row("", "decision", *decisions, "" if decisions[0] == decisions[1] else "changed", end_section=True)
+    console.print(table)
+    console.print("* the ranking metric; Δ = B − A", style="dim", markup=False)
+
+
+def cmd_compare(args) -> int:
+    from barbarossa import history
+
+    if len(args.compare) > 2:
+        raise ValueError(f"--compare takes one or two runs (RUN_A [RUN_B]), got {len(args.compare)}")
+    runs = [find_run(r) for r in args.compare] + ([] if len(args.compare) == 2 else [find_run(None)])
+    for run in runs:
+        leaderboard_of(run)  # a run that never finished stops here, in one line
+    result = compare(*(history.run_record(run, DEFAULT_POLICY["primary"]) for run in runs))
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        if result["warning"]:
+            errors.print(f"warning: {result['warning']}", style="bold red", markup=False)
+    else:
+        print_compare(result)
+    return 0
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def prompt_record(line: str) -> dict | None:
+    """A typed or piped line as a prompt: 'instruction' or 'instruction<TAB>input' (None for a blank line)."""
+    instruction, _, given = unicodedata.normalize("NFC", line.rstrip("\r\n")).partition("\t")
+    if not instruction.strip():
+        return None
+    return {"instruction": instruction.strip(), "input": given.strip()}
+
+
+def _typed_lines():
+    """Lines typed at a terminal until an empty line or Ctrl-D."""
+    while True:
+        try:
+            line = input("› ")
+        except EOFError:
+            return
+        if not line.strip():
+            return
+        yield line
+
+
+def cmd_chat(args) -> int:
+    """Answer prompts with one model of a run, loaded and decoded as its evaluation did (greedy, same template)."""
+    from barbarossa import evaluation, history, storage
+
+    run = find_run(args.run)
+    rows = {r["name"]: r for r in leaderboard_of(run)}
+    row = rows.get(args.model)
+    if row is None:
+        raise LookupError(f"{run.pathspec} has no model {args.model!r}; it has {', '.join(rows)}")
+    if row["status"] != "ok":
+        raise LookupError(f"{args.model} failed in {run.pathspec}: {row['error']}")
+    adapter = row.get("adapter_uri") if row["kind"] == "candidate" else None
+    if row["kind"] == "candidate" and not (adapter and storage.exists(storage.join(adapter, "adapter_config.json"))):
+        raise LookupError(f"{args.model}: its adapter is gone from {adapter} (was the run's output root deleted?)")
+    item, settings = history.run_item(run, args.model), run.data.settings
+    new_tokens = args.max_new_tokens or settings["eval"]["max_new_tokens"]
+    with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
+        tokenizer, model, decision = evaluation.load_for_evaluation(item, adapter, settings["eval"], settings["train"])
+    model.eval()
+    errors.print(f"{args.model} ({run.pathspec}): {item['base']['source']}"
+                 + (f" + adapter {adapter}" if adapter else ", untuned") + f"; {decision.compute} on {decision.device}, "
+                 f"greedy, at most {new_tokens} new tokens", markup=False)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        errors.print("type an instruction (instruction<TAB>input to give an input); an empty line or Ctrl-D ends",
+                     markup=False)
+    records = (prompt_record(line) for line in (_typed_lines() if interactive else sys.stdin))
+    for number, record in enumerate(r for r in records if r):
+        with contextlib.redirect_stdout(sys.stderr):
+            [answer] = evaluation.generate(model, tokenizer, [record], new_tokens, 1, decision)
+        print(("\n" if number and not interactive else "") + (answer or "(empty answer)"), flush=True)
     return 0
 
 
@@ -186,13 +387,52 @@ def print_release(released: list[dict]) -> None:
                       f"{bundle['bundle_uri']}{merged}; {where}")
 
 
+def default_username(user: str | None = None) -> str:
+    """The Makefile's rule: your login name, or "barbarossa" for root (Metaflow refuses root)."""
+    if user is None:
+        import pwd
+
+        user = pwd.getpwuid(os.getuid()).pw_name
+    return "barbarossa" if user == "root" else user
+
+
+def _error_line(err: Exception) -> str:
+    """One line for a known failure; a run that is not found also says where and as whom it was looked for."""
+    text = " ".join(str(err).split())
+    if type(err).__name__ in ("MetaflowNotFound", "MetaflowNamespaceMismatch"):
+        from metaflow import get_namespace
+
+        text += (f" in namespace {get_namespace()} (Metaflow reads runs from .metaflow/ here or in a parent folder; "
+                 f"another user's runs need USERNAME=<them>)")
+    return text
+
+
+def _known_failure(err: Exception) -> bool:
+    """Metaflow's own errors (no such run, flow or artifact) and our lookups: a message, not a traceback."""
+    metaflow = any(kind.__module__.startswith("metaflow") for kind in type(err).__mro__)
+    return metaflow or isinstance(err, (LookupError, ValueError))
+
+
+errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if not os.environ.get("USERNAME"):
+        os.environ["USERNAME"] = default_username()
     parser = argparse.ArgumentParser(prog="barbarossa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    board = sub.add_parser("leaderboard", help="show the leaderboard of the latest (or a given) run")
+    board = sub.add_parser("leaderboard", help="show the leaderboard of the latest (or a given) run, or compare two")
     board.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
-    board.add_argument("--json", action="store_true", help="print the rows as JSON")
+    board.add_argument("--wide", action="store_true", help="every column (default: the few that fit 80 columns)")
+    board.add_argument("--compare", nargs="+", metavar="RUN",
+                       help="RUN_A [RUN_B]: both runs' metrics per model and B − A (RUN_B: latest successful run)")
+    board.add_argument("--json", action="store_true", help="print the rows (or the comparison) as JSON")
     board.set_defaults(func=cmd_leaderboard)
+    chatting = sub.add_parser("chat", help="answer prompts (typed, or one a line on stdin) with a model of a run")
+    chatting.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
+    chatting.add_argument("--model", required=True, help="a leaderboard row's name: a candidate or an untuned base")
+    chatting.add_argument("--max-new-tokens", type=int, help="default: the run's [eval] max_new_tokens")
+    chatting.set_defaults(func=cmd_chat)
     listing = sub.add_parser("models", help="list the rosters' candidates (all, or those --models selects)")
     listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
     listing.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -210,8 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (LookupError, ValueError) as err:
-        console.print(f"[red]{err}[/]")
+    except BrokenPipeError:  # `barbarossa leaderboard --json | head`: the reader has gone, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as err:
+        if not _known_failure(err):
+            raise
+        errors.print(f"barbarossa {args.command}: {_error_line(err)}", style="red", markup=False)
         return 1
 
 

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 from barbarossa import runtime
-from barbarossa.leaderboard import DEFAULT_POLICY, DIRECTION
+from barbarossa.leaderboard import DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
 from barbarossa.registry import PROJECT_ROOT
 
 SCHEMA = {
@@ -25,7 +25,7 @@ SCHEMA = {
         "eval_fraction": float, "split_seed": int, "max_length": int, "max_loss_rows": int, "generate_rows": int,
         "max_new_tokens": int, "batch_size": int, "samples": int,
     },
-    "policy": {"primary": str, "min_loss_improvement": float, "max_chrf_drop": float, "min_fidelity": float,
+    "policy": {"primary": str, "min_gain": float, "max_chrf_drop": float, "min_fidelity": float,
                "max_degenerate_rate": float, "must_beat_last_release": bool},
 }
 
@@ -33,7 +33,20 @@ SCHEMA = {
 # Keys a profile may leave out: (type, default).
 OPTIONAL = {
     "train": {"share_prefix": (bool, True), "quantization": (str, "none")},
-    "eval": {"extra_sets": (list, []), "extra_metrics": (list, [])},
+    "eval": {"extra_sets": (list, []), "extra_metrics": (list, []), "near_duplicate_threshold": (float, 0.8)},
+    # how sure "improves on its base" must be (leaderboard.py, stats.py)
+    "policy": {"confidence": (float, DEFAULT_POLICY["confidence"]),
+               "bootstrap_samples": (int, DEFAULT_POLICY["bootstrap_samples"]),
+               "bootstrap_seed": (int, DEFAULT_POLICY["bootstrap_seed"]),
+               "thresholds_on": (str, DEFAULT_POLICY["thresholds_on"])},
+}
+
+
+# Keys that were replaced: a profile still using one is told what took its place.
+RENAMED = {
+    ("policy", "min_loss_improvement"): "min_gain: the smallest gain of the primary metric over the base, in the "
+                                        "primary's units (bits per byte by default: 0.015 is about 0.02 nats per token "
+                                        "for SmolLM2 on Azerbaijani, ~2 bytes per token)",
 }
 
 
@@ -42,6 +55,7 @@ CHOICES = {
     ("train", "precision"): runtime.PRECISIONS,
     ("train", "quantization"): runtime.QUANTIZATIONS,
     ("train", "gradient_checkpointing"): runtime.CHECKPOINTING,
+    ("policy", "thresholds_on"): THRESHOLDS_ON,
 }
 
 
@@ -75,6 +89,9 @@ def load_profile(name_or_path: str) -> dict:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: missing [{section}] table")
         optional = OPTIONAL.get(section, {})
+        for key in table:
+            if (section, key) in RENAMED:
+                raise ConfigError(f"{path}: [{section}] {key} was replaced by {RENAMED[section, key]}")
         for key, kind in {**keys, **{k: kind for k, (kind, _) in optional.items()}}.items():
             if key not in table:
                 if key in optional:
@@ -96,10 +113,21 @@ def load_profile(name_or_path: str) -> dict:
             raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")
     if doc["policy"]["primary"] not in DIRECTION:
         raise ConfigError(f"{path}: [policy] primary must be one of {', '.join(DIRECTION)}")
+    _check_bootstrap(path, doc["policy"])
     if not 0 < doc["eval"]["eval_fraction"] < 1:
         raise ConfigError(f"{path}: [eval] eval_fraction must be between 0 and 1")
     _check_extras(path, doc["eval"])
     return {"name": path.stem, **{s: doc[s] for s in SCHEMA}}
+
+
+def _check_bootstrap(path: Path, policy: dict) -> None:
+    """A confidence strictly between 0 and 1 and enough resamples for its tails to mean something."""
+    if not 0 < policy["confidence"] < 1:
+        raise ConfigError(f"{path}: [policy] confidence must be between 0 and 1, got {policy['confidence']}")
+    if policy["bootstrap_samples"] < 100:
+        raise ConfigError(f"{path}: [policy] bootstrap_samples must be at least 100, got {policy['bootstrap_samples']}")
+    if policy["min_gain"] < 0:
+        raise ConfigError(f"{path}: [policy] min_gain must be 0 or more (a gain, in the primary metric's units)")
 
 
 def _check_extras(path: Path, table: dict) -> None:

@@ -19,12 +19,13 @@ from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from barbarossa import storage
+from barbarossa import dedup, storage
 from barbarossa.registry import PROJECT_ROOT
 
 FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")
 ON_BAD_ROWS = ("fail", "skip")
+HELD_OUT = "(held-out)"  # the main eval set's name where extra sets are named too
 BUNDLED = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
 BUNDLED_ENGLISH = PROJECT_ROOT / "data" / "en_alpaca_sample.jsonl"  # written for the translation flow's tests
 _HF_ID = re.compile(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
@@ -327,6 +328,14 @@ def _write_extra(out_root: str, name: str, extra: Dataset) -> dict:
     return {"name": name, "source": extra.source, "rows": len(extra.records), "fingerprint": rows.fingerprint, "uri": uri}
 
 
+def _without_near_copies(train: _Rows, eval_sets: dict[str, list[dict]], threshold: float) -> tuple[_Rows, dict]:
+    """Training rows minus the near-copies of any eval prompt (dedup.py), and what the summary says about them."""
+    near = dedup.find(train.records, eval_sets, threshold)
+    removed = {match.train for match in near}
+    kept = train.where([row not in removed for row in range(len(train.records))]) if removed else train
+    return kept, dedup.report(near, train.records, eval_sets, threshold)
+
+
 def prepare(
     train_source: str,
     eval_source: str | None,
@@ -336,12 +345,17 @@ def prepare(
     eval_fraction: float = 0.1,
     seed: int = 0,
     extra_sets: list[dict] | None = None,
+    near_duplicate_threshold: float = 0.0,
 ) -> dict:
-    """Validate the data, carve or load the eval set, write both splits.
+    """Validate the data, carve or load the eval set, decontaminate training, write both splits.
 
-    Returns a small JSON-able summary with the URIs of the split files; this,
-    not the rows, is what the flow passes on.
+    Training rows whose prompt is in the eval set are removed; with a
+    `near_duplicate_threshold` (the profile's; 0 here, off, so a caller has to
+    ask for it) so are those that are near-copies of a prompt of the eval set
+    or of any extra eval set (see dedup.py). Returns a small JSON-able summary
+    with the URIs of the split files; this, not the rows, is what the flow passes on.
     """
+    near_duplicate_threshold = dedup.check_threshold(near_duplicate_threshold)
     train_data = load(train_source, on_bad_rows)
     eval_data = load(eval_source, on_bad_rows) if eval_source else None
     source = _Rows.of(train_data.records)
@@ -357,9 +371,13 @@ def prepare(
     eval_keys = set(held.keys)
     kept = train.where([key not in eval_keys for key in train.keys])
     overlap, train = len(train.records) - len(kept.records), kept
-    if not train.records:
-        raise DataError(f"{train_source}: no training rows left after removing the eval set")
     extras = [(entry["name"], load(entry["source"], on_bad_rows)) for entry in extra_sets or []]  # validated before any write
+    if HELD_OUT in dict(extras):
+        raise DataError(f"extra eval set name {HELD_OUT!r} is taken by the main eval set; rename it")
+    eval_sets = {HELD_OUT: held.records, **{name: extra.records for name, extra in extras}}
+    train, near_report = _without_near_copies(train, eval_sets, near_duplicate_threshold)
+    if not train.records:
+        raise DataError(f"{train_source}: no training rows left after removing the eval set and its near-copies")
     train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), train.jsonl())
     eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), held.jsonl())
     bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
@@ -375,6 +393,7 @@ def prepare(
         "source_fingerprint": source.fingerprint,
         "duplicates_removed": train_data.duplicates + (eval_data.duplicates if eval_data else 0),
         "eval_overlap_removed": overlap,
+        **near_report,
         "bad_rows_skipped": len(bad),
         "extra_sets": [_write_extra(out_root, name, extra) for name, extra in extras],
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],

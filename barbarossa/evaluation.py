@@ -1,8 +1,33 @@
 """One evaluation protocol for every candidate and every untuned base.
 
-Held-out loss/perplexity on response tokens, chrF++ of greedy generations
-(batched, left-padded, KV cache), and a few samples kept for review. Same
-prompts, same decoding settings, same metric code for every row of the board.
+Held-out loss/perplexity and bits per byte on response tokens, chrF++, BLEU,
+Azerbaijani fidelity and degenerate rate of greedy generations (batched,
+left-padded, KV cache), and a few samples kept for review. Same prompts, same
+decoding settings, same metric code for every row of the board.
+
+Bits per byte is the cross-model number: per-token loss depends on the
+tokenizer (a model that spends 4 tokens per word has an easier job per token),
+while the NLL of a whole response divided by its UTF-8 bytes does not. Two
+choices make it tokenizer-independent:
+
+- Only responses scored whole count (their NLL and their reference's bytes).
+  A response cut at max_length was scored on a tokenizer-dependent prefix whose
+  byte length is only known by decoding tokens, which is not exact for every
+  tokenizer (byte-level BPE can cut inside a character, SentencePiece
+  normalises text); such rows keep their per-token loss but add nothing to bits
+  per byte.
+- The EOS token's loss counts. Every tokenizer ends a response with exactly one
+  EOS, so the sum is -log P(response = this text, then stop) whatever the
+  segmentation; it is what training optimises and what generation stops on,
+  and it keeps eval_loss × tokens = bits_per_byte × ln 2 × bytes when no row is cut.
+
+A tokenizer with an unknown token (<unk>) scores an approximation of the text,
+so its bits per byte is only comparable where the references have no unknown
+characters.
+
+Per-row numbers (`per_row`, see stats.py) — never texts — travel with the
+metrics so the leaderboard can put a bootstrap interval on every metric and
+test a candidate against its base on the same rows.
 """
 
 from __future__ import annotations
@@ -13,7 +38,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from barbarossa import data, prompts, runtime, storage
+from barbarossa import data, prompts, runtime, stats, storage
 from barbarossa.console import log
 from barbarossa.training import pad_batch
 
@@ -49,16 +74,32 @@ def chrf(predictions: list[str], references: list[str]) -> float:
     return load_metric("chrf").compute(predictions=predictions, references=references)["score"]
 
 
-def generation_metrics(predictions: list[str], references: list[str]) -> dict:
-    """Every score of greedy answers against references, each from its own metric module."""
+def score_generations(predictions: list[str], references: list[str]) -> tuple[dict, dict]:
+    """(scores, per-row statistics) of greedy answers against references, each from its own metric module.
+
+    The per-row part is what each corpus score sums (sacrebleu's segment
+    statistics, 0/1 flags), so a bootstrap can recompute the scores on resamples.
+    """
+    chrf_result = load_metric("chrf").compute(predictions=predictions, references=references)
+    bleu_result = load_metric("bleu").compute(predictions=predictions, references=references)
     fidelity = load_metric("az_fidelity").compute(predictions=predictions)
-    return {
-        "chrf": round(chrf(predictions, references), 3),
-        "bleu": round(load_metric("bleu").compute(predictions=predictions, references=references)["score"], 3),
+    degenerate = load_metric("degenerate").compute(predictions=predictions)
+    scores = {
+        "chrf": round(chrf_result["score"], 3),
+        "bleu": round(bleu_result["score"], 3),
         "az_fidelity": round(fidelity["score"], 4),
         "languages": fidelity["languages"],
-        "degenerate_rate": round(load_metric("degenerate").compute(predictions=predictions)["score"], 4),
+        "degenerate_rate": round(degenerate["score"], 4),
     }
+    per_row = {"chrf": [list(map(int, s)) for s in chrf_result["segments"]],
+               "bleu": [list(map(int, s)) for s in bleu_result["segments"]],
+               "az": list(fidelity["segments"]), "degenerate": list(degenerate["segments"])}
+    return scores, per_row
+
+
+def generation_metrics(predictions: list[str], references: list[str]) -> dict:
+    """Every score of greedy answers against references (without the per-row statistics)."""
+    return score_generations(predictions, references)[0]
 
 
 def fertility(tokenizer, texts: list[str]) -> float:
@@ -76,35 +117,71 @@ def _device(model):
     return next(model.parameters()).device
 
 
-def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                  decision: runtime.Runtime | None = None) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy over response tokens (prompt masked), on the model's device.
+def _scored_tokens(example: dict, task: str) -> int:
+    """Response tokens the loss scores in an example: unmasked labels (a causal LM predicts labels[1:])."""
+    labels = example["labels"][1:] if task == "causal" else example["labels"]
+    return sum(label != prompts.IGNORE_INDEX for label in labels)
 
-    Causal models run without their LM head and project only the positions
-    that predict a response token (never B×L×V logits: 8 GB at batch 16 for
-    BLOOM's 250K vocabulary); examples are batched in length order.
-    """
+
+def row_sums(losses, counts: list[int]) -> list[float]:
+    """Per-token losses of a batch (row after row, as the loss functions return them) summed per row, in float64."""
+    import torch
+
+    flat = losses.detach().cpu().double()
+    rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts, dtype=torch.long))
+    return torch.zeros(len(counts), dtype=torch.float64).index_add_(0, rows, flat).tolist()
+
+
+def _batch_token_losses(model, batch: dict, task: str):
+    """Per-token response losses of one right-padded batch, row after row."""
     import torch
 
     from barbarossa.training import padded_token_losses
 
+    if task == "causal":
+        return padded_token_losses(model, batch)
+    logits = model(**batch).logits.float()  # seq2seq: every decoder position is a response token
+    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
+                                               ignore_index=prompts.IGNORE_INDEX, reduction="none")
+    return losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
+
+
+def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
+                 decision: runtime.Runtime | None = None) -> dict[str, list]:
+    """Per record, in record order: response NLL in nats (EOS included), tokens scored, and the
+    reference's UTF-8 bytes when its whole response (and EOS) was scored, else 0 (see module docstring).
+
+    Causal models run without their LM head and project only the positions
+    that predict a response token (never B×L×V logits: 8 GB at batch 16 for
+    BLOOM's 250K vocabulary); examples are batched in length order. A record
+    too long to score at all gets zeros everywhere.
+    """
+    import torch
+
     task = "seq2seq" if _is_seq2seq(model) else "causal"
-    examples = [e for e in (prompts.build_example(tokenizer, r, max_length, task=task) for r in records) if e]
-    examples.sort(key=lambda e: len(e["input_ids"]))
-    device, total, count = _device(model), 0.0, 0
+    examples = prompts.build_examples(tokenizer, records, max_length, task=task)
+    nll, tokens, sizes = [0.0] * len(records), [0] * len(records), [0] * len(records)
+    order = sorted((i for i, e in enumerate(examples) if e), key=lambda i: len(examples[i]["input_ids"]))
+    device = _device(model)
     with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
-        for start in range(0, len(examples), batch_size):
-            batch = {k: v.to(device) for k, v in pad_batch(examples[start:start + batch_size], tokenizer.pad_token_id).items()}
-            if task == "seq2seq":  # every decoder position is a response token
-                logits = model(**batch).logits.float()
-                losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                                                           ignore_index=prompts.IGNORE_INDEX, reduction="none")
-                losses = losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
-            else:
-                losses = padded_token_losses(model, batch)
-            total += float(losses.sum())
-            count += losses.numel()
-    return total / max(count, 1), count
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = {k: v.to(device) for k, v in pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
+            counts = [_scored_tokens(examples[i], task) for i in chunk]
+            for i, total, count in zip(chunk, row_sums(_batch_token_losses(model, batch, task), counts), counts):
+                nll[i], tokens[i] = total, count
+    for i in order:
+        whole = tokens[i] == len(prompts.encode_response(tokenizer, records[i]["output"]))
+        sizes[i] = len(records[i]["output"].encode("utf-8")) if whole else 0
+    return {"nll": nll, "tokens": tokens, "bytes": sizes}
+
+
+def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
+                  decision: runtime.Runtime | None = None) -> tuple[float, int]:
+    """(token-weighted mean cross-entropy over response tokens, tokens scored): the per-token view of response_nll."""
+    rows = response_nll(model, tokenizer, records, max_length, batch_size, decision)
+    count = sum(rows["tokens"])
+    return sum(rows["nll"]) / max(count, 1), count
 
 
 def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int,
@@ -161,31 +238,51 @@ def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> 
     return max(requested, min(256, rows, int(free * 0.25 // max(per_row, 1))))
 
 
+def loss_metrics(per_row: dict) -> dict:
+    """eval_loss (nats per response token), perplexity and bits_per_byte from the per-row sums.
+
+    None where nothing was scored (no tokens; for bits per byte, no response scored whole).
+    """
+    found = stats.point(per_row)
+    digits = {"eval_loss": 5, "perplexity": 3, "bits_per_byte": 5}
+    return {name: round(found[name], places) if math.isfinite(found.get(name, math.nan)) else None
+            for name, places in digits.items()}
+
+
+def _rounded_loss_rows(rows: dict) -> dict:
+    """Per-row loss numbers small enough to travel as an artifact (NLL to 1e-4 nats)."""
+    return {"nll": [round(v, 4) for v in rows["nll"]], "tokens": rows["tokens"], "bytes": rows["bytes"]}
+
+
 def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict,
               decision: runtime.Runtime | None = None) -> dict:
-    """One eval set under the shared protocol: response loss, greedy answers, their scores and user metrics."""
+    """One eval set under the shared protocol: response loss, greedy answers, their scores, user metrics, per-row numbers."""
     scored = records[: eval_cfg["max_loss_rows"]]
     asked = records[: eval_cfg["generate_rows"]]
     loss_batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(scored))
-    loss, tokens = response_loss(model, tokenizer, scored, max_length, loss_batch, decision)
+    loss_rows = _rounded_loss_rows(response_nll(model, tokenizer, scored, max_length, loss_batch, decision))
     gen_batch = device_batch_size(model, eval_cfg["batch_size"], max_length + eval_cfg["max_new_tokens"], len(asked))
     started = time.time()
     answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], gen_batch, decision)
     seconds = time.time() - started
     references = [r["output"] for r in asked]
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
-    return {"loss": loss, "tokens": tokens, "asked": asked, "answers": answers,
-            "scores": generation_metrics(answers, references),
+    scores, generation_rows = score_generations(answers, references)
+    return {"loss": loss_metrics(loss_rows), "tokens": sum(loss_rows["tokens"]),
+            "bytes": sum(loss_rows["bytes"]), "asked": asked, "answers": answers, "scores": scores,
+            "per_row": {**loss_rows, **generation_rows},
             "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references),
             "generation": {"seconds": round(seconds, 2), "answer_tokens": new_tokens,
                            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1), "batch_size": gen_batch}}
 
 
-def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision) -> dict:
-    """A user's extra eval set: the flat scores the leaderboard row keeps for it."""
+def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision) -> tuple[dict, dict]:
+    """A user's extra eval set: (the flat scores the leaderboard row keeps for it, its per-row numbers)."""
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision)
     scores = {k: v for k, v in run["scores"].items() if k != "languages"}
-    return {"eval_loss": round(run["loss"], 5), **scores, **run["custom"], "rows": len(records)}
+    flat = {"eval_loss": run["loss"]["eval_loss"], "bits_per_byte": run["loss"]["bits_per_byte"], **scores,
+            **run["custom"], "rows": len(records)}
+    return flat, run["per_row"]
 
 
 def load_for_evaluation(item: dict, adapter_uri: str | None, eval_cfg: dict, train_cfg: dict):
@@ -220,7 +317,9 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
-    log(f"{item['name']}: held-out loss {loss:.4f} over {run['tokens']} response tokens ({decision.compute} on {decision.device})")
+    shown = {k: "–" if v is None else f"{v:.4f}" for k, v in loss.items()}
+    log(f"{item['name']}: held-out loss {shown['eval_loss']} over {run['tokens']} response tokens, "
+        f"{shown['bits_per_byte']} bits per byte over {run['bytes']} bytes ({decision.compute} on {decision.device})")
     log(f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, Azerbaijani {scores['az_fidelity']:.0%}, "
         f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations "
         f"({run['generation']['tokens_per_second']:,.0f} tok/s)")
@@ -231,13 +330,15 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     extra = {entry["name"]: _extra_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg, decision)
              for entry in data_summary.get("extra_sets", [])}
     return {
-        "eval_loss": round(loss, 5),
-        "perplexity": round(math.exp(min(loss, 50)), 3),
+        **loss,
         **scores,
         "fertility": round(fertility(tokenizer, [r["output"] for r in records]), 3),
         "custom": run["custom"],
-        "extra_sets": extra,
+        "extra_sets": {name: flat for name, (flat, _) in extra.items()},
+        # per eval row, for intervals and paired tests (stats.py); the leaderboard keeps them out of its rows
+        "per_row": {"heldout": run["per_row"], "extra_sets": {name: rows for name, (_, rows) in extra.items()}},
         "eval_tokens": run["tokens"],
+        "eval_bytes": run["bytes"],
         "generated": len(asked),
         "generation": run["generation"],
         "samples": samples,

@@ -1,4 +1,5 @@
-"""Earlier runs of the flow, read through the Metaflow Client API: what was released last, and how good it was.
+"""Earlier runs of the flow, read through the Metaflow Client API: what was released last, and how good it was;
+what `barbarossa leaderboard --compare` and `barbarossa chat` read of a run.
 
 "Must beat the last release" only means something when both were measured on
 the same held-out data, so each entry carries the eval fingerprint of its run.
@@ -37,3 +38,35 @@ def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str
                 found[row["name"]] = {**row, "run_id": run.id, "date": run.created_at.strftime("%Y-%m-%d"),
                                       "eval_fingerprint": fingerprint}
     return found
+
+
+def primary_of(run, default: str) -> str:
+    """The metric the run ranked by (its profile's [policy] primary); `default` for a run without settings."""
+    settings = getattr(run.data, "settings", None) or {}
+    return (settings.get("policy") or {}).get("primary", default)
+
+
+def run_record(run, default_primary: str) -> dict:
+    """What comparing runs needs of one: its rows, its ranking metric and the fingerprints of its data.
+
+    A run from before an artifact existed gets None (or the default ranking metric) rather than an error.
+    """
+    summary = getattr(run.data, "data", None) or {}
+    return {"run": run.pathspec, "finished_at": str(run.finished_at or ""), "primary": primary_of(run, default_primary),
+            "eval_fingerprint": summary.get("eval_fingerprint"), "train_fingerprint": summary.get("train_fingerprint"),
+            "rows": getattr(run.data, "leaderboard", None) or []}
+
+
+def run_item(run, name: str) -> dict:
+    """The work item (base entry, LoRA recipe) that `run` trained and evaluated as `name`, from its tune task."""
+    for step in run:
+        if not step.id.startswith("tune_"):
+            continue
+        for task in step:
+            try:
+                item = task["item"].data
+            except KeyError:  # a task that failed before it recorded its item
+                continue
+            if item.get("name") == name:
+                return item
+    raise LookupError(f"{run.pathspec} has no tune task for {name!r} (it was refused before any compute)")

@@ -3,16 +3,34 @@
 Rows are JSON-able so the card, the CLI and later the release step read the
 same data. Each candidate row carries its decision and the reasons for it,
 worded for a person.
+
+Every metric has a bootstrap interval (`<metric>_ci`) and every candidate a
+paired interval and p-value for its difference from its base
+(`delta_<metric>_ci`, `delta_<metric>_p`), computed in `build` from the
+per-row numbers evaluation returns (stats.py); those numbers stay in the task
+results and never enter a row. "Improves on its base" means the paired
+interval of the primary metric excludes zero in the good direction.
 """
 
 from __future__ import annotations
 
+import copy
+
+from barbarossa import stats
+
 # metric -> True when higher is better
-DIRECTION = {"eval_loss": False, "perplexity": False, "chrf": True, "bleu": True, "az_fidelity": True,
-             "degenerate_rate": False}
-COMPARED = ("eval_loss", "perplexity", "chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility")  # base / delta
-DEFAULT_POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.02, "max_chrf_drop": 2.0,
-                  "min_fidelity": 0.9, "max_degenerate_rate": 0.2, "must_beat_last_release": True}
+DIRECTION = {"bits_per_byte": False, "eval_loss": False, "perplexity": False, "chrf": True, "bleu": True,
+             "az_fidelity": True, "degenerate_rate": False}
+COMPARED = ("bits_per_byte", "eval_loss", "perplexity", "chrf", "bleu", "az_fidelity", "degenerate_rate",
+            "fertility")  # base / delta
+THRESHOLDS_ON = ("point", "bound")
+DEFAULT_POLICY = {"primary": "bits_per_byte", "min_gain": 0.015, "max_chrf_drop": 2.0, "min_fidelity": 0.9,
+                  "max_degenerate_rate": 0.2, "must_beat_last_release": True, "confidence": 0.95,
+                  "bootstrap_samples": 1000, "bootstrap_seed": 0, "thresholds_on": "point"}
+LABELS = {"bits_per_byte": "bits per byte", "eval_loss": "held-out loss", "perplexity": "perplexity", "chrf": "chrF++",
+          "bleu": "BLEU", "az_fidelity": "Azerbaijani answers", "degenerate_rate": "degenerate answers"}
+SHARES = ("az_fidelity", "degenerate_rate")  # shown as percentages
+PLACES = {"bits_per_byte": 3, "eval_loss": 3, "perplexity": 2, "chrf": 1, "bleu": 1}
 
 
 def format_cell(value, signed: bool = False) -> str:
@@ -64,6 +82,7 @@ def base_row(result: dict) -> dict:
         "lora": _describe_lora(item.get("lora")),
         "status": "failed" if failed else "ok",
         "error": result.get("error"),
+        "bits_per_byte": metrics.get("bits_per_byte"),
         "eval_loss": metrics.get("eval_loss"),
         "perplexity": metrics.get("perplexity"),
         "chrf": metrics.get("chrf"),
@@ -99,49 +118,133 @@ def _describe_lora(lora: dict | None) -> str | None:
     return f"r={lora['r']} α={lora['alpha']} {targets}"
 
 
+def show(metric: str, value, signed: bool = False) -> str:
+    """A metric value (or a difference, `signed`) as a reason writes it: shares as percentages."""
+    if value is None:
+        return "–"
+    sign = "+" if signed else ""
+    if metric in SHARES:
+        return f"{value * 100:{sign}.0f}%"
+    return f"{value:{sign}.{PLACES.get(metric, 3)}f}"
+
+
+def show_interval(metric: str, interval, signed: bool = False) -> str:
+    """' [lo, hi]', or nothing where there is no interval."""
+    if not interval:
+        return ""
+    return f" [{show(metric, interval[0], signed)}, {show(metric, interval[1], signed)}]"
+
+
+def show_p(p: float) -> str:
+    """A p-value as a reason writes it (a bootstrap of 1000 resamples cannot resolve below ~0.002)."""
+    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
+
+
 def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerprint: str | None) -> tuple[bool, str]:
-    """(passes, reason) for 'must beat the last release of the same name'."""
+    """(passes, reason) for 'must beat the last release of the same name'.
+
+    A point comparison: the last release's row keeps no per-row numbers (rows
+    stay small), so no paired test is possible; the candidate's own interval is shown.
+    """
     if not last:
         return True, "no earlier release of this model ✓"
     where = f"release of {last['date']} (run {last['run_id']})"
-    if last.get("eval_fingerprint") != eval_fingerprint or last.get(primary) is None:
+    if last.get("eval_fingerprint") != eval_fingerprint:
         return True, f"not compared with the {where}: it was measured on other held-out data"
+    if last.get(primary) is None or row.get(primary) is None:
+        return True, f"not compared with the {where}: it has no {primary} (measured before that metric existed)"
     better = row[primary] > last[primary] if DIRECTION[primary] else row[primary] < last[primary]
     verb = "beats" if better else "does not beat"
-    return better, f"{verb} the {where}: {primary} {row[primary]:.3f} vs {last[primary]:.3f} {'✓' if better else '✗'}"
+    interval = show_interval(primary, row.get(f"{primary}_ci"))
+    return better, (f"{verb} the {where}: {primary} {row[primary]:.3f}{interval} vs {last[primary]:.3f} "
+                    f"{'✓' if better else '✗'}")
+
+
+def _difference(row: dict, base: dict, metric: str) -> float | None:
+    """Candidate minus base on a metric; None unless both have it."""
+    if row.get(metric) is None or base.get(metric) is None:
+        return None
+    return row[metric] - base[metric]
+
+
+def _gain(metric: str, value: float) -> float:
+    """A difference turned into a gain: positive when it goes the good way."""
+    return value if DIRECTION[metric] else -value
+
+
+def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
+    """(passes, reason) for 'improves on its base' on the primary metric.
+
+    It passes when the paired interval lies wholly on the good side of zero
+    and the gain reaches `min_gain` (judged on the point estimate, or with
+    thresholds_on = "bound" on the interval's conservative end). Without
+    per-row data (no interval) the point estimate decides, and the reason says so.
+    """
+    metric, need = policy["primary"], policy["min_gain"]
+    delta = _difference(row, base, metric)
+    interval, p = row.get(f"delta_{metric}_ci"), row.get(f"delta_{metric}_p")
+    head = (f"{LABELS[metric]} {show(metric, row.get(metric))} vs base {show(metric, base.get(metric))}: "
+            f"{show(metric, delta, True)}")
+    needed = show(metric, need if DIRECTION[metric] else -need, True)
+    asks = f" (needs {'≥' if DIRECTION[metric] else '≤'} {needed})" if need else ""
+    if delta is None:
+        return False, f"{head}: not measured for both ✗"
+    if not interval:
+        ok = _gain(metric, delta) >= need
+        return ok, f"{head}{asks}, point estimate only (no paired per-row data) {'✓' if ok else '✗'}"
+    worst = min(_gain(metric, interval[0]), _gain(metric, interval[1]))
+    head += f"{show_interval(metric, interval, True)}, {show_p(p)}"
+    if worst <= 0:
+        return False, f"{head}: not a clear gain ✗"
+    judged = worst if policy["thresholds_on"] == "bound" else _gain(metric, delta)
+    if judged < need:
+        which = "its bound" if policy["thresholds_on"] == "bound" else "a clear gain but"
+        return False, f"{head}: {which} smaller than the {needed} needed ✗"
+    return True, f"{head}{asks} ✓"
+
+
+def _judged(point: float, interval, metric: str, policy: dict, end: int, delta: bool = False) -> tuple[float, str]:
+    """(value a threshold is checked on, how to say so): the point estimate, or with thresholds_on = "bound"
+    the interval's end `end` (0 low, 1 high) where there is an interval."""
+    if policy["thresholds_on"] != "bound" or not interval:
+        return point, ""
+    side = "lower" if end == 0 else "upper"
+    return interval[end], f"; judged on the {side} bound {show(metric, interval[end], delta)}"
+
+
+def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, str]]:
+    """(passes, reason) for the chrF++ drop, Azerbaijani fidelity and degenerate-rate thresholds."""
+    drop, delta = policy["max_chrf_drop"], _difference(row, base, "chrf")
+    value, note = _judged(delta, row.get("delta_chrf_ci"), "chrf", policy, 0, delta=True)
+    ok = value >= -drop
+    chrf = (f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
+            f"{show_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}")
+    checks = [(ok, chrf)]
+    value, note = _judged(row["az_fidelity"], row.get("az_fidelity_ci"), "az_fidelity", policy, 0)
+    ok = value >= policy["min_fidelity"]
+    checks.append((ok, f"Azerbaijani answers {row['az_fidelity']:.0%}"
+                       f"{show_interval('az_fidelity', row.get('az_fidelity_ci'))} "
+                       f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}"))
+    value, note = _judged(row["degenerate_rate"], row.get("degenerate_rate_ci"), "degenerate_rate", policy, 1)
+    ok = value <= policy["max_degenerate_rate"]
+    checks.append((ok, f"degenerate answers {row['degenerate_rate']:.0%}"
+                       f"{show_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
+                       f"(may be ≤ {policy['max_degenerate_rate']:.0%}{note}) {'✓' if ok else '✗'}"))
+    return checks
 
 
 def decide(row: dict, base: dict | None, policy: dict, last: dict | None = None,
            eval_fingerprint: str | None = None) -> tuple[str, list[str]]:
-    """('release' | 'hold' | 'failed', reasons) for one candidate row."""
+    """('release' | 'hold' | 'failed', reasons) for one candidate row (its intervals already added by `build`)."""
+    policy = {**DEFAULT_POLICY, **policy}
     if row["status"] != "ok":
         return "failed", [f"failed: {row['error'] or 'no metrics'}"]
     if not base or base["status"] != "ok":
         return "hold", ["untuned base has no metrics to compare against"]
-    reasons, passed = [], True
-    gain = base["eval_loss"] - row["eval_loss"]
-    need = policy["min_loss_improvement"]
-    ok = gain >= need
-    passed &= ok
-    reasons.append(
-        f"held-out loss {row['eval_loss']:.3f} vs base {base['eval_loss']:.3f} "
-        f"({-gain:+.3f}; needs ≤ {-need:+.3f}) {'✓' if ok else '✗'}"
-    )
-    delta = row["chrf"] - base["chrf"]
-    ok = delta >= -policy["max_chrf_drop"]
-    passed &= ok
-    reasons.append(f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}; may drop ≤ {policy['max_chrf_drop']}) {'✓' if ok else '✗'}")
-    ok = row["az_fidelity"] >= policy["min_fidelity"]
-    passed &= ok
-    reasons.append(f"Azerbaijani answers {row['az_fidelity']:.0%} (needs ≥ {policy['min_fidelity']:.0%}) {'✓' if ok else '✗'}")
-    ok = row["degenerate_rate"] <= policy["max_degenerate_rate"]
-    passed &= ok
-    reasons.append(f"degenerate answers {row['degenerate_rate']:.0%} (may be ≤ {policy['max_degenerate_rate']:.0%}) {'✓' if ok else '✗'}")
+    checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy)]
     if policy.get("must_beat_last_release"):
-        ok, reason = versus_last_release(row, last, policy["primary"], eval_fingerprint)
-        passed &= ok
-        reasons.append(reason)
-    return ("release" if passed else "hold"), reasons
+        checks.append(versus_last_release(row, last, policy["primary"], eval_fingerprint))
+    return ("release" if all(ok for ok, _ in checks) else "hold"), [reason for _, reason in checks]
 
 
 def loss_curves(results: list[dict]) -> dict[str, list[dict]]:
@@ -154,35 +257,86 @@ def samples(results: list[dict]) -> dict[str, list[dict]]:
     return {r["item"]["name"]: r["metrics"]["samples"] for r in results if r["metrics"]}
 
 
+def _per_row(result: dict) -> dict:
+    """The per-row numbers a task's evaluation returned ({'heldout': …, 'extra_sets': {…}}), or {}."""
+    return (result.get("metrics") or {}).get("per_row") or {}
+
+
+def bootstrap_settings(policy: dict) -> dict:
+    """The stats.intervals / stats.paired keyword arguments the policy asks for."""
+    return {"confidence": policy["confidence"], "samples": policy["bootstrap_samples"], "seed": policy["bootstrap_seed"]}
+
+
+def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
+    """`<metric>_ci` on the row (None without per-row data), and on each of its extra sets' scores."""
+    settings = bootstrap_settings(policy)
+    found = stats.intervals(per_row["heldout"], **settings) if per_row.get("heldout") else {}
+    row.update({f"{metric}_ci": found.get(metric) for metric in stats.METRICS})
+    row["extra_sets"] = copy.deepcopy(row["extra_sets"])  # the task result's dict stays as it was
+    for name, scores in row["extra_sets"].items():
+        rows = (per_row.get("extra_sets") or {}).get(name)
+        if rows:
+            extra = stats.intervals(rows, **settings)
+            scores.update({f"{metric}_ci": extra[metric] for metric in extra if metric in scores})
+    row["bootstrap"] = {**settings, "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
+                        "generated_rows": len((per_row.get("heldout") or {}).get("az") or [])}
+
+
+def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
+    """`delta_<metric>_ci` and `delta_<metric>_p` against the base, rows resampled together (None where impossible)."""
+    found = {}
+    if mine.get("heldout") and theirs.get("heldout"):
+        found = stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}
+    for metric in stats.METRICS:
+        row[f"delta_{metric}_ci"] = (found.get(metric) or {}).get("ci")
+        row[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
+
+
+def check_policy(policy: dict) -> dict:
+    """The policy with defaults filled in; a bad primary or thresholds_on is refused with the choices."""
+    policy = {**DEFAULT_POLICY, **(policy or {})}
+    if policy["primary"] not in DIRECTION:
+        raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {policy['primary']!r}")
+    if policy["thresholds_on"] not in THRESHOLDS_ON:
+        raise ValueError(f"policy.thresholds_on must be one of {', '.join(THRESHOLDS_ON)}, got {policy['thresholds_on']!r}")
+    return policy
+
+
+def _rank_key(primary: str):
+    """Best first on the primary metric; a row without it last."""
+    return lambda r: (r[primary] is None, 0 if r[primary] is None else (-r[primary] if DIRECTION[primary] else r[primary]))
+
+
 def build(results: list[dict], policy: dict | None = None, last_releases: dict | None = None,
           eval_fingerprint: str | None = None) -> list[dict]:
     """Rows for every task result: ranked candidates, then baselines, then failures.
 
-    `last_releases` ({name: row of its last release}, see history.py) and the
-    eval fingerprint of this run feed the policy's must-beat-the-last-release check.
+    Each row gets bootstrap intervals from its task's per-row numbers, each
+    candidate paired intervals and p-values against its base. `last_releases`
+    ({name: row of its last release}, see history.py) and the eval fingerprint
+    of this run feed the policy's must-beat-the-last-release check.
     """
-    policy = {**DEFAULT_POLICY, **(policy or {})}
+    policy = check_policy(policy)
     primary = policy["primary"]
-    if primary not in DIRECTION:
-        raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {primary!r}")
     rows = [base_row(r) for r in results]
+    per_row = {r["item"]["name"]: _per_row(r) for r in results}
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
+    for row in rows:
+        add_intervals(row, per_row[row["name"]], policy)
     for row in rows:
         base = bases.get(row["base"]) if row["kind"] == "candidate" else None
         for metric in COMPARED:
             row[f"base_{metric}"] = base.get(metric) if base else None
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
+        add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         if row["kind"] == "baseline":
             row["decision"] = "baseline" if row["status"] == "ok" else "failed"
             row["reasons"] = ["untuned base: the row its candidates must beat"] if row["status"] == "ok" else [f"failed: {row['error']}"]
         else:
             row["decision"], row["reasons"] = decide(row, base, policy, (last_releases or {}).get(row["name"]),
                                                      eval_fingerprint)
-    ranked = sorted(
-        (r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"),
-        key=lambda r: r[primary], reverse=DIRECTION[primary],
-    )
+    ranked = sorted((r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"), key=_rank_key(primary))
     for position, row in enumerate(ranked, start=1):
         row["rank"] = position
     order = {"candidate": 0, "baseline": 1}

@@ -85,7 +85,7 @@ def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: 
 
 A LoRA adapter for **{base['name']}** (`{base['source']}`, {base['family']} family; base id certainty:
 **{base['certainty']}**{' — ' + base['certainty_note'] if base.get('certainty_note') else ''}) fine-tuned on
-Azerbaijani instructions with [Barbarossa](https://github.com/) (run `{run}`).
+Azerbaijani instructions with Barbarossa (run `{run}`).
 
 ## Prompt
 

@@ -81,6 +81,7 @@ class FinetuneFlow(FlowSpec):
             self.train_data, self.eval_data or None, self.run_root, on_bad_rows=self.on_bad_rows,
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
+            near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
         )
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
         self.data = training.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"))
@@ -162,7 +163,8 @@ class FinetuneFlow(FlowSpec):
         self.samples = leaderboard.samples(results)
         self.to_release = releases.selected(self.leaderboard, results)
         current.card["leaderboard"].extend(
-            cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples))
+            cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples,
+                                         primary=self.settings["policy"]["primary"]))
         self.next(self.release)
 
     @resources(gpu=1)  # replaced by FollowInfra: the largest box of the deployment's roster selection
@@ -175,7 +177,7 @@ class FinetuneFlow(FlowSpec):
 
     @step
     def end(self):
-        cli.print_leaderboard(self.leaderboard)
+        cli.print_leaderboard(self.leaderboard, self.settings["policy"]["primary"])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+import torch.export  # noqa: F401  before any in-process Metaflow Runner: Metaflow's vendored typing_extensions
+                     # patches `typing` in a way that a later first import of torch.export trips over
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -122,8 +124,10 @@ def moto_s3(monkeypatch, bucket: str = "barbarossa-test"):
         server.wait(timeout=10)
 
 
-def render_in_chromium(html: str, folder: Path) -> str:
-    """The DOM of a page after headless Chromium ran its scripts (Metaflow cards render client-side)."""
+def render_in_chromium(html: str, folder: Path, window: str = "") -> str:
+    """The DOM of a page after headless Chromium ran its scripts (Metaflow cards render client-side).
+
+    `window` ("1280,900") fixes the viewport, for checks of what fits on screen."""
     import shutil
 
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -132,7 +136,7 @@ def render_in_chromium(html: str, folder: Path) -> str:
     page.write_text(html, encoding="utf-8")
     done = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--dump-dom",
-         page.as_uri()],
+         *([f"--window-size={window}"] if window else []), page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]

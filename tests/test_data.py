@@ -1,11 +1,12 @@
 import hashlib
 import json
+import random
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from barbarossa import data, synthetic
+from barbarossa import cards, data, dedup, synthetic
 from conftest import rows, write_jsonl
 
 
@@ -254,3 +255,130 @@ def test_synthetic_rows_are_alpaca_shaped_and_reproducible():
     lengths = sorted(len(r["output"].split()) for r in generated)
     assert lengths[0] < 10 and lengths[len(lengths) // 2] > 15 and lengths[-1] > 200
     assert all(letter in " ".join(r["output"] for r in generated) for letter in "əğıöüşç")
+
+
+# ---------------------------------------------------------------- near-duplicate decontamination
+
+EVAL_PROMPTS = [
+    {"instruction": "Aşağıdakı mətni qısa şəkildə xülasə edin və əsas fikirləri üç bənddə sadalayın.",
+     "input": "Bakı Azərbaycanın paytaxtı və ən böyük şəhəridir. Şəhər Xəzər dənizinin sahilində yerləşir və "
+              "2 milyondan çox əhalisi var.", "output": "Bakı paytaxtdır."},
+    {"instruction": "İngilis dilindən Azərbaycan dilinə tərcümə edin.",
+     "input": "The weather in Baku is windy in autumn, but the sea is still warm.", "output": "Bakıda payız küləkli olur."},
+    {"instruction": "Sağlam qidalanma üçün beş sadə məsləhət verin və hər birini bir cümlə ilə izah edin.", "input": "",
+     "output": "Tərəvəz yeyin."},
+    {"instruction": "Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir nümunə göstərin.",
+     "input": "", "output": "Kranı bağlayın."},
+    {"instruction": "Ana haqqında dörd misralıq şeir yazın.", "input": "", "output": "Ana, sən..."},
+]
+
+
+def near_copies() -> list[dict]:
+    """Training rows that are near-copies of EVAL_PROMPTS: a number, case, punctuation and word order changed."""
+    first, second, third, fourth = EVAL_PROMPTS[:4]
+    return [
+        dict(first, input=first["input"].replace("2 milyondan", "3 milyondan"), output="Başqa cavab."),
+        dict(second, instruction=second["instruction"].upper(), input=second["input"].lower()),
+        dict(third, instruction="Sağlam qidalanma üçün beş sadə məsləhət verin, və hər birini bir cümlə ilə izah edin!"),
+        dict(fourth, instruction="Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir göstərin nümunə."),
+    ]
+
+
+def different_prompts() -> list[dict]:
+    """Training rows that share a lot with an eval prompt but ask something else: they must stay."""
+    first, second = EVAL_PROMPTS[:2]
+    return [
+        dict(first, input="Naxçıvan qədim tarixi olan bir diyardır. Burada çoxlu qala, türbə və karvansara qalıb."),
+        dict(second, input="Reading books every evening helps children learn new words."),
+        {"instruction": "Payız haqqında dörd misralıq şeir yazın.", "input": "", "output": "Payız gəldi..."},  # 0.79
+        {"instruction": "Sağlam yuxu üçün beş sadə məsləhət verin.", "input": "", "output": "Gec yatmayın."},
+    ]
+
+
+def test_normalisation_ignores_case_punctuation_numbers_and_spacing():
+    assert dedup.normalise("  İNGİLİS   dilinə, tərcümə edin!!\n(12-ci cümlə)") == "ingilis dilinə tərcümə edin 0 ci cümlə"
+    assert dedup.normalise("Qiymət: 1 250,75 AZN") == dedup.normalise("qiymət 3 999 99 azn") == "qiymət 0 0 0 azn"
+    assert dedup.normalise("s\u0327ə") == dedup.normalise("Şə") == "şə"  # NFC either way
+    assert dedup.shingles("abc") == {"abc"} and dedup.shingles("abcdef") == {"abcde", "bcdef"} and dedup.shingles("") == set()
+
+
+def test_near_copies_of_eval_prompts_leave_training_and_are_counted(tmp_path):
+    generated = synthetic.alpaca_rows(360, seed=5)
+    train_rows = generated[:300] + near_copies() + different_prompts()
+    eval_rows = EVAL_PROMPTS + generated[300:]
+    train_path = synthetic.write_jsonl(tmp_path / "train.jsonl", train_rows)
+    eval_path = synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)
+    summary = data.prepare(str(train_path), str(eval_path), str(tmp_path / "out"), near_duplicate_threshold=0.8)
+    assert data.read_jsonl(summary["train_uri"]) == generated[:300] + different_prompts()
+    assert data.read_jsonl(summary["eval_uri"]) == eval_rows  # eval rows are never the ones removed
+    assert summary["near_duplicates_removed"] == 4 and summary["near_duplicates_by_set"] == {data.HELD_OUT: 4}
+    assert summary["train_rows"] == 304 and summary["eval_overlap_removed"] == 0
+    pairs = summary["near_duplicate_examples"]
+    assert len(pairs) == 4 and all(p["eval_set"] == data.HELD_OUT and 0.8 <= p["similarity"] <= 1 for p in pairs)
+    reordered = pairs[0]  # the least similar first: the reordered words
+    assert reordered["eval_prompt"] == EVAL_PROMPTS[3]["instruction"] and reordered["train_prompt"].endswith("göstərin nümunə.")
+    assert 0.8 <= reordered["similarity"] < 0.9 and len(json.dumps(summary)) < 4000  # small enough for an artifact
+    off = data.prepare(str(train_path), str(eval_path), str(tmp_path / "off"), near_duplicate_threshold=0)
+    assert off["train_rows"] == 308 and off["near_duplicates_removed"] == 0 and off["near_duplicate_examples"] == []
+    card = json.dumps([part.render() for part in cards.data_components(summary, [], [])], ensure_ascii=False)
+    assert "near-copy of an eval prompt, Jaccard ≥ 0.8 of 5-character shingles" in card
+    assert "Near-copies removed from training (the 4 least similar)" in card and "göstərin nümunə." in card
+    assert "near-copy of an eval prompt, check off" in json.dumps([part.render() for part in cards.data_components(off, [], [])])
+
+
+def test_near_copies_of_extra_eval_sets_leave_training_too(tmp_path):
+    generated = synthetic.alpaca_rows(400, seed=6)
+    train_path = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + near_copies())
+    extra_path = synthetic.write_jsonl(tmp_path / "extra.jsonl", EVAL_PROMPTS)
+    summary = data.prepare(str(train_path), None, str(tmp_path / "out"), near_duplicate_threshold=0.8,
+                           extra_sets=[{"name": "az-qa", "source": str(extra_path)}])
+    assert summary["near_duplicates_by_set"] == {data.HELD_OUT: 0, "az-qa": 4}
+    train = data.read_jsonl(summary["train_uri"])
+    assert not any(row in train for row in near_copies()) and len(train) == summary["train_rows"] == 400 - summary["eval_rows"]
+    assert data.read_jsonl(summary["extra_sets"][0]["uri"]) == EVAL_PROMPTS
+    with pytest.raises(data.DataError, match="taken by the main eval set"):
+        data.prepare(str(train_path), None, str(tmp_path / "x"), extra_sets=[{"name": data.HELD_OUT, "source": str(extra_path)}])
+
+
+def test_data_without_near_copies_splits_and_fingerprints_as_before(tmp_path):
+    source = synthetic.write_jsonl(tmp_path / "train.jsonl", synthetic.alpaca_rows(3000, seed=8))
+    on = data.prepare(str(source), None, str(tmp_path / "on"), near_duplicate_threshold=0.8)
+    off = data.prepare(str(source), None, str(tmp_path / "off"), near_duplicate_threshold=0)
+    assert on["near_duplicates_removed"] == 0
+    for key in ("train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint", "source_fingerprint"):
+        assert on[key] == off[key]
+    assert (tmp_path / "on" / "data" / "train.jsonl").read_bytes() == (tmp_path / "off" / "data" / "train.jsonl").read_bytes()
+
+
+def _reworded(record: dict, rng: random.Random, words: list[str], changes: int) -> dict:
+    tokens = dedup.prompt_text(record).split()
+    for _ in range(changes):
+        tokens[rng.randrange(len(tokens))] = rng.choice(words)
+    return {"instruction": " ".join(tokens), "input": "", "output": "x"}
+
+
+@pytest.mark.parametrize("threshold", [0.8, 0.6, 1.0])
+def test_banding_finds_every_pair_the_exact_comparison_finds(threshold):
+    """On pairs spread over the whole similarity range, the LSH search equals brute force over all pairs."""
+    rng, words = random.Random(threshold), synthetic.vocabulary()
+    eval_rows = [r for r in synthetic.alpaca_rows(500, seed=9) if len(dedup.prompt_text(r)) > 60][:150]
+    train = [_reworded(r, rng, words, rng.choice([0, 0, 1, 1, 2, 3, 5])) for r in eval_rows]
+    train += synthetic.alpaca_rows(150, seed=10)
+    shingled = [dedup.shingles(dedup.normalise(dedup.prompt_text(r))) for r in eval_rows]
+    expected = {}
+    for row, record in enumerate(train):
+        mine = dedup.shingles(dedup.normalise(dedup.prompt_text(record)))
+        best = max(range(len(eval_rows)), key=lambda e: dedup.jaccard(mine, shingled[e]))
+        if dedup.jaccard(mine, shingled[best]) >= threshold:
+            expected[row] = best
+    found = {m.train: m.eval_row for m in dedup.find(train, {"eval": eval_rows}, threshold)}
+    assert found == expected and 20 < len(expected) < 150
+
+
+def test_threshold_must_be_between_zero_and_one(tmp_path):
+    for bad in (-0.1, 1.5, "0.8", True):
+        with pytest.raises(ValueError, match="near_duplicate_threshold"):
+            dedup.check_threshold(bad)
+    assert dedup.find(near_copies(), {"eval": EVAL_PROMPTS}, 0) == []
+    identical_when_normalised = {m.train for m in dedup.find(near_copies(), {"eval": EVAL_PROMPTS}, 1.0)}
+    assert identical_when_normalised == {0, 1, 2}  # 1.0: only prompts equal after normalisation, not reordered words

@@ -1,5 +1,7 @@
 import math
 
+import numpy as np
+import pytest
 import torch
 
 from barbarossa import data, evaluation, models, prompts
@@ -14,7 +16,8 @@ def test_response_loss_matches_a_hand_computed_loss(tiny_llama):
     tokenizer, model = models.load_tokenizer(tiny_llama), models.load_model(tiny_llama, "llama").eval()
     records = data.load(str(data.BUNDLED)).records[:5]
     loss, count = evaluation.response_loss(model, tokenizer, records, 256, batch_size=2)
-    total, n = 0.0, 0
+    per_row = evaluation.response_nll(model, tokenizer, records, 256, batch_size=2)
+    sums, counts = [], []
     for record in records:  # one at a time, no padding
         example = prompts.build_example(tokenizer, record, 256)
         ids = torch.tensor([example["input_ids"]])
@@ -22,9 +25,93 @@ def test_response_loss_matches_a_hand_computed_loss(tiny_llama):
             logits = model(input_ids=ids).logits[0, :-1]
         labels = torch.tensor(example["labels"][1:])
         keep = labels != prompts.IGNORE_INDEX
-        total += torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum").item()
-        n += int(keep.sum())
-    assert count == n and math.isclose(loss, total / n, rel_tol=1e-4)
+        sums.append(torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum").item())
+        counts.append(int(keep.sum()))
+    assert count == sum(counts) and math.isclose(loss, sum(sums) / sum(counts), rel_tol=1e-4)
+    assert per_row["tokens"] == counts and per_row["nll"] == pytest.approx(sums, rel=1e-4)  # in record order
+
+
+def byte_bigram():
+    """A fixed byte-level language model: log p(next byte | byte), add-one counts over the bundled responses.
+
+    Index 256 is the start (as the previous byte) and the end of the text (as the next one).
+    """
+    counts = np.ones((257, 257))
+    for record in data.load(str(data.BUNDLED)).records:
+        previous = 256
+        for byte in record["output"].encode("utf-8"):
+            counts[previous, byte] += 1
+            previous = byte
+        counts[previous, 256] += 1
+    return np.log(counts / counts.sum(1, keepdims=True))
+
+
+def token_losses(tokenizer, text: str, log_p) -> list[float]:
+    """Per-token NLL, under the byte model, of the tokenizer's segmentation of `text`, then EOS (ending the text)."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    pieces = [bytes(to_byte[c] for c in token) for token in tokenizer.tokenize(text)]
+    assert b"".join(pieces) == text.encode("utf-8")  # the tokens cover exactly the text's bytes
+    losses, previous = [], 256
+    for piece in pieces:  # a token's probability is the product of its bytes' (chain rule)
+        losses.append(-sum(log_p[p, b] for p, b in zip((previous, *piece[:-1]), piece)))
+        previous = piece[-1]
+    return losses + [-log_p[previous, 256]]
+
+
+def test_bits_per_byte_does_not_depend_on_the_tokenizer_per_token_loss_does():
+    """Model-free: one byte-level distribution scored through two segmentations (byte-level BPE of 257 and 1024 tokens).
+
+    The whole response's NLL (EOS included: one end decision whatever the
+    segmentation) is the same, so its bits per byte is; only the token count —
+    and so the per-token loss — changes.
+    """
+    from barbarossa import tiny
+
+    log_p, texts = byte_bigram(), AZ_TEXTS
+    found = {}
+    for vocab in (257, 1024):
+        tokenizer = tiny.build_tokenizer(vocab)
+        per_text = [token_losses(tokenizer, text, log_p) for text in texts]
+        counts = [len(losses) for losses in per_text]
+        nll = evaluation.row_sums(torch.tensor([x for losses in per_text for x in losses], dtype=torch.float64), counts)
+        found[vocab] = evaluation.loss_metrics({"nll": nll, "tokens": counts, "bytes": [len(t.encode()) for t in texts]})
+    assert found[257]["eval_loss"] < 0.6 * found[1024]["eval_loss"]  # bytes are easier to predict one by one
+    assert found[257]["bits_per_byte"] == pytest.approx(found[1024]["bits_per_byte"], rel=1e-6)
+
+
+AZ_TEXTS = ["Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir.",
+            "Şəhərin mərkəzində yeni bir park salınıb.", "Çörək, pendir və çay."]
+
+
+def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_llama, tmp_path):
+    """End to end: bits per byte = eval_loss × tokens / (ln 2 × bytes); a response cut at max_length adds nothing to it."""
+    from conftest import write_jsonl
+
+    records = data.load(str(data.BUNDLED)).records[:8]
+    summary = {"eval_uri": str(write_jsonl(tmp_path / "eval.jsonl", records))}
+    item = {"name": "tiny-llama", "kind": "baseline",
+            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 1024}}
+    cfg = {"max_length": 1024, "max_loss_rows": 8, "generate_rows": 2, "max_new_tokens": 2, "batch_size": 3, "samples": 1}
+    whole = evaluation.evaluate(item, None, summary, cfg)
+    assert whole["eval_bytes"] == sum(len(r["output"].encode("utf-8")) for r in records)
+    assert whole["bits_per_byte"] == pytest.approx(
+        whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4)
+    rows = whole["per_row"]["heldout"]
+    assert len(rows["nll"]) == len(rows["tokens"]) == 8 and len(rows["chrf"]) == len(rows["az"]) == 2
+
+    tokenizer = models.load_tokenizer(tiny_llama)
+    lengths = sorted(len(prompts.build_example(tokenizer, r, 1024)["input_ids"]) for r in records)
+    cut = evaluation.evaluate(item, None, summary, {**cfg, "max_length": lengths[4] - 2})  # the longer half is cut
+    rows = cut["per_row"]["heldout"]
+    kept = [i for i, size in enumerate(rows["bytes"]) if size]
+    scored_in_part = [i for i, size in enumerate(rows["bytes"]) if rows["tokens"][i] and not size]
+    assert kept and scored_in_part
+    assert cut["eval_bytes"] == sum(rows["bytes"]) < whole["eval_bytes"]
+    assert cut["bits_per_byte"] == pytest.approx(
+        sum(rows["nll"][i] for i in kept) / (math.log(2) * sum(rows["bytes"][i] for i in kept)), rel=1e-5)
+    assert cut["eval_loss"] == pytest.approx(sum(rows["nll"]) / sum(rows["tokens"]), rel=1e-5)  # cut rows still count here
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_gpt2):
@@ -70,13 +157,13 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
     assert metrics["custom"] == {"lengths.count": 3.0, "lengths.reference_words": float(sum(len(r["output"].split()) for r in main_refs))}
     numbers = metrics["extra_sets"]["numbers"]
     assert numbers["rows"] == 5 and numbers["lengths.count"] == 3.0 and numbers["eval_loss"] > 0
+    assert numbers["bits_per_byte"] > 0
+    assert "nll" not in numbers and len(metrics["per_row"]["extra_sets"]["numbers"]["nll"]) == 4  # per-row numbers apart
     assert {"chrf", "bleu", "az_fidelity", "degenerate_rate"} <= set(numbers)
     assert numbers["lengths.reference_words"] == sum(len(r["output"].split()) for r in rows(5)[:3])
 
 
 def test_a_bad_row_in_an_extra_eval_set_stops_before_anything_is_written(tmp_path):
-    import pytest
-
     from conftest import rows, write_jsonl
 
     bad = rows(4)

@@ -282,3 +282,90 @@ def test_unfetchable_and_unfittable_models_become_failed_rows_before_any_compute
     assert rows_by_name["tiny-gpt2-lora"]["status"] == "ok"
     ran = {task.data.item["name"] for task in tune_tasks(run)}
     assert not ran & {"hub-only", "hub-only-lora", "too-big"}  # no compute spent on them
+
+
+# ---------------------------------------------------------------- the command line on real runs
+
+
+def test_cli_leaderboard_fits_80_columns_and_wide_prints_everything(finished, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    _, run, _ = finished
+    recording = Console(width=80, record=True, file=io.StringIO())
+    monkeypatch.setattr(cli, "console", recording)
+    names = [row["name"] for row in run.data.leaderboard]
+    assert cli.main(["leaderboard", "--run", run.id]) == 0
+    text = recording.export_text()
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert all(re.search(rf"^\S*\s+{re.escape(name)}\s", text, re.M) for name in names)  # every name whole, in its column
+    assert cli.main(["leaderboard", "--run", run.id, "--wide"]) == 0
+    wide = recording.export_text()
+    assert "…" not in wide and max(map(len, wide.splitlines())) > 80
+    assert all(header in wide.splitlines()[1] for header in ("kind", "LoRA", "ppl", "BLEU", "tok/word", "train s"))
+    assert all(name in wide for name in names)
+
+
+@pytest.fixture(scope="module")
+def second_run(env, finished, tmp_path_factory):
+    """A small run on the bundled data's own held-out split: other held-out data than `finished`'s file."""
+    status, run = run_flow(env, models="tiny-gpt2-lora", profile="smoke", max_steps=1,
+                           output_root=str(tmp_path_factory.mktemp("second") / "runs"))
+    assert status == "successful", run["end"].task.stderr if run else status
+    return run
+
+
+def test_cli_compares_two_runs_and_warns_when_their_held_out_data_differ(finished, second_run, capsys):
+    _, first, _ = finished
+    assert cli.main(["leaderboard", "--compare", first.id, "--json"]) == 0  # B: the latest successful run
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["a"]["run"] == first.pathspec and result["b"]["run"] == second_run.pathspec
+    assert not result["same_eval_data"] and "different held-out data" in captured.err
+    assert result["a"]["eval_fingerprint"] == first.data.data["eval_fingerprint"]
+    primary = first.data.settings["policy"]["primary"]
+    assert result["metrics"][0] == primary
+    compared = {r["name"]: r for r in result["rows"]}
+    a_row, b_row = ({r["name"]: r for r in run.data.leaderboard}["tiny-gpt2-lora"] for run in (first, second_run))
+    row = compared["tiny-gpt2-lora"]
+    assert row["a"][primary] == a_row[primary] and row["b"][primary] == b_row[primary]
+    assert row["delta"][primary] == pytest.approx(b_row[primary] - a_row[primary], abs=1e-5)
+    assert compared["tiny-t5-lora"]["b"] is None and compared["tiny-t5-lora"]["delta"][primary] is None
+    assert cli.main(["leaderboard", "--compare", first.id]) == 0
+    assert "WARNING: the two runs were measured on different held-out data" in capsys.readouterr().out
+    assert cli.main(["leaderboard", "--compare", second_run.id, second_run.id]) == 0  # a run against itself
+    out = capsys.readouterr().out
+    assert "same held-out data" in out and "WARNING" not in out and "tiny-gpt2-lora" in out and "changed" not in out
+
+
+def test_cli_chat_answers_piped_prompts_as_the_evaluation_did(finished):
+    """`echo "Bakı haqqında iki cümlə yazın." | barbarossa chat --run <id> --model <name>`, as the README gives it.
+
+    Same template, same adapter on the same base, same greedy decoding: the run's own sample answers come back.
+    (A separate process, as a user runs it; in this one Metaflow's Runner has already replaced `typing`'s
+    parameter check with its vendored typing_extensions', which breaks a first import of torch.export.)
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, run, _ = finished
+    for name in ("tiny-gpt2-lora", "tiny-gpt2"):  # a candidate, and its untuned base (no adapter)
+        samples = run.data.samples[name][:2]
+        lines = "".join(f"{s['instruction']}\t{s['input']}\n" for s in samples) + "Bakı haqqında iki cümlə yazın.\n"
+        done = subprocess.run([str(Path(sys.executable).with_name("barbarossa")), "chat", "--run", run.id,
+                               "--model", name], input=lines, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        expected = "".join((s["generated"] or "(empty answer)") + "\n\n" for s in samples)
+        assert done.stdout.startswith(expected) and done.stdout[len(expected):].strip()  # and an answer to the last
+        assert name in done.stderr and ("+ adapter" if name.endswith("-lora") else "untuned") in done.stderr
+
+
+def test_cli_chat_refuses_unknown_and_failed_models_in_one_line(finished, capsys):
+    _, run, _ = finished
+    assert cli.main(["chat", "--run", run.id, "--model", "no-such-model"]) == 1
+    assert cli.main(["chat", "--run", run.id, "--model", "diverges"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "has no model 'no-such-model'; it has" in lines[0] and "tiny-gpt2-lora" in lines[0]
+    assert lines[1].startswith("barbarossa chat: diverges failed in") and "TrainingDiverged" in lines[1]

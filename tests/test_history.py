@@ -57,7 +57,7 @@ def test_last_release_is_the_newest_earlier_run_that_released_the_model(tmp_path
 
 
 def test_policy_holds_a_candidate_that_does_not_beat_its_last_release():
-    policy = {**leaderboard.DEFAULT_POLICY, "min_fidelity": 0.0, "max_degenerate_rate": 1.0}
+    policy = {**leaderboard.DEFAULT_POLICY, "primary": "eval_loss", "min_fidelity": 0.0, "max_degenerate_rate": 1.0}
     base = {"status": "ok", "eval_loss": 4.0, "chrf": 10.0}
     cand = {"status": "ok", "eval_loss": 3.0, "chrf": 12.0, "az_fidelity": 1.0, "degenerate_rate": 0.0}
     last = {"eval_loss": 2.9, "date": "2026-11-20", "run_id": "17", "eval_fingerprint": "e1"}
@@ -69,3 +69,18 @@ def test_policy_holds_a_candidate_that_does_not_beat_its_last_release():
     assert decision == "release" and "measured on other held-out data" in reasons[-1]
     decision, reasons = leaderboard.decide(cand, base, {**policy, "must_beat_last_release": False}, last, "e1")
     assert decision == "release" and len(reasons) == 4
+
+
+def test_a_run_record_carries_rows_ranking_metric_and_fingerprints(tmp_path):
+    """What `barbarossa leaderboard --compare` reads of a run; a run without a settings artifact ranks by the default."""
+    import pytest
+    from metaflow import Run
+
+    path = tmp_path / "release_history_flow.py"
+    path.write_text(FLOW)
+    run_id = run(path, [row("a", "release", 3.0)], fingerprint="e9")
+    record = history.run_record(Run(f"ReleaseHistoryFlow/{run_id}"), "eval_loss")
+    assert record["run"] == f"ReleaseHistoryFlow/{run_id}" and record["rows"] == [row("a", "release", 3.0)]
+    assert record["eval_fingerprint"] == "e9" and record["train_fingerprint"] is None and record["primary"] == "eval_loss"
+    with pytest.raises(LookupError, match="no tune task for 'a'"):
+        history.run_item(Run(f"ReleaseHistoryFlow/{run_id}"), "a")

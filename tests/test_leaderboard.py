@@ -1,8 +1,14 @@
+import json
+import math
+from functools import lru_cache
+
+import numpy as np
 import pytest
 
-from barbarossa import leaderboard
+from barbarossa import config, evaluation, leaderboard, stats
 
-POLICY = {"primary": "eval_loss", "min_loss_improvement": 0.05, "max_chrf_drop": 1.0, "min_fidelity": 0.8,
+# Rows without per-row numbers: every check falls back to the point estimate (and says so).
+POLICY = {"primary": "eval_loss", "min_gain": 0.05, "max_chrf_drop": 1.0, "min_fidelity": 0.8,
           "max_degenerate_rate": 0.25}
 
 
@@ -36,7 +42,9 @@ def test_decisions_and_reasons():
     rows = {r["name"]: r for r in board()}
     assert rows["a"]["decision"] == "release"
     assert rows["a"]["delta_eval_loss"] == pytest.approx(-1.0) and rows["a"]["delta_chrf"] == pytest.approx(1.0)
-    assert rows["a"]["reasons"][0].startswith("held-out loss 2.000 vs base 3.000 (-1.000") and "✓" in rows["a"]["reasons"][0]
+    assert rows["a"]["reasons"][0] == ("held-out loss 2.000 vs base 3.000: -1.000 (needs ≤ -0.050), "
+                                       "point estimate only (no paired per-row data) ✓")
+    assert rows["a"]["eval_loss_ci"] is None and rows["a"]["delta_eval_loss_p"] is None
     assert rows["worse-chrf"]["decision"] == "hold" and "✗" in rows["worse-chrf"]["reasons"][1]
     assert rows["tiny-gain"]["decision"] == "hold" and "✗" in rows["tiny-gain"]["reasons"][0]
     assert rows["broken"]["decision"] == "failed" and rows["broken"]["status"] == "failed"
@@ -88,3 +96,149 @@ def test_fidelity_and_degenerate_output_gate_a_release():
     assert rows["good"]["decision"] == "release"
     assert rows["good"]["delta_az_fidelity"] == pytest.approx(0.45) and rows["good"]["delta_degenerate_rate"] == pytest.approx(-0.55)
     assert rows["base"]["delta_az_fidelity"] is None  # baselines are the reference, not compared
+
+
+# --- with per-row numbers: intervals, paired tests, the policy deciding on them -------------------------------------
+
+AZ_ANSWERS = ["Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir.",
+              "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
+              "Şəhərin mərkəzində yeni bir park salınıb və axşamlar orada çoxlu adam gəzir.",
+              "Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır."]
+TR_ANSWER = "Bugün hava çok soğuk, bu yüzden kalın giysiler giymek gerekiyor."
+REFERENCES = AZ_ANSWERS * 5  # 20 generation rows
+
+
+@lru_cache(maxsize=None)
+def generation_rows(answers: tuple) -> dict:
+    return evaluation.score_generations(list(answers), REFERENCES)[1]
+
+
+def loss_rows(gain: float, jitter: float = 0.0, rows: int = 120, seed: int = 7) -> dict:
+    """A model exactly `gain` bits per byte better than the base on the same rows, ± `jitter` on each row."""
+    rng = np.random.default_rng(seed)  # the same seed: the same rows as the base
+    sizes = rng.integers(80, 400, rows)
+    wobble = np.random.default_rng([round(gain * 1000), round(jitter * 1000)]).standard_normal(rows)
+    wobble -= (wobble * sizes).sum() / sizes.sum()  # byte-weighted mean 0: the overall gain stays `gain`
+    rates = 1.5 + 0.4 * rng.standard_normal(rows) - gain + jitter * wobble
+    return {"nll": (rates * sizes * math.log(2)).round(4).tolist(), "tokens": (sizes // 2).tolist(), "bytes": sizes.tolist()}
+
+
+def measured(name, kind, base, gain=0.0, jitter=0.0, answers=tuple(REFERENCES)):
+    """A task result whose metrics are the point estimates of its per-row numbers, as evaluation returns them."""
+    per_row = {**loss_rows(gain, jitter), **generation_rows(tuple(answers))}
+    extra = loss_rows(gain, jitter, seed=9)
+    metrics = {k: round(v, 5) for k, v in stats.point(per_row).items()}
+    metrics.update({"fertility": 2.5, "custom": {},
+                    "extra_sets": {"qa": {"bits_per_byte": round(stats.point(extra)["bits_per_byte"], 5), "rows": 120}},
+                    "per_row": {"heldout": per_row, "extra_sets": {"qa": extra}}})
+    return {**result(name, kind, base), "metrics": metrics}
+
+
+STRICT = {"primary": "bits_per_byte", "min_gain": 0.0, "max_chrf_drop": 2.0, "min_fidelity": 0.9,
+          "max_degenerate_rate": 0.2, "must_beat_last_release": False}
+
+
+def test_every_metric_gets_an_interval_and_candidates_a_paired_test_without_per_row_numbers_in_rows():
+    rows = {r["name"]: r for r in leaderboard.build([
+        measured("base", "baseline", "base"), measured("clear", "candidate", "base", gain=0.1, jitter=0.02)], STRICT)}
+    clear, base = rows["clear"], rows["base"]
+    for metric in stats.METRICS:
+        lo, hi = clear[f"{metric}_ci"]
+        assert lo <= clear[metric] <= hi or math.isclose(lo, hi)
+        assert base[f"{metric}_ci"] is not None and base[f"delta_{metric}_ci"] is None
+    lo, hi = clear["delta_bits_per_byte_ci"]
+    assert lo < clear["delta_bits_per_byte"] < hi < 0 and clear["delta_bits_per_byte_p"] < 0.01
+    assert clear["delta_chrf_ci"] == [0.0, 0.0] and clear["delta_chrf_p"] == 1.0  # the same answers
+    assert clear["extra_sets"]["qa"]["bits_per_byte_ci"][0] < clear["extra_sets"]["qa"]["bits_per_byte"]
+    assert clear["bootstrap"] == {"confidence": 0.95, "samples": 1000, "seed": 0, "loss_rows": 120, "generated_rows": 20}
+    text = json.dumps(list(rows.values()))
+    assert "per_row" not in text and "nll" not in text and len(text) < 12_000  # rows stay small
+
+
+def test_a_gain_inside_the_noise_is_held_and_a_clear_gain_released():
+    rows = {r["name"]: r for r in leaderboard.build([
+        measured("base", "baseline", "base"),
+        measured("clear", "candidate", "base", gain=0.1, jitter=0.02),
+        measured("noise", "candidate", "base", gain=0.01, jitter=0.3),
+    ], STRICT)}
+    assert rows["clear"]["decision"] == "release" and rows["noise"]["decision"] == "hold"
+    reason = rows["noise"]["reasons"][0]
+    lo, hi = rows["noise"]["delta_bits_per_byte_ci"]
+    assert rows["noise"]["delta_bits_per_byte"] == pytest.approx(-0.01, abs=1e-4)  # a gain, but inside the noise
+    assert lo < 0 < hi and reason.endswith(": not a clear gain ✗")
+    noise, base = rows["noise"]["bits_per_byte"], rows["base"]["bits_per_byte"]
+    assert reason.startswith(f"bits per byte {noise:.3f} vs base {base:.3f}: ")
+    assert f"[{lo:+.3f}, {hi:+.3f}], p = " in reason
+    assert rows["clear"]["reasons"][0].endswith(" ✓") and ", p = " in rows["clear"]["reasons"][0]
+    assert [rows[n]["rank"] for n in ("clear", "noise")] == [1, 2]
+
+
+def test_min_gain_is_judged_on_the_point_or_on_the_bound():
+    results = [measured("base", "baseline", "base"), measured("small", "candidate", "base", gain=0.03, jitter=0.05)]
+    point = {r["name"]: r for r in leaderboard.build(results, {**STRICT, "min_gain": 0.025})}["small"]
+    lo, hi = point["delta_bits_per_byte_ci"]
+    assert point["decision"] == "release" and -hi < 0.025 < -lo  # the point clears it, the conservative end does not
+    on_bound = {**STRICT, "min_gain": 0.025, "thresholds_on": "bound"}
+    bound = {r["name"]: r for r in leaderboard.build(results, on_bound)}["small"]
+    assert bound["decision"] == "hold" and bound["reasons"][0].endswith("its bound smaller than the -0.025 needed ✗")
+
+
+def test_thresholds_on_bound_holds_a_row_whose_point_passes_but_whose_bound_does_not():
+    answers = [TR_ANSWER] + REFERENCES[1:]  # 19 of 20 answers Azerbaijani: 95 %, needs 90 %
+    results = [measured("base", "baseline", "base"), measured("mostly-az", "candidate", "base", gain=0.1, answers=answers)]
+    policy = {**STRICT, "max_chrf_drop": 20.0}  # one Turkish answer costs chrF++ too
+    on_point = {r["name"]: r for r in leaderboard.build(results, policy)}["mostly-az"]
+    on_bound = {r["name"]: r for r in leaderboard.build(results, {**policy, "thresholds_on": "bound"})}["mostly-az"]
+    assert on_point["az_fidelity"] == 0.95 and on_point["az_fidelity_ci"][0] < 0.9
+    assert on_point["decision"] == "release" and on_bound["decision"] == "hold"
+    low = on_bound["az_fidelity_ci"][0]
+    assert on_bound["reasons"][2] == (f"Azerbaijani answers 95% [{low:.0%}, 100%] "
+                                      f"(needs ≥ 90%; judged on the lower bound {low:.0%}) ✗")
+    assert on_point["reasons"][2] == f"Azerbaijani answers 95% [{low:.0%}, 100%] (needs ≥ 90%) ✓"
+
+
+def test_a_higher_is_better_primary_reads_its_interval_the_other_way():
+    answers = [TR_ANSWER] * 20
+    results = [measured("base", "baseline", "base", answers=answers),
+               measured("better", "candidate", "base", answers=REFERENCES[:14] + answers[14:])]
+    row = {r["name"]: r for r in leaderboard.build(results, {**STRICT, "primary": "chrf", "min_fidelity": 0.0,
+                                                             "max_degenerate_rate": 1.0})}["better"]
+    lo, hi = row["delta_chrf_ci"]
+    assert 0 < lo < hi and row["decision"] == "release"
+    assert row["reasons"][0].startswith(f"chrF++ {row['chrf']:.1f} vs base {row['base_chrf']:.1f}: {row['delta_chrf']:+.1f} "
+                                        f"[{lo:+.1f}, {hi:+.1f}], p = ") and row["reasons"][0].endswith("✓")
+
+
+def test_last_release_stays_a_point_comparison_that_shows_the_interval():
+    results = [measured("base", "baseline", "base"), measured("clear", "candidate", "base", gain=0.1)]
+    row = {r["name"]: r for r in leaderboard.build(results, {**STRICT, "must_beat_last_release": True},
+                                                   {"clear": {"bits_per_byte": 1.0, "date": "2026-01-02", "run_id": "5",
+                                                              "eval_fingerprint": "e"}}, "e")}["clear"]
+    lo, hi = row["bits_per_byte_ci"]
+    assert row["reasons"][-1] == (f"does not beat the release of 2026-01-02 (run 5): bits_per_byte "
+                                  f"{row['bits_per_byte']:.3f} [{lo:.3f}, {hi:.3f}] vs 1.000 ✗")
+    older = leaderboard.versus_last_release(row, {"eval_loss": 2.0, "date": "d", "run_id": "1", "eval_fingerprint": "e"},
+                                            "bits_per_byte", "e")
+    assert older == (True, "not compared with the release of d (run 1): it has no bits_per_byte "
+                           "(measured before that metric existed)")
+
+
+def test_policy_schema_in_profiles(tmp_path):
+    profile = config.load_profile("cpu")["policy"]
+    assert profile["primary"] == leaderboard.DEFAULT_POLICY["primary"] == "bits_per_byte"
+    assert {"confidence", "bootstrap_samples", "bootstrap_seed", "thresholds_on", "min_gain"} <= set(profile)
+    text = (config.profiles_dir() / "cpu.toml").read_text()
+    for old, new, message in [
+        ("min_gain = 0.015", "min_loss_improvement = 0.02", r"min_loss_improvement was replaced by min_gain"),
+        ('thresholds_on = "point"', 'thresholds_on = "lower"', r"thresholds_on must be one of \"point\", \"bound\""),
+        ("confidence = 0.95", "confidence = 95.0", r"confidence must be between 0 and 1"),
+        ("bootstrap_samples = 1000", "bootstrap_samples = 10", r"bootstrap_samples must be at least 100"),
+    ]:
+        path = tmp_path / "p.toml"
+        path.write_text(text.replace(old, new, 1))
+        with pytest.raises(config.ConfigError, match=message):
+            config.load_profile(str(path))
+    path.write_text("\n".join(line for line in text.splitlines() if not line.startswith(("confidence", "thresholds_on"))))
+    assert config.load_profile(str(path))["policy"]["thresholds_on"] == "point"  # the new keys are optional
+    with pytest.raises(ValueError, match="thresholds_on"):
+        leaderboard.build([], {"thresholds_on": "upper"})

@@ -66,3 +66,24 @@ def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentenc
     assert right / (len(sentences["az"]) + len(sentences["tr"])) >= 0.95
     fidelity = evaluation.load_metric("az_fidelity").compute(predictions=sentences["az"] + sentences["tr"])
     assert fidelity["score"] == pytest.approx(sum(language_of(s) == "az" for s in sentences["az"]) / 120)
+
+
+def test_metric_modules_return_the_per_answer_numbers_their_corpus_scores_are_built_from():
+    """What the leaderboard's bootstrap resamples: summed, they give back the corpus score."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    predictions, references = TR[:2] + AZ[2:] + ["", "Bakı Bakı Bakı Bakı Bakı Bakı"], AZ + AZ[:2]
+    for name, metric in (("chrf", CHRF(word_order=2)), ("bleu", BLEU())):
+        result = evaluation.load_metric(name).compute(predictions=predictions, references=references)
+        assert len(result["segments"]) == len(predictions)
+        summed = [sum(column) for column in zip(*result["segments"])]
+        assert metric._compute_score_from_stats(summed).score == pytest.approx(result["score"])
+    from barbarossa.metrics.az_fidelity import language_of
+
+    fidelity = evaluation.load_metric("az_fidelity").compute(predictions=predictions)
+    assert fidelity["segments"][:4] == [0, 0, 1, 0]
+    assert fidelity["segments"] == [int(language_of(p) == "az") for p in predictions]
+    loops = evaluation.load_metric("degenerate").compute(predictions=predictions)
+    assert loops["segments"] == [0, 0, 0, 1, 1] and loops["score"] == pytest.approx(0.4)
+    scores, per_row = evaluation.score_generations(predictions, references)
+    assert per_row["az"] == fidelity["segments"] and scores["az_fidelity"] == pytest.approx(sum(fidelity["segments"]) / 5)

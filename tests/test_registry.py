@@ -68,7 +68,7 @@ def test_work_items_put_one_baseline_per_base_first():
 
 def test_profiles_validate_and_override():
     profile = config.load_profile("cpu")
-    assert profile["train"]["max_steps"] > 0 and profile["policy"]["primary"] == "eval_loss"
+    assert profile["train"]["max_steps"] > 0 and profile["policy"]["primary"] == "bits_per_byte"
     assert config.with_overrides(profile, max_steps=3)["train"]["max_steps"] == 3
     assert config.with_overrides(profile, max_steps=0) == profile
 
@@ -127,7 +127,8 @@ def test_refused_items_become_results_before_any_compute():
 
 
 @pytest.mark.parametrize("spec, expected", [
-    ("family:gpt2", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt", "az-cerebras", "tiny-gpt2-lora"}),
+    ("family:gpt2", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt", "az-cerebras", "tiny-gpt2-lora",
+                     *(f"scale-gpt2-{recipe}" for recipe in ("r4", "r8", "r16", "r8-all", "r8-drop"))}),
     ("seed+family:gpt2+size:<1B", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt"}),
     ("seed+size:>=13B", {"az-tulu", "az-wizardlm", "az-alpacagpt", "az-galpaca"}),
     ("certainty:inferred", {"az-longchat-base", "az-mpt", "az-opt"}),

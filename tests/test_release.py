@@ -35,6 +35,7 @@ def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     assert values == {"eval_loss": 3.1, "chrf": 20.0, "bleu": 5.0, "az_fidelity": 0.97}
     assert prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?") in card  # the exact template
     assert "chrF++ +6.1 over base" in card and "## Limitations" in card and "PeftModel.from_pretrained" in card
+    assert "with Barbarossa (run `FinetuneFlow/1/release/9`)" in card and "](http" not in card  # no link to a wrong place
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])

@@ -34,11 +34,13 @@ class AzFidelity(evaluate.Metric):
         return evaluate.MetricInfo(
             description="Share of predictions identified as Azerbaijani (vs Turkish, English, Russian).",
             citation="lingua-language-detector (Peter M. Stahl)",
-            inputs_description="predictions: list of generated strings. Returns {'score': 0..1, 'languages': {...}}.",
+            inputs_description="predictions: list of generated strings. Returns {'score': 0..1, 'languages': {...}, "
+                               "'segments': 1 per Azerbaijani prediction, else 0}.",
             features=datasets.Features({"predictions": datasets.Value("string")}),
         )
 
     def _compute(self, predictions):
         found = [language_of(p) for p in predictions]
         counts = {code: found.count(code) for code in sorted(set(found))}
-        return {"score": found.count("az") / max(len(found), 1), "languages": counts}
+        return {"score": found.count("az") / max(len(found), 1), "languages": counts,
+                "segments": [int(code == "az") for code in found]}

@@ -13,7 +13,7 @@ _KWARGS = """
 predictions: list of generated strings.
 references: list of reference strings (one per prediction).
 word_order: 2 for chrF++ (default), 0 for plain chrF.
-Returns {"score": float in 0..100}.
+Returns {"score": float in 0..100, "segments": sacrebleu's [hyp, ref, match] counts per n-gram order, per prediction}.
 """
 
 
@@ -27,4 +27,7 @@ class Chrf(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, word_order: int = 2):
-        return {"score": CHRF(word_order=word_order).corpus_score(predictions, [references]).score}
+        """The corpus score and the per-segment statistics it sums (what a bootstrap resamples)."""
+        metric = CHRF(word_order=word_order)
+        segments = metric._extract_corpus_statistics(predictions, [references])
+        return {"score": metric._aggregate_and_compute(segments).score, "segments": segments}

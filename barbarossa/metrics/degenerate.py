@@ -25,9 +25,11 @@ class Degenerate(evaluate.Metric):
         return evaluate.MetricInfo(
             description="Share of predictions that are empty or loop (see module docstring).",
             citation="",
-            inputs_description="predictions: list of generated strings. Returns {'score': 0..1}.",
+            inputs_description="predictions: list of generated strings. Returns {'score': 0..1, 'segments': 1 per "
+                               "degenerate prediction, else 0}.",
             features=datasets.Features({"predictions": datasets.Value("string")}),
         )
 
     def _compute(self, predictions):
-        return {"score": sum(map(is_degenerate, predictions)) / max(len(predictions), 1)}
+        flags = [int(is_degenerate(p)) for p in predictions]
+        return {"score": sum(flags) / max(len(flags), 1), "segments": flags}
