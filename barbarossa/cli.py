@@ -258,7 +258,7 @@ def cmd_chat(args) -> int:
     item, settings = history.run_item(run, args.model), run.data.settings
     new_tokens = args.max_new_tokens or settings["eval"]["max_new_tokens"]
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
-        tokenizer, model, decision = evaluation.load_for_evaluation(item, adapter, settings["eval"], settings["train"])
+        tokenizer, model, decision = evaluation.load_for_evaluation(item, adapter, settings["train"])
     model.eval()
     errors.print(f"{args.model} ({run.pathspec}): {item['base']['source']}"
                  + (f" + adapter {adapter}" if adapter else ", untuned") + f"; {decision.compute} on {decision.device}, "

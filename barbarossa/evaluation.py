@@ -285,7 +285,7 @@ def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg:
     return flat, run["per_row"]
 
 
-def load_for_evaluation(item: dict, adapter_uri: str | None, eval_cfg: dict, train_cfg: dict):
+def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: dict):
     """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would."""
     from barbarossa.training import load_for_training, settings_for
 
@@ -311,7 +311,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     if trained is not None:
         tokenizer, model, decision = trained.tokenizer, trained.model, trained.runtime
     else:
-        tokenizer, model, decision = load_for_evaluation(item, adapter_uri, eval_cfg, train_cfg or _DEFAULT_TRAIN)
+        tokenizer, model, decision = load_for_evaluation(item, adapter_uri, train_cfg or _DEFAULT_TRAIN)
     model.eval()
     records = data.read_jsonl(data_summary["eval_uri"])
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))

@@ -7,6 +7,11 @@ the same held-out data, so each entry carries the eval fingerprint of its run.
 
 from __future__ import annotations
 
+import json
+import warnings
+
+from barbarossa import storage
+
 MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer ones anyway
 
 
@@ -36,8 +41,35 @@ def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str
         for row in rows:
             if row["name"] in names and row["name"] not in found and row.get("decision") == "release":
                 found[row["name"]] = {**row, "run_id": run.id, "date": run.created_at.strftime("%Y-%m-%d"),
-                                      "eval_fingerprint": fingerprint}
+                                      "eval_fingerprint": fingerprint, "per_row": load_per_row(row.get("per_row_uri"))}
     return found
+
+
+def save_per_row(results: list[dict], run_root: str) -> dict[str, str]:
+    """{name: uri}: each evaluated candidate's per-row eval numbers as <run_root>/<name>/eval_rows.json.
+
+    Small (numbers only, never texts: about 6 KB for 120 rows); what a later run
+    pairs against when this one's release is its last release.
+    """
+    uris = {}
+    for result in results:
+        per_row = (result.get("metrics") or {}).get("per_row")
+        if result["item"]["kind"] == "candidate" and per_row:
+            uri = storage.join(run_root, result["item"]["name"], "eval_rows.json")
+            uris[result["item"]["name"]] = storage.write_text(uri, json.dumps(per_row, separators=(",", ":")))
+    return uris
+
+
+def load_per_row(uri: str | None) -> dict | None:
+    """A release's per-row numbers, or None (with a warning when the file named in its row cannot be read)."""
+    if not uri:
+        return None
+    try:
+        return json.loads(storage.read_bytes(uri))
+    except Exception as error:  # noqa: BLE001 - a missing file costs the paired test, never the run
+        warnings.warn(f"per-row numbers of an earlier release unreadable ({uri}: {error}); "
+                      "comparing with it on the point estimate", stacklevel=2)
+        return None
 
 
 def primary_of(run, default: str) -> str:

@@ -8,8 +8,10 @@ Every metric has a bootstrap interval (`<metric>_ci`) and every candidate a
 paired interval and p-value for its difference from its base
 (`delta_<metric>_ci`, `delta_<metric>_p`), computed in `build` from the
 per-row numbers evaluation returns (stats.py); those numbers stay in the task
-results and never enter a row. "Improves on its base" means the paired
-interval of the primary metric excludes zero in the good direction.
+results (and a small file per candidate, `per_row_uri`, that a later run pairs
+against) and never enter a row. "Improves on its base" and "beats the last
+release" mean the paired interval of the primary metric excludes zero in the
+good direction.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def base_row(result: dict) -> dict:
         "train_seconds": train.get("train_seconds"),
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),
+        "micro_batch": train.get("micro_batch"),
         "adapter_uri": train.get("adapter_uri"),
         # how it ran: device, weight dtype, compute precision, attention, quantisation, checkpointing
         "runtime": _runtime_record(train, metrics),
@@ -140,11 +143,28 @@ def show_p(p: float) -> str:
     return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
 
 
+def paired_with_release(mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None,
+                        policy: dict) -> dict | None:
+    """{'run_id', 'ci', 'p'} for this candidate − its last release on the primary metric, rows resampled together.
+
+    None unless the release was measured on the same held-out data (same eval
+    fingerprint) and its per-row numbers were read back (history.last_releases).
+    """
+    theirs = (last or {}).get("per_row") or {}
+    if not last or last.get("eval_fingerprint") != eval_fingerprint or not theirs.get("heldout") or not mine.get("heldout"):
+        return None
+    found = (stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}).get(primary)
+    return {"run_id": last["run_id"], **found} if found else None
+
+
 def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerprint: str | None) -> tuple[bool, str]:
     """(passes, reason) for 'must beat the last release of the same name'.
 
-    A point comparison: the last release's row keeps no per-row numbers (rows
-    stay small), so no paired test is possible; the candidate's own interval is shown.
+    With the release's per-row numbers (`row["vs_last_release"]`, see
+    `paired_with_release`) it passes only when the paired interval of the
+    primary lies wholly on the good side of zero: a retrain that is not clearly
+    better than what users already have is not released again. A release that
+    kept no per-row numbers is compared on the point estimate, and the reason says so.
     """
     if not last:
         return True, "no earlier release of this model ✓"
@@ -153,11 +173,18 @@ def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerp
         return True, f"not compared with the {where}: it was measured on other held-out data"
     if last.get(primary) is None or row.get(primary) is None:
         return True, f"not compared with the {where}: it has no {primary} (measured before that metric existed)"
-    better = row[primary] > last[primary] if DIRECTION[primary] else row[primary] < last[primary]
-    verb = "beats" if better else "does not beat"
-    interval = show_interval(primary, row.get(f"{primary}_ci"))
-    return better, (f"{verb} the {where}: {primary} {row[primary]:.3f}{interval} vs {last[primary]:.3f} "
-                    f"{'✓' if better else '✗'}")
+    delta = row[primary] - last[primary]
+    head = f"{LABELS[primary]} {show(primary, row[primary])} vs {show(primary, last[primary])}: {show(primary, delta, True)}"
+    paired = row.get("vs_last_release") or {}
+    if not paired.get("ci"):
+        better = _gain(primary, delta) > 0
+        return better, (f"{'beats' if better else 'does not beat'} the {where}: {head}, point estimate only "
+                        f"(that release kept no per-row numbers) {'✓' if better else '✗'}")
+    head += f"{show_interval(primary, paired['ci'], True)}, {show_p(paired['p'])}"
+    clear = min(_gain(primary, paired["ci"][0]), _gain(primary, paired["ci"][1])) > 0
+    if not clear:
+        return False, f"does not clearly beat the {where}: {head} ✗"
+    return True, f"beats the {where}: {head} ✓"
 
 
 def _difference(row: dict, base: dict, metric: str) -> float | None:
@@ -308,13 +335,16 @@ def _rank_key(primary: str):
 
 
 def build(results: list[dict], policy: dict | None = None, last_releases: dict | None = None,
-          eval_fingerprint: str | None = None) -> list[dict]:
+          eval_fingerprint: str | None = None, per_row_uris: dict | None = None) -> list[dict]:
     """Rows for every task result: ranked candidates, then baselines, then failures.
 
     Each row gets bootstrap intervals from its task's per-row numbers, each
     candidate paired intervals and p-values against its base. `last_releases`
-    ({name: row of its last release}, see history.py) and the eval fingerprint
-    of this run feed the policy's must-beat-the-last-release check.
+    ({name: row of its last release with its per-row numbers}, see history.py)
+    and the eval fingerprint of this run feed the policy's must-beat-the-last-
+    release check, paired too where that release kept its per-row numbers.
+    `per_row_uris` ({name: file}, history.save_per_row) go into the rows so a
+    later run can pair against this one.
     """
     policy = check_policy(policy)
     primary = policy["primary"]
@@ -330,12 +360,15 @@ def build(results: list[dict], policy: dict | None = None, last_releases: dict |
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
         add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
+        last = (last_releases or {}).get(row["name"])
+        row["per_row_uri"] = (per_row_uris or {}).get(row["name"])
+        row["vs_last_release"] = (paired_with_release(per_row[row["name"]], last, primary, eval_fingerprint, policy)
+                                  if row["kind"] == "candidate" else None)
         if row["kind"] == "baseline":
             row["decision"] = "baseline" if row["status"] == "ok" else "failed"
             row["reasons"] = ["untuned base: the row its candidates must beat"] if row["status"] == "ok" else [f"failed: {row['error']}"]
         else:
-            row["decision"], row["reasons"] = decide(row, base, policy, (last_releases or {}).get(row["name"]),
-                                                     eval_fingerprint)
+            row["decision"], row["reasons"] = decide(row, base, policy, last, eval_fingerprint)
     ranked = sorted((r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"), key=_rank_key(primary))
     for position, row in enumerate(ranked, start=1):
         row["rank"] = position

@@ -157,8 +157,9 @@ class FinetuneFlow(FlowSpec):
         self.merge_artifacts(inputs, include=SHARED)
         names = {r["item"]["name"] for r in results if r["item"]["kind"] == "candidate"}
         last = history.last_releases(current.flow_name, current.run_id, names, f"project_branch:{current.branch_name}")
+        per_row_uris = history.save_per_row(results, self.run_root)
         self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"], last,
-                                             self.data["eval_fingerprint"])
+                                             self.data["eval_fingerprint"], per_row_uris)
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
         self.to_release = releases.selected(self.leaderboard, results)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch.export  # noqa: F401  before any in-process Metaflow Runner: Metaflow's vendored typing_extensions
                      # patches `typing` in a way that a later first import of torch.export trips over
+import evaluate  # noqa: F401  the same trap, reached through evaluate → transformers.pipelines → torch._dynamo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

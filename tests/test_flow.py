@@ -8,7 +8,7 @@ import re
 import pytest
 from metaflow import Runner
 
-from barbarossa import cards, cli, data, leaderboard
+from barbarossa import cards, cli, data, history, leaderboard
 from conftest import ROOT, render_in_chromium, rows, write_jsonl
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
@@ -113,6 +113,8 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
             assert row[f"delta_{metric}"] == pytest.approx(row[metric] - base_row[metric], abs=1e-4)
         assert row["reasons"] and row["perplexity"] > 1 and row["fertility"] > 0
         assert os.path.exists(os.path.join(row["adapter_uri"], "adapter_model.safetensors"))
+        kept = history.load_per_row(row["per_row_uri"])  # what a later run pairs against when this one is released
+        assert len(kept["heldout"]["bytes"]) == 7 and "vs_last_release" in row
     for row in rows_by_name.values():  # the runtime decision is in every row that ran, and evaluation ran where training did
         if row["status"] == "ok":
             runtime = row["runtime"]

@@ -3,6 +3,7 @@
 import os
 import textwrap
 
+import pytest
 from metaflow import Runner
 
 from barbarossa import history, leaderboard
@@ -46,13 +47,20 @@ def run(path, rows, fingerprint="e1"):
 def test_last_release_is_the_newest_earlier_run_that_released_the_model(tmp_path):
     path = tmp_path / "release_history_flow.py"
     path.write_text(FLOW)
-    run(path, [row("a", "release", 3.0), row("b", "release", 2.0)])
-    newer = run(path, [row("a", "release", 2.5), row("b", "hold", 1.0)], fingerprint="e2")
+    results = [{"item": {"name": "a", "kind": "candidate"}, "metrics": {"per_row": {"heldout": {"nll": [1.5, 2.0]}}}},
+               {"item": {"name": "a-base", "kind": "baseline"}, "metrics": {"per_row": {"heldout": {"nll": [3.0]}}}}]
+    uris = history.save_per_row(results, str(tmp_path / "run-root"))
+    assert uris == {"a": str(tmp_path / "run-root" / "a" / "eval_rows.json")}  # candidates only
+    b_gone = {**row("b", "release", 2.0), "per_row_uri": str(tmp_path / "deleted.json")}
+    run(path, [row("a", "release", 3.0), b_gone])
+    newer = run(path, [{**row("a", "release", 2.5), "per_row_uri": uris["a"]}, row("b", "hold", 1.0)], fingerprint="e2")
     current = run(path, [row("a", "release", 9.9)])  # the run asking is never its own history
-    found = history.last_releases("ReleaseHistoryFlow", current, {"a", "b", "c"})
+    with pytest.warns(UserWarning, match="deleted.json"):
+        found = history.last_releases("ReleaseHistoryFlow", current, {"a", "b", "c"})
     assert set(found) == {"a", "b"}
     assert found["a"]["eval_loss"] == 2.5 and found["a"]["run_id"] == newer and found["a"]["eval_fingerprint"] == "e2"
     assert found["b"]["eval_loss"] == 2.0 and found["b"]["eval_fingerprint"] == "e1"  # the newer run held b
+    assert found["a"]["per_row"] == {"heldout": {"nll": [1.5, 2.0]}} and found["b"]["per_row"] is None
     assert history.last_releases("NoSuchFlowEver", current, {"a"}) == {}
 
 
@@ -62,7 +70,9 @@ def test_policy_holds_a_candidate_that_does_not_beat_its_last_release():
     cand = {"status": "ok", "eval_loss": 3.0, "chrf": 12.0, "az_fidelity": 1.0, "degenerate_rate": 0.0}
     last = {"eval_loss": 2.9, "date": "2026-11-20", "run_id": "17", "eval_fingerprint": "e1"}
     decision, reasons = leaderboard.decide(cand, base, policy, last, "e1")
-    assert decision == "hold" and reasons[-1] == "does not beat the release of 2026-11-20 (run 17): eval_loss 3.000 vs 2.900 ✗"
+    assert decision == "hold" and reasons[-1] == ("does not beat the release of 2026-11-20 (run 17): held-out loss 3.000 "
+                                                  "vs 2.900: +0.100, point estimate only (that release kept no per-row "
+                                                  "numbers) ✗")
     decision, reasons = leaderboard.decide(cand, base, policy, {**last, "eval_loss": 3.2}, "e1")
     assert decision == "release" and reasons[-1].startswith("beats the release of 2026-11-20")
     decision, reasons = leaderboard.decide(cand, base, policy, last, "other-eval-set")

@@ -152,7 +152,7 @@ def test_every_metric_gets_an_interval_and_candidates_a_paired_test_without_per_
     assert clear["extra_sets"]["qa"]["bits_per_byte_ci"][0] < clear["extra_sets"]["qa"]["bits_per_byte"]
     assert clear["bootstrap"] == {"confidence": 0.95, "samples": 1000, "seed": 0, "loss_rows": 120, "generated_rows": 20}
     text = json.dumps(list(rows.values()))
-    assert "per_row" not in text and "nll" not in text and len(text) < 12_000  # rows stay small
+    assert '"per_row"' not in text and "nll" not in text and len(text) < 12_000  # rows stay small (a file URI at most)
 
 
 def test_a_gain_inside_the_noise_is_held_and_a_clear_gain_released():
@@ -209,14 +209,49 @@ def test_a_higher_is_better_primary_reads_its_interval_the_other_way():
                                         f"[{lo:+.1f}, {hi:+.1f}], p = ") and row["reasons"][0].endswith("✓")
 
 
-def test_last_release_stays_a_point_comparison_that_shows_the_interval():
+def release_of(result, run_id="5"):
+    """The last release of a model as history.last_releases returns it: its row plus its per-row numbers."""
+    row = leaderboard.base_row(result)
+    return {**row, "date": "2026-01-02", "run_id": run_id, "eval_fingerprint": "e", "per_row": result["metrics"]["per_row"]}
+
+
+def test_beating_the_last_release_is_a_paired_test_too():
+    base = measured("base", "baseline", "base")
+    now = measured("clear", "candidate", "base", gain=0.2, jitter=0.02)
+    policy = {**STRICT, "must_beat_last_release": True}
+    last = {
+        "worse release": release_of(measured("clear", "candidate", "base", gain=0.1, jitter=0.02)),
+        "same model": release_of(now),
+        "within noise": release_of(measured("clear", "candidate", "base", gain=0.19, jitter=0.3)),
+    }
+    rows = {case: leaderboard.build([base, now], policy, {"clear": release}, "e")[0] for case, release in last.items()}
+    beats = rows["worse release"]
+    lo, hi = beats["vs_last_release"]["ci"]
+    assert hi < 0 and beats["vs_last_release"]["p"] < 0.01 and beats["vs_last_release"]["run_id"] == "5"
+    assert beats["decision"] == "release"
+    assert beats["reasons"][-1] == (f"beats the release of 2026-01-02 (run 5): bits per byte {beats['bits_per_byte']:.3f} "
+                                    f"vs {last['worse release']['bits_per_byte']:.3f}: -0.100 [{lo:+.3f}, {hi:+.3f}], "
+                                    f"p = {beats['vs_last_release']['p']:.2g} ✓")
+    assert rows["same model"]["vs_last_release"]["p"] == 1.0 and rows["same model"]["decision"] == "hold"
+    assert rows["same model"]["reasons"][-1].startswith("does not clearly beat the release of 2026-01-02 (run 5)")
+    noisy = rows["within noise"]
+    lo, hi = noisy["vs_last_release"]["ci"]
+    assert noisy["bits_per_byte"] < last["within noise"]["bits_per_byte"] and lo < 0 < hi  # a point gain inside the noise
+    assert noisy["decision"] == "hold" and noisy["reasons"][-1].endswith(f"[{lo:+.3f}, {hi:+.3f}], p = "
+                                                                         f"{noisy['vs_last_release']['p']:.2g} ✗")
+    other_data = leaderboard.build([base, now], policy, {"clear": last["worse release"]}, "other")[0]
+    assert other_data["vs_last_release"] is None and "measured on other held-out data" in other_data["reasons"][-1]
+
+
+def test_a_release_without_per_row_numbers_is_compared_on_the_point_estimate():
     results = [measured("base", "baseline", "base"), measured("clear", "candidate", "base", gain=0.1)]
     row = {r["name"]: r for r in leaderboard.build(results, {**STRICT, "must_beat_last_release": True},
                                                    {"clear": {"bits_per_byte": 1.0, "date": "2026-01-02", "run_id": "5",
-                                                              "eval_fingerprint": "e"}}, "e")}["clear"]
-    lo, hi = row["bits_per_byte_ci"]
-    assert row["reasons"][-1] == (f"does not beat the release of 2026-01-02 (run 5): bits_per_byte "
-                                  f"{row['bits_per_byte']:.3f} [{lo:.3f}, {hi:.3f}] vs 1.000 ✗")
+                                                              "eval_fingerprint": "e", "per_row": None}}, "e")}["clear"]
+    assert row["vs_last_release"] is None
+    assert row["reasons"][-1] == (f"does not beat the release of 2026-01-02 (run 5): bits per byte "
+                                  f"{row['bits_per_byte']:.3f} vs 1.000: {row['bits_per_byte'] - 1:+.3f}, point estimate "
+                                  f"only (that release kept no per-row numbers) ✗")
     older = leaderboard.versus_last_release(row, {"eval_loss": 2.0, "date": "d", "run_id": "1", "eval_fingerprint": "e"},
                                             "bits_per_byte", "e")
     assert older == (True, "not compared with the release of d (run 1): it has no bits_per_byte "
