@@ -11,14 +11,23 @@ refuses a foreach over an empty list and an idle task must not hold a GPU.
 
 The same config attaches the compute decorator (`@kubernetes` / `@batch`) so
 flow code carries `@resources` only and still runs locally.
+
+A remote compute setting is also checked against this machine when the flow
+loads (`check_environment`): what Kubernetes or Batch needs that can be known
+without a cluster, so a missing image, queue, region or S3 datastore is one
+line before anything is packaged or launched, not a pod that cannot start.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import tomllib
 from pathlib import Path
+
+from metaflow.exception import MetaflowException
 
 from barbarossa.registry import PROJECT_ROOT, select, work_items
 
@@ -34,20 +43,42 @@ _BATCH = {"image": str, "queue": str, "iam_role": str}
 _REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
 
 
-class InfraError(ValueError):
-    """An infra config that does not validate; the message names the key."""
+class Misconfigured(MetaflowException, ValueError):
+    """A setting this machine or a config lacks; the message is one line: what is missing and what to set.
+
+    A MetaflowException because Metaflow prints those as a headline and the
+    message, without a traceback, whether a step or a Config parser raises it;
+    a ValueError so code that catches bad values still does.
+    """
+
+    headline = "Misconfigured"
+
+
+class InfraError(Misconfigured):
+    """An infra config that does not validate, or that this machine cannot launch; the message names the key."""
+
+    headline = "Infra config"
+
+
+def _read(text: str) -> dict:
+    try:
+        return json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise InfraError(f"infra config: neither TOML nor a JSON object: {exc}") from exc
 
 
 def parse_infra(text: str) -> dict:
     """Metaflow Config parser: TOML (a file) or JSON (`--config-value`) text → validated infra dict.
 
-    Runs when the flow is loaded, so a bad config fails before any step runs.
+    Runs when the flow is loaded (run, resume, argo-workflows / step-functions
+    create), before any step: the earliest point at which both the config and
+    this machine's settings are known, so a bad config — or remote compute this
+    machine cannot launch (`check_environment`) — fails there. `start` would be
+    too late: with remote compute it runs in the very pod that cannot start.
+    The price: every command that loads the flow (`show`, `package save`)
+    with a remote config wants that machine's settings too; local.toml never does.
     """
-    try:
-        infra = json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise InfraError(f"infra config: neither TOML nor a JSON object: {exc}") from exc
-    return validate_infra(infra)
+    return check_environment(validate_infra(_read(text)))
 
 
 def validate_infra(infra: dict) -> dict:
@@ -77,7 +108,105 @@ def validate_infra(infra: dict) -> dict:
 
 
 def load_infra(path: str | Path = DEFAULT_INFRA) -> dict:
-    return parse_infra(Path(path).read_text(encoding="utf-8"))
+    """A validated infra file, without `check_environment`: reading a config needs no cluster settings."""
+    return validate_infra(_read(Path(path).read_text(encoding="utf-8")))
+
+
+
+
+def aws_problems() -> list[str]:
+    """One "no X — set Y" phrase per thing boto3 cannot resolve here (region, credentials); empty when both resolve.
+
+    Asks boto3 itself (environment, ~/.aws/config and credentials, SSO, an
+    instance or pod role), so whatever a later client would find counts here too.
+    """
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        session = boto3.Session()
+    except BotoCoreError as err:  # AWS_PROFILE names a profile the config files lack
+        return [f"{err} — fix AWS_PROFILE or add that profile to ~/.aws/config"]
+    problems = []
+    if not session.region_name:  # boto3 reads AWS_DEFAULT_REGION, not AWS_REGION (the AWS CLI v2 reads both)
+        ignored = "; boto3 does not read AWS_REGION" if os.environ.get("AWS_REGION") else ""
+        problems.append(f"no AWS region — set AWS_DEFAULT_REGION (or region in ~/.aws/config{ignored})")
+    if session.get_credentials() is None:
+        problems.append("no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        "(or AWS_PROFILE, or run `aws configure`)")
+    return problems
+
+
+# What a remote task can read the run's artifacts and code package from (Metaflow's own rule per decorator).
+REMOTE_DATASTORES = {"kubernetes": ("s3", "azure", "gs"), "batch": ("s3",)}
+
+
+def _metaflow_setting(name: str, default: str | None = None) -> str | None:
+    """METAFLOW_<name> from the environment, else Metaflow's config files (~/.metaflowconfig), read now."""
+    from metaflow.metaflow_config_funcs import from_conf
+
+    return from_conf(name, default) or default
+
+
+def datastore(argv: list[str] | None = None) -> str:
+    """The datastore this Metaflow command will use: `--datastore` on its command line, else the configured default.
+
+    Read from the command line because the infra config is parsed while
+    Metaflow is still reading its options; without it `--datastore=s3 run`
+    would be refused for a local default it is about to override.
+    """
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg.startswith("--datastore="):
+            return arg.split("=", 1)[1]
+        if arg == "--datastore" and i + 1 < len(argv):
+            return argv[i + 1]
+    return os.environ.get("METAFLOW_DATASTORE") or _metaflow_setting("DEFAULT_DATASTORE", "local")
+
+
+def environment_problems(infra: dict, argv: list[str] | None = None) -> list[str]:
+    """What the infra config's compute backend needs and this machine lacks, one "what — set what" phrase each.
+
+    Only what can be known without a cluster: a container image (Metaflow
+    would otherwise fall back to a bare python image with no torch), a
+    non-local datastore (a remote task cannot read this machine's files),
+    and for Batch a job queue plus an AWS region and credentials to submit with.
+    Settings may come from the infra table or Metaflow's own configuration.
+    """
+    kind = infra["compute"]
+    if kind == "local":
+        return []
+    table, problems = infra.get(kind, {}), []
+    image_setting = "KUBERNETES_CONTAINER_IMAGE" if kind == "kubernetes" else "BATCH_CONTAINER_IMAGE"
+    if not (table.get("image") or _metaflow_setting(image_setting) or _metaflow_setting("DEFAULT_CONTAINER_IMAGE")):
+        problems.append(f"no container image — set [{kind}] image in the infra config (or METAFLOW_{image_setting})")
+    if kind == "batch" and not (table.get("queue") or _metaflow_setting("BATCH_JOB_QUEUE")):
+        problems.append("no Batch job queue — set [batch] queue in the infra config (or METAFLOW_BATCH_JOB_QUEUE)")
+    store = datastore(argv)
+    if store not in REMOTE_DATASTORES[kind]:
+        problems.append(f"Metaflow's datastore is {store!r}, which a remote task cannot read — set "
+                        f"METAFLOW_DEFAULT_DATASTORE=s3 and METAFLOW_DATASTORE_SYSROOT_S3=s3://<bucket>/metaflow "
+                        f"(or run `metaflow configure aws`)")
+    elif store == "s3" and not _metaflow_setting("DATASTORE_SYSROOT_S3"):
+        problems.append("no S3 datastore root — set METAFLOW_DATASTORE_SYSROOT_S3=s3://<bucket>/metaflow")
+    if kind == "batch":
+        problems += aws_problems()
+    return problems
+
+
+def check_environment(infra: dict, argv: list[str] | None = None) -> dict:
+    """`infra`, unchanged, or InfraError: one line naming everything remote compute lacks on this machine.
+
+    Skipped inside a remote task (Metaflow sets METAFLOW_RUNTIME_ENVIRONMENT
+    there): the launcher already passed, and a task's environment lacks
+    launcher-only settings such as the image variable.
+    """
+    if os.environ.get("METAFLOW_RUNTIME_ENVIRONMENT", "local") != "local":
+        return infra
+    problems = environment_problems(infra, argv)
+    if problems:
+        raise InfraError(f"infra config: compute = \"{infra['compute']}\" cannot launch from here: " + "; ".join(problems))
+    return infra
 
 
 def size_class(item: dict, infra: dict) -> str:

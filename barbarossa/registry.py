@@ -131,11 +131,11 @@ def _base(entry: dict, where: str) -> Base:
     values.setdefault("task", family.task)
     if values["task"] != family.task:
         raise RosterError(f"{where}: base {name!r}: task {values['task']!r} does not match family {family.name!r} ({family.task})")
-    try:
-        values["params"] = parse_params(values["params"])
-        values["resources"] = Resources(**values.get("resources", {}))
-    except (ValueError, TypeError) as err:
-        raise RosterError(f"{where}: base {name!r}: {err}") from None
+    for key, parse in (("params", parse_params), ("resources", lambda table: Resources(**table))):
+        try:
+            values[key] = parse(values.get(key, {}))
+        except (ValueError, TypeError) as err:
+            raise RosterError(f"{where}: base {name!r}: field '{key}': {err}") from None
     return Base(**values)
 
 

@@ -2,13 +2,32 @@
 
 Steps pass these URIs to each other instead of weights or datasets, so the same
 flow works with a local run folder and with an S3 prefix on a cluster.
+
+Storage on a cluster fails now and then (throttling, 500/503, dropped
+connections), so every S3 request is retried with exponential back-off and
+jitter (botocore's "standard" mode, MAX_ATTEMPTS tries); each request that
+needed retries says so on stderr, where the task log keeps it. Nothing a reader
+opens is ever half written: a file is one PUT (or a rename on disk), and a
+folder on S3 is complete only once its manifest (`.manifest.json`: every
+file's size and sha256), uploaded last, is there — `local_dir` checks it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+MAX_ATTEMPTS = 10  # per request: ~1 min of back-off in all at botocore's 20 s cap, enough for a throttling burst
+MANIFEST = ".manifest.json"
+
+
+class IncompleteUpload(RuntimeError):
+    """A folder on S3 without its manifest, or with a file whose size or hash differs from it."""
 
 
 def is_s3(uri: str) -> bool:
@@ -30,11 +49,41 @@ def _split_s3(uri: str) -> tuple[str, str]:
 
 
 def s3_client():
-    """A boto3 S3 client that honours a custom endpoint (MinIO, moto, ...)."""
-    import boto3
+    """A boto3 S3 client that honours a custom endpoint (MinIO, moto, ...) and retries with back-off.
 
+    One per process and endpoint (clients are thread-safe and slow to build).
+    """
     endpoint = os.environ.get("METAFLOW_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    return boto3.client("s3", endpoint_url=endpoint or None)
+    return _client(endpoint or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _client(endpoint: str | None):
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}, connect_timeout=10, read_timeout=60)
+    client = boto3.client("s3", endpoint_url=endpoint, config=config)
+    client.meta.events.register("after-call.s3", _report_retries)
+    return client
+
+
+def _report_retries(parsed=None, model=None, context=None, **_) -> None:
+    """One stderr line per request that succeeded only after retries (what `grep 'S3 retried'` counts in a log)."""
+    retries = ((parsed or {}).get("ResponseMetadata") or {}).get("RetryAttempts") or 0
+    if retries:
+        params = (context or {}).get("input_params") or {}
+        key = params.get("Key") or params.get("Prefix") or params.get("Bucket", "")
+        print(f"S3 retried: {model.name if model else 'request'} {key} succeeded after {retries} "
+              f"{'retry' if retries == 1 else 'retries'}", file=sys.stderr, flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes(uri: str, data: bytes) -> str:
@@ -104,9 +153,12 @@ def upload_dir(local_dir: Path, uri: str) -> str:
         return uri
     bucket, prefix = _split_s3(uri)
     client = s3_client()
-    for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-        key = "/".join([prefix.rstrip("/"), path.relative_to(local_dir).as_posix()])
-        client.upload_file(str(path), bucket, key)
+    manifest = {}
+    for path in sorted(p for p in local_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
+        name = path.relative_to(local_dir).as_posix()
+        client.upload_file(str(path), bucket, "/".join([prefix.rstrip("/"), name]))
+        manifest[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+    write_text(join(uri, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True))  # last: the folder is complete
     return uri
 
 
@@ -116,12 +168,17 @@ def local_dir(uri: str, cache_root: Path | None = None) -> Path:
         return Path(uri)
     bucket, prefix = _split_s3(uri)
     root = Path(cache_root or tempfile.mkdtemp(prefix="barbarossa-")) / bucket / prefix
+    try:
+        manifest = json.loads(read_bytes(join(uri, MANIFEST)))
+    except Exception as error:  # noqa: BLE001 - missing (NoSuchKey) or unreadable: either way not complete
+        raise IncompleteUpload(f"{uri}: no readable {MANIFEST} — the upload never finished, or predates "
+                               f"manifests ({error})") from error
     client = s3_client()
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/"):
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix.rstrip("/")) + 1:]
-            dest = root / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, obj["Key"], str(dest))
+    for name, expected in sorted(manifest.items()):
+        dest = root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, "/".join([prefix.rstrip("/"), name]), str(dest))
+        if dest.stat().st_size != expected["size"] or sha256_file(dest) != expected["sha256"]:
+            raise IncompleteUpload(f"{uri}/{name}: {dest.stat().st_size} bytes, sha256 differs from the manifest's "
+                                   f"{expected['size']} bytes — a damaged or partial upload")
     return root

@@ -23,12 +23,15 @@ Features and their trade-offs:
   optional gradient checkpointing (less memory, more compute);
 - resumable checkpoints every N steps (`checkpoints.py`): a retried task
   continues from the last one instead of step 0;
+- out-of-memory back-off: a step that runs out of memory is redone with half
+  the micro-batch and twice the accumulation (same effective batch), down to 1;
 - a guard that stops a diverging run with the step and the reason.
 The adapter is written as files; the caller gets back a small dict.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import random
 import tempfile
@@ -43,6 +46,43 @@ from barbarossa.families import get_family
 
 class TrainingDiverged(RuntimeError):
     """Loss became NaN/inf; the message names the step."""
+
+
+class TrainingOutOfMemory(RuntimeError):
+    """Out of memory even at a micro-batch of 1; the message names the sizes tried and the device."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA or any backend), or a RuntimeError that says it ran out of memory (MPS, XPU)."""
+    import torch
+
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None), torch.cuda.OutOfMemoryError) if k)
+    return isinstance(error, kinds) or (isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def free_memory(device: str) -> None:
+    """Return what a failed step left behind: unreachable tensors collected, the CUDA cache handed back."""
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def device_name(device: str) -> str:
+    """'cuda (NVIDIA H100 80GB HBM3, 79.1 GiB)' or just the device, for error messages."""
+    import torch
+
+    if device != "cuda":
+        return device
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return f"cuda ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
+
+
+def supervised_targets(example: dict, task: str) -> int:
+    """Tokens the loss averages over: response tokens a position predicts (a causal label 0 predicts nothing)."""
+    labels = example["labels"] if task == "seq2seq" else example["labels"][1:]
+    return sum(label != prompts.IGNORE_INDEX for label in labels)
 
 
 def lora_model(model, family: str, recipe: dict):
@@ -302,6 +342,34 @@ def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
     return lora_model(model, item["base"]["family"], item["lora"])
 
 
+def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decision: runtime.Runtime, layout: str,
+                    max_length: int, pad_id: int, task: str) -> tuple:
+    """Forward and backward one optimizer step's batches, each cut into micro-batches of `micro` examples.
+
+    Returns (the step's loss as a device tensor, positions computed). Each batch's
+    loss is the mean over its supervised tokens; a batch cut into pieces weights
+    each piece by its share of those tokens, so the gradient is the batch's own,
+    whatever the cut (exact up to float rounding; LoRA dropout draws its masks in
+    another order). An uncut batch runs exactly as before micro-batching existed.
+    """
+    import torch
+
+    step_loss, computed = torch.zeros((), device=decision.device), 0
+    for chunk in chunks:
+        pieces = [chunk[start:start + micro] for start in range(0, len(chunk), micro)]
+        counts = [sum(supervised_targets(e, task) for e in piece) for piece in pieces]
+        for piece, count in zip(pieces, counts):
+            batch = make_batch(layout, piece, max_length, pad_id, decision.device)
+            with runtime.autocast(decision):
+                loss = batch_loss(model, batch)
+            if len(pieces) > 1:
+                loss = loss * (count / max(1, sum(counts)))
+            scaler.scale(loss / len(chunks)).backward()
+            step_loss += loss.detach() / len(chunks)  # read once per step: a sync per micro-batch would starve a GPU
+            computed += computed_positions(batch)
+    return step_loss, computed
+
+
 def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
     """`train` for callers that only want the result dict (the model is dropped)."""
     return train(item, data_summary, train_cfg, out_uri, on_log).result
@@ -313,6 +381,13 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
 
     Resumes from the latest checkpoint under `out_uri` if there is one (a
     retried task). `on_log(step, curve)` is called at every log step (a live card, say).
+
+    Out of memory in a forward or backward pass: the step's partial gradients
+    are dropped, memory freed, the micro-batch halved (accumulation doubled, so
+    batch_size × grad_accum examples still make a step) and the interrupted
+    step redone from its start on the same examples — nothing is counted or
+    applied twice, and no finished step is repeated as a checkpoint rewind would.
+    At a micro-batch of 1 it raises `TrainingOutOfMemory` instead.
     """
     import torch
 
@@ -337,30 +412,52 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
                                   fused=device == "cuda")
     scaler = torch.amp.GradScaler(device, enabled=decision.loss_scaling)
     steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
+    batch_size = cfg["batch_size"]
     progress = checkpoints.restore(out_uri, model, optimizer) or {
         "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "computed_tokens": 0}
     resumed_from = progress["step"]
-    stream = batches(examples, cfg["batch_size"], cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
+    # the data stream stays in batches of `batch_size` (so resuming skips the same batches whatever the micro-batch);
+    # each is cut into micro-batches of `micro` examples, smaller after an out-of-memory back-off (kept in checkpoints)
+    micro = min(progress.setdefault("micro_batch", batch_size), batch_size)
+    progress.setdefault("oom_backoffs", 0)
+    stream = batches(examples, batch_size, cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
     log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
-        f"{steps} steps × {cfg['batch_size']}×{accum}, {layout} batches, {describe(decision)}"
-        + (f", resuming after step {resumed_from}" if resumed_from else ""))
+        f"{steps} steps × {batch_size}×{accum}, {layout} batches, {describe(decision)}"
+        + (f", resuming after step {resumed_from}" if resumed_from else "")
+        + (f", micro-batch {micro}" if micro < batch_size else ""))
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
     for step in range(resumed_from, steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, cfg.get("warmup_steps", 0), cfg["learning_rate"])
-        step_loss = torch.zeros((), device=device)
-        for _ in range(accum):
-            chunk = next(stream)
-            batch = make_batch(layout, chunk, max_length, tokenizer.pad_token_id, device)
-            with runtime.autocast(decision):
-                loss = batch_loss(model, batch)
-            scaler.scale(loss / accum).backward()
-            step_loss += loss.detach() / accum  # read once per step: a sync per micro-batch would starve a GPU
-            progress["supervised_tokens"] += sum(label != prompts.IGNORE_INDEX for e in chunk for label in e["labels"])
-            progress["real_tokens"] += sum(len(e["input_ids"]) for e in chunk)
-            progress["computed_tokens"] += computed_positions(batch)
+        chunks = [next(stream) for _ in range(accum)]
+        while True:  # redone with a smaller micro-batch after running out of memory: nothing is counted twice
+            try:
+                step_loss, computed = accumulate_step(model, chunks, micro, scaler, decision, layout, max_length,
+                                                      tokenizer.pad_token_id, family.task)
+                break
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            # outside the handler: the exception's frames (and the activations they hold) are gone before freeing
+            optimizer.zero_grad(set_to_none=True)
+            free_memory(device)
+            if micro == 1:
+                longest = max(len(e["input_ids"]) for chunk in chunks for e in chunk)
+                raise TrainingOutOfMemory(
+                    f"{item['name']}: out of memory at micro-batch 1 (started at {batch_size}) on {device_name(device)}"
+                    f" in step {step + 1}, longest example {longest} tokens ({reason}); lower max_length, or enable"
+                    " gradient checkpointing or QLoRA, or use a device with more memory")
+            micro = max(1, micro // 2)
+            progress["micro_batch"], progress["oom_backoffs"] = micro, progress["oom_backoffs"] + 1
+            log(f"[yellow]{item['name']}: out of memory in step {step + 1}; redoing it with micro-batch {micro} × "
+                f"{accum * math.ceil(batch_size / micro)} accumulated (effective batch {batch_size * accum})[/]")
+        progress["supervised_tokens"] += sum(label != prompts.IGNORE_INDEX
+                                             for chunk in chunks for e in chunk for label in e["labels"])
+        progress["real_tokens"] += sum(len(e["input_ids"]) for chunk in chunks for e in chunk)
+        progress["computed_tokens"] += computed
         step_loss = step_loss.item()
         if not math.isfinite(step_loss):
             raise TrainingDiverged(f"{item['name']}: loss is {step_loss} at step {step + 1}")
@@ -389,6 +486,10 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         "loss_curve": progress["curve"],
         "steps": progress["step"],
         "resumed_from_step": resumed_from,
+        # the micro-batch it finished with and the accumulation that keeps batch_size × grad_accum examples a step
+        "micro_batch": micro,
+        "grad_accum": accum * math.ceil(batch_size / micro),
+        "oom_backoffs": progress["oom_backoffs"],
         "supervised_tokens": progress["supervised_tokens"],
         "real_tokens": progress["real_tokens"],
         "loop_seconds": round(loop_seconds, 2),

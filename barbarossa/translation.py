@@ -8,6 +8,8 @@
   in a local folder or under an S3 prefix, so a re-run or a resumed shard costs
   nothing for rows already done.
 - Each row gets QA checks with reasons; the policy (drop or keep-and-flag) is config.
+- `check_backend` runs first in the flow's `start`: a backend this machine
+  cannot use stops there in one line that says what to set.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import hashlib
 import json
 import time
 import tomllib
+from pathlib import Path
 
 from barbarossa import protect, storage
+from barbarossa.compute import Misconfigured, aws_problems
 from barbarossa.data import FIELDS
+from barbarossa.families import FAMILIES
 
 THROTTLED = ("ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException",
              "LimitExceededException")
@@ -125,6 +130,50 @@ def parse_settings(text: str) -> dict:
     if settings["backend"].get("kind") not in ("aws", "local"):
         raise ValueError(f"translate config: [backend] kind must be 'aws' or 'local', got {settings['backend'].get('kind')!r}")
     return settings
+
+
+LOCAL_CONFIG = "configs/translate/nllb.toml"  # what to switch to when AWS is not set up
+
+
+class BackendError(Misconfigured):
+    """A translate backend this machine cannot use; the message says what to set."""
+
+    headline = "Translate backend"
+
+
+def check_backend(spec: dict) -> None:
+    """Raise BackendError, one line saying what to set, when the [backend] table cannot work here.
+
+    Run in `start`, on the same kind of machine as the `translate` tasks:
+    without it a missing region or model is botocore's NoRegionError or a
+    transformers OSError in every shard task, after the shards were written.
+    Only what needs no network call to the service is checked: for AWS that
+    boto3 resolves a region and credentials (not that they are allowed to
+    translate); for a local model that its folder holds a config.json. A
+    `hf:` or `wheel-gguf:` source is fetched by the task and not checked here.
+    """
+    kind = spec.get("kind")
+    if kind == "aws":
+        problems = aws_problems()
+        if problems:
+            raise BackendError(f"translate backend 'aws': {'; '.join(problems)}, "
+                               f"or use --config translate {LOCAL_CONFIG}")
+    elif kind == "local":
+        folder = spec.get("folder")
+        fix = "set [backend] folder in the translate config to a downloaded seq2seq checkpoint (NLLB, M2M-100)"
+        if not folder:
+            raise BackendError(f"translate backend 'local': no model folder — {fix}")
+        if ":" in folder and not folder.startswith("/"):  # a roster-style source, as LocalSeq2Seq resolves it
+            scheme, _, family = folder.partition(":")
+            if scheme == "tiny" and getattr(FAMILIES.get(family), "task", None) != "seq2seq":
+                raise BackendError(f"translate backend 'local': {folder!r} is no tiny seq2seq model — use tiny:t5, or {fix}")
+            return
+        if not Path(folder).is_dir():
+            raise BackendError(f"translate backend 'local': model folder {folder} does not exist — {fix}")
+        if not (Path(folder) / "config.json").is_file():
+            raise BackendError(f"translate backend 'local': {folder} holds no config.json, so it is no model folder — {fix}")
+    else:
+        raise BackendError(f"translate backend kind must be 'aws' or 'local', got {kind!r} — set [backend] kind")
 
 
 def make_backend(spec: dict):

@@ -23,7 +23,9 @@ class TranslateFlow(FlowSpec):
         start ──► translate ──► qa ──► join ──► end
                  (foreach shard)
 
-    start      read and validate the English rows (file, s3:// or HF id); write shards
+    start      check the backend can work here (AWS region and credentials, or the
+               local model folder); read and validate the English rows (file,
+               s3:// or HF id); write shards
     translate  protect code / URLs / numbers / placeholders, translate through the
                configured backend (AWS Translate or a local seq2seq model) with a
                content-addressed cache, restore the protected spans
@@ -44,6 +46,7 @@ class TranslateFlow(FlowSpec):
 
     @step
     def start(self):
+        translation.check_backend(self.settings.backend.to_dict())  # a backend unusable here stops now, in one line
         english = data.load(self.source)
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.root = storage.join(root, current.flow_name)

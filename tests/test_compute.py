@@ -1,11 +1,15 @@
 """Size classes and the infra config: which box each fine-tune asks for."""
 
 import json
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 
 from barbarossa import compute, leaderboard, registry
+from conftest import ROOT
 
 INFRA = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40}
 
@@ -91,3 +95,78 @@ def test_shipped_infra_examples_validate(name):
 
     infra = compute.load_infra(PROJECT_ROOT / "configs" / "infra" / f"{name}.toml")
     assert compute.deployed_boxes(infra)["large"]["gpus"] >= (1 if infra["models"] == "seed" else 0)
+
+
+def _new_machine(home) -> dict:
+    """The environment of a machine with neither Metaflow nor AWS configured (no config files either)."""
+    for name in ("config", "credentials"):
+        (home / name).write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "METAFLOW_"))}
+    return {**env, "HOME": str(home), "METAFLOW_HOME": str(home), "AWS_CONFIG_FILE": str(home / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"), "AWS_EC2_METADATA_DISABLED": "true",
+            "METAFLOW_DATASTORE_SYSROOT_LOCAL": os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"]}
+
+
+@pytest.fixture
+def new_machine(monkeypatch, tmp_path):
+    from metaflow import metaflow_config_funcs
+
+    monkeypatch.setattr(os, "environ", _new_machine(tmp_path))
+    monkeypatch.setattr(metaflow_config_funcs, "METAFLOW_CONFIG", {})  # ~/.metaflowconfig, read once per process
+    monkeypatch.setattr(metaflow_config_funcs, "METAFLOW_LOCAL_CONFIG", {})
+
+
+S3 = {"METAFLOW_DEFAULT_DATASTORE": "s3", "METAFLOW_DATASTORE_SYSROOT_S3": "s3://bucket/metaflow"}
+AWS = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+KUBE = {**INFRA, "kubernetes": {"image": "registry.example/barbarossa:abc"}}
+BATCH = {**INFRA, "compute": "batch", "batch": {"image": "img", "queue": "gpu"}}
+
+
+@pytest.mark.parametrize("infra, env, missing", [
+    (KUBE, {}, "Metaflow's datastore is 'local', which a remote task cannot read — set METAFLOW_DEFAULT_DATASTORE=s3"),
+    (KUBE, {"METAFLOW_DEFAULT_DATASTORE": "s3"}, "no S3 datastore root — set METAFLOW_DATASTORE_SYSROOT_S3"),
+    (INFRA, S3, r"no container image — set \[kubernetes\] image in the infra config \(or METAFLOW_KUBERNETES_CONTAINER_IMAGE\)"),
+    ({**BATCH, "batch": {"queue": "gpu"}}, {**S3, **AWS}, r"no container image — set \[batch\] image"),
+    ({**BATCH, "batch": {"image": "img"}}, {**S3, **AWS}, r"no Batch job queue — set \[batch\] queue"),
+    (BATCH, {**S3, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}, "no AWS region — set AWS_DEFAULT_REGION"),
+    (BATCH, {**S3, "AWS_DEFAULT_REGION": "us-east-1"}, "no AWS credentials — set AWS_ACCESS_KEY_ID"),
+])
+def test_remote_compute_names_what_this_machine_lacks_in_one_line(new_machine, infra, env, missing):
+    os.environ.update(env)
+    with pytest.raises(compute.InfraError, match=missing) as err:
+        compute.check_environment(infra, argv=["finetune_flow.py", "run"])
+    assert str(err.value).startswith(f'infra config: compute = "{infra["compute"]}" cannot launch from here: ')
+    assert "\n" not in str(err.value) and str(err.value).count(" — ") == 1  # only that one thing is missing
+
+
+def test_remote_compute_passes_with_its_settings_from_the_config_or_metaflow(new_machine):
+    os.environ.update({**S3, **AWS})
+    assert compute.check_environment(KUBE, argv=[]) is KUBE
+    assert compute.check_environment(BATCH, argv=[]) is BATCH
+    os.environ.update({"METAFLOW_KUBERNETES_CONTAINER_IMAGE": "img", "METAFLOW_BATCH_JOB_QUEUE": "gpu"})
+    compute.check_environment(INFRA, argv=[])  # image from Metaflow's settings, as `make deploy-argo` may set it
+    compute.check_environment({**BATCH, "batch": {"image": "img"}}, argv=[])
+    del os.environ["METAFLOW_DEFAULT_DATASTORE"]
+    with pytest.raises(compute.InfraError, match="datastore is 'local'"):
+        compute.check_environment(KUBE, argv=["flow.py", "run"])
+    compute.check_environment(KUBE, argv=["flow.py", "--datastore=s3", "run"])  # the command line overrides
+    compute.check_environment(KUBE, argv=["flow.py", "--datastore", "s3", "run"])
+
+
+def test_local_compute_and_remote_tasks_are_not_checked(new_machine):
+    compute.check_environment({**INFRA, "compute": "local"}, argv=[])
+    os.environ["METAFLOW_RUNTIME_ENVIRONMENT"] = "kubernetes"  # set by Metaflow inside a pod: the launcher checked
+    compute.check_environment(KUBE, argv=[])
+    assert compute.load_infra(ROOT / "configs" / "infra" / "kubernetes.example.toml")  # reading a file checks nothing
+
+
+def test_a_remote_infra_config_fails_at_load_in_one_line_without_a_traceback(tmp_path):
+    """`run` with the Kubernetes example on a new machine: Metaflow prints our line, nothing is launched."""
+    done = subprocess.run([sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--config", "infra",
+                           str(ROOT / "configs" / "infra" / "kubernetes.example.toml"), "run"],
+                          capture_output=True, text=True, env=_new_machine(tmp_path), timeout=120)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in output and "Workflow starting" not in output, output
+    headline, line = [row.strip() for row in output.splitlines() if row.strip()]  # Metaflow's headline, our line
+    assert headline == "Infra config:", output
+    assert line.startswith('infra config: compute = "kubernetes" cannot launch from here: Metaflow\'s datastore is \'local\'')

@@ -47,87 +47,105 @@ def _error(path) -> str:
 def test_malformed_json_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(rows(1)[0]) + "\n{\"instruction\": \"x\",\n", encoding="utf-8")
-    message = _error(path)
-    assert f"{path}: line 2" in message and "malformed JSON" in message
+    assert _error(path).startswith(f"{path}: line 2: malformed JSON")  # no field: the line is no object at all
 
 
 def test_missing_field(tmp_path):
     bad = rows(3)
     del bad[2]["output"]
-    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
-    assert "bad.jsonl: line 3, field 'output': missing field" in message
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    assert _error(path).startswith(f"{path}: line 3, field 'output': missing field")
 
 
 def test_non_string_field(tmp_path):
     bad = rows(2)
     bad[1]["input"] = 42
-    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
-    assert "line 2, field 'input': expected a string, got int" in message
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    assert _error(path).startswith(f"{path}: line 2, field 'input': expected a string, got int")
 
 
 @pytest.mark.parametrize("field_name", ["instruction", "output"])
 def test_empty_instruction_or_output(tmp_path, field_name):
     bad = rows(4)
     bad[3][field_name] = "   "
-    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
-    assert f"line 4, field '{field_name}': empty" in message
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    assert _error(path).startswith(f"{path}: line 4, field '{field_name}': empty")
+
+
+@pytest.mark.parametrize("ext, where", [("json", "item 3"), ("csv", "line 4"), ("parquet", "row 3")])
+def test_a_bad_row_in_any_format_names_the_file_the_row_and_the_field(tmp_path, ext, where):
+    bad = rows(4)
+    bad[2]["output"] = " "
+    path = tmp_path / f"bad.{ext}"
+    if ext == "json":
+        path.write_text(json.dumps(bad, ensure_ascii=False), encoding="utf-8")
+    elif ext == "csv":
+        import csv
+
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["instruction", "input", "output"])
+            writer.writeheader()  # line 1: the row with index 2 is on line 4
+            writer.writerows(bad)
+    else:
+        pq.write_table(pa.Table.from_pylist(bad), path)
+    assert _error(path).startswith(f"{path}: {where}, field 'output': empty")
 
 
 def test_bad_utf8_in_jsonl(tmp_path):
     path = tmp_path / "bad.jsonl"
     good = (json.dumps(rows(1)[0]) + "\n").encode()
     path.write_bytes(good + b'{"instruction": "\xff\xfe", "input": "", "output": "x"}\n')
-    message = _error(path)
-    assert "line 2" in message and "not valid UTF-8" in message
+    assert _error(path).startswith(f"{path}: line 2: not valid UTF-8")  # undecodable: no field can be read
 
 
 def test_bad_utf8_in_csv(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_bytes(b"instruction,input,output\nsalam,,dunya\nsal\xe9m,,x\n")
-    message = _error(path)
-    assert f"{path}: line 3: not valid UTF-8" in message
+    assert _error(path).startswith(f"{path}: line 3: not valid UTF-8")
 
 
 @pytest.mark.parametrize("name", ["empty.jsonl", "empty.csv", "empty.json", "empty.parquet"])
 def test_empty_file(tmp_path, name):
     path = tmp_path / name
     path.write_text("\n" if not name.endswith("parquet") else "")
-    assert "the file is empty" in _error(path)
+    assert _error(path) == f"{path}: the file is empty"
 
 
 def test_wrong_columns_csv(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("question,context,answer\na,b,c\n", encoding="utf-8")
-    message = _error(path)
-    assert "header: missing column(s) instruction, input, output" in message
+    assert _error(path).startswith(f"{path}: header: missing column(s) instruction, input, output")
 
 
 def test_wrong_columns_parquet(tmp_path):
     path = tmp_path / "bad.parquet"
     pq.write_table(pa.Table.from_pylist([{"instruction": "a", "output": "b"}]), path)
-    assert "missing column(s) input" in _error(path)
+    assert _error(path).startswith(f"{path}: header: missing column(s) input")
 
 
 def test_unknown_path_is_a_clear_error(tmp_path):
-    assert "no such file" in _error(tmp_path / "nope.jsonl")
-    assert "no such file" in _error("data/typo.jsonl")  # looks like owner/name, but is a missing file
+    assert _error(tmp_path / "nope.jsonl").startswith(f"{tmp_path / 'nope.jsonl'}: no such file")
+    assert _error("data/typo.jsonl").startswith("data/typo.jsonl: no such file")  # looks like owner/name, but is a missing file
 
 
 def test_strict_mode_counts_further_bad_rows(tmp_path):
     bad = rows(5)
     bad[1]["output"] = ""
     bad[3]["instruction"] = None
-    message = _error(write_jsonl(tmp_path / "bad.jsonl", bad))
-    assert "line 2, field 'output'" in message and "(and 1 more bad rows)" in message and "--on-bad-rows skip" in message
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    assert _error(path) == (f"{path}: line 2, field 'output': empty (and 1 more bad rows). "
+                            "Fix the data or pass --on-bad-rows skip.")
 
 
 def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
     bad = rows(5)
     bad[1]["output"] = ""
     bad[3]["input"] = ["not", "a", "string"]
-    loaded = data.load(str(write_jsonl(tmp_path / "bad.jsonl", bad)), on_bad_rows="skip")
-    assert len(loaded.records) == 3
-    assert [(b.row, b.field) for b in loaded.bad_rows] == [(2, "output"), (4, "input")]
+    path = write_jsonl(tmp_path / "bad.jsonl", bad)
+    loaded = data.load(str(path), on_bad_rows="skip")
+    assert loaded.records == [bad[i] for i in (0, 2, 4)]
+    assert [str(b) for b in loaded.bad_rows] == [f"{path}: line 2, field 'output': empty",
+                                                 f"{path}: line 4, field 'input': expected a string, got list"]
 
 
 def test_exact_duplicates_removed_and_counted(tmp_path):

@@ -80,7 +80,49 @@ def test_packed_row_gives_each_example_the_loss_it_has_alone(family):
     assert _per_example_losses(family, packed=True) == pytest.approx(_per_example_losses(family, packed=False), abs=1e-5)
 
 
+LEAK = 1e-4  # a loss change this large is no float noise: layouts that separate examples agree to ~1e-6
+
+
+def _second_example_losses(family: str):
+    """Per-token losses of example B after example A and after A' (A's length, other tokens): packed
+    into one row, padded into separate rows; and B alone. Only B's tokens are scored."""
+    import torch
+
+    from barbarossa import models, prompts
+
+    spec = families.get_family(family)
+    folder = models.resolve(f"tiny:{family}")
+    tokenizer = models.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = models.load_model(folder, family, remote_code=spec.remote_code).eval()
+    vocab = model.get_input_embeddings().weight.shape[0]
+    a, b = (prompts.build_example(tokenizer, r, 192) for r in data.load(str(data.BUNDLED)).records[:2])
+    firsts = [a["input_ids"], a["input_ids"][:1] + [(t + 17) % vocab for t in a["input_ids"][1:]]]
+    unscored = [{"input_ids": ids, "labels": [prompts.IGNORE_INDEX] * len(ids)} for ids in firsts]
+    pad = tokenizer.pad_token_id
+    with torch.no_grad():
+        packed = [training.packed_token_losses(model, training.pack_batch([first, b], None, pad)) for first in unscored]
+        padded = [training.padded_token_losses(model, training.pad_batch([first, b], pad)) for first in unscored]
+        alone = training.padded_token_losses(model, training.pad_batch([b], pad))
+    assert training.pack_batch(unscored[:1] + [b], None, pad)["input_ids"].shape[0] == 1  # A and B share one row
+    assert len(alone) == sum(label != prompts.IGNORE_INDEX for label in b["labels"][1:]) > 10
+    assert all(len(losses) == len(alone) for losses in packed + padded)
+    return packed, padded, alone
+
+
 @pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.task == "causal" and not spec.packs))
 def test_families_marked_not_packing_really_would_leak_across_examples(family):
-    """OPT / BLOOM / MPT ignore restarting position ids: packing them would mix examples, so they pad."""
-    assert _per_example_losses(family, packed=True) != pytest.approx(_per_example_losses(family, packed=False), abs=1e-5)
+    """OPT / BLOOM / MPT ignore restarting position ids: packed, example B attends to example A, so they pad.
+
+    The leak itself: B's loss changes when only A's tokens change (and differs from B's loss alone),
+    while in separate padded rows B's loss is B's loss alone, whatever A says."""
+    packed, padded, alone = _second_example_losses(family)
+    assert float((packed[0] - packed[1]).abs().max()) > LEAK  # what A says reaches B
+    assert float((packed[0] - alone).abs().max()) > LEAK
+    for losses in padded:
+        assert float((losses - alone).abs().max()) < 1e-6
+
+
+def test_the_leak_measure_finds_none_where_packing_separates_examples():
+    packed, padded, alone = _second_example_losses("llama")  # a family that packs: position ids restart per example
+    for losses in packed + padded:
+        assert float((losses - alone).abs().max()) < 1e-5

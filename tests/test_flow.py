@@ -127,14 +127,18 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
 def test_release_step_publishes_exactly_the_released_candidates(finished):
     _, run, out = finished
     chosen = sorted(r["name"] for r in run.data.leaderboard if r["decision"] == "release")
+    not_chosen = sorted(r["name"] for r in run.data.leaderboard if r["kind"] == "candidate" and r["decision"] != "release")
     released = run.data.released
-    assert chosen and sorted(b["name"] for b in released) == chosen
+    assert chosen and not_chosen and sorted(b["name"] for b in released) == chosen
+    published = out / "published"
+    assert sorted(p.name for p in published.iterdir()) == chosen  # exactly the released ones: nothing more, nothing less
+    assert sorted(os.listdir(os.path.join(run.data.run_root, "release"))) == chosen  # and only they were bundled
     for bundle in released:
-        folder = out / "published" / bundle["name"]
+        folder = published / bundle["name"]
         assert bundle["published_to"] == str(folder) and bundle["merge_max_logit_diff"] < 1e-3
         assert (folder / "adapter" / "adapter_model.safetensors").exists() and (folder / "merged" / "config.json").exists()
         assert (folder / "README.md").read_text(encoding="utf-8").startswith("---\nlibrary_name: peft")
-    assert not (out / "published" / "diverges").exists()
+    assert not [name for name in not_chosen if (published / name).exists()]
 
 
 def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished):

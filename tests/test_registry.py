@@ -32,24 +32,27 @@ def test_a_candidate_may_override_optional_train_keys_too(tmp_path):
         "gradient_checkpointing": False, "share_prefix": True}
 
 
-@pytest.mark.parametrize("text, message", [
-    (BASE.replace("llama\"", "llamaa\""), "unknown family 'llamaa'"),
-    (BASE + BASE + CAND, "duplicate base name 'b'"),
-    (BASE + CAND + CAND, "duplicate name 'c'"),
-    (BASE.replace('source = "tiny:llama"\n', ""), "base 'b': missing field 'source'"),
-    (BASE.replace('certainty = "confirmed"', 'certainty = "probably"') + CAND, "certainty must be one of"),
-    (BASE.replace('params = "1.3B"', 'params = "big"') + CAND, "not a parameter count"),
-    (BASE + 'task = "seq2seq"\n' + CAND, "does not match family 'llama'"),
-    (BASE + 'licens = "MIT"\n' + CAND, "unknown field\\(s\\) licens"),
-    (BASE + CAND.replace('base = "b"', 'base = "x"'), "candidate 'c': unknown base 'x'"),
-    (BASE + CAND.replace("r = 4", "rank = 4"), "bad lora table"),
-    (BASE, "no [[candidate]] entries"),
-    (BASE + CAND + "train = { lr = 1.0 }\n", "unknown train override\\(s\\) lr"),
-    ("name = ", "not valid TOML"),
+@pytest.mark.parametrize("text, message", [  # every error names the file, the entry and the field it is about
+    (BASE.replace("llama\"", "llamaa\""), "{path}: base 'b': unknown family 'llamaa'"),
+    (BASE + BASE + CAND, "{path}: duplicate base name 'b'"),
+    (BASE + CAND + CAND, "{path}: duplicate name 'c'"),
+    (BASE.replace('source = "tiny:llama"\n', ""), "{path}: base 'b': missing field 'source'"),
+    (BASE.replace('certainty = "confirmed"', 'certainty = "probably"') + CAND, "{path}: base 'b': certainty must be one of"),
+    (BASE.replace('params = "1.3B"', 'params = "big"') + CAND, "{path}: base 'b': field 'params': not a parameter count: 'big'"),
+    (BASE + "resources = { gpu = 1 }\n" + CAND, "{path}: base 'b': field 'resources': "),
+    (BASE + 'task = "seq2seq"\n' + CAND, "{path}: base 'b': task 'seq2seq' does not match family 'llama'"),
+    (BASE + 'licens = "MIT"\n' + CAND, "{path}: base 'b': unknown field(s) licens"),
+    (BASE + CAND.replace('base = "b"', 'base = "x"'), "{path}: candidate 'c': unknown base 'x'"),
+    (BASE + CAND.replace("r = 4", "rank = 4"), "{path}: candidate 'c': bad lora table"),
+    (BASE, "{path}: no [[candidate]] entries"),
+    (BASE + CAND + "train = { lr = 1.0 }\n", "{path}: candidate 'c': unknown train override(s) lr"),
+    ("name = ", "{path}: not valid TOML"),
 ])
 def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
-    with pytest.raises(registry.RosterError, match=message.replace("[[", r"\[\[").replace("]]", r"\]\]")):
-        registry.load_roster(write(tmp_path, text))
+    path = write(tmp_path, text)
+    with pytest.raises(registry.RosterError) as err:
+        registry.load_roster(path)
+    assert str(err.value).startswith(message.format(path=path))
 
 
 def test_select_by_roster_and_candidate_name():
@@ -77,8 +80,9 @@ def test_bad_profile_is_refused(tmp_path):
     text = (config.profiles_dir() / "cpu.toml").read_text().replace("batch_size = 8", 'batch_size = "8"', 1)
     path = tmp_path / "p.toml"
     path.write_text(text)
-    with pytest.raises(config.ConfigError, match=r"\[train\] batch_size must be int"):
+    with pytest.raises(config.ConfigError) as err:
         config.load_profile(str(path))
+    assert str(err.value) == f"{path}: [train] batch_size must be int, got '8'"  # file, table and key
     with pytest.raises(config.ConfigError, match="known profiles"):
         config.load_profile("nope")
 

@@ -38,8 +38,48 @@ def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     assert "with Barbarossa (run `FinetuneFlow/1/release/9`)" in card and "](http" not in card  # no link to a wrong place
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])
+def _independent_merge(base_params: dict, adapter_dir) -> dict:
+    """W + (alpha / r) * B @ A for every adapted weight, from the adapter's own files (transposed for Conv1D)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    assert not config.get("use_rslora")
+    scale = config["lora_alpha"] / config["r"]
+    lora = load_file(adapter_dir / "adapter_model.safetensors")
+    merged = {name: p.detach().clone() for name, p in base_params.items()}
+    for key in (k for k in lora if k.endswith(".lora_A.weight")):
+        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        delta = scale * lora[key.replace("lora_A", "lora_B")] @ lora[key]  # (out, in)
+        merged[f"{module}.weight"] += delta.T if config["fan_in_fan_out"] else delta  # GPT-2's Conv1D stores (in, out)
+    return merged
+
+
+def _logits(model, tokenizer, seq2seq: bool):
+    import torch
+
+    texts = ["Azərbaycanın paytaxtı hansı şəhərdir?", "Bu gün hava günəşlidir, amma sabah yağış yağacaq."]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        if seq2seq:  # several decoder positions, not only the start token
+            answer = tokenizer(["Bakı şəhəridir.", "Sabah yağış var."], return_tensors="pt", padding=True).input_ids
+            start = torch.full((len(texts), 1), model.config.decoder_start_token_id)
+            return model(**batch, decoder_input_ids=torch.cat([start, answer[:, :-1]], dim=1)).logits
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])  # gpt2: Conv1D (fan_in_fan_out); t5: seq2seq
 def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
+    """The merged weights written to disk, reloaded with from_pretrained, are base + adapter.
+
+    Checked against the base with the adapter applied by PEFT (logits on the same
+    input) and against W + (alpha/r)·BA computed here from the adapter's files
+    (every weight); both references start from a freshly loaded base."""
+    import torch
+    from peft import PeftModel
+    from safetensors import safe_open
+
     from barbarossa import models
 
     e = entry(family, tmp_path)
@@ -47,9 +87,30 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
     assert bundle["merge_max_logit_diff"] < 1e-3
     folder = tmp_path / "release" / f"tiny-{family}-lora"
     assert {"README.md", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
-            "merged/config.json"} <= set(bundle["files"])
-    reloaded = models.load_model(folder / "merged", family)  # a plain model: no peft needed to use it
+            "merged/config.json", "merged/model.safetensors"} <= set(bundle["files"])
+    with safe_open(folder / "merged" / "model.safetensors", "pt") as stored:
+        assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}  # served in bf16
+    reloaded = models.load_model(folder / "merged", family).eval()  # from_pretrained: a plain model, no peft needed
     assert not any("lora" in name for name, _ in reloaded.named_parameters())
+
+    seq2seq = family == "t5"
+    tokenizer, base = models.load_base(e["item"]["base"])
+    tokenizer.padding_side = "left"
+    base_params = {name: p.detach().clone() for name, p in base.named_parameters()}
+    untuned = _logits(base, tokenizer, seq2seq)
+    expected = _logits(PeftModel.from_pretrained(base, str(folder / "adapter")).eval(), tokenizer, seq2seq)
+    tolerance = 0.01 * float(expected.abs().max())  # bf16 rounding of the stored weights: ~0.3 % here
+    assert float((expected - untuned).abs().max()) > 10 * tolerance  # the adapter matters: a lost merge would show
+    assert float((_logits(reloaded, tokenizer, seq2seq) - expected).abs().max()) < tolerance
+
+    want = _independent_merge(base_params, folder / "adapter")
+    got = dict(reloaded.named_parameters())
+    assert set(got) == set(want)
+    changed = [n for n in want if not torch.equal(want[n], base_params[n])]
+    assert changed and all(".weight" in n for n in changed)
+    for name, weight in want.items():  # equal up to the bf16 rounding of the stored copy (one unit in the last place)
+        torch.testing.assert_close(got[name].detach(), weight.to(torch.bfloat16).float(), rtol=2 ** -7, atol=1e-6,
+                                   msg=lambda m: f"{name}: {m}")
 
 
 def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):

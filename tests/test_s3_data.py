@@ -15,18 +15,25 @@ def s3_server(monkeypatch):
 
 
 def test_s3_data_and_outputs_round_trip(s3_server, tmp_path):
-    sample = rows(40)
-    storage.write_text(f"{s3_server}/in/train.jsonl", "".join(json.dumps(r) + "\n" for r in sample))
+    sample = rows(40)  # Azerbaijani letters: UTF-8 must survive the trip
+    storage.write_text(f"{s3_server}/in/train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sample))
     summary = data.prepare(f"{s3_server}/in/train.jsonl", None, f"{s3_server}/runs/1")
     assert summary["train_uri"] == f"{s3_server}/runs/1/data/train.jsonl"
-    assert summary["train_rows"] + summary["eval_rows"] == 40
-    assert data.read_jsonl(summary["train_uri"]) + data.read_jsonl(summary["eval_uri"]) != []
+    assert summary["eval_uri"] == f"{s3_server}/runs/1/data/eval.jsonl"
+    train, held = data.read_jsonl(summary["train_uri"]), data.read_jsonl(summary["eval_uri"])
+    assert train and held and (len(train), len(held)) == (summary["train_rows"], summary["eval_rows"])
+    # every input row comes back exactly once, unchanged, in its split, in input order
+    assert held == [r for r in sample if r in held] and train == [r for r in sample if r not in held]
+    assert summary["train_fingerprint"] == data.fingerprint(train) and summary["eval_fingerprint"] == data.fingerprint(held)
+    files = {"adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": bytes(range(256)) * 300,
+             "tokenizer/vocab.txt": "ə ş ç ğ ı ö ü\n".encode()}
     folder = tmp_path / "adapter"
-    folder.mkdir()
-    (folder / "adapter_config.json").write_text("{}")
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
     storage.upload_dir(folder, f"{s3_server}/runs/1/cand/adapter")
     back = storage.local_dir(f"{s3_server}/runs/1/cand/adapter", tmp_path / "dl")
-    assert (back / "adapter_config.json").read_text() == "{}"
+    assert {p.relative_to(back).as_posix(): p.read_bytes() for p in back.rglob("*") if p.is_file()} == files
 
 
 def test_bad_row_in_s3_file_names_the_uri(s3_server):

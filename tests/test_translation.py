@@ -84,10 +84,14 @@ def test_qa_flags_each_problem_with_a_reason():
     assert translation.qa_checks(source, good, {}, detector) == []
     bad = {"instruction": "List the two colours of the flag please.", "input": "", "output": "- Mavi, qırmızı və yaşıl rənglər bayraqda var və çox gözəldir, həqiqətən çox"}
     checks = {f["check"]: f["reason"] for f in translation.qa_checks(source, bad, {"output": ["url 'x' lost"]}, detector)}
-    assert set(checks) == {"untranslated", "line_breaks", "length_ratio", "protected_span"}
-    assert checks["line_breaks"] == "output: 1 line breaks became 0"
+    assert checks == {  # each reason names the field it is about
+        "untranslated": "instruction: still English",
+        "protected_span": "output: protected span damaged (url 'x' lost)",
+        "length_ratio": "output: length ratio 3.45 outside 0.5–2.5",
+        "line_breaks": "output: 1 line breaks became 0",
+    }
     empty = translation.qa_checks(source, {**good, "output": " "}, {}, detector)
-    assert [f["check"] for f in empty] == ["empty"]
+    assert empty == [{"check": "empty", "reason": "output: empty translation"}]
 
 
 def test_policy_drops_or_flags_and_counts_per_check():
