@@ -125,6 +125,17 @@ def moto_s3(monkeypatch, bucket: str = "barbarossa-test"):
         server.wait(timeout=10)
 
 
+def own_metaflow_root(folder: Path) -> dict:
+    """Environment giving a flow run its own local metadata under `folder`.
+
+    For runs whose datastore is an S3 server that stops with the test: in the
+    session's shared metadata their runs would outlive the server, and a later
+    flow's `history.last_releases` would wait on Metaflow's S3 retries to read them.
+    """
+    (folder / ".metaflow").mkdir(parents=True, exist_ok=True)
+    return {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(folder)}
+
+
 def render_in_chromium(html: str, folder: Path, window: str = "") -> str:
     """The DOM of a page after headless Chromium ran its scripts (Metaflow cards render client-side).
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from barbarossa import storage
-from conftest import moto_s3
+from conftest import moto_s3, own_metaflow_root
 from flaky_s3 import FlakyS3
 
 
@@ -156,8 +156,9 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
         upstream = os.environ["METAFLOW_S3_ENDPOINT_URL"]
         hook = KillOnSecondCheckpoint()
         with FlakyS3(upstream, failure_rate=0.15, seed=3, on_request=hook) as proxy:
-            env = {**os.environ, "METAFLOW_S3_ENDPOINT_URL": proxy.url, "BARBAROSSA_ROSTERS": str(rosters),
-                   "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow", "METAFLOW_RUN_MAX_WORKERS": "2"}
+            env = {**os.environ, **own_metaflow_root(tmp_path), "METAFLOW_S3_ENDPOINT_URL": proxy.url,
+                   "BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow",
+                   "METAFLOW_RUN_MAX_WORKERS": "2"}
             infra = json.dumps({"compute": "local", "models": "dropout", "large_from_gpu_memory_gb": 40})
             runs = []
             for name in ("a", "b"):
