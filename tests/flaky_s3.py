@@ -3,9 +3,9 @@
 A seeded share of requests never reaches the server: the proxy answers 500
 InternalError, 503 SlowDown (S3's throttling) or drops the connection without
 an answer. Everything else is forwarded byte for byte. The proxy counts what
-it did, and a test can hook requests (`on_request(method, path)`, called before
-forwarding; returning "drop" closes the connection) — to kill a task while its
-write is held, for instance.
+it did, and a test can hook requests (`on_request(method, path, client_port)`,
+called before forwarding; returning "drop" closes the connection) — to kill the
+very process whose write is held, for instance (`pid_of_client`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,27 @@ ERRORS = {
 }
 FAULTS = ("500", "503", "drop")
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
+
+
+def pid_of_client(port: int) -> int | None:
+    """The process on this machine holding the TCP connection whose local port is `port` (from /proc)."""
+    from pathlib import Path
+
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(str(fd.readlink()) in inodes for fd in (proc / "fd").iterdir()):
+                return int(proc.name)
+        except OSError:  # a process that ended meanwhile, or one we may not inspect
+            continue
+    return None
 
 
 class FlakyS3:
@@ -93,7 +114,7 @@ class FlakyS3:
 
             def _handle(self) -> None:
                 body = self._body()
-                if proxy.on_request and proxy.on_request(self.command, self.path) == "drop":
+                if proxy.on_request and proxy.on_request(self.command, self.path, self.client_address[1]) == "drop":
                     proxy.counts["hooked"] += 1
                     self.close_connection = True
                     return

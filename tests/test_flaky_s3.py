@@ -8,7 +8,7 @@ import torch
 
 from barbarossa import storage
 from conftest import moto_s3, own_metaflow_root
-from flaky_s3 import FlakyS3
+from flaky_s3 import FlakyS3, pid_of_client
 
 
 @pytest.fixture
@@ -84,47 +84,35 @@ for pathspec in sys.argv[2:]:
     run = Run(pathspec)
     tunes = [task for task in run["tune_small"]]
     out[run.id] = {"successful": run.successful, "leaderboard": run.data.leaderboard, "released": run.data.released,
-                   "run_root": run.data.run_root,
+                   "run_root": run.data.run_root, "finished_at": run.finished_at.timestamp(),
+                   "join_started": run["join"].task.created_at.timestamp(),
                    "tunes": {t.data.item["name"]: {"attempt": t.current_attempt, "train": t.data.train,
                                                    "log": t.stderr + t.stdout} for t in tunes}}
 json.dump(out, open(sys.argv[1], "w"))
 """
 
 
-def task_pid(run_id: str, step: str) -> int | None:
-    """The local runtime's process running `step` of `run_id` on its first attempt (found through /proc)."""
-    from pathlib import Path
-
-    for proc in Path("/proc").iterdir():
-        try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        args = [a.decode(errors="replace") for a in argv]
-        pairs = dict(zip(args, args[1:]))
-        if pairs.get("step") == step and pairs.get("--run-id") == run_id and pairs.get("--retry-count") == "0":
-            return int(proc.name)
-    return None
-
-
 class KillOnSecondCheckpoint:
     """Proxy hook: the first time a task writes its second checkpoint, SIGKILL that task and drop the write.
 
-    The task is blocked in that very PUT, so it cannot finish before the kill;
-    its first checkpoint is complete in storage.
+    The process killed is the one holding the connection of that PUT (found
+    through /proc): blocked in it, it cannot finish before the kill, and its
+    first checkpoint is complete in storage.
     """
 
     def __init__(self):
         self.killed = None
 
-    def __call__(self, method: str, path: str):
+    def __call__(self, method: str, path: str, client_port: int):
         import signal
+        from pathlib import Path
 
         if self.killed or method != "PUT" or not path.split("?")[0].endswith("/checkpoints/step-000004.pt"):
             return None
         run_id = path.split("/FinetuneFlow/")[1].split("/")[0]
-        pid = task_pid(run_id, "tune_small")
-        assert pid, f"no first-attempt tune_small process of run {run_id}"
+        pid = pid_of_client(client_port)
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+        assert b"tune_small" in argv and run_id.encode() in argv, (pid, argv)  # that run's fine-tune task
         os.kill(pid, signal.SIGKILL)
         self.killed = run_id
         return "drop"
@@ -137,7 +125,10 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     checkpoint; Metaflow's @retry resumes it from the first (on S3), and its
     adapter equals the other run's uninterrupted one. Afterwards every
     adapter, checkpoint and bundle is checked against the sizes and hashes
-    recorded when it was written, straight from the server.
+    recorded when it was written, straight from the server. With
+    must_beat_last_release on, a run may only compare with the other once that
+    one has finished (then the same model again is held); otherwise it has no
+    earlier release and releases.
     """
     import hashlib
     import json
@@ -152,6 +143,10 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     rosters = tmp_path / "rosters"
     rosters.mkdir()
     (rosters / "dropout.toml").write_text(ROSTER)
+    profile = tmp_path / "smoke-must-beat.toml"  # the smoke profile, with the last-release check on
+    smoke = (ROOT / "configs" / "profiles" / "smoke.toml").read_text()
+    profile.write_text(smoke.replace("must_beat_last_release = false", "must_beat_last_release = true", 1))
+    assert profile.read_text() != smoke
     with moto_s3(monkeypatch) as bucket:
         upstream = os.environ["METAFLOW_S3_ENDPOINT_URL"]
         hook = KillOnSecondCheckpoint()
@@ -163,7 +158,7 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
             runs = []
             for name in ("a", "b"):
                 command = [sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--quiet", "--datastore", "s3",
-                           "--config-value", "infra", infra, "run", "--profile", "smoke", "--max-steps", "6",
+                           "--config-value", "infra", infra, "run", "--profile", str(profile), "--max-steps", "6",
                            "--output-root", f"{bucket}/runs", "--release-to", f"{bucket}/published/{name}",
                            "--publish", "True", "--merge", "True", "--run-id-file", str(tmp_path / f"{name}.id")]
                 log = open(tmp_path / f"{name}.log", "w")
@@ -195,20 +190,30 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])
 
+    releasing = set()
     for run_id, run in back.items():  # two runs on one output root, each in its own folder
         assert run["successful"] and {r["name"] for r in run["leaderboard"]} == {"tiny-llama", "dropout-llama-lora"}
         assert all(r["status"] == "ok" for r in run["leaderboard"])
         assert run["run_root"] == f"{bucket}/runs/FinetuneFlow/{run_id}"
         row = next(r for r in run["leaderboard"] if r["kind"] == "candidate")
         assert all(row[k].startswith(run["run_root"] + "/") for k in ("adapter_uri", "per_row_uri"))
-        assert [b["name"] for b in run["released"]] == ["dropout-llama-lora"]
+        other_id = next(i for i in ids if i != run_id)
+        if f"(run {other_id})" in row["reasons"][-1]:  # the other run released the same model: it had finished
+            assert back[other_id]["finished_at"] < run["join_started"]
+            assert row["decision"] == "hold" and row["reasons"][-1].startswith("does not clearly beat the release of")
+        else:
+            assert row["reasons"][-1] == "no earlier release of this model ✓" and row["decision"] == "release"
+            releasing.add(run_id)
+        assert [b["name"] for b in run["released"]] == (["dropout-llama-lora"] if run_id in releasing else [])
+    assert releasing  # the first run to reach `join` released it
     roots = {k.split("/")[2] for k in stored if k.startswith("runs/FinetuneFlow/")}
     assert roots == set(ids)
 
     folders = [k[: -len(storage.MANIFEST)] for k in stored if k.endswith("/" + storage.MANIFEST)]
     assert {f for f in folders if f.endswith("/adapter/")} == {key(run["run_root"] + "/dropout-llama-lora/adapter/")
                                                               for run in back.values()}
-    assert {f for f in folders if f.startswith("published/")} == {f"published/{n}/dropout-llama-lora/" for n in "ab"}
+    published = {name for name, run_id in zip("ab", ids) if run_id in releasing}
+    assert {f for f in folders if f.startswith("published/")} == {f"published/{n}/dropout-llama-lora/" for n in published}
     for folder in folders:  # every adapter and bundle: each file as big as, and hashing to, what was written
         manifest = json.loads(stored[folder + storage.MANIFEST])
         assert manifest and all(len(stored[folder + name]) == entry["size"] and
