@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test smoke bench gpu-check leaderboard image deploy-argo deploy-sfn clean
+.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard image deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -59,8 +59,13 @@ browser:
 	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
 	  || (apt-get update -q && apt-get install -y -q chromium >/dev/null)
 
+## The whole suite: what CI runs (~25 min here).
 test: install browser
 	$(BIN)/python -m pytest -q tests $(ARGS)
+
+## The inner loop (< 3 min here): every test that runs no flow, starts no server and opens no browser.
+test-fast: install
+	$(BIN)/python -m pytest -q tests -m "not (flow or server or browser)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .metaflow .pytest_cache

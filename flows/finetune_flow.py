@@ -10,11 +10,15 @@ from metaflow import (  # noqa: E402
     Config, FlowSpec, Parameter, card, catch, config_expr, current, project, resources, retry, schedule, step,
 )
 
-from barbarossa import (  # noqa: E402
-    cards, cli, compute, config, data, evaluation, history, leaderboard, plan, preflight, registry, storage, training,
-)
-from barbarossa import release as releases  # noqa: E402  (the flow has a step named release)
-from barbarossa.mutators import FollowInfra, ShipLibrary  # noqa: E402
+from barbarossa import cli, config, storage  # noqa: E402
+from barbarossa.data import instructions  # noqa: E402
+from barbarossa.decide import cards, history, leaderboard  # noqa: E402
+from barbarossa.decide import release as releases  # noqa: E402  (the flow has a step named release)
+from barbarossa.evaluate import protocol  # noqa: E402
+from barbarossa.infra import compute  # noqa: E402
+from barbarossa.infra.mutators import FollowInfra, ShipLibrary  # noqa: E402
+from barbarossa.models import plan, preflight, roster  # noqa: E402
+from barbarossa.train import loop  # noqa: E402
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
 
@@ -41,7 +45,7 @@ class FinetuneFlow(FlowSpec):
               Azerbaijani fidelity and loops of greedy answers, same protocol
               for every item. One step per size class, because @resources is
               per step: the `infra` config's roster selection sizes each
-              class's box (see barbarossa/compute.py and README "Resources").
+              class's box (see barbarossa/infra/compute.py and README "Resources").
               A failure becomes a failed row, not a failed run.
     join      leaderboard rows with deltas against each base, rank, release
               decision and reasons; a card shows them
@@ -70,26 +74,28 @@ class FinetuneFlow(FlowSpec):
     def start(self):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         releases.check_target(self.release_to, self.publish)
-        selected = registry.select(self.models)
+        selected = roster.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu)
-        allowed, self.refused = preflight.check(registry.work_items(selected), self.plan)
+        allowed, self.refused, tokenizers = preflight.check(roster.work_items(selected), self.plan)
         self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
         self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
-        self.data = data.prepare(
+        self.data = instructions.prepare(
             self.train_data, self.eval_data or None, self.run_root, on_bad_rows=self.on_bad_rows,
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
             near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
         )
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
-        self.data = training.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"))
+        self.data = loop.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"),
+                                          tokenizers)
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])
-        train_rows = data.read_jsonl(self.data["train_uri"])
+        train_rows = instructions.read_jsonl(self.data["train_uri"])
         current.card["data"].extend(cards.data_components(
-            self.data, data.length_histogram(train_rows), training.masking_preview(allowed[0], train_rows, self.settings["train"])))
+            self.data, instructions.length_histogram(train_rows), loop.masking_preview(allowed[0], train_rows, self.settings["train"],
+                                                                    tokenizers[allowed[0]["base"]["name"]])))
         self.next(self.fan_small, self.fan_large)
 
     @step
@@ -129,13 +135,13 @@ class FinetuneFlow(FlowSpec):
         trained = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
-            steps = training.settings_for(self.item, self.settings["train"])["max_steps"]
+            steps = roster.settings_for(self.item, self.settings["train"])["max_steps"]
             live = cards.LiveTraining(current.card["training"], self.item["name"], steps)
-            trained = training.train(self.item, self.data, self.settings["train"], out, on_log=live.update)
+            trained = loop.train(self.item, self.data, self.settings["train"], out, on_log=live.update)
             self.train = trained.result
         self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None
-        self.metrics = evaluation.evaluate(self.item, adapter, self.data, self.settings["eval"], trained=trained,
+        self.metrics = protocol.evaluate(self.item, adapter, self.data, self.settings["eval"], trained=trained,
                                            train_cfg=self.settings["train"])
 
     @step

@@ -8,10 +8,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ 
 
 from metaflow import Config, FlowSpec, Parameter, card, current, resources, retry, step  # noqa: E402
 
-from barbarossa import data, storage, translation  # noqa: E402
+from barbarossa import storage  # noqa: E402
+from barbarossa.config import PROJECT_ROOT  # noqa: E402
 from barbarossa.console import console  # noqa: E402
-from barbarossa.mutators import ShipLibrary  # noqa: E402
-from barbarossa.registry import PROJECT_ROOT  # noqa: E402
+from barbarossa.data import instructions  # noqa: E402
+from barbarossa.infra.mutators import ShipLibrary  # noqa: E402
+from barbarossa.translate import translation  # noqa: E402
 
 DATASET_EVENT = "barbarossa.dataset-updated"
 
@@ -47,12 +49,12 @@ class TranslateFlow(FlowSpec):
     @step
     def start(self):
         translation.check_backend(self.settings.backend.to_dict())  # a backend unusable here stops now, in one line
-        english = data.load(self.source)
+        english = instructions.load(self.source)
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.root = storage.join(root, current.flow_name)
         self.summary = {"source": self.source, "source_fingerprint": english.fingerprint, "rows": len(english.records)}
         self.shards = [storage.write_text(storage.join(self.root, str(current.run_id), "shards", f"{i:05d}.jsonl"),
-                                          data.to_jsonl(rows))
+                                          instructions.to_jsonl(rows))
                        for i, rows in enumerate(translation.shards(english.records, self.settings.shard_rows))]
         self.next(self.translate, foreach="shards")
 
@@ -62,23 +64,23 @@ class TranslateFlow(FlowSpec):
     def translate(self):
         backend = translation.make_backend(self.settings.backend.to_dict())
         cache = translation.Cache(storage.join(self.root, "cache"), backend)
-        results = translation.translate_shard(data.read_jsonl(self.input), backend, cache)
-        self.translated = storage.write_text(self.input.replace("/shards/", "/translated/"), data.to_jsonl(results))
+        results = translation.translate_shard(instructions.read_jsonl(self.input), backend, cache)
+        self.translated = storage.write_text(self.input.replace("/shards/", "/translated/"), instructions.to_jsonl(results))
         self.stats = {"rows": len(results), "backend_calls": backend.calls, "cache_hits": cache.hits,
                       "cache_misses": cache.misses}
         self.next(self.qa)
 
     @step
     def qa(self):
-        checked = translation.check_shard(data.read_jsonl(self.translated))
-        self.checked = storage.write_text(self.translated.replace("/translated/", "/checked/"), data.to_jsonl(checked))
+        checked = translation.check_shard(instructions.read_jsonl(self.translated))
+        self.checked = storage.write_text(self.translated.replace("/translated/", "/checked/"), instructions.to_jsonl(checked))
         self.next(self.join)
 
     @card(type="blank", id="qa")
     @step
     def join(self, inputs):
         self.merge_artifacts(inputs, include=["summary", "root", "settings"])
-        results = [r for shard in inputs for r in data.read_jsonl(shard.checked)]
+        results = [r for shard in inputs for r in instructions.read_jsonl(shard.checked)]
         self.stats = {k: sum(shard.stats[k] for shard in inputs) for k in inputs[0].stats}
         kept, self.qa_counts = translation.apply_policy(results, self.settings.qa_policy)
         self.dataset = translation.publish_dataset(kept, self.summary, self.qa_counts, self.settings.to_dict(), self.root)

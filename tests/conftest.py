@@ -46,18 +46,82 @@ def rows(n: int, start: int = 0) -> list[dict]:
     ]
 
 
+# What a test may need beyond plain Python and tiny models; a test declares each with its marker
+# (pytest.ini_options.markers in pyproject.toml), and `make test-fast` deselects all three.
+NEEDS = {
+    "flow": "runs a Metaflow flow",
+    "server": "starts a server (moto S3, a proxy)",
+    "browser": "renders a page in headless Chromium",
+}
+
+
+def _need_of(command) -> str | None:
+    """Which need a subprocess command line shows: a flow file, moto_server, or a browser."""
+    words = [str(w) for w in command] if isinstance(command, (list, tuple)) else str(command).split()
+    if any(w.endswith("_flow.py") for w in words):
+        return "flow"
+    if any(Path(w).name == "moto_server" for w in words):
+        return "server"
+    if words and Path(words[0]).name.startswith("chromium"):
+        return "browser"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def declared_needs(request, monkeypatch):
+    """A test that runs a flow, starts a server or a browser without its marker fails, naming the marker:
+    so a new test cannot land in the fast tier by forgetting to say what it needs."""
+    declared = {name for name in NEEDS if request.node.get_closest_marker(name)}
+    if declared == set(NEEDS):
+        return
+
+    def refuse(need):
+        pytest.fail(f"this test {NEEDS[need]}: mark it @pytest.mark.{need}", pytrace=False)
+
+    popen = subprocess.Popen
+
+    class CheckedPopen(popen):
+        def __init__(self, args, *rest, **options):
+            need = _need_of(args)
+            if need and need not in declared:
+                refuse(need)
+            super().__init__(args, *rest, **options)
+
+    monkeypatch.setattr(subprocess, "Popen", CheckedPopen)
+    if "flow" not in declared:
+        from metaflow import Runner
+
+        def no_runner(self, *args, **kwargs):
+            refuse("flow")
+
+        monkeypatch.setattr(Runner, "__init__", no_runner)
+
+
+@pytest.fixture
+def fp32_cpu(monkeypatch):
+    """This CPU as one without native bf16 (AVX2 only), where precision "auto" means fp32.
+
+    For tests that compare numbers at fp32 tolerance (1e-5 adapters, 1e-3 logits): a CPU with AVX512-BF16 or
+    AMX runs bf16 natively, and there "auto" picks bf16 (runtime.probe), whose rounding those tolerances
+    are not about."""
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama():
-    from barbarossa import models
+    from barbarossa.models import loading
 
-    return models.resolve("tiny:llama")
+    return loading.resolve("tiny:llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from barbarossa import models
+    from barbarossa.models import loading
 
-    return models.resolve("tiny:gpt2")
+    return loading.resolve("tiny:gpt2")
 
 
 def eos_appending(tokenizer):

@@ -10,11 +10,12 @@ import sys
 
 from rich.console import Console
 
-from barbarossa import cli, registry
+from barbarossa import cli
+from barbarossa.models import roster
 from conftest import ROOT
 
-LONGEST = max((c.name for r in registry.all_rosters().values() for c in r.candidates), key=len)
-LONGEST_BASE = max((c.base.name for r in registry.all_rosters().values() for c in r.candidates), key=len)
+LONGEST = max((c.name for r in roster.all_rosters().values() for c in r.candidates), key=len)
+LONGEST_BASE = max((c.base.name for r in roster.all_rosters().values() for c in r.candidates), key=len)
 
 
 def row(name: str, decision: str = "hold", rank=1, **metrics) -> dict:

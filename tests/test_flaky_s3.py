@@ -10,6 +10,8 @@ from barbarossa import storage
 from conftest import moto_s3, own_metaflow_root
 from flaky_s3 import FlakyS3, pid_of_client
 
+pytestmark = pytest.mark.server
+
 
 @pytest.fixture
 def flaky(monkeypatch):
@@ -118,6 +120,7 @@ class KillOnSecondCheckpoint:
         return "drop"
 
 
+@pytest.mark.flow
 def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch, tmp_path):
     """Two runs at once on one output root, Metaflow datastore and outputs on an S3 failing ≥ 10 % of requests.
 

@@ -12,9 +12,13 @@ from html import unescape
 
 import pytest
 
-from barbarossa import cards, cli, registry
+from barbarossa import cli
+from barbarossa.models import roster
+from barbarossa.decide import cards
 from conftest import render_in_chromium
 from test_flow import run_flow
+
+pytestmark = pytest.mark.flow
 
 # Runs in the page after Metaflow's card renders: every table's width against the space it has.
 MEASURE = """
@@ -47,11 +51,12 @@ def scale_run(tmp_path_factory):
 def test_thirty_candidates_get_a_row_each(scale_run):
     rows = scale_run.data.leaderboard
     candidates = [r for r in rows if r["kind"] == "candidate"]
-    assert len(candidates) == len(registry.select("tiny-scale")) >= 30
+    assert len(candidates) == len(roster.select("tiny-scale")) >= 30
     assert len({r["family"] for r in candidates}) == 6 and all(r["status"] == "ok" for r in rows)
     assert sorted(r["rank"] for r in candidates) == list(range(1, len(candidates) + 1))
 
 
+@pytest.mark.browser
 def test_the_leaderboard_card_shows_every_column_at_roster_scale(scale_run, tmp_path):
     from metaflow.cards import get_cards
 

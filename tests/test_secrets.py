@@ -22,9 +22,12 @@ import re
 import subprocess
 import sys
 
+import pytest
 from metaflow import Runner
 
 from conftest import ROOT, moto_s3
+
+pytestmark = [pytest.mark.flow, pytest.mark.server]
 
 FAKE_TOKEN = "hf_barbarossaFAKEtoken0123456789abcdef"
 FLOW = str(ROOT / "flows" / "finetune_flow.py")

@@ -12,8 +12,11 @@ import sys
 import pytest
 from metaflow import Run, Runner
 
-from barbarossa import data, translation
+from barbarossa.data import instructions
+from barbarossa.translate import translation
 from conftest import ROOT
+
+pytestmark = pytest.mark.flow
 
 FLOW = str(ROOT / "flows" / "translate_flow.py")
 SETTINGS = {"shard_rows": 10, "qa_policy": "flag",
@@ -29,7 +32,7 @@ def run(output_root: str):
 
 
 def test_translate_flow_writes_a_checked_versioned_dataset_and_reuses_its_cache(tmp_path):
-    english = data.load("bundled-en").records
+    english = instructions.load("bundled-en").records
     first = run(str(tmp_path / "out"))
     stats, counts, dataset = first.data.stats, first.data.qa_counts, first.data.dataset
     assert len(list(first["translate"].tasks())) == 3  # 23 rows in shards of 10
@@ -43,7 +46,7 @@ def test_translate_flow_writes_a_checked_versioned_dataset_and_reuses_its_cache(
     assert dataset["uri"].endswith(f"/datasets/{dataset['fingerprint']}/az_alpaca.jsonl")
     card = open(dataset["uri"].replace("az_alpaca.jsonl", "README.md"), encoding="utf-8").read()
     assert card.startswith("---\nlanguage:\n- az") and f"{counts['flagged']} flagged" in card
-    assert data.load(dataset["uri"]).records  # the fine-tune flow can read it as training data
+    assert instructions.load(dataset["uri"]).records  # the fine-tune flow can read it as training data
 
     second = run(str(tmp_path / "out"))
     assert second.data.stats["backend_calls"] == 0

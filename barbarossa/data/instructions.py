@@ -19,8 +19,9 @@ from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from barbarossa import dedup, storage
-from barbarossa.registry import PROJECT_ROOT
+from barbarossa import storage
+from barbarossa.data import dedup
+from barbarossa.config import PROJECT_ROOT
 
 FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")

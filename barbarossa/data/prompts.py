@@ -14,6 +14,25 @@ def pad_rows(rows: list[list[int]], value: int, side: str = "right") -> list[lis
     width = max(len(r) for r in rows)
     return [([value] * (width - len(r)) + r) if side == "left" else (r + [value] * (width - len(r))) for r in rows]
 
+
+def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
+    """Tensors for a batch padded to its longest example; pad labels are ignored.
+
+    Inputs and labels are padded separately: the same length for a causal LM,
+    the decoder side's own length for seq2seq.
+    """
+    import torch
+
+    ids = [e["input_ids"] for e in examples]
+    batch = {
+        "input_ids": torch.tensor(pad_rows(ids, pad_id, side)),
+        "attention_mask": torch.tensor(pad_rows([[1] * len(r) for r in ids], 0, side)),
+    }
+    if all("labels" in e for e in examples):
+        batch["labels"] = torch.tensor(pad_rows([e["labels"] for e in examples], IGNORE_INDEX, side))
+    return batch
+
+
 PREAMBLE = (
     "Aşağıda bir tapşırığı təsvir edən təlimat verilib. "
     "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."

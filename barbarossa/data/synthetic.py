@@ -14,7 +14,7 @@ import random
 import re
 from pathlib import Path
 
-from barbarossa.registry import PROJECT_ROOT
+from barbarossa.config import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
 ALPACA_ROWS = 52_002

@@ -17,7 +17,8 @@ import io
 import json
 from itertools import chain
 
-from barbarossa import data, prompts, storage
+from barbarossa import storage
+from barbarossa.data import instructions, prompts
 
 FORMAT_VERSION = 1
 
@@ -94,11 +95,25 @@ def examples_for(
     return _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri)
 
 
+def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal",
+             min_response_tokens: int = 8) -> tuple[list[dict], int]:
+    """(examples, rows dropped as too long or without enough response), tokenised in batches."""
+    built = prompts.build_examples(tokenizer, records, max_length, min_response_tokens, task)
+    kept = [example for example in built if example is not None]
+    return kept, len(built) - len(kept)
+
+
+def training_examples(tokenizer, data_summary: dict, max_length: int, task: str) -> tuple[list[dict], int]:
+    """The training split's examples: from the run's token cache when `start` warmed one, else tokenised here."""
+    if data_summary.get("token_cache"):
+        return examples_for(tokenizer, data_summary["train_uri"], data_summary["train_fingerprint"], max_length, task,
+                            data_summary["token_cache"])
+    return tokenize(tokenizer, instructions.read_jsonl(data_summary["train_uri"]), max_length, task)
+
+
 def _build(tokenizer, train_uri: str, max_length: int, task: str, min_response_tokens: int, uri: str):
     """Tokenise the split (batched) and write the file whole: a concurrent reader never sees half of it."""
-    built = prompts.build_examples(tokenizer, data.read_jsonl(train_uri), max_length, min_response_tokens, task)
-    examples = [example for example in built if example is not None]
-    dropped = len(built) - len(examples)
+    examples, dropped = tokenize(tokenizer, instructions.read_jsonl(train_uri), max_length, task, min_response_tokens)
     storage.write_bytes(uri, encode(examples, dropped, task))
     return examples, dropped
 

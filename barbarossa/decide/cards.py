@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from barbarossa.leaderboard import LABELS, row_cell, show, show_interval, show_p
+from barbarossa.decide.leaderboard import LABELS, row_cell, show, show_interval, show_p
 
 DETAIL_METRICS = ("bits_per_byte", "eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")
 
@@ -137,7 +137,7 @@ def sample_rows(samples: dict[str, list[dict]], per_model: int = 2) -> list[list
 
 def extra_set_rows(rows: list[dict]) -> list[list[str]]:
     """One line per model and user eval set (and the main set's user metrics), for the leaderboard card."""
-    from barbarossa.leaderboard import format_cell
+    from barbarossa.decide.leaderboard import format_cell
 
     lines = []
     core = ("eval_loss", "chrf", "bleu", "az_fidelity")

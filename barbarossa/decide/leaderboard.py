@@ -18,17 +18,11 @@ from __future__ import annotations
 
 import copy
 
-from barbarossa import stats
+from barbarossa.config import DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
+from barbarossa.evaluate import stats
 
-# metric -> True when higher is better
-DIRECTION = {"bits_per_byte": False, "eval_loss": False, "perplexity": False, "chrf": True, "bleu": True,
-             "az_fidelity": True, "degenerate_rate": False}
 COMPARED = ("bits_per_byte", "eval_loss", "perplexity", "chrf", "bleu", "az_fidelity", "degenerate_rate",
             "fertility")  # base / delta
-THRESHOLDS_ON = ("point", "bound")
-DEFAULT_POLICY = {"primary": "bits_per_byte", "min_gain": 0.015, "max_chrf_drop": 2.0, "min_fidelity": 0.9,
-                  "max_degenerate_rate": 0.2, "must_beat_last_release": True, "confidence": 0.95,
-                  "bootstrap_samples": 1000, "bootstrap_seed": 0, "thresholds_on": "point"}
 LABELS = {"bits_per_byte": "bits per byte", "eval_loss": "held-out loss", "perplexity": "perplexity", "chrf": "chrF++",
           "bleu": "BLEU", "az_fidelity": "Azerbaijani answers", "degenerate_rate": "degenerate answers"}
 SHARES = ("az_fidelity", "degenerate_rate")  # shown as percentages

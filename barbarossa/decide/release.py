@@ -15,8 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from barbarossa import models, prompts, storage
-from barbarossa.families import get_family
+from barbarossa import storage
+from barbarossa.data import prompts
+from barbarossa.models import loading, roster
+from barbarossa.models.families import get_family
 
 VERIFY_PROMPTS = [
     {"instruction": "Azərbaycanın paytaxtı hansı şəhərdir?", "input": ""},
@@ -89,7 +91,7 @@ Azerbaijani instructions with Barbarossa (run `{run}`).
 
 ## Prompt
 
-Train, evaluation and this card use one template (`barbarossa.prompts.render_prompt`):
+Train, evaluation and this card use one template (`barbarossa.data.prompts.render_prompt`):
 
 ```
 {example}```
@@ -156,7 +158,7 @@ def merge_runtime(base: dict):
     base (the weights people will load), and verified against that same base
     with the adapter applied — like any other adapter.
     """
-    from barbarossa import runtime
+    from barbarossa.models import runtime
 
     return runtime.decide(runtime.probe(), {"precision": "auto", "quantization": "none"}, base)
 
@@ -177,7 +179,7 @@ def merge_verified(base: dict, adapter_dir: Path, out: Path) -> float:
     from peft import PeftModel
 
     decision = merge_runtime(base)
-    tokenizer, model = models.load_base(base, decision)
+    tokenizer, model = loading.load_base(base, decision)
     tokenizer.padding_side = "left"
     seq2seq = get_family(base["family"]).task == "seq2seq"
     with_adapter = PeftModel.from_pretrained(model, str(adapter_dir)).eval()
@@ -199,14 +201,14 @@ def build_bundle(entry: dict, data_summary: dict, train_cfg: dict, run: str, des
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / row["name"]
         shutil.copytree(storage.local_dir(row["adapter_uri"], Path(tmp) / "download"), bundle / "adapter")
-        models.load_base_tokenizer(item["base"]).save_pretrained(bundle / "adapter")
+        loading.load_base_tokenizer(item["base"]).save_pretrained(bundle / "adapter")
         difference = merge_verified(item["base"], bundle / "adapter", bundle / "merged") if merge else None
         (bundle / "README.md").write_text(model_card(row, item, data_summary, train_cfg, run), encoding="utf-8")
         files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
         size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         uri = storage.upload_dir(bundle, storage.join(dest_uri, row["name"]))
     return {"name": row["name"], "bundle_uri": uri, "files": files, "bytes": size, "merged": merge,
-            "merge_max_logit_diff": difference}
+            "merge_max_logit_diff": difference, "merge_dtype": merge_runtime(item["base"]).weight_dtype if merge else None}
 
 
 def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
@@ -235,11 +237,9 @@ def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
 def release_all(entries: list[dict], data_summary: dict, train_cfg: dict, run: str, run_root: str,
                 merge: bool, target: str, publish: bool) -> list[dict]:
     """Bundle every selected model under `<run_root>/release/`, then publish (or dry-run) to `target`."""
-    from barbarossa.training import settings_for
-
     released = []
     for entry in entries:
-        bundle = build_bundle(entry, data_summary, settings_for(entry["item"], train_cfg), run,
+        bundle = build_bundle(entry, data_summary, roster.settings_for(entry["item"], train_cfg), run,
                               storage.join(run_root, "release"), merge)
         released.append(publish_bundle(bundle, target, dry_run=not publish) if target else
                         {**bundle, "published_to": None, "would_publish_to": None})

@@ -38,16 +38,18 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from barbarossa import data, prompts, runtime, stats, storage
+from barbarossa import storage
 from barbarossa.console import log
-from barbarossa.training import pad_batch
+from barbarossa.data import instructions, prompts
+from barbarossa.evaluate import stats
+from barbarossa.models import loading, losses, roster, runtime
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 
 @lru_cache(maxsize=None)
 def load_metric(name: str):
-    """A local `evaluate` module: a name from barbarossa/metrics, or a path to a user's module file.
+    """A local `evaluate` module: a name from barbarossa/evaluate/metrics/, or a path to a user's module file.
 
     (Hub metric scripts are unreachable offline, and a path pins exactly what is computed.)
     """
@@ -136,14 +138,12 @@ def _batch_token_losses(model, batch: dict, task: str):
     """Per-token response losses of one right-padded batch, row after row."""
     import torch
 
-    from barbarossa.training import padded_token_losses
-
     if task == "causal":
-        return padded_token_losses(model, batch)
+        return losses.padded_token_losses(model, batch)
     logits = model(**batch).logits.float()  # seq2seq: every decoder position is a response token
-    losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                                               ignore_index=prompts.IGNORE_INDEX, reduction="none")
-    return losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
+    token_losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
+                                                     ignore_index=prompts.IGNORE_INDEX, reduction="none")
+    return token_losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
 
 
 def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
@@ -166,7 +166,7 @@ def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_s
     with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
+            batch = {k: v.to(device) for k, v in prompts.pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
             counts = [_scored_tokens(examples[i], task) for i in chunk]
             for i, total, count in zip(chunk, row_sums(_batch_token_losses(model, batch, task), counts), counts):
                 nll[i], tokens[i] = total, count
@@ -204,7 +204,7 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
+            batch = prompts.pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
             generated = model.generate(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
@@ -287,9 +287,7 @@ def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg:
 
 def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: dict):
     """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would."""
-    from barbarossa.training import load_for_training, settings_for
-
-    tokenizer, model, decision = load_for_training(item, settings_for(item, train_cfg))
+    tokenizer, model, decision = loading.load_for_item(item, roster.settings_for(item, train_cfg))
     if adapter_uri:
         from peft import PeftModel
 
@@ -313,7 +311,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     else:
         tokenizer, model, decision = load_for_evaluation(item, adapter_uri, train_cfg or _DEFAULT_TRAIN)
     model.eval()
-    records = data.read_jsonl(data_summary["eval_uri"])
+    records = instructions.read_jsonl(data_summary["eval_uri"])
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
@@ -327,7 +325,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
         for r, a in list(zip(asked, run["answers"]))[: eval_cfg["samples"]]
     ]
-    extra = {entry["name"]: _extra_set(model, tokenizer, data.read_jsonl(entry["uri"]), max_length, eval_cfg, decision)
+    extra = {entry["name"]: _extra_set(model, tokenizer, instructions.read_jsonl(entry["uri"]), max_length, eval_cfg, decision)
              for entry in data_summary.get("extra_sets", [])}
     return {
         **loss,

@@ -27,9 +27,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from metaflow.exception import MetaflowException
-
-from barbarossa.registry import PROJECT_ROOT, select, work_items
+from barbarossa.config import PROJECT_ROOT
+from barbarossa.errors import UserError
+from barbarossa.models.roster import select, work_items
 
 CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
 COMPUTE = ("local", "kubernetes", "batch")
@@ -43,13 +43,8 @@ _BATCH = {"image": str, "queue": str, "iam_role": str}
 _REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
 
 
-class Misconfigured(MetaflowException, ValueError):
-    """A setting this machine or a config lacks; the message is one line: what is missing and what to set.
-
-    A MetaflowException because Metaflow prints those as a headline and the
-    message, without a traceback, whether a step or a Config parser raises it;
-    a ValueError so code that catches bad values still does.
-    """
+class Misconfigured(UserError):
+    """A setting this machine or a config lacks; the message is one line: what is missing and what to set."""
 
     headline = "Misconfigured"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from metaflow import FlowMutator
 
-from barbarossa import compute
-from barbarossa.registry import PROJECT_ROOT
+from barbarossa.infra import compute
+from barbarossa.config import PROJECT_ROOT
 
 
 class FollowInfra(FlowMutator):

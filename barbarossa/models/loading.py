@@ -8,47 +8,12 @@ lock keeps parallel foreach tasks from converting twice.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
-import os
-import shutil
-from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from barbarossa.families import get_family
-
-
-def cache_root() -> Path:
-    root = Path(os.environ.get("BARBAROSSA_CACHE", Path.home() / ".cache" / "barbarossa"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _cached(key: str, build) -> Path:
-    """Folder for `key`, built by `build(tmp_dir)` the first time only."""
-    target = cache_root() / "models" / hashlib.sha256(key.encode()).hexdigest()[:20]
-    with _locked(target):
-        if not (target / "config.json").exists():
-            tmp = target.with_name(target.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            build(tmp)
-            (tmp / "SOURCE").write_text(key + "\n")
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-    return target
+from barbarossa.models import cache, plan, runtime
+from barbarossa.models.families import get_family
 
 
 def wheel_file(spec: str) -> Path:
@@ -89,13 +54,13 @@ def resolve(source: str, revision: str | None = None) -> Path:
     scheme, _, rest = source.partition(":")
     if scheme == "wheel-gguf":
         gguf = wheel_file(rest)
-        return _cached(f"{source}|{gguf.stat().st_size}", lambda out: _convert_gguf(gguf, out))
+        return cache.cached_folder(f"{source}|{gguf.stat().st_size}", lambda out: _convert_gguf(gguf, out))
     if scheme == "tiny":
-        from barbarossa import tiny
+        from barbarossa.models import tiny
 
-        return _cached(f"{source}|v{tiny.VERSION}", lambda out: tiny.build(rest, out))
+        return cache.cached_folder(f"{source}|v{tiny.VERSION}", lambda out: tiny.build(rest, out))
     if scheme == "hf":
-        from barbarossa import weights
+        from barbarossa.models import weights
 
         # The mirror in BARBAROSSA_WEIGHTS first, else the hub (only the files loading needs). Not told whether
         # the base runs remote code, it keeps the repo's *.py files: small, and run only when the roster opts in.
@@ -123,7 +88,7 @@ def load_base_tokenizer(base: dict):
     A hub base is read from the mirror in BARBAROSSA_WEIGHTS first, like `resolve`.
     """
     if base["source"].startswith("hf:"):
-        from barbarossa import weights
+        from barbarossa.models import weights
 
         folder = weights.local_folder(base, only=weights.TOKENIZER_PATTERNS)
     else:
@@ -179,3 +144,13 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
 def attention_of(model) -> str:
     """The attention kernel a loaded model really runs."""
     return getattr(model.config, "_attn_implementation", None) or "eager"
+
+
+def load_for_item(item: dict, cfg: dict, hardware: runtime.Hardware | None = None):
+    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's train
+    settings (`roster.settings_for`) and the model's config: training and evaluation load through here."""
+    base = item["base"]
+    folder = resolve(base["source"], base.get("revision"))
+    decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())
+    tokenizer, model = load_base(base, decision)
+    return tokenizer, model, replace(decision, attention=attention_of(model))

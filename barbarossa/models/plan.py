@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from barbarossa import runtime
-from barbarossa.families import get_family
-from barbarossa.registry import Candidate, format_params
+from barbarossa.models import runtime
+from barbarossa.models.families import get_family
+from barbarossa.models.roster import Candidate, format_params
 
 # name -> (bf16 dense peak TFLOP/s (fp16 where bf16 is emulated), memory GB, native bf16)
 GPUS = {

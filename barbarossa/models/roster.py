@@ -15,17 +15,26 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from barbarossa.families import FAMILIES
+from barbarossa.config import OPTIONAL, PROJECT_ROOT, SCHEMA
+from barbarossa.errors import UserError
+from barbarossa.models.families import FAMILIES
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CERTAINTY = ("confirmed", "inferred", "unverified")
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _SIZE = re.compile(r"^([0-9.]+)\s*([KMBT]?)$", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
 
-class RosterError(ValueError):
-    """A roster file that does not validate; the message names the file and entry."""
+class RosterError(UserError):
+    """A roster file or selection that does not validate; the message names the file and entry."""
+
+    headline = "Roster"
+
+
+class NothingToRun(RosterError):
+    """Every selected model was refused before any compute: the message names them, each reason and its fix."""
+
+    headline = "Nothing to run"
 
 
 @dataclass(frozen=True)
@@ -153,7 +162,6 @@ def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> 
     except TypeError as err:
         raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
     values["tags"] = tuple(values.get("tags", ()))
-    from barbarossa.config import OPTIONAL, SCHEMA  # config imports this module
 
     unknown = sorted(set(values.get("train", {})) - set(SCHEMA["train"]) - set(OPTIONAL["train"]))
     if unknown:
@@ -270,8 +278,18 @@ def runnable(items: list[dict]) -> tuple[list[dict], list[dict]]:
     refused = [{"item": item, "train": None, "metrics": None, "error": f"refused: {item['refusal']}"}
                for item in items if item["refusal"]]
     if not allowed:
-        raise RosterError("nothing to run, every selected model was refused: " + "; ".join(r["error"] for r in refused))
+        raise NothingToRun(nothing_to_run(items))
     return allowed, refused
+
+
+def nothing_to_run(items: list[dict]) -> str:
+    """One line for a selection that was refused whole: each reason once, after the models it refused."""
+    by_reason: dict[str, list[str]] = {}
+    for item in sorted(items, key=lambda i: i["kind"] != "candidate"):
+        name = item["name"] if item["kind"] == "candidate" else f"its untuned base {item['name']}"
+        by_reason.setdefault(" ".join(item["refusal"].split()), []).append(name)
+    return "every selected model was refused — " + "; ".join(
+        f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
 def work_items(candidates: list[Candidate]) -> list[dict]:
@@ -285,3 +303,8 @@ def work_items(candidates: list[Candidate]) -> list[dict]:
     items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora), "train": c.train,
                "refusal": refusal(c.base)} for c in candidates]
     return items
+
+
+def settings_for(item: dict, train_cfg: dict) -> dict:
+    """The profile's [train] table with the roster's per-candidate overrides applied."""
+    return {**train_cfg, **(item.get("train") or {})}

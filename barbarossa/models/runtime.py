@@ -27,9 +27,8 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-QUANTIZATIONS = ("none", "nf4", "auto")
-CHECKPOINTING = (True, False, "auto")
+from barbarossa.config import CHECKPOINTING, PRECISIONS, QUANTIZATIONS
+
 HEADROOM = 0.9  # share of device memory a plan may fill: the allocator fragments, kernels take workspace
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -110,7 +109,7 @@ def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runti
     estimate for this item (see `plan.item_memory`); without it (a CPU, or no
     estimate) "auto" settings resolve to no quantisation and no checkpointing.
     """
-    from barbarossa.families import get_family
+    from barbarossa.models.families import get_family
 
     family = get_family(base["family"])
     compute = choose_precision(hardware, cfg.get("precision", "auto"), family.fp16_safe)

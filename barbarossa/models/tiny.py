@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from barbarossa import prompts
-from barbarossa.registry import PROJECT_ROOT
+from barbarossa.data import prompts
+from barbarossa.config import PROJECT_ROOT
 
 VERSION = 2
 EOS = "<|endoftext|>"
@@ -115,7 +115,7 @@ def build(family: str, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from barbarossa.families import get_family
+    from barbarossa.models.families import get_family
 
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)

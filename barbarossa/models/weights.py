@@ -23,7 +23,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from barbarossa import models, storage
+from barbarossa import storage
+from barbarossa.models import cache
 
 ENV = "BARBAROSSA_WEIGHTS"
 MANIFEST = "MANIFEST.json"
@@ -128,7 +129,7 @@ class Hub:
     """The Hugging Face Hub, through huggingface_hub. `fetch_base` takes any object with `listing` and `download`."""
 
     def __init__(self, cache_dir: Path | None = None):
-        self.cache_dir = cache_dir or models.cache_root() / "hub"
+        self.cache_dir = cache_dir or cache.cache_root() / "hub"
 
     def listing(self, repo: str, revision: str | None) -> tuple[str, list[str]]:
         """(commit sha the revision points at, every file of the repo there)."""
@@ -227,7 +228,7 @@ def mirror_folder(base: dict, mirror: str, only=None) -> Path | None:
             storage.download(storage.join(where, entry["name"]), out / entry["name"])
         _check_sizes(out, files, where)
 
-    return models._cached(f"mirror|{where}|{manifest['commit']}|{','.join(only or ())}", download)
+    return cache.cached_folder(f"mirror|{where}|{manifest['commit']}|{','.join(only or ())}", download)
 
 
 def fetch_base(base: dict, to: str, hub=None) -> str:
@@ -253,7 +254,7 @@ def fetch_base(base: dict, to: str, hub=None) -> str:
         raise unavailable(base, err) from None
     where = storage.join(to, mirror_key(base))
     storage.delete(storage.join(where, MANIFEST))
-    with tempfile.TemporaryDirectory(dir=models.cache_root()) as staging:
+    with tempfile.TemporaryDirectory(dir=cache.cache_root()) as staging:
         for name in names:  # links, so upload_dir copies only these files, and copies them once
             os.symlink((folder / name).resolve(), Path(staging, name))
         storage.upload_dir(Path(staging), where)

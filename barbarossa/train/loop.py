@@ -36,12 +36,15 @@ import math
 import random
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from barbarossa import checkpoints, data, models, plan, prompts, runtime, sharing, storage, tokencache
+from barbarossa import storage
+from barbarossa.data import prompts, tokencache
+from barbarossa.models import loading, losses, roster, runtime
+from barbarossa.train import checkpoints, sharing
 from barbarossa.console import log
-from barbarossa.families import get_family
+from barbarossa.models.families import get_family
 
 
 class TrainingDiverged(RuntimeError):
@@ -102,24 +105,6 @@ def lora_model(model, family: str, recipe: dict):
     return get_peft_model(model, config)
 
 
-def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
-    """Tensors for a batch padded to its longest example; pad labels are ignored.
-
-    Inputs and labels are padded separately: the same length for a causal LM,
-    the decoder side's own length for seq2seq.
-    """
-    import torch
-
-    ids = [e["input_ids"] for e in examples]
-    batch = {
-        "input_ids": torch.tensor(prompts.pad_rows(ids, pad_id, side)),
-        "attention_mask": torch.tensor(prompts.pad_rows([[1] * len(r) for r in ids], 0, side)),
-    }
-    if all("labels" in e for e in examples):
-        batch["labels"] = torch.tensor(prompts.pad_rows([e["labels"] for e in examples], prompts.IGNORE_INDEX, side))
-    return batch
-
-
 def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
     """Example indices grouped into rows of at most `row_tokens` tokens (first fit, longest first).
 
@@ -161,16 +146,6 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
                                           for row in rows])}
 
 
-def packed_token_losses(model, batch: dict):
-    """Per-token cross-entropy of packed rows, projecting to the vocabulary only where a supervised token follows."""
-    import torch
-
-    labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
-    return sharing.response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))
-
-
 def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
     """The cheapest batch layout this family, these settings and this device allow.
 
@@ -187,13 +162,14 @@ def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
     return "packed" if family.packs and cfg.get("packing", True) else "padded"
 
 
-def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, device: str) -> dict:
+def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, device: str,
+               task: str = "causal") -> dict:
     """The examples in the given layout, ready for `batch_loss` on `device`."""
     if layout == "shared-prefix":
         return sharing.shared_prefix_batch(examples, pad_id)
-    batch = pack_batch(examples, max_length, pad_id) if layout == "packed" else pad_batch(examples, pad_id)
-    if "labels" in batch:
-        batch["targets"] = sharing.target_positions(batch["labels"])  # found on the host: no device sync
+    batch = pack_batch(examples, max_length, pad_id) if layout == "packed" else prompts.pad_batch(examples, pad_id)
+    if task == "causal" and "labels" in batch:  # a seq2seq loss scores every decoder position: no targets to find
+        batch["targets"] = losses.target_positions(batch["labels"])  # found on the host: no device sync
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
@@ -207,24 +183,10 @@ def batch_loss(model, batch: dict):
     if "prefixes" in batch:
         return sharing.shared_prefix_losses(model, batch).mean()
     if "position_ids" in batch:
-        return packed_token_losses(model, batch).mean()
-    if _is_seq2seq(model):  # every decoder position is a response token
-        return model(**{k: v for k, v in batch.items() if k != "targets"}).loss
-    return padded_token_losses(model, batch).mean()
-
-
-def _is_seq2seq(model) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
-
-
-def padded_token_losses(model, batch: dict):
-    """Per-token cross-entropy of a right-padded causal batch, the LM head applied only where a response token follows."""
-    import torch
-
-    labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
-    return sharing.response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))
+        return losses.packed_token_losses(model, batch).mean()
+    if getattr(model.config, "is_encoder_decoder", False):  # every decoder position is a response token
+        return model(**batch).loss
+    return losses.padded_token_losses(model, batch).mean()
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
@@ -235,34 +197,20 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal") -> tuple[list[dict], int]:
-    """(examples, dropped rows), tokenised in batches."""
-    built = prompts.build_examples(tokenizer, records, max_length, task=task)
-    kept = [b for b in built if b is not None]
-    return kept, len(built) - len(kept)
-
-
-def training_examples(tokenizer, data_summary: dict, max_length: int, task: str) -> tuple[list[dict], int]:
-    """The training split's examples: from the run's token cache when `start` warmed one, else tokenised here."""
-    if data_summary.get("token_cache"):
-        return tokencache.examples_for(tokenizer, data_summary["train_uri"], data_summary["train_fingerprint"],
-                                       max_length, task, data_summary["token_cache"])
-    return tokenize(tokenizer, data.read_jsonl(data_summary["train_uri"]), max_length, task)
-
-
-def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str) -> dict:
+def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str,
+                     tokenizers: dict[str, object]) -> dict:
     """Tokenise the training split once per distinct (tokenizer, max_length, task) of the candidates; the summary
     with `token_cache` set, so every fine-tune task reads its examples instead of tokenising them again."""
     done = set()
     for item in items:
         if item["kind"] != "candidate":
             continue
-        cfg, base = settings_for(item, train_cfg), item["base"]
+        cfg, base = roster.settings_for(item, train_cfg), item["base"]
         max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
         key = (base["source"], base.get("revision"), max_length)
         if key not in done:
             done.add(key)
-            tokencache.warm(models.load_base_tokenizer(base), data_summary["train_uri"],
+            tokencache.warm(tokenizers[base["name"]], data_summary["train_uri"],
                             data_summary["train_fingerprint"], max_length, get_family(base["family"]).task, cache_root)
     return {**data_summary, "token_cache": cache_root}
 
@@ -297,17 +245,11 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_
                 yield [examples[i] for i in group]
 
 
-def masking_preview(item: dict, records: list[dict], train_cfg: dict, count: int = 2) -> list[str]:
+def masking_preview(item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2) -> list[str]:
     """Two training examples decoded by the item's tokenizer, the masked prompt marked «…» (for the data card)."""
     base = item["base"]
-    tokenizer = models.load_base_tokenizer(base)
     max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
     return prompts.masking_examples(tokenizer, records, max_length, count, get_family(base["family"]).task)
-
-
-def settings_for(item: dict, train_cfg: dict) -> dict:
-    """The profile's [train] table with the roster's per-candidate overrides applied."""
-    return {**train_cfg, **(item.get("train") or {})}
 
 
 @dataclass
@@ -318,15 +260,6 @@ class Trained:
     model: object
     tokenizer: object
     runtime: runtime.Runtime
-
-
-def load_for_training(item: dict, cfg: dict, hardware: runtime.Hardware | None = None):
-    """(tokenizer, model, runtime) of a work item: the runtime decided from the hardware, profile and model config."""
-    base = item["base"]
-    folder = models.resolve(base["source"], base.get("revision"))
-    decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())
-    tokenizer, model = models.load_base(base, decision)
-    return tokenizer, model, replace(decision, attention=models.attention_of(model))
 
 
 def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
@@ -359,7 +292,7 @@ def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decisio
         pieces = [chunk[start:start + micro] for start in range(0, len(chunk), micro)]
         counts = [sum(supervised_targets(e, task) for e in piece) for piece in pieces]
         for piece, count in zip(pieces, counts):
-            batch = make_batch(layout, piece, max_length, pad_id, decision.device)
+            batch = make_batch(layout, piece, max_length, pad_id, decision.device, task)
             with runtime.autocast(decision):
                 loss = batch_loss(model, batch)
             if len(pieces) > 1:
@@ -392,15 +325,15 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     import torch
 
     started = time.time()
-    cfg = settings_for(item, train_cfg)
+    cfg = roster.settings_for(item, train_cfg)
     base = item["base"]
     family = get_family(base["family"])
-    tokenizer, model, decision = load_for_training(item, cfg, hardware)
+    tokenizer, model, decision = loading.load_for_item(item, cfg, hardware)
     torch.manual_seed(cfg["seed"])  # after loading: building a model on a cache miss draws from the RNG too
     model = prepare_for_lora(model, item, decision)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
-    examples, dropped = training_examples(tokenizer, data_summary, max_length, family.task)
+    examples, dropped = tokencache.training_examples(tokenizer, data_summary, max_length, family.task)
     if not examples:
         raise ValueError(f"{item['name']}: no training example fits max_length={max_length}")
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 import copy
 import math
 
-from barbarossa.prompts import IGNORE_INDEX, pad_rows
+from barbarossa.data.prompts import IGNORE_INDEX, pad_rows
+from barbarossa.models.losses import response_token_losses
 
 MIN_SHARED = 8  # a prefix shorter than this is not worth a separate forward pass
 CALL_COST = 128  # one more forward call, in padded-token equivalents (small matmuls run slower per token)
@@ -111,28 +112,6 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     if prefixes:
         computed += len(prefixes) * max(len(p) for p in prefixes)
     return {"prefixes": prefixes, "chunks": chunks, "computed": computed}
-
-
-def target_positions(labels):
-    """Flat indices into labels[:, 1:] of the positions that predict a response token (computed on the host)."""
-    return (labels[:, 1:].reshape(-1) != IGNORE_INDEX).nonzero().squeeze(1)
-
-
-def response_token_losses(model, hidden, labels, targets=None):
-    """Cross-entropy where a response token follows, the LM head applied to those final hidden states only.
-
-    The model ran without its head (`logits_to_keep` empty), so prompt tokens
-    cost no vocabulary-sized matmul or softmax. Shared by every causal layout.
-    `targets` (from `target_positions`, found before the batch went to the
-    device) saves the device sync that finding them there would cost.
-    """
-    import torch.nn.functional as F
-
-    if targets is None:
-        targets = target_positions(labels)
-    at = targets + targets // (labels.shape[1] - 1)  # (row, col) of labels[:, 1:] → flat index of hidden / labels
-    logits = model.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[at])
-    return F.cross_entropy(logits.float(), labels.reshape(-1)[at + 1], reduction="none")
 
 
 def _with_zero_row(tensor):

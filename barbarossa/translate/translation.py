@@ -20,10 +20,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from barbarossa import protect, storage
-from barbarossa.compute import Misconfigured, aws_problems
-from barbarossa.data import FIELDS
-from barbarossa.families import FAMILIES
+from barbarossa import storage
+from barbarossa.translate import protect
+from barbarossa.infra.compute import Misconfigured, aws_problems
+from barbarossa.data.instructions import FIELDS
+from barbarossa.models.families import FAMILIES
 
 THROTTLED = ("ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException",
              "LimitExceededException")
@@ -89,10 +90,10 @@ class LocalSeq2Seq:
                  batch_size: int = 8, max_new_tokens: int = 256):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from barbarossa import models
+        from barbarossa.models import loading
 
         self.model, self.source, self.target, self.prefix = folder, source, target, prefix
-        local = folder if ":" not in folder or folder.startswith("/") else str(models.resolve(folder))
+        local = folder if ":" not in folder or folder.startswith("/") else str(loading.resolve(folder))
         self.tokenizer = AutoTokenizer.from_pretrained(local)
         self.net = AutoModelForSeq2SeqLM.from_pretrained(local).eval()
         self.batch_size, self.max_new_tokens, self.calls = batch_size, max_new_tokens, 0
@@ -276,7 +277,7 @@ def translate_shard(rows: list[dict], backend, cache: Cache) -> list[dict]:
 def check_shard(results: list[dict], detector=None) -> list[dict]:
     """The shard's results with QA `flags` added (see `qa_checks`); language by the eval's own identifier."""
     if detector is None:
-        from barbarossa.metrics.az_fidelity import language_of as detector  # heavy (evaluate, lingua): imported late
+        from barbarossa.evaluate.metrics.az_fidelity import language_of as detector  # heavy (evaluate, lingua): imported late
     return [{**r, "flags": qa_checks(r["source"], r["row"], r["problems"], detector)} for r in results]
 
 
@@ -347,13 +348,13 @@ Machine translation carries errors and English-centric content; review before tr
 
 def publish_dataset(rows: list[dict], summary: dict, counts: dict, settings: dict, root: str) -> dict:
     """Write the dataset under `<root>/datasets/<fingerprint>/` (JSONL + card); its URI and fingerprint."""
-    from barbarossa import data
+    from barbarossa.data import instructions
 
     if not rows:
         raise ValueError(f"no rows left to publish ({counts['flagged']} of {counts['rows']} flagged, policy drop)")
-    fingerprint = data.fingerprint([{f: r[f] for f in FIELDS} for r in rows])
+    fingerprint = instructions.fingerprint([{f: r[f] for f in FIELDS} for r in rows])
     folder = storage.join(root, "datasets", fingerprint)
-    uri = storage.write_text(storage.join(folder, "az_alpaca.jsonl"), data.to_jsonl(rows))
+    uri = storage.write_text(storage.join(folder, "az_alpaca.jsonl"), instructions.to_jsonl(rows))
     card = dataset_card({**summary, "fingerprint": fingerprint}, counts, settings["backend"], settings["qa_policy"])
     storage.write_text(storage.join(folder, "README.md"), card)
     return {"uri": uri, "fingerprint": fingerprint, "rows": len(rows)}

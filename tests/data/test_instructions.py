@@ -6,7 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from barbarossa import cards, data, dedup, synthetic
+from barbarossa.data import instructions, dedup, synthetic
+from barbarossa.decide import cards
 from conftest import rows, write_jsonl
 
 
@@ -24,23 +25,23 @@ def test_reads_jsonl_json_csv_and_parquet_alike(tmp_path):
         writer.writeheader()
         writer.writerows(sample)
     pq.write_table(pa.Table.from_pylist(sample), tmp_path / "d.parquet")
-    loaded = [data.load(str(tmp_path / f"d.{ext}")).records for ext in ("jsonl", "json", "csv", "parquet")]
+    loaded = [instructions.load(str(tmp_path / f"d.{ext}")).records for ext in ("jsonl", "json", "csv", "parquet")]
     assert all(records == sample for records in loaded)
-    assert data.load(str(jsonl)).fingerprint == data.fingerprint(sample)
+    assert instructions.load(str(jsonl)).fingerprint == instructions.fingerprint(sample)
 
 
 def test_text_is_nfc_normalised_and_stripped(tmp_path):
     decomposed = "s\u0327o\u0308z"  # ş and ö written as base letter + combining mark
     path = write_jsonl(tmp_path / "d.jsonl", [{"instruction": f"  {decomposed} ", "input": "", "output": "ok"}])
-    assert data.load(str(path)).records[0]["instruction"] == "şöz"
+    assert instructions.load(str(path)).records[0]["instruction"] == "şöz"
 
 
 # ---------------------------------------------------------------- bad input: every case names file, line and field
 
 
 def _error(path) -> str:
-    with pytest.raises(data.DataError) as err:
-        data.load(str(path))
+    with pytest.raises(instructions.DataError) as err:
+        instructions.load(str(path))
     return str(err.value)
 
 
@@ -142,7 +143,7 @@ def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
     bad[1]["output"] = ""
     bad[3]["input"] = ["not", "a", "string"]
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
-    loaded = data.load(str(path), on_bad_rows="skip")
+    loaded = instructions.load(str(path), on_bad_rows="skip")
     assert loaded.records == [bad[i] for i in (0, 2, 4)]
     assert [str(b) for b in loaded.bad_rows] == [f"{path}: line 2, field 'output': empty",
                                                  f"{path}: line 4, field 'input': expected a string, got list"]
@@ -150,7 +151,7 @@ def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
 
 def test_exact_duplicates_removed_and_counted(tmp_path):
     sample = rows(3)
-    loaded = data.load(str(write_jsonl(tmp_path / "d.jsonl", sample + [sample[0], sample[2]])))
+    loaded = instructions.load(str(write_jsonl(tmp_path / "d.jsonl", sample + [sample[0], sample[2]])))
     assert loaded.records == sample and loaded.duplicates == 2
 
 
@@ -159,40 +160,40 @@ def test_exact_duplicates_removed_and_counted(tmp_path):
 
 def test_fingerprint_changes_with_content_and_order():
     sample = rows(4)
-    assert data.fingerprint(sample) == data.fingerprint([dict(r) for r in sample])
-    assert data.fingerprint(sample) != data.fingerprint(sample[::-1])
+    assert instructions.fingerprint(sample) == instructions.fingerprint([dict(r) for r in sample])
+    assert instructions.fingerprint(sample) != instructions.fingerprint(sample[::-1])
     changed = [dict(r) for r in sample]
     changed[0]["output"] += "!"
-    assert data.fingerprint(sample) != data.fingerprint(changed)
+    assert instructions.fingerprint(sample) != instructions.fingerprint(changed)
 
 
 def test_split_is_deterministic_disjoint_and_order_independent():
     sample = rows(400)
-    train, held = data.split_holdout(sample, 0.1, seed=0)
+    train, held = instructions.split_holdout(sample, 0.1, seed=0)
     assert len(train) + len(held) == 400 and 20 <= len(held) <= 60
-    assert not {data.prompt_key(r) for r in train} & {data.prompt_key(r) for r in held}
-    _, held_reversed = data.split_holdout(sample[::-1], 0.1, seed=0)
-    assert sorted(map(data.prompt_key, held)) == sorted(map(data.prompt_key, held_reversed))
-    _, held_other_seed = data.split_holdout(sample, 0.1, seed=1)
+    assert not {instructions.prompt_key(r) for r in train} & {instructions.prompt_key(r) for r in held}
+    _, held_reversed = instructions.split_holdout(sample[::-1], 0.1, seed=0)
+    assert sorted(map(instructions.prompt_key, held)) == sorted(map(instructions.prompt_key, held_reversed))
+    _, held_other_seed = instructions.split_holdout(sample, 0.1, seed=1)
     assert held_other_seed != held
 
 
 def test_prepare_never_trains_on_eval_rows(tmp_path):
     train_path = write_jsonl(tmp_path / "train.jsonl", rows(50))
     eval_path = write_jsonl(tmp_path / "eval.jsonl", rows(10, start=45))  # 5 rows overlap the training file
-    summary = data.prepare(str(train_path), str(eval_path), str(tmp_path / "out"))
+    summary = instructions.prepare(str(train_path), str(eval_path), str(tmp_path / "out"))
     assert summary["eval_rows"] == 10 and summary["train_rows"] == 45 and summary["eval_overlap_removed"] == 5
-    train = data.read_jsonl(summary["train_uri"])
-    held = data.read_jsonl(summary["eval_uri"])
-    assert not {data.prompt_key(r) for r in train} & {data.prompt_key(r) for r in held}
-    assert summary["train_fingerprint"] == data.fingerprint(train)
+    train = instructions.read_jsonl(summary["train_uri"])
+    held = instructions.read_jsonl(summary["eval_uri"])
+    assert not {instructions.prompt_key(r) for r in train} & {instructions.prompt_key(r) for r in held}
+    assert summary["train_fingerprint"] == instructions.fingerprint(train)
 
 
 def test_prepare_fails_before_writing_anything(tmp_path):
     bad = rows(5)
     bad[2]["output"] = ""
-    with pytest.raises(data.DataError):
-        data.prepare(str(write_jsonl(tmp_path / "bad.jsonl", bad)), None, str(tmp_path / "out"))
+    with pytest.raises(instructions.DataError):
+        instructions.prepare(str(write_jsonl(tmp_path / "bad.jsonl", bad)), None, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -200,20 +201,20 @@ def test_prepare_fails_before_writing_anything(tmp_path):
 
 
 def test_bundled_sample_meets_its_description():
-    sample = data.load(str(data.BUNDLED))
+    sample = instructions.load(str(instructions.BUNDLED))
     records = sample.records
     assert len(records) >= 300 and sample.duplicates == 0
     assert sum(1 for r in records if r["input"]) >= len(records) / 3
     text = " ".join(r["instruction"] + r["output"] for r in records)
     assert all(letter in text for letter in "əğıöüşç")
-    train, held = data.split_holdout(records, 0.1, seed=0)
+    train, held = instructions.split_holdout(records, 0.1, seed=0)
     assert len(held) >= 20 and len(train) >= 270
 
 
 def test_length_histogram_counts_every_field_of_every_row_into_one_bin():
     records = [{"instruction": "bir iki üç", "input": "", "output": " ".join(["söz"] * 400)},
                {"instruction": "bir", "input": "a b c d e f", "output": "x"}]
-    bins = {(b["field"], b["words"]): b["rows"] for b in data.length_histogram(records)}
+    bins = {(b["field"], b["words"]): b["rows"] for b in instructions.length_histogram(records)}
     assert bins[("instruction", "0-4")] == 2 and bins[("input", "0-4")] == 1 and bins[("input", "5-9")] == 1
     assert bins[("output", "320+")] == 1 and bins[("output", "0-4")] == 1
     assert sum(bins.values()) == 2 * 3
@@ -225,7 +226,7 @@ def test_length_histogram_counts_every_field_of_every_row_into_one_bin():
 def _reference_fingerprint(records):
     digest = hashlib.sha256()
     for record in records:
-        digest.update(json.dumps([record[f] for f in data.FIELDS], ensure_ascii=False).encode("utf-8") + b"\n")
+        digest.update(json.dumps([record[f] for f in instructions.FIELDS], ensure_ascii=False).encode("utf-8") + b"\n")
     return digest.hexdigest()[:16]
 
 
@@ -238,29 +239,29 @@ def test_prepare_at_scale_matches_the_plain_definitions(tmp_path):
     generated = synthetic.alpaca_rows(5000, seed=3)
     generated[10]["instruction"] = "  s\u0327ərt " + generated[10]["instruction"]  # stripped, NFC-normalised on load
     source = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + generated[:40])  # 40 exact duplicates
-    records = data.load(str(source)).records
+    records = instructions.load(str(source)).records
     assert len(records) == 5000 and records[10]["instruction"].startswith("şərt ")
-    summary = data.prepare(str(source), None, str(tmp_path / "out"), eval_fraction=0.1, seed=7,
+    summary = instructions.prepare(str(source), None, str(tmp_path / "out"), eval_fraction=0.1, seed=7,
                            extra_sets=[{"name": "sample", "source": "bundled"}])
     held = [r for r in records if _reference_held_out(r, 0.1, 7)]
     train = [r for r in records if not _reference_held_out(r, 0.1, 7)]
-    assert data.read_jsonl(summary["eval_uri"]) == held and data.read_jsonl(summary["train_uri"]) == train
-    assert (tmp_path / "out" / "data" / "train.jsonl").read_text(encoding="utf-8") == data.to_jsonl(train)
+    assert instructions.read_jsonl(summary["eval_uri"]) == held and instructions.read_jsonl(summary["train_uri"]) == train
+    assert (tmp_path / "out" / "data" / "train.jsonl").read_text(encoding="utf-8") == instructions.to_jsonl(train)
     assert summary["duplicates_removed"] == 40 and summary["eval_overlap_removed"] == 0
     assert summary["train_fingerprint"] == _reference_fingerprint(train)
     assert summary["eval_fingerprint"] == _reference_fingerprint(held)
-    assert summary["source_fingerprint"] == _reference_fingerprint(records) == data.fingerprint(records)
+    assert summary["source_fingerprint"] == _reference_fingerprint(records) == instructions.fingerprint(records)
     [extra] = summary["extra_sets"]
-    assert extra["source"] == str(data.BUNDLED) and extra["fingerprint"] == _reference_fingerprint(data.load("bundled").records)
+    assert extra["source"] == str(instructions.BUNDLED) and extra["fingerprint"] == _reference_fingerprint(instructions.load("bundled").records)
 
 
 def test_prepare_with_an_eval_file_removes_the_overlap_by_prompt(tmp_path):
     generated = synthetic.alpaca_rows(600, seed=4)
     eval_rows = generated[500:] + [dict(generated[0], output="Başqa cavab.")]  # same prompt as a training row
-    summary = data.prepare(str(synthetic.write_jsonl(tmp_path / "train.jsonl", generated[:500])),
+    summary = instructions.prepare(str(synthetic.write_jsonl(tmp_path / "train.jsonl", generated[:500])),
                            str(synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)), str(tmp_path / "out"))
     assert summary["eval_overlap_removed"] == 1 and summary["train_rows"] == 499
-    assert data.read_jsonl(summary["train_uri"]) == generated[1:500]
+    assert instructions.read_jsonl(summary["train_uri"]) == generated[1:500]
     assert summary["eval_fingerprint"] == _reference_fingerprint(eval_rows)
 
 
@@ -326,17 +327,17 @@ def test_near_copies_of_eval_prompts_leave_training_and_are_counted(tmp_path):
     eval_rows = EVAL_PROMPTS + generated[300:]
     train_path = synthetic.write_jsonl(tmp_path / "train.jsonl", train_rows)
     eval_path = synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)
-    summary = data.prepare(str(train_path), str(eval_path), str(tmp_path / "out"), near_duplicate_threshold=0.8)
-    assert data.read_jsonl(summary["train_uri"]) == generated[:300] + different_prompts()
-    assert data.read_jsonl(summary["eval_uri"]) == eval_rows  # eval rows are never the ones removed
-    assert summary["near_duplicates_removed"] == 4 and summary["near_duplicates_by_set"] == {data.HELD_OUT: 4}
+    summary = instructions.prepare(str(train_path), str(eval_path), str(tmp_path / "out"), near_duplicate_threshold=0.8)
+    assert instructions.read_jsonl(summary["train_uri"]) == generated[:300] + different_prompts()
+    assert instructions.read_jsonl(summary["eval_uri"]) == eval_rows  # eval rows are never the ones removed
+    assert summary["near_duplicates_removed"] == 4 and summary["near_duplicates_by_set"] == {instructions.HELD_OUT: 4}
     assert summary["train_rows"] == 304 and summary["eval_overlap_removed"] == 0
     pairs = summary["near_duplicate_examples"]
-    assert len(pairs) == 4 and all(p["eval_set"] == data.HELD_OUT and 0.8 <= p["similarity"] <= 1 for p in pairs)
+    assert len(pairs) == 4 and all(p["eval_set"] == instructions.HELD_OUT and 0.8 <= p["similarity"] <= 1 for p in pairs)
     reordered = pairs[0]  # the least similar first: the reordered words
     assert reordered["eval_prompt"] == EVAL_PROMPTS[3]["instruction"] and reordered["train_prompt"].endswith("göstərin nümunə.")
     assert 0.8 <= reordered["similarity"] < 0.9 and len(json.dumps(summary)) < 4000  # small enough for an artifact
-    off = data.prepare(str(train_path), str(eval_path), str(tmp_path / "off"), near_duplicate_threshold=0)
+    off = instructions.prepare(str(train_path), str(eval_path), str(tmp_path / "off"), near_duplicate_threshold=0)
     assert off["train_rows"] == 308 and off["near_duplicates_removed"] == 0 and off["near_duplicate_examples"] == []
     card = json.dumps([part.render() for part in cards.data_components(summary, [], [])], ensure_ascii=False)
     assert "near-copy of an eval prompt, Jaccard ≥ 0.8 of 5-character shingles" in card
@@ -348,20 +349,20 @@ def test_near_copies_of_extra_eval_sets_leave_training_too(tmp_path):
     generated = synthetic.alpaca_rows(400, seed=6)
     train_path = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + near_copies())
     extra_path = synthetic.write_jsonl(tmp_path / "extra.jsonl", EVAL_PROMPTS)
-    summary = data.prepare(str(train_path), None, str(tmp_path / "out"), near_duplicate_threshold=0.8,
+    summary = instructions.prepare(str(train_path), None, str(tmp_path / "out"), near_duplicate_threshold=0.8,
                            extra_sets=[{"name": "az-qa", "source": str(extra_path)}])
-    assert summary["near_duplicates_by_set"] == {data.HELD_OUT: 0, "az-qa": 4}
-    train = data.read_jsonl(summary["train_uri"])
+    assert summary["near_duplicates_by_set"] == {instructions.HELD_OUT: 0, "az-qa": 4}
+    train = instructions.read_jsonl(summary["train_uri"])
     assert not any(row in train for row in near_copies()) and len(train) == summary["train_rows"] == 400 - summary["eval_rows"]
-    assert data.read_jsonl(summary["extra_sets"][0]["uri"]) == EVAL_PROMPTS
-    with pytest.raises(data.DataError, match="taken by the main eval set"):
-        data.prepare(str(train_path), None, str(tmp_path / "x"), extra_sets=[{"name": data.HELD_OUT, "source": str(extra_path)}])
+    assert instructions.read_jsonl(summary["extra_sets"][0]["uri"]) == EVAL_PROMPTS
+    with pytest.raises(instructions.DataError, match="taken by the main eval set"):
+        instructions.prepare(str(train_path), None, str(tmp_path / "x"), extra_sets=[{"name": instructions.HELD_OUT, "source": str(extra_path)}])
 
 
 def test_data_without_near_copies_splits_and_fingerprints_as_before(tmp_path):
     source = synthetic.write_jsonl(tmp_path / "train.jsonl", synthetic.alpaca_rows(3000, seed=8))
-    on = data.prepare(str(source), None, str(tmp_path / "on"), near_duplicate_threshold=0.8)
-    off = data.prepare(str(source), None, str(tmp_path / "off"), near_duplicate_threshold=0)
+    on = instructions.prepare(str(source), None, str(tmp_path / "on"), near_duplicate_threshold=0.8)
+    off = instructions.prepare(str(source), None, str(tmp_path / "off"), near_duplicate_threshold=0)
     assert on["near_duplicates_removed"] == 0
     for key in ("train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint", "source_fingerprint"):
         assert on[key] == off[key]

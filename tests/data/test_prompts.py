@@ -1,6 +1,7 @@
 import pytest
 
-from barbarossa import models, prompts
+from barbarossa.data import prompts
+from barbarossa.models import loading
 from conftest import CountingTokenizer, eos_appending
 
 
@@ -17,7 +18,7 @@ def test_prompt_with_input():
 
 
 def test_labels_mask_exactly_the_prompt(tiny_llama):
-    tokenizer = models.load_tokenizer(tiny_llama)
+    tokenizer = loading.load_tokenizer(tiny_llama)
     record = {"instruction": "Paytaxt hansıdır?", "input": "Azərbaycan", "output": "Bakı şəhəri."}
     example = prompts.build_example(tokenizer, record, max_length=512)
     prompt_ids = prompts.encode_prompt(tokenizer, record)
@@ -33,7 +34,7 @@ def test_labels_mask_exactly_the_prompt(tiny_llama):
 
 
 def test_long_response_is_cut_and_prompt_only_examples_dropped(tiny_llama):
-    tokenizer = models.load_tokenizer(tiny_llama)
+    tokenizer = loading.load_tokenizer(tiny_llama)
     record = {"instruction": "Yazın.", "input": "", "output": "söz " * 200}
     prompt_len = len(prompts.encode_prompt(tokenizer, record))
     example = prompts.build_example(tokenizer, record, max_length=prompt_len + 10)
@@ -43,15 +44,15 @@ def test_long_response_is_cut_and_prompt_only_examples_dropped(tiny_llama):
 
 
 def test_masking_examples_mark_the_prompt_for_both_tasks(tiny_llama):
-    from barbarossa import data
+    from barbarossa.data import instructions
 
-    tokenizer = models.load_tokenizer(tiny_llama)
-    records = data.load(str(data.BUNDLED)).records[:5]
+    tokenizer = loading.load_tokenizer(tiny_llama)
+    records = instructions.load(str(instructions.BUNDLED)).records[:5]
     shown = prompts.masking_examples(tokenizer, records, 256, count=2)
     assert len(shown) == 2 and all(text.startswith("«") and "»" in text for text in shown)
     masked, answer = shown[0][1:].split("»", 1)
     assert masked.rstrip().endswith(prompts.RESPONSE_HEADER) and records[0]["output"][:20] in answer
-    t5 = models.load_tokenizer(models.resolve("tiny:t5"))
+    t5 = loading.load_tokenizer(loading.resolve("tiny:t5"))
     [text] = prompts.masking_examples(t5, records, 256, count=1, task="seq2seq")
     assert prompts.RESPONSE_HEADER in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]
 
@@ -74,10 +75,10 @@ def _assert_batched_equals_per_row(tokenizer, records, max_length, task):
 @pytest.mark.parametrize("source", ["tiny:gpt2", "tiny:t5"])
 @pytest.mark.parametrize("task", ["causal", "seq2seq"])
 def test_build_examples_equals_build_example_row_for_row(source, task):
-    from barbarossa import data
+    from barbarossa.data import instructions
 
-    tokenizer = models.load_tokenizer(models.resolve(source))
-    records = data.load(str(data.BUNDLED)).records
+    tokenizer = loading.load_tokenizer(loading.resolve(source))
+    records = instructions.load(str(instructions.BUNDLED)).records
     short = _assert_batched_equals_per_row(tokenizer, records, 96, task)
     assert 0 < short.count(None) < len(records)  # some rows dropped as too long, some kept
     kept = [e for e in short if e is not None]
@@ -87,31 +88,32 @@ def test_build_examples_equals_build_example_row_for_row(source, task):
 
 @pytest.mark.parametrize("task", ["causal", "seq2seq"])
 def test_build_examples_with_a_tokenizer_that_appends_eos_to_the_prompt(tiny_gpt2, task):
-    from barbarossa import data
+    from barbarossa.data import instructions
 
-    tokenizer = eos_appending(models.load_tokenizer(tiny_gpt2))
-    records = data.load(str(data.BUNDLED)).records[:60]
+    tokenizer = eos_appending(loading.load_tokenizer(tiny_gpt2))
+    records = instructions.load(str(instructions.BUNDLED)).records[:60]
     examples = _assert_batched_equals_per_row(tokenizer, records, 256, task)
     prompt_end = examples[0]["input_ids"][len(prompts.encode_prompt(tokenizer, records[0], task)) - 1]
     assert (prompt_end == tokenizer.eos_token_id) == (task == "seq2seq")  # a decoder-only model continues the prompt
 
 
 def test_build_examples_in_several_tokenizer_batches(tiny_gpt2, monkeypatch):
-    from barbarossa import data
+    from barbarossa.data import instructions
 
     monkeypatch.setattr(prompts, "BATCH_ROWS", 50)
-    tokenizer = models.load_tokenizer(tiny_gpt2)
-    records = data.load(str(data.BUNDLED)).records[:175]
+    tokenizer = loading.load_tokenizer(tiny_gpt2)
+    records = instructions.load(str(instructions.BUNDLED)).records[:175]
     _assert_batched_equals_per_row(tokenizer, records, 128, "causal")  # 4 batches, the last one short
     assert prompts.build_examples(tokenizer, [], 128) == []
 
 
 def test_build_examples_with_the_smollm2_tokenizer():
     """The real roster tokenizer (byte-level BPE, its own special tokens): ~20 s the first time it is converted."""
-    from barbarossa import data, registry
+    from barbarossa.data import instructions
+    from barbarossa.models import roster
 
-    tokenizer = models.load_tokenizer(models.resolve(registry.all_rosters()["local"].candidates[0].base.source))
-    records = data.load(str(data.BUNDLED)).records
+    tokenizer = loading.load_tokenizer(loading.resolve(roster.all_rosters()["local"].candidates[0].base.source))
+    records = instructions.load(str(instructions.BUNDLED)).records
     short = _assert_batched_equals_per_row(tokenizer, records, 128, "causal")
     assert 0 < short.count(None) < len(records)
     assert None not in _assert_batched_equals_per_row(tokenizer, records, 1024, "causal")

@@ -4,8 +4,11 @@ import json
 
 import pytest
 
-from barbarossa import data, storage
+from barbarossa import storage
+from barbarossa.data import instructions
 from conftest import moto_s3, rows
+
+pytestmark = pytest.mark.server
 
 
 @pytest.fixture
@@ -17,14 +20,14 @@ def s3_server(monkeypatch):
 def test_s3_data_and_outputs_round_trip(s3_server, tmp_path):
     sample = rows(40)  # Azerbaijani letters: UTF-8 must survive the trip
     storage.write_text(f"{s3_server}/in/train.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in sample))
-    summary = data.prepare(f"{s3_server}/in/train.jsonl", None, f"{s3_server}/runs/1")
+    summary = instructions.prepare(f"{s3_server}/in/train.jsonl", None, f"{s3_server}/runs/1")
     assert summary["train_uri"] == f"{s3_server}/runs/1/data/train.jsonl"
     assert summary["eval_uri"] == f"{s3_server}/runs/1/data/eval.jsonl"
-    train, held = data.read_jsonl(summary["train_uri"]), data.read_jsonl(summary["eval_uri"])
+    train, held = instructions.read_jsonl(summary["train_uri"]), instructions.read_jsonl(summary["eval_uri"])
     assert train and held and (len(train), len(held)) == (summary["train_rows"], summary["eval_rows"])
     # every input row comes back exactly once, unchanged, in its split, in input order
     assert held == [r for r in sample if r in held] and train == [r for r in sample if r not in held]
-    assert summary["train_fingerprint"] == data.fingerprint(train) and summary["eval_fingerprint"] == data.fingerprint(held)
+    assert summary["train_fingerprint"] == instructions.fingerprint(train) and summary["eval_fingerprint"] == instructions.fingerprint(held)
     files = {"adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": bytes(range(256)) * 300,
              "tokenizer/vocab.txt": "ə ş ç ğ ı ö ü\n".encode()}
     folder = tmp_path / "adapter"
@@ -40,5 +43,5 @@ def test_bad_row_in_s3_file_names_the_uri(s3_server):
     bad = rows(3)
     bad[1]["instruction"] = ""
     storage.write_text(f"{s3_server}/bad.jsonl", "".join(json.dumps(r) + "\n" for r in bad))
-    with pytest.raises(data.DataError, match=r"s3://barbarossa-test/bad.jsonl: line 2, field 'instruction': empty"):
-        data.load(f"{s3_server}/bad.jsonl")
+    with pytest.raises(instructions.DataError, match=r"s3://barbarossa-test/bad.jsonl: line 2, field 'instruction': empty"):
+        instructions.load(f"{s3_server}/bad.jsonl")

@@ -1,4 +1,4 @@
-from barbarossa import cards
+from barbarossa.decide import cards
 
 ROWS = [
     {"name": "a", "kind": "candidate", "status": "ok", "eval_loss": 2.0, "base_eval_loss": 3.0},

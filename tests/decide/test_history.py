@@ -6,7 +6,9 @@ import textwrap
 import pytest
 from metaflow import Runner
 
-from barbarossa import history, leaderboard
+from barbarossa.decide import history, leaderboard
+
+pytestmark = pytest.mark.flow
 
 FLOW = textwrap.dedent('''
     import json

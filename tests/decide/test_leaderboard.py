@@ -5,7 +5,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from barbarossa import config, evaluation, leaderboard, stats
+from barbarossa import config
+from barbarossa.evaluate import protocol, stats
+from barbarossa.decide import leaderboard
 
 # Rows without per-row numbers: every check falls back to the point estimate (and says so).
 POLICY = {"primary": "eval_loss", "min_gain": 0.05, "max_chrf_drop": 1.0, "min_fidelity": 0.8,
@@ -110,7 +112,7 @@ REFERENCES = AZ_ANSWERS * 5  # 20 generation rows
 
 @lru_cache(maxsize=None)
 def generation_rows(answers: tuple) -> dict:
-    return evaluation.score_generations(list(answers), REFERENCES)[1]
+    return protocol.score_generations(list(answers), REFERENCES)[1]
 
 
 def loss_rows(gain: float, jitter: float = 0.0, rows: int = 120, seed: int = 7) -> dict:

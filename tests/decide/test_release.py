@@ -3,7 +3,9 @@
 import pytest
 import yaml
 
-from barbarossa import prompts, release, training
+from barbarossa.data import prompts
+from barbarossa.train import loop
+from barbarossa.decide import release
 from conftest import moto_s3, rows, write_jsonl
 
 TRAIN = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "learning_rate": 5e-2, "warmup_steps": 0,
@@ -17,7 +19,7 @@ def entry(family: str, tmp_path) -> dict:
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
     summary = {"train_uri": str(write_jsonl(tmp_path / "train.jsonl", rows(8))), "train_source": "owner/az-alpaca",
                "train_rows": 8, "eval_rows": 2, "train_fingerprint": "f" * 16, "eval_fingerprint": "e" * 16}
-    trained = training.finetune(item, summary, TRAIN, str(tmp_path / "out"))
+    trained = loop.finetune(item, summary, TRAIN, str(tmp_path / "out"))
     row = {"name": item["name"], "decision": "release", "reasons": ["chrF++ +6.1 over base ✓"], "eval_loss": 3.1,
            "base_eval_loss": 3.5, "chrf": 20.0, "base_chrf": 14.0, "bleu": 5.0, "az_fidelity": 0.97,
            "degenerate_rate": 0.1, "steps": 2, "adapter_uri": trained["adapter_uri"]}
@@ -70,7 +72,7 @@ def _logits(model, tokenizer, seq2seq: bool):
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "t5"])  # gpt2: Conv1D (fan_in_fan_out); t5: seq2seq
-def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
+def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp32_cpu):
     """The merged weights written to disk, reloaded with from_pretrained, are base + adapter.
 
     Checked against the base with the adapter applied by PEFT (logits on the same
@@ -80,7 +82,7 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
     from peft import PeftModel
     from safetensors import safe_open
 
-    from barbarossa import models
+    from barbarossa.models import loading
 
     e = entry(family, tmp_path)
     bundle = release.build_bundle(e, e["summary"], TRAIN, "run", str(tmp_path / "release"), merge=True)
@@ -90,11 +92,11 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path):
             "merged/config.json", "merged/model.safetensors"} <= set(bundle["files"])
     with safe_open(folder / "merged" / "model.safetensors", "pt") as stored:
         assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}  # served in bf16
-    reloaded = models.load_model(folder / "merged", family).eval()  # from_pretrained: a plain model, no peft needed
+    reloaded = loading.load_model(folder / "merged", family).eval()  # from_pretrained: a plain model, no peft needed
     assert not any("lora" in name for name, _ in reloaded.named_parameters())
 
     seq2seq = family == "t5"
-    tokenizer, base = models.load_base(e["item"]["base"])
+    tokenizer, base = loading.load_base(e["item"]["base"])
     tokenizer.padding_side = "left"
     base_params = {name: p.detach().clone() for name, p in base.named_parameters()}
     untuned = _logits(base, tokenizer, seq2seq)
@@ -121,6 +123,7 @@ def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):
     assert not target.exists() and (tmp_path / "run" / "release" / "tiny-llama-lora" / "README.md").exists()
 
 
+@pytest.mark.server
 def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
     from barbarossa import storage
 

@@ -2,7 +2,9 @@
 
 import pytest
 
-from barbarossa import data, evaluation, models, prompts
+from barbarossa.data import instructions, prompts
+from barbarossa.models import loading
+from barbarossa.evaluate import protocol
 
 AZ = ["Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
       "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
@@ -15,7 +17,7 @@ RU = ["Сегодня очень холодно, поэтому нужно на�
 
 
 def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
-    result = evaluation.load_metric("az_fidelity").compute(predictions=AZ + TR + EN + RU + [""])
+    result = protocol.load_metric("az_fidelity").compute(predictions=AZ + TR + EN + RU + [""])
     assert result["languages"] == {"": 1, "az": 3, "en": 1, "ru": 1, "tr": 3}
     assert result["score"] == pytest.approx(3 / 9)
 
@@ -29,19 +31,19 @@ def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
     ("Bakı.", False),
 ])
 def test_degenerate_answers(text, degenerate):
-    assert evaluation.load_metric("degenerate").compute(predictions=[text])["score"] == float(degenerate)
+    assert protocol.load_metric("degenerate").compute(predictions=[text])["score"] == float(degenerate)
 
 
 def test_bleu_and_chrf_score_identity_high_and_mismatch_low():
-    metrics = evaluation.generation_metrics(AZ[:2], AZ[:2])
+    metrics = protocol.generation_metrics(AZ[:2], AZ[:2])
     assert metrics["bleu"] == pytest.approx(100.0) and metrics["chrf"] == pytest.approx(100.0)
-    worse = evaluation.generation_metrics(TR[:2], AZ[:2])
+    worse = protocol.generation_metrics(TR[:2], AZ[:2])
     assert worse["bleu"] < 20 and worse["chrf"] < 60 and worse["az_fidelity"] == 0.0
 
 
 def test_fertility_counts_tokens_per_word(tiny_llama):
-    tokenizer = models.load_tokenizer(tiny_llama)
-    value = evaluation.fertility(tokenizer, AZ)
+    tokenizer = loading.load_tokenizer(tiny_llama)
+    value = protocol.fertility(tokenizer, AZ)
     tokens = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in AZ)
     assert value == pytest.approx(tokens / sum(len(t.split()) for t in AZ)) and value > 1
 
@@ -52,19 +54,19 @@ def test_answers_are_cut_where_the_template_starts_again():
 
 
 def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentences_each():
-    """Sentences written for this test (tests/data/langid_sentences.json), not taken from the training data."""
+    """Sentences written for this test (tests/evaluate/langid_sentences.json), not taken from the training data."""
     import json
 
-    from barbarossa.metrics.az_fidelity import language_of
+    from barbarossa.evaluate.metrics.az_fidelity import language_of
     from conftest import ROOT
 
-    sentences = json.loads((ROOT / "tests" / "data" / "langid_sentences.json").read_text(encoding="utf-8"))
+    sentences = json.loads((ROOT / "tests" / "evaluate" / "langid_sentences.json").read_text(encoding="utf-8"))
     assert len(sentences["az"]) >= 50 and len(sentences["tr"]) >= 50
-    training = {r["output"] for r in data.load("bundled").records}
+    training = {r["output"] for r in instructions.load("bundled").records}
     assert not training & set(sentences["az"])
     right = sum(language_of(s) == "az" for s in sentences["az"]) + sum(language_of(s) == "tr" for s in sentences["tr"])
     assert right / (len(sentences["az"]) + len(sentences["tr"])) >= 0.95
-    fidelity = evaluation.load_metric("az_fidelity").compute(predictions=sentences["az"] + sentences["tr"])
+    fidelity = protocol.load_metric("az_fidelity").compute(predictions=sentences["az"] + sentences["tr"])
     assert fidelity["score"] == pytest.approx(sum(language_of(s) == "az" for s in sentences["az"]) / 120)
 
 
@@ -74,16 +76,16 @@ def test_metric_modules_return_the_per_answer_numbers_their_corpus_scores_are_bu
 
     predictions, references = TR[:2] + AZ[2:] + ["", "Bakı Bakı Bakı Bakı Bakı Bakı"], AZ + AZ[:2]
     for name, metric in (("chrf", CHRF(word_order=2)), ("bleu", BLEU())):
-        result = evaluation.load_metric(name).compute(predictions=predictions, references=references)
+        result = protocol.load_metric(name).compute(predictions=predictions, references=references)
         assert len(result["segments"]) == len(predictions)
         summed = [sum(column) for column in zip(*result["segments"])]
         assert metric._compute_score_from_stats(summed).score == pytest.approx(result["score"])
-    from barbarossa.metrics.az_fidelity import language_of
+    from barbarossa.evaluate.metrics.az_fidelity import language_of
 
-    fidelity = evaluation.load_metric("az_fidelity").compute(predictions=predictions)
+    fidelity = protocol.load_metric("az_fidelity").compute(predictions=predictions)
     assert fidelity["segments"][:4] == [0, 0, 1, 0]
     assert fidelity["segments"] == [int(language_of(p) == "az") for p in predictions]
-    loops = evaluation.load_metric("degenerate").compute(predictions=predictions)
+    loops = protocol.load_metric("degenerate").compute(predictions=predictions)
     assert loops["segments"] == [0, 0, 0, 1, 1] and loops["score"] == pytest.approx(0.4)
-    scores, per_row = evaluation.score_generations(predictions, references)
+    scores, per_row = protocol.score_generations(predictions, references)
     assert per_row["az"] == fidelity["segments"] and scores["az_fidelity"] == pytest.approx(sum(fidelity["segments"]) / 5)

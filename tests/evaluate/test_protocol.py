@@ -4,19 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from barbarossa import data, evaluation, models, prompts
+from barbarossa.data import instructions, prompts
+from barbarossa.models import loading
+from barbarossa.evaluate import protocol
 
 
 def test_chrf_metric_module_scores_identity_and_mismatch():
-    assert evaluation.chrf(["Bakı gözəl şəhərdir."], ["Bakı gözəl şəhərdir."]) == 100.0
-    assert evaluation.chrf(["tamamilə başqa"], ["Bakı gözəl şəhərdir."]) < 20.0
+    assert protocol.chrf(["Bakı gözəl şəhərdir."], ["Bakı gözəl şəhərdir."]) == 100.0
+    assert protocol.chrf(["tamamilə başqa"], ["Bakı gözəl şəhərdir."]) < 20.0
 
 
 def test_response_loss_matches_a_hand_computed_loss(tiny_llama):
-    tokenizer, model = models.load_tokenizer(tiny_llama), models.load_model(tiny_llama, "llama").eval()
-    records = data.load(str(data.BUNDLED)).records[:5]
-    loss, count = evaluation.response_loss(model, tokenizer, records, 256, batch_size=2)
-    per_row = evaluation.response_nll(model, tokenizer, records, 256, batch_size=2)
+    tokenizer, model = loading.load_tokenizer(tiny_llama), loading.load_model(tiny_llama, "llama").eval()
+    records = instructions.load(str(instructions.BUNDLED)).records[:5]
+    loss, count = protocol.response_loss(model, tokenizer, records, 256, batch_size=2)
+    per_row = protocol.response_nll(model, tokenizer, records, 256, batch_size=2)
     sums, counts = [], []
     for record in records:  # one at a time, no padding
         example = prompts.build_example(tokenizer, record, 256)
@@ -37,7 +39,7 @@ def byte_bigram():
     Index 256 is the start (as the previous byte) and the end of the text (as the next one).
     """
     counts = np.ones((257, 257))
-    for record in data.load(str(data.BUNDLED)).records:
+    for record in instructions.load(str(instructions.BUNDLED)).records:
         previous = 256
         for byte in record["output"].encode("utf-8"):
             counts[previous, byte] += 1
@@ -67,7 +69,7 @@ def test_bits_per_byte_does_not_depend_on_the_tokenizer_per_token_loss_does():
     segmentation) is the same, so its bits per byte is; only the token count —
     and so the per-token loss — changes.
     """
-    from barbarossa import tiny
+    from barbarossa.models import tiny
 
     log_p, texts = byte_bigram(), AZ_TEXTS
     found = {}
@@ -75,8 +77,8 @@ def test_bits_per_byte_does_not_depend_on_the_tokenizer_per_token_loss_does():
         tokenizer = tiny.build_tokenizer(vocab)
         per_text = [token_losses(tokenizer, text, log_p) for text in texts]
         counts = [len(losses) for losses in per_text]
-        nll = evaluation.row_sums(torch.tensor([x for losses in per_text for x in losses], dtype=torch.float64), counts)
-        found[vocab] = evaluation.loss_metrics({"nll": nll, "tokens": counts, "bytes": [len(t.encode()) for t in texts]})
+        nll = protocol.row_sums(torch.tensor([x for losses in per_text for x in losses], dtype=torch.float64), counts)
+        found[vocab] = protocol.loss_metrics({"nll": nll, "tokens": counts, "bytes": [len(t.encode()) for t in texts]})
     assert found[257]["eval_loss"] < 0.6 * found[1024]["eval_loss"]  # bytes are easier to predict one by one
     assert found[257]["bits_per_byte"] == pytest.approx(found[1024]["bits_per_byte"], rel=1e-6)
 
@@ -89,21 +91,21 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
     """End to end: bits per byte = eval_loss × tokens / (ln 2 × bytes); a response cut at max_length adds nothing to it."""
     from conftest import write_jsonl
 
-    records = data.load(str(data.BUNDLED)).records[:8]
+    records = instructions.load(str(instructions.BUNDLED)).records[:8]
     summary = {"eval_uri": str(write_jsonl(tmp_path / "eval.jsonl", records))}
     item = {"name": "tiny-llama", "kind": "baseline",
             "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 1024}}
     cfg = {"max_length": 1024, "max_loss_rows": 8, "generate_rows": 2, "max_new_tokens": 2, "batch_size": 3, "samples": 1}
-    whole = evaluation.evaluate(item, None, summary, cfg)
+    whole = protocol.evaluate(item, None, summary, cfg)
     assert whole["eval_bytes"] == sum(len(r["output"].encode("utf-8")) for r in records)
     assert whole["bits_per_byte"] == pytest.approx(
         whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4)
     rows = whole["per_row"]["heldout"]
     assert len(rows["nll"]) == len(rows["tokens"]) == 8 and len(rows["chrf"]) == len(rows["az"]) == 2
 
-    tokenizer = models.load_tokenizer(tiny_llama)
+    tokenizer = loading.load_tokenizer(tiny_llama)
     lengths = sorted(len(prompts.build_example(tokenizer, r, 1024)["input_ids"]) for r in records)
-    cut = evaluation.evaluate(item, None, summary, {**cfg, "max_length": lengths[4] - 2})  # the longer half is cut
+    cut = protocol.evaluate(item, None, summary, {**cfg, "max_length": lengths[4] - 2})  # the longer half is cut
     rows = cut["per_row"]["heldout"]
     kept = [i for i, size in enumerate(rows["bytes"]) if size]
     scored_in_part = [i for i, size in enumerate(rows["bytes"]) if rows["tokens"][i] and not size]
@@ -115,10 +117,10 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_gpt2):
-    tokenizer, model = models.load_tokenizer(tiny_gpt2), models.load_model(tiny_gpt2, "gpt2").eval()
-    records = data.load(str(data.BUNDLED)).records[:4]
-    batched = evaluation.generate(model, tokenizer, records, max_new_tokens=6, batch_size=4)
-    single = [evaluation.generate(model, tokenizer, [r], max_new_tokens=6, batch_size=1)[0] for r in records]
+    tokenizer, model = loading.load_tokenizer(tiny_gpt2), loading.load_model(tiny_gpt2, "gpt2").eval()
+    records = instructions.load(str(instructions.BUNDLED)).records[:4]
+    batched = protocol.generate(model, tokenizer, records, max_new_tokens=6, batch_size=4)
+    single = [protocol.generate(model, tokenizer, [r], max_new_tokens=6, batch_size=1)[0] for r in records]
     assert batched == single and len(batched) == 4
 
 
@@ -143,17 +145,17 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
 
     module = tmp_path / "lengths.py"
     module.write_text(USER_METRIC)
-    records = data.load(str(data.BUNDLED)).records
-    summary = data.prepare(str(write_jsonl(tmp_path / "train.jsonl", records[:40])), None, str(tmp_path / "run"),
+    records = instructions.load(str(instructions.BUNDLED)).records
+    summary = instructions.prepare(str(write_jsonl(tmp_path / "train.jsonl", records[:40])), None, str(tmp_path / "run"),
                            eval_fraction=0.2, extra_sets=[{"name": "numbers", "source": str(write_jsonl(tmp_path / "n.jsonl", rows(5)))}])
     [extra] = summary["extra_sets"]
-    assert extra["name"] == "numbers" and extra["rows"] == 5 and data.read_jsonl(extra["uri"]) == rows(5)
+    assert extra["name"] == "numbers" and extra["rows"] == 5 and instructions.read_jsonl(extra["uri"]) == rows(5)
     item = {"name": "tiny-llama", "kind": "baseline",
             "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512}}
     cfg = {"max_length": 128, "max_loss_rows": 4, "generate_rows": 3, "max_new_tokens": 4, "batch_size": 2, "samples": 1,
            "extra_metrics": [str(module)]}
-    metrics = evaluation.evaluate(item, None, summary, cfg)
-    main_refs = data.read_jsonl(summary["eval_uri"])[:3]
+    metrics = protocol.evaluate(item, None, summary, cfg)
+    main_refs = instructions.read_jsonl(summary["eval_uri"])[:3]
     assert metrics["custom"] == {"lengths.count": 3.0, "lengths.reference_words": float(sum(len(r["output"].split()) for r in main_refs))}
     numbers = metrics["extra_sets"]["numbers"]
     assert numbers["rows"] == 5 and numbers["lengths.count"] == 3.0 and numbers["eval_loss"] > 0
@@ -168,7 +170,7 @@ def test_a_bad_row_in_an_extra_eval_set_stops_before_anything_is_written(tmp_pat
 
     bad = rows(4)
     bad[2]["output"] = ""
-    with pytest.raises(data.DataError, match=r"x.jsonl: line 3, field 'output': empty"):
-        data.prepare(str(write_jsonl(tmp_path / "train.jsonl", rows(30))), None, str(tmp_path / "run"),
+    with pytest.raises(instructions.DataError, match=r"x.jsonl: line 3, field 'output': empty"):
+        instructions.prepare(str(write_jsonl(tmp_path / "train.jsonl", rows(30))), None, str(tmp_path / "run"),
                      extra_sets=[{"name": "x", "source": str(write_jsonl(tmp_path / "x.jsonl", bad))}])
     assert not (tmp_path / "run").exists()

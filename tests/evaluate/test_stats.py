@@ -1,4 +1,4 @@
-"""Bootstrap intervals and paired tests (barbarossa/stats.py) on numbers whose answer is known."""
+"""Bootstrap intervals and paired tests (barbarossa/evaluate/stats.py) on numbers whose answer is known."""
 
 import math
 import random
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
 
-from barbarossa import evaluation, stats
+from barbarossa.evaluate import protocol, stats
 from test_metrics import AZ, TR
 
 HYPOTHESES = [AZ[0], TR[1], "", "Bakı", AZ[2][:20], "çox çox çox çox", AZ[1]]
@@ -33,13 +33,13 @@ def test_vectorised_corpus_scores_equal_sacrebleu_on_every_resample(metric, scor
 
 def per_row_for(predictions, references, nll=(), tokens=(), sizes=()):
     """per_row as evaluation builds it: loss rows given, generation rows scored by the real metric modules."""
-    _, generation = evaluation.score_generations(predictions, references)
+    _, generation = protocol.score_generations(predictions, references)
     return {"nll": list(nll), "tokens": list(tokens), "bytes": list(sizes), **generation}
 
 
 def test_point_estimates_from_per_row_numbers_equal_the_metric_modules():
     per_row = per_row_for(HYPOTHESES, REFERENCES, nll=[10.0, 20.0, 5.0], tokens=[5, 8, 4], sizes=[12, 0, 9])
-    scores = evaluation.generation_metrics(HYPOTHESES, REFERENCES)
+    scores = protocol.generation_metrics(HYPOTHESES, REFERENCES)
     found = stats.point(per_row)
     for metric in ("chrf", "bleu", "az_fidelity", "degenerate_rate"):
         assert found[metric] == pytest.approx(scores[metric], abs=1e-3)

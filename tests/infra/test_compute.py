@@ -8,7 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from barbarossa import compute, leaderboard, registry
+from barbarossa.models import roster
+from barbarossa.decide import leaderboard
+from barbarossa.infra import compute
 from conftest import ROOT
 
 INFRA = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40}
@@ -16,7 +18,7 @@ INFRA = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_fro
 
 def test_each_class_gets_the_largest_need_of_its_members_and_an_empty_class_no_gpu():
     boxes = compute.deployed_boxes(INFRA)
-    gpt2, tulu = (registry.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
+    gpt2, tulu = (roster.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
     assert boxes["small"]["memory_gb"] == gpt2.memory_gb and boxes["large"]["memory_gb"] == tulu.memory_gb
     assert boxes["large"]["timeout_hours"] == tulu.timeout_hours > boxes["small"]["timeout_hours"]
     only_small = compute.deployed_boxes({**INFRA, "models": "az-gpt2-alpaca"})
@@ -27,7 +29,7 @@ def test_each_class_gets_the_largest_need_of_its_members_and_an_empty_class_no_g
 
 
 def test_assign_sorts_items_into_classes_and_fills_an_empty_class_with_an_idle_item():
-    items = registry.work_items(registry.select("az-gpt2-alpaca,az-bloom"))
+    items = roster.work_items(roster.select("az-gpt2-alpaca,az-bloom"))
     classes, refused = compute.assign(items, INFRA, compute.deployed_boxes(INFRA))
     assert [i["name"] for i in classes["small"]] == [i["name"] for i in items] and not refused
     assert [i["kind"] for i in classes["large"]] == ["idle"]
@@ -35,7 +37,7 @@ def test_assign_sorts_items_into_classes_and_fills_an_empty_class_with_an_idle_i
 
 def test_a_model_bigger_than_the_deployed_box_is_refused_on_a_cluster_but_not_locally():
     deployed = compute.deployed_boxes({**INFRA, "models": "az-gpt2-alpaca"})  # sized without a large model
-    items = registry.work_items(registry.select("az-tulu"))
+    items = roster.work_items(roster.select("az-tulu"))
     classes, refused = compute.assign(items, INFRA, deployed)
     assert {r["item"]["name"] for r in refused} == {i["name"] for i in items}
     assert "gpus 1 > 0" in refused[0]["error"] and "redeploy" in refused[0]["error"]
@@ -91,7 +93,7 @@ def test_bad_compute_tables_are_rejected(infra, message):
 
 @pytest.mark.parametrize("name", ["local", "kubernetes.example", "batch.example"])
 def test_shipped_infra_examples_validate(name):
-    from barbarossa.registry import PROJECT_ROOT
+    from barbarossa.config import PROJECT_ROOT
 
     infra = compute.load_infra(PROJECT_ROOT / "configs" / "infra" / f"{name}.toml")
     assert compute.deployed_boxes(infra)["large"]["gpus"] >= (1 if infra["models"] == "seed" else 0)
@@ -160,6 +162,7 @@ def test_local_compute_and_remote_tasks_are_not_checked(new_machine):
     assert compute.load_infra(ROOT / "configs" / "infra" / "kubernetes.example.toml")  # reading a file checks nothing
 
 
+@pytest.mark.flow
 def test_a_remote_infra_config_fails_at_load_in_one_line_without_a_traceback(tmp_path):
     """`run` with the Kubernetes example on a new machine: Metaflow prints our line, nothing is launched."""
     done = subprocess.run([sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--config", "infra",

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
-from barbarossa import registry
+from barbarossa.models import roster
 from conftest import ROOT, moto_s3
+
+pytestmark = [pytest.mark.flow, pytest.mark.server]
 
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
 
@@ -45,7 +47,7 @@ def test_argo_fine_tune_steps_ask_for_what_their_roster_entries_need(s3_datastor
     infra = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40}
     workflow = compile_argo(infra, {"METAFLOW_KUBERNETES_CONTAINER_IMAGE": "registry.example/barbarossa:test"})
     templates = {t["name"]: t for t in workflow["spec"]["templates"]}
-    small, large = (registry.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
+    small, large = (roster.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
     for step, need in (("tune-small", small), ("tune-large", large)):
         container = templates[step]["container"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == str(need.gpus)
@@ -137,7 +139,7 @@ def test_step_functions_fine_tune_steps_ask_batch_for_their_roster_box(s3_datast
            "METAFLOW_BATCH_JOB_QUEUE": "barbarossa-gpu", "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": role,
            "METAFLOW_SFN_IAM_ROLE": role}
     states = _states(compile_flow("step-functions", infra, env)["States"])
-    small, large = (registry.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
+    small, large = (roster.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
     for step, need in (("tune_small", small), ("tune_large", large)):
         job = states[step]["Parameters"]
         wanted = {"VCPU": str(need.cpu), "GPU": str(need.gpus), "MEMORY": str(need.memory_gb * 1024)}
@@ -160,11 +162,11 @@ def test_code_package_carries_the_library_its_configs_and_data(tmp_path):
         names = set(archive.getnames())
         archive.extractall(tmp_path / "pkg", filter="data")
     code = tmp_path / "pkg" / ".mf_code"
-    for needed in ("barbarossa/training.py", "barbarossa/metrics/chrf.py", "configs/rosters/seed.toml",
+    for needed in ("barbarossa/train/loop.py", "barbarossa/evaluate/metrics/chrf.py", "configs/rosters/seed.toml",
                    "configs/profiles/gpu.toml", "configs/infra/local.toml", "data/az_alpaca_sample.jsonl"):
         assert f".mf_code/{needed}" in names, needed
     assert not any("/.venv/" in name or name.endswith(".safetensors") for name in names)
-    probe = (f"import sys; sys.path.insert(0, {str(code)!r}); import barbarossa.registry as r, barbarossa.data as d; "
+    probe = (f"import sys; sys.path.insert(0, {str(code)!r}); import barbarossa.models.roster as r, barbarossa.data.instructions as d; "
              "print(r.__file__); print(len(r.select('seed'))); print(len(d.load('bundled').records))")
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert ran.returncode == 0, ran.stderr

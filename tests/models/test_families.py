@@ -8,7 +8,10 @@ remote-code path.
 
 import pytest
 
-from barbarossa import data, evaluation, families, registry, training
+from barbarossa.data import instructions
+from barbarossa.models import families, losses, roster
+from barbarossa.train import loop
+from barbarossa.evaluate import protocol
 from conftest import write_jsonl
 
 TRAIN = {"max_steps": 6, "batch_size": 4, "grad_accum": 1, "learning_rate": 2e-2, "warmup_steps": 1,
@@ -20,13 +23,13 @@ EVAL = {"max_length": 160, "max_loss_rows": 4, "generate_rows": 2, "max_new_toke
 def repeated_batch(tmp_path_factory):
     """Four short rows: with batch size 4 every step sees the same batch."""
     out = tmp_path_factory.mktemp("fam")
-    records = sorted(data.load(str(data.BUNDLED)).records, key=lambda r: len(r["output"]) + len(r["input"]))[:4]
+    records = sorted(instructions.load(str(instructions.BUNDLED)).records, key=lambda r: len(r["output"]) + len(r["input"]))[:4]
     path = str(write_jsonl(out / "four.jsonl", records))
     return {"train_uri": path, "eval_uri": path}  # deliberately the same rows: this checks plumbing, not learning
 
 
 def test_every_roster_family_is_covered():
-    seed_families = {c.base.family for c in registry.all_rosters()["seed"].candidates}
+    seed_families = {c.base.family for c in roster.all_rosters()["seed"].candidates}
     assert seed_families | {"stablelm"} == set(families.FAMILIES) and len(families.FAMILIES) == 11
 
 
@@ -38,11 +41,11 @@ def test_family_fine_tunes_reloads_and_generates(family, repeated_batch, tmp_pat
     item = {"name": f"tiny-{family}-lora", "kind": "candidate", "base": base,
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
     summary = repeated_batch
-    result = training.finetune(item, summary, TRAIN, str(tmp_path))
+    result = loop.finetune(item, summary, TRAIN, str(tmp_path))
     curve = [p["loss"] for p in result["loss_curve"]]
     assert curve[-1] < curve[0], curve
-    metrics = evaluation.evaluate(item, result["adapter_uri"], summary, EVAL)  # reloads the adapter onto the base
-    base_metrics = evaluation.evaluate({**item, "kind": "baseline"}, None, summary, EVAL)
+    metrics = protocol.evaluate(item, result["adapter_uri"], summary, EVAL)  # reloads the adapter onto the base
+    base_metrics = protocol.evaluate({**item, "kind": "baseline"}, None, summary, EVAL)
     assert metrics["eval_loss"] < base_metrics["eval_loss"]  # the adapter really was applied
     assert metrics["generated"] == 2 and all(isinstance(s["generated"], str) for s in metrics["samples"])
 
@@ -54,24 +57,25 @@ def _per_example_losses(family: str, packed: bool) -> list[float]:
     """Mean response loss of each of six examples: packed into rows, or each alone."""
     import torch
 
-    from barbarossa import models, prompts
+    from barbarossa.data import prompts
+    from barbarossa.models import loading
 
     spec = families.get_family(family)
-    folder = models.resolve(f"tiny:{family}")
-    tokenizer = models.load_tokenizer(folder, remote_code=spec.remote_code)
-    model = models.load_model(folder, family, remote_code=spec.remote_code).eval()
-    rows = data.load(str(data.BUNDLED)).records[:6]
+    folder = loading.resolve(f"tiny:{family}")
+    tokenizer = loading.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = loading.load_model(folder, family, remote_code=spec.remote_code).eval()
+    rows = instructions.load(str(instructions.BUNDLED)).records[:6]
     examples = [prompts.build_example(tokenizer, r, 192) for r in rows]
     with torch.no_grad():
         if not packed:
-            return [training.batch_loss(model, training.pad_batch([e], tokenizer.pad_token_id)).item() for e in examples]
-        batch = training.pack_batch(examples, ROW_TOKENS, tokenizer.pad_token_id)
-        losses = training.packed_token_losses(model, batch)
+            return [loop.batch_loss(model, prompts.pad_batch([e], tokenizer.pad_token_id)).item() for e in examples]
+        batch = loop.pack_batch(examples, ROW_TOKENS, tokenizer.pad_token_id)
+        token_losses = losses.packed_token_losses(model, batch)
     assert 1 < batch["input_ids"].shape[0] < len(examples)  # several rows, some holding several examples
-    order = [i for group in training.pack_rows([len(e["input_ids"]) for e in examples], ROW_TOKENS) for i in group]
+    order = [i for group in loop.pack_rows([len(e["input_ids"]) for e in examples], ROW_TOKENS) for i in group]
     counts = [sum(label != prompts.IGNORE_INDEX for label in examples[i]["labels"][1:]) for i in order]
     bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
-    by_example = dict(zip(order, (losses[a:b].mean().item() for a, b in zip(bounds, bounds[1:]))))
+    by_example = dict(zip(order, (token_losses[a:b].mean().item() for a, b in zip(bounds, bounds[1:]))))
     return [by_example[i] for i in range(len(examples))]
 
 
@@ -88,22 +92,23 @@ def _second_example_losses(family: str):
     into one row, padded into separate rows; and B alone. Only B's tokens are scored."""
     import torch
 
-    from barbarossa import models, prompts
+    from barbarossa.data import prompts
+    from barbarossa.models import loading
 
     spec = families.get_family(family)
-    folder = models.resolve(f"tiny:{family}")
-    tokenizer = models.load_tokenizer(folder, remote_code=spec.remote_code)
-    model = models.load_model(folder, family, remote_code=spec.remote_code).eval()
+    folder = loading.resolve(f"tiny:{family}")
+    tokenizer = loading.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = loading.load_model(folder, family, remote_code=spec.remote_code).eval()
     vocab = model.get_input_embeddings().weight.shape[0]
-    a, b = (prompts.build_example(tokenizer, r, 192) for r in data.load(str(data.BUNDLED)).records[:2])
+    a, b = (prompts.build_example(tokenizer, r, 192) for r in instructions.load(str(instructions.BUNDLED)).records[:2])
     firsts = [a["input_ids"], a["input_ids"][:1] + [(t + 17) % vocab for t in a["input_ids"][1:]]]
     unscored = [{"input_ids": ids, "labels": [prompts.IGNORE_INDEX] * len(ids)} for ids in firsts]
     pad = tokenizer.pad_token_id
     with torch.no_grad():
-        packed = [training.packed_token_losses(model, training.pack_batch([first, b], None, pad)) for first in unscored]
-        padded = [training.padded_token_losses(model, training.pad_batch([first, b], pad)) for first in unscored]
-        alone = training.padded_token_losses(model, training.pad_batch([b], pad))
-    assert training.pack_batch(unscored[:1] + [b], None, pad)["input_ids"].shape[0] == 1  # A and B share one row
+        packed = [losses.packed_token_losses(model, loop.pack_batch([first, b], None, pad)) for first in unscored]
+        padded = [losses.padded_token_losses(model, prompts.pad_batch([first, b], pad)) for first in unscored]
+        alone = losses.padded_token_losses(model, prompts.pad_batch([b], pad))
+    assert loop.pack_batch(unscored[:1] + [b], None, pad)["input_ids"].shape[0] == 1  # A and B share one row
     assert len(alone) == sum(label != prompts.IGNORE_INDEX for label in b["labels"][1:]) > 10
     assert all(len(losses) == len(alone) for losses in packed + padded)
     return packed, padded, alone

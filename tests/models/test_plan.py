@@ -1,12 +1,13 @@
 import pytest
 import torch
 
-from barbarossa import cli, config, families, plan, registry
+from barbarossa import cli, config
+from barbarossa.models import families, plan, roster
 
 
 def by_name(spec, gpu="A100-80GB", profile="gpu", **train):
     settings = config.load_profile(profile)["train"] | train
-    result = plan.build(registry.select(spec), settings, gpu)
+    result = plan.build(roster.select(spec), settings, gpu)
     return result, {r["name"]: r for r in result["rows"]}
 
 

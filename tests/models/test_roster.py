@@ -1,6 +1,8 @@
 import pytest
+from metaflow.exception import MetaflowException
 
-from barbarossa import config, registry
+from barbarossa import config
+from barbarossa.models import roster
 
 BASE = ('[[base]]\nname = "b"\nsource = "tiny:llama"\nfamily = "llama"\ncertainty = "confirmed"\n'
         'licence = "MIT"\nparams = "1.3B"\n')
@@ -14,7 +16,7 @@ def write(tmp_path, text):
 
 
 def test_shipped_rosters_validate():
-    rosters = registry.all_rosters()
+    rosters = roster.all_rosters()
     assert {"local", "tiny", "seed"} <= set(rosters)
     local = rosters["local"]
     assert len(local.candidates) >= 2 and all(c.base.source.startswith("wheel-gguf:") for c in local.candidates)
@@ -22,13 +24,13 @@ def test_shipped_rosters_validate():
 
 
 def test_valid_roster_parses(tmp_path):
-    roster = registry.load_roster(write(tmp_path, BASE + CAND))
-    assert roster.candidates[0].lora == registry.Lora(r=4, alpha=8, dropout=0.05, targets="attention")
+    parsed = roster.load_roster(write(tmp_path, BASE + CAND))
+    assert parsed.candidates[0].lora == roster.Lora(r=4, alpha=8, dropout=0.05, targets="attention")
 
 
 def test_a_candidate_may_override_optional_train_keys_too(tmp_path):
     text = BASE + CAND + "train = { gradient_checkpointing = false, share_prefix = true }\n"
-    assert registry.load_roster(write(tmp_path, text)).candidates[0].train == {
+    assert roster.load_roster(write(tmp_path, text)).candidates[0].train == {
         "gradient_checkpointing": False, "share_prefix": True}
 
 
@@ -50,21 +52,21 @@ def test_a_candidate_may_override_optional_train_keys_too(tmp_path):
 ])
 def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
     path = write(tmp_path, text)
-    with pytest.raises(registry.RosterError) as err:
-        registry.load_roster(path)
+    with pytest.raises(roster.RosterError) as err:
+        roster.load_roster(path)
     assert str(err.value).startswith(message.format(path=path))
 
 
 def test_select_by_roster_and_candidate_name():
-    assert [c.name for c in registry.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora",
+    assert [c.name for c in roster.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora",
                                                       "tiny-llama-qlora"]
-    assert [c.name for c in registry.select("tiny-gpt2-lora")] == ["tiny-gpt2-lora"]
-    with pytest.raises(registry.RosterError, match="neither a roster"):
-        registry.select("gpt-5")
+    assert [c.name for c in roster.select("tiny-gpt2-lora")] == ["tiny-gpt2-lora"]
+    with pytest.raises(roster.RosterError, match="neither a roster"):
+        roster.select("gpt-5")
 
 
 def test_work_items_put_one_baseline_per_base_first():
-    items = registry.work_items(registry.select("local"))
+    items = roster.work_items(roster.select("local"))
     assert [i["kind"] for i in items] == ["baseline", "candidate", "candidate"]
     assert items[0]["lora"] is None and items[1]["base"] == items[0]["base"]
 
@@ -97,7 +99,7 @@ def test_a_profile_may_leave_out_share_prefix_and_gets_it_on(tmp_path):
 
 
 def test_seed_roster_declares_the_29_original_models_honestly():
-    seed = registry.all_rosters()["seed"]
+    seed = roster.all_rosters()["seed"]
     assert len(seed.candidates) == 29 and all(c.name.startswith("az-") for c in seed.candidates)
     families = {c.base.family for c in seed.candidates}
     assert families == {"gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "mpt", "opt", "bloom", "t5", "deci"}
@@ -106,28 +108,33 @@ def test_seed_roster_declares_the_29_original_models_honestly():
     assert {n for n, c in by_name.items() if c.base.certainty == "confirmed"} == {
         "az-longchat", "az-tinyllama", "az-openchat", "az-vicgalle-gpt2", "az-tulu"}
     assert by_name["az-flan-t5"].base.task == "seq2seq"
-    assert by_name["az-tinyllama"].lora == registry.Lora(r=16, alpha=64, dropout=0.1, targets=("q_proj", "v_proj"))
+    assert by_name["az-tinyllama"].lora == roster.Lora(r=16, alpha=64, dropout=0.1, targets=("q_proj", "v_proj"))
     assert by_name["az-galpaca"].base.params == 30e9 and by_name["az-galpaca"].base.resources.gpu_memory_gb == 80
 
 
 def test_remote_code_needs_a_pinned_commit():
-    decilm = {c.name: c for c in registry.select("seed")}["az-decilm"].base
-    assert "pins no commit" in registry.refusal(decilm)
+    decilm = {c.name: c for c in roster.select("seed")}["az-decilm"].base
+    assert "pins no commit" in roster.refusal(decilm)
     from dataclasses import replace
 
-    assert "pins no commit" in registry.refusal(replace(decilm, revision="main"))
-    assert registry.refusal(replace(decilm, revision="a" * 40)) is None
-    assert "needs remote code" in registry.refusal(replace(decilm, remote_code=False, revision="a" * 40))
+    assert "pins no commit" in roster.refusal(replace(decilm, revision="main"))
+    assert roster.refusal(replace(decilm, revision="a" * 40)) is None
+    assert "needs remote code" in roster.refusal(replace(decilm, remote_code=False, revision="a" * 40))
 
 
 def test_refused_items_become_results_before_any_compute():
-    items = registry.work_items(registry.select("az-decilm,az-tinyllama"))
-    allowed, refused = registry.runnable(items)
+    items = roster.work_items(roster.select("az-decilm,az-tinyllama"))
+    allowed, refused = roster.runnable(items)
     assert [i["name"] for i in allowed] == ["tinyllama-1.1b-alpaca-chat-v1.5", "az-tinyllama"]
     assert [r["item"]["name"] for r in refused] == ["decilm-7b-instruct", "az-decilm"]
     assert refused[0]["error"].startswith("refused: ")
-    with pytest.raises(registry.RosterError, match="nothing to run"):
-        registry.runnable(registry.work_items(registry.select("az-decilm")))
+    with pytest.raises(roster.NothingToRun) as refused_whole:
+        roster.runnable(roster.work_items(roster.select("az-decilm")))
+    message = str(refused_whole.value)  # one line: the models, then their reason once, with its fix
+    assert "\n" not in message and message.count("pins no commit") == 1
+    assert message.startswith("every selected model was refused — az-decilm, its untuned base decilm-7b-instruct: ")
+    assert "set revision =" in message
+    assert isinstance(refused_whole.value, MetaflowException)  # Metaflow prints it without a traceback
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -140,24 +147,24 @@ def test_refused_items_become_results_before_any_compute():
     ("tag:seed+family:t5", {"az-flan-t5"}),
 ])
 def test_select_by_tags_filters_and_names(spec, expected):
-    assert {c.name for c in registry.select(spec)} == expected
+    assert {c.name for c in roster.select(spec)} == expected
 
 
 def test_bad_selections_are_clear():
-    with pytest.raises(registry.RosterError, match="unknown filter 'colour'"):
-        registry.select("colour:red")
-    with pytest.raises(registry.RosterError, match="size filter"):
-        registry.select("size:2B")
-    with pytest.raises(registry.RosterError, match="selected nothing"):
-        registry.select("seed+family:bloom+size:>1B")
+    with pytest.raises(roster.RosterError, match="unknown filter 'colour'"):
+        roster.select("colour:red")
+    with pytest.raises(roster.RosterError, match="size filter"):
+        roster.select("size:2B")
+    with pytest.raises(roster.RosterError, match="selected nothing"):
+        roster.select("seed+family:bloom+size:>1B")
 
 
 def test_candidate_names_are_unique_across_rosters(tmp_path, monkeypatch):
     write(tmp_path, BASE + CAND)
     (tmp_path / "other.toml").write_text(BASE + CAND)
     monkeypatch.setenv("BARBAROSSA_ROSTERS", str(tmp_path))
-    with pytest.raises(registry.RosterError, match="declared in both"):
-        registry.all_rosters()
+    with pytest.raises(roster.RosterError, match="declared in both"):
+        roster.all_rosters()
 
 
 def test_models_command_lists_every_roster_as_json(capsys):
@@ -180,7 +187,7 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
     import pytest
 
     from barbarossa import config
-    from barbarossa.registry import PROJECT_ROOT
+    from barbarossa.config import PROJECT_ROOT
 
     base = (PROJECT_ROOT / "configs" / "profiles" / "smoke.toml").read_text()
     assert config.load_profile("smoke")["eval"]["extra_sets"] == []
@@ -191,7 +198,7 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
         return path
 
     good = config.load_profile(str(profile('extra_sets = [{ name = "qa", source = "s3://b/qa.jsonl" }]\n'
-                                           'extra_metrics = ["barbarossa/metrics/chrf.py"]')))
+                                           'extra_metrics = ["barbarossa/evaluate/metrics/chrf.py"]')))
     assert good["eval"]["extra_sets"][0]["name"] == "qa" and good["eval"]["extra_metrics"][0].endswith("metrics/chrf.py")
     for extra, message in [('extra_sets = [{ name = "qa" }]', "extra_sets entry 1"),
                            ('extra_sets = [{ name = "a", source = "x" }, { name = "a", source = "y" }]', "distinct"),

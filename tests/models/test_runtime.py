@@ -5,7 +5,12 @@ import json
 import pytest
 import torch
 
-from barbarossa import config, data, evaluation, models, release, runtime, training
+from barbarossa import config
+from barbarossa.data import instructions
+from barbarossa.models import loading, runtime
+from barbarossa.train import loop
+from barbarossa.evaluate import protocol
+from barbarossa.decide import release
 from conftest import write_jsonl
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
@@ -90,23 +95,23 @@ def item(name="tiny-llama-x", **train):
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("rt")
-    records = data.load(str(data.BUNDLED)).records[:40]
-    return data.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.3)
+    records = instructions.load(str(instructions.BUNDLED)).records[:40]
+    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.3)
 
 
 def test_bf16_weights_are_loaded_as_bf16(tiny_llama):
     decision = runtime.decide(CPU, {"precision": "bf16"}, LLAMA)
-    model = models.load_model(tiny_llama, "llama", decision)
+    model = loading.load_model(tiny_llama, "llama", decision)
     params = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() * p.element_size() for p in model.parameters()) == 2 * params
-    assert models.attention_of(model) == "sdpa"
+    assert loading.attention_of(model) == "sdpa"
 
 
 def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(split, tmp_path):
     scores = {}
     for precision in ("fp32", "bf16"):
-        trained = training.train(item(), split, {**SETTINGS, "precision": precision}, str(tmp_path / precision))
-        metrics = evaluation.evaluate(item(), trained.result["adapter_uri"], split, EVAL, trained=trained)
+        trained = loop.train(item(), split, {**SETTINGS, "precision": precision}, str(tmp_path / precision))
+        metrics = protocol.evaluate(item(), trained.result["adapter_uri"], split, EVAL, trained=trained)
         assert metrics["runtime"]["evaluated_on"] == trained.result["runtime"]["device"] == "cpu"
         assert metrics["runtime"]["compute"] == trained.result["precision"] == precision
         assert metrics["runtime"]["evaluated_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
@@ -116,34 +121,34 @@ def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(
 
 
 def test_evaluation_without_a_trained_model_decides_and_loads_as_training_would(split):
-    metrics = evaluation.evaluate({**item(), "kind": "baseline"}, None, split, EVAL,
+    metrics = protocol.evaluate({**item(), "kind": "baseline"}, None, split, EVAL,
                                   train_cfg={**SETTINGS, "precision": "bf16"})
     assert metrics["runtime"]["evaluated_dtype"] == "bfloat16" and metrics["runtime"]["weight_dtype"] == "bf16"
 
 
-def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path):
+def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, fp32_cpu):
     """nf4 base + LoRA on this CPU (bitsandbytes runs NF4 here); the adapter then merges into the plain base."""
-    trained = training.train(item("tiny-llama-qlora", quantization="nf4"), split, SETTINGS, str(tmp_path / "out"))
+    trained = loop.train(item("tiny-llama-qlora", quantization="nf4"), split, SETTINGS, str(tmp_path / "out"))
     assert trained.result["runtime"]["quantization"] == "nf4"
     assert any("Linear4bit" in type(m).__name__ for m in trained.model.modules())
     curve = [p["loss"] for p in trained.result["loss_curve"]]
     assert all(torch.isfinite(torch.tensor(curve)))
     adapter = trained.result["adapter_uri"]
     base = item()["base"]
-    reloaded = evaluation.evaluate(item("tiny-llama-qlora", quantization="nf4"), adapter, split, EVAL,
+    reloaded = protocol.evaluate(item("tiny-llama-qlora", quantization="nf4"), adapter, split, EVAL,
                                    train_cfg={**SETTINGS, "quantization": "nf4"})  # adapter onto a fresh 4-bit base
     assert reloaded["runtime"]["quantization"] == "nf4" and reloaded["eval_loss"] > 0
     difference = release.merge_verified(base, adapter, tmp_path / "merged")
     assert difference < 1e-3
     config_json = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert config_json.get("dtype", config_json.get("torch_dtype")) == "bfloat16"  # merged weights ship in bf16
-    merged = models.load_model(tmp_path / "merged", "llama")
+    merged = loading.load_model(tmp_path / "merged", "llama")
     assert not any("lora" in name for name, _ in merged.named_parameters())
 
 
 def test_a_wrong_merge_is_refused(split, tmp_path, monkeypatch):
     """The merge check has teeth: an adapter whose merge is skipped disagrees with base + adapter."""
-    trained = training.train(item(), split, {**SETTINGS, "learning_rate": 5e-2}, str(tmp_path / "out"))
+    trained = loop.train(item(), split, {**SETTINGS, "learning_rate": 5e-2}, str(tmp_path / "out"))
     from peft.tuners.lora import LoraModel
 
     monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **k: self.unload())  # drops the adapter instead

@@ -10,7 +10,8 @@ import shutil
 
 import pytest
 
-from barbarossa import cli, models, weights
+from barbarossa import cli
+from barbarossa.models import cache, loading, weights
 from conftest import moto_s3
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -85,19 +86,19 @@ def offline_hub(tmp_path, monkeypatch):
 
 def test_offline_with_an_empty_cache_raises_one_clear_error(offline_hub):
     with pytest.raises(weights.WeightsUnavailable) as raised:
-        models.resolve("hf:EleutherAI/gpt-neo-125m", "main")
+        loading.resolve("hf:EleutherAI/gpt-neo-125m", "main")
     message = str(raised.value)
     assert raised.value.__cause__ is None and raised.value.__suppress_context__ and "\n" not in message
     assert "weights of hf:EleutherAI/gpt-neo-125m (revision main)" in message and "the hub did not serve it" in message
     assert "BARBAROSSA_WEIGHTS" in message and "barbarossa fetch" in message
     base = {"name": "gpt-neo-125m", "source": "hf:EleutherAI/gpt-neo-125m", "revision": None}
     with pytest.raises(weights.WeightsUnavailable, match=r"gpt-neo-125m \(hf:EleutherAI/gpt-neo-125m, revision default"):
-        models.load_base_tokenizer(base)
+        loading.load_base_tokenizer(base)
 
 
 def test_offline_a_warm_hub_cache_serves_what_loading_needs(offline_hub, tiny_gpt2):
     """The repo's file list comes from the hub cache's listing, so files never fetched (onnx/) are not missed."""
-    repo = models.cache_root() / "hub" / "models--test-org--tiny-gpt2"
+    repo = cache.cache_root() / "hub" / "models--test-org--tiny-gpt2"
     snapshot = repo / "snapshots" / COMMIT
     shutil.copytree(tiny_gpt2, snapshot)
     (repo / "refs").mkdir()
@@ -106,8 +107,8 @@ def test_offline_a_warm_hub_cache_serves_what_loading_needs(offline_hub, tiny_gp
     (repo / "trees").mkdir()
     (repo / "trees" / f"{COMMIT}.json").write_text(json.dumps(
         {"format_version": 1, "files": {name: {"size": 1, "blob_id": "0" * 40} for name in listed}}))
-    assert models.resolve("hf:test-org/tiny-gpt2") == snapshot
-    assert models.load_base_tokenizer({"source": "hf:test-org/tiny-gpt2"}).eos_token
+    assert loading.resolve("hf:test-org/tiny-gpt2") == snapshot
+    assert loading.load_base_tokenizer({"source": "hf:test-org/tiny-gpt2"}).eos_token
 
 
 class FolderHub:
@@ -177,12 +178,13 @@ def test_fetch_mirrors_each_base_once_and_models_load_from_the_folder(fake_hub, 
 
     monkeypatch.setenv(weights.ENV, str(mirror))
     monkeypatch.setattr(weights, "Hub", NoHub)
-    assert models.resolve("hf:test-org/tiny-gpt2") == folder
-    model = models.load_model(models.resolve("hf:test-org/tiny-gpt2"), "gpt2")
+    assert loading.resolve("hf:test-org/tiny-gpt2") == folder
+    model = loading.load_model(loading.resolve("hf:test-org/tiny-gpt2"), "gpt2")
     assert model.config.model_type == "gpt2"
-    assert models.load_base_tokenizer({"source": "hf:test-org/tiny-gpt2", "revision": None}).eos_token
+    assert loading.load_base_tokenizer({"source": "hf:test-org/tiny-gpt2", "revision": None}).eos_token
 
 
+@pytest.mark.server
 def test_a_half_written_mirror_is_not_used_and_a_failed_base_is_one_line(fake_hub, tmp_path, monkeypatch, capsys):
     write_roster(tmp_path / "rosters", monkeypatch)
     mirror = tmp_path / "mirror"
@@ -206,6 +208,7 @@ def s3_server(monkeypatch):
         yield bucket
 
 
+@pytest.mark.server
 def test_an_s3_mirror_is_downloaded_once_and_loads_without_the_hub(fake_hub, s3_server, tmp_path, monkeypatch):
     base = {"name": "tiny-hub", "source": "hf:test-org/tiny-gpt2", "revision": "v1", "remote_code": False}
     where = weights.fetch_base(base, f"{s3_server}/weights")
@@ -215,14 +218,14 @@ def test_an_s3_mirror_is_downloaded_once_and_loads_without_the_hub(fake_hub, s3_
     monkeypatch.setenv("BARBAROSSA_CACHE", str(tmp_path / "task-cache"))
     monkeypatch.setenv(weights.ENV, f"{s3_server}/weights")
     monkeypatch.setattr(weights, "Hub", NoHub)
-    tokenizer_only = models.load_base_tokenizer(base)
+    tokenizer_only = loading.load_base_tokenizer(base)
     assert tokenizer_only.eos_token
-    folder = models.resolve(base["source"], base["revision"])
+    folder = loading.resolve(base["source"], base["revision"])
     assert (folder / "model.safetensors").exists() and not (folder / "pytorch_model.bin").exists()
-    assert models.load_model(folder, "gpt2").config.model_type == "gpt2"
+    assert loading.load_model(folder, "gpt2").config.model_type == "gpt2"
 
     def again(*_):
         raise AssertionError("the mirror was downloaded twice")
 
     monkeypatch.setattr(weights.storage, "download", again)
-    assert models.resolve(base["source"], base["revision"]) == folder
+    assert loading.resolve(base["source"], base["revision"]) == folder

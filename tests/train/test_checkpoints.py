@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from barbarossa import checkpoints, data, training
+from barbarossa.data import instructions
+from barbarossa.train import checkpoints, loop
 from conftest import write_jsonl
 
 
@@ -109,8 +110,8 @@ DROPPING = {"name": "tiny-llama", "kind": "candidate",
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
-    records = data.load(str(data.BUNDLED)).records[:24]
-    return data.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
+    records = instructions.load(str(instructions.BUNDLED)).records[:24]
+    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
 
 
 class Killed(Exception):
@@ -121,16 +122,16 @@ def test_a_resumed_run_with_lora_dropout_matches_an_uninterrupted_one(tmp_path, 
     """Dropout draws from the RNG: the resumed run matches only if the checkpoint's RNG state is restored."""
     from safetensors.torch import load_file
 
-    straight = training.finetune(DROPPING, split, SETTINGS, str(tmp_path / "straight"))
+    straight = loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "straight"))
 
     def kill_at_3(step, curve):
         if step == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        training.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"), on_log=kill_at_3)
+        loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"), on_log=kill_at_3)
     torch.manual_seed(1234)  # whatever the RNG holds now must not matter
-    resumed = training.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"))
+    resumed = loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"))
     assert resumed["resumed_from_step"] == 3 and [p["step"] for p in resumed["loss_curve"]] == list(range(1, 7))
     assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in straight["loss_curve"]],
                                                                       abs=1e-5)

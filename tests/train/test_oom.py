@@ -9,7 +9,10 @@ from the first batch on, or only later, when part of a step's gradient is in.
 import pytest
 import torch
 
-from barbarossa import data, leaderboard, training
+from barbarossa.models import loading
+from barbarossa.data import instructions
+from barbarossa.train import loop
+from barbarossa.decide import leaderboard
 from conftest import write_jsonl
 
 SETTINGS = {"max_steps": 2, "batch_size": 4, "grad_accum": 2, "learning_rate": 1e-2, "warmup_steps": 1,
@@ -24,15 +27,15 @@ LAYOUTS = {"shared-prefix": {}, "packed": {"share_prefix": False}, "padded": {"s
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
-    records = data.load(str(data.BUNDLED)).records[:40]
-    return data.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
+    records = instructions.load(str(instructions.BUNDLED)).records[:40]
+    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
 
 
 def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
     """Make model forwards raise an out-of-memory error while the micro-batch has more than `limit` examples,
     from the `from_batch`-th micro-batch on (memory that runs short mid-run)."""
     seen = {"examples": 0, "batches": 0}
-    make_batch, load = training.make_batch, training.load_for_training
+    make_batch, load = loop.make_batch, loading.load_for_item
 
     def counting_make_batch(layout, examples, *args, **kwargs):
         seen["examples"], seen["batches"] = len(examples), seen["batches"] + 1
@@ -51,20 +54,21 @@ def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
         model.forward = limited  # peft's wrapper calls the base model's forward through the instance
         return tokenizer, model, decision
 
-    monkeypatch.setattr(training, "make_batch", counting_make_batch)
-    monkeypatch.setattr(training, "load_for_training", loading_with_a_memory_limit)
+    monkeypatch.setattr(loop, "make_batch", counting_make_batch)
+    monkeypatch.setattr(loading, "load_for_item", loading_with_a_memory_limit)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_path, split, monkeypatch, layout):
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_path, split, monkeypatch, layout,
+                                                                           fp32_cpu):
     from safetensors.torch import load_file
 
     cfg = {**SETTINGS, **LAYOUTS[layout]}
-    straight = training.finetune(ITEM, split, cfg, str(tmp_path / "straight"))
+    straight = loop.finetune(ITEM, split, cfg, str(tmp_path / "straight"))
     assert (straight["micro_batch"], straight["grad_accum"], straight["oom_backoffs"]) == (4, 2, 0)
 
     run_out_of_memory_above(monkeypatch, 1, from_batch=4)  # step 2's second batch: its first one's gradient is in
-    squeezed = training.finetune(ITEM, split, cfg, str(tmp_path / "squeezed"))
+    squeezed = loop.finetune(ITEM, split, cfg, str(tmp_path / "squeezed"))
     assert squeezed["layout"] == layout
     assert (squeezed["micro_batch"], squeezed["grad_accum"], squeezed["oom_backoffs"]) == (1, 8, 2)  # 4 → 2 → 1
     assert squeezed["micro_batch"] * squeezed["grad_accum"] == cfg["batch_size"] * cfg["grad_accum"]
@@ -81,16 +85,16 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_
 
 def test_out_of_memory_at_a_micro_batch_of_one_fails_the_row_with_a_clear_reason(tmp_path, split, monkeypatch):
     run_out_of_memory_above(monkeypatch, 0)
-    with pytest.raises(training.TrainingOutOfMemory, match=r"out of memory at micro-batch 1 \(started at 4\) on cpu"
+    with pytest.raises(loop.TrainingOutOfMemory, match=r"out of memory at micro-batch 1 \(started at 4\) on cpu"
                        ) as caught:
-        training.finetune(ITEM, split, SETTINGS, str(tmp_path / "out"))
+        loop.finetune(ITEM, split, SETTINGS, str(tmp_path / "out"))
     error = leaderboard.task_result(ITEM, None, None, caught.value, stage="finetune")["error"]
     assert error.startswith("finetune failed: TrainingOutOfMemory: tiny-llama: out of memory at micro-batch 1")
     assert "CUDA out of memory" in error and "step 1" in error
 
 
 def test_only_out_of_memory_errors_count_as_such():
-    assert training.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
-    assert training.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"))
-    assert not training.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
-    assert not training.is_out_of_memory(ValueError("out of memory"))
+    assert loop.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert loop.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"))
+    assert not loop.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not loop.is_out_of_memory(ValueError("out of memory"))

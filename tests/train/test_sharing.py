@@ -2,7 +2,9 @@
 
 import pytest
 
-from barbarossa import data, families, models, prompts, sharing, training
+from barbarossa.data import instructions, prompts
+from barbarossa.models import families, loading
+from barbarossa.train import sharing, loop
 
 A = list(range(100, 110))  # a 10-token "preamble"
 B = A[:3] + list(range(200, 209))  # shares 3 tokens with A
@@ -38,7 +40,7 @@ def test_length_chunks_cover_every_index_once_and_trade_padding_against_calls():
 
 def _examples(tokenizer) -> list[dict]:
     """Eight bundled rows with and without input (two preambles), one made to share nothing."""
-    records = data.load(str(data.BUNDLED)).records
+    records = instructions.load(str(instructions.BUNDLED)).records
     rows = [r for r in records if r["input"]][:4] + [r for r in records if not r["input"]][:4]
     examples = [prompts.build_example(tokenizer, r, 192) for r in rows]
     odd = examples[7]
@@ -47,7 +49,7 @@ def _examples(tokenizer) -> list[dict]:
 
 
 def test_a_shared_prefix_batch_holds_every_example_exactly_once():
-    tokenizer = models.load_tokenizer(models.resolve("tiny:llama"))
+    tokenizer = loading.load_tokenizer(loading.resolve("tiny:llama"))
     examples = _examples(tokenizer)
     batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
     rebuilt = []
@@ -65,11 +67,11 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
     import torch
 
     spec = families.get_family(family)
-    folder = models.resolve(f"tiny:{family}")
-    tokenizer = models.load_tokenizer(folder, remote_code=spec.remote_code)
-    model = models.load_model(folder, family, remote_code=spec.remote_code)
+    folder = loading.resolve(f"tiny:{family}")
+    tokenizer = loading.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = loading.load_model(folder, family, remote_code=spec.remote_code)
     torch.manual_seed(0)
-    model = training.lora_model(model, family, {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"})
+    model = loop.lora_model(model, family, {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"})
     for name, param in model.named_parameters():
         if "lora_B" in name:  # non-zero B, so every LoRA matrix gets a gradient
             torch.nn.init.normal_(param, std=0.05)
@@ -85,8 +87,8 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
         model.zero_grad(set_to_none=True)
         return loss.item(), grads
 
-    plain, plain_grads = loss_and_grads(training.batch_loss(model, training.pad_batch(examples, tokenizer.pad_token_id)))
-    shared, shared_grads = loss_and_grads(training.batch_loss(model, batch))
+    plain, plain_grads = loss_and_grads(loop.batch_loss(model, prompts.pad_batch(examples, tokenizer.pad_token_id)))
+    shared, shared_grads = loss_and_grads(loop.batch_loss(model, batch))
     assert shared == pytest.approx(plain, abs=1e-5)
     assert max((shared_grads[n] - plain_grads[n]).abs().max().item() for n in plain_grads) < 1e-5
     assert max(g.abs().max().item() for g in plain_grads.values()) > 1e-4  # the comparison is not of zeros
@@ -99,10 +101,10 @@ def test_every_causal_family_but_remote_code_shares_prefixes():
 
 def test_layout_follows_family_and_settings():
     llama, opt, t5, deci = (families.get_family(f) for f in ("llama", "opt", "t5", "deci"))
-    assert training.choose_layout(deci, {"share_prefix": True}) == "packed"  # remote code may predate the Cache API
-    assert training.choose_layout(llama, {"share_prefix": True}) == "shared-prefix"
-    assert training.choose_layout(opt, {"share_prefix": True}) == "shared-prefix"
-    assert training.choose_layout(llama, {"share_prefix": True, "gradient_checkpointing": True}) == "packed"
-    assert training.choose_layout(opt, {"share_prefix": True, "gradient_checkpointing": True}) == "padded"
-    assert training.choose_layout(llama, {"share_prefix": False, "packing": False}) == "padded"
-    assert training.choose_layout(t5, {"share_prefix": True}) == "padded"
+    assert loop.choose_layout(deci, {"share_prefix": True}) == "packed"  # remote code may predate the Cache API
+    assert loop.choose_layout(llama, {"share_prefix": True}) == "shared-prefix"
+    assert loop.choose_layout(opt, {"share_prefix": True}) == "shared-prefix"
+    assert loop.choose_layout(llama, {"share_prefix": True, "gradient_checkpointing": True}) == "packed"
+    assert loop.choose_layout(opt, {"share_prefix": True, "gradient_checkpointing": True}) == "padded"
+    assert loop.choose_layout(llama, {"share_prefix": False, "packing": False}) == "padded"
+    assert loop.choose_layout(t5, {"share_prefix": True}) == "padded"

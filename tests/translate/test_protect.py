@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from barbarossa import protect
+from barbarossa.translate import protect
 
 
 @pytest.mark.parametrize("text, spans, moved", [

@@ -3,7 +3,7 @@
 import pytest
 from botocore.stub import Stubber
 
-from barbarossa import translation
+from barbarossa.translate import translation
 
 
 def aws(sleeps):

@@ -1,0 +1,1 @@
+"""Stage 5, decide: the leaderboard and its release decisions, earlier runs, release bundles and cards."""

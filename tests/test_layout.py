@@ -1,0 +1,107 @@
+"""The library's layout is its pipeline: every import points to the same or an earlier stage, and none loops.
+
+Imports are read from the source (every `import` / `from ... import`, also those inside functions), so an
+import kept lazy to hide a cycle or an upward reach is caught too.
+"""
+
+import ast
+from pathlib import Path
+
+from conftest import ROOT
+
+LIBRARY = ROOT / "barbarossa"
+# Each stage's level: a module imports its own stage or a lower level only. train and evaluate share a level, so
+# neither imports the other. The foundation modules are used by every stage; cli.py sits on top of everything.
+LEVEL = {"foundation": 0, "data": 1, "models": 2, "train": 3, "evaluate": 3, "decide": 4, "infra": 5, "translate": 6,
+         "cli": 7}
+STAGES = list(LEVEL)
+FOUNDATION = {"barbarossa", "barbarossa.config", "barbarossa.console", "barbarossa.errors", "barbarossa.storage"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def stage_of(module: str) -> str:
+    if module in FOUNDATION:
+        return "foundation"
+    if module == "barbarossa.cli":
+        return "cli"
+    return module.split(".")[1]
+
+
+def library_modules() -> dict[str, Path]:
+    return {module_name(path): path for path in LIBRARY.rglob("*.py")}
+
+
+def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The library modules this file imports (a `from pkg import mod` names the module, not the package)."""
+    found = set()
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return {name for name in found if name in modules and name != module_name(path)}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = library_modules()
+    return {name: imports_of(path, modules) for name, path in modules.items()}
+
+
+def test_every_library_module_belongs_to_a_known_stage():
+    unknown = {m for m in library_modules() if stage_of(m) not in STAGES}
+    assert not unknown, f"modules outside the stages {STAGES}: {sorted(unknown)}"
+
+
+def test_no_module_imports_a_later_stage_or_a_sibling():
+    upward = [f"{module} ({stage_of(module)}) imports {target} ({stage_of(target)})"
+              for module, targets in import_graph().items() for target in sorted(targets)
+              if stage_of(target) != stage_of(module) and LEVEL[stage_of(target)] >= LEVEL[stage_of(module)]]
+    assert not upward, "imports must point to the same stage or a lower level:\n" + "\n".join(upward)
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path [a, b, ..., a], or None (depth-first search, three colours)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (found := visit(target)):
+                return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    return next((cycle for node in sorted(graph) if node not in state and (cycle := visit(node))), None)
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " → ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_planted_cycle_and_the_stage_check_an_upward_import():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    assert stage_of("barbarossa.train.loop") == "train" and stage_of("barbarossa.storage") == "foundation"
+    assert LEVEL["train"] == LEVEL["evaluate"]  # siblings: what both need lives below them
+
+
+def test_tests_mirror_the_library():
+    """Each stage's tests live in tests/<stage>/; no test folder names a stage the library lacks."""
+    stages = {p.name for p in LIBRARY.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and any(p.glob("test_*.py"))}
+    assert folders <= stages, f"test folders without a library stage: {sorted(folders - stages)}"
+    assert stages <= folders, f"library stages without tests: {sorted(stages - folders)}"
