@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard image deploy-argo deploy-sfn clean
+.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard card-picture image deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -53,6 +53,10 @@ deploy-sfn: install
 
 leaderboard: install
 	$(BIN)/barbarossa leaderboard
+
+## The README's card picture (docs/leaderboard_card.png) from the latest `make run`: redo it when the card changes.
+card-picture: install browser
+	$(BIN)/python docs/card_picture.py $(ARGS)
 
 ## Headless Chromium renders the Metaflow cards in the card tests (Debian package; needs apt and root).
 browser:
