@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard card-picture image deploy-argo deploy-sfn clean
+.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard card-picture image image-check deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -44,6 +44,11 @@ INFRA ?= configs/infra/local.toml
 
 image:
 	docker build -f containers/Dockerfile -t $(IMAGE):$(TAG) .
+
+## The container acceptance check (.ci/run runs it after `make test`; needs root on Debian: it installs docker.io and
+## debootstrap, starts and stops its own dockerd): build the image, run flow tasks in it as Argo and Batch would.
+image-check: install
+	$(BIN)/python containers/image_check.py $(ARGS)
 
 deploy-argo: install
 	$(BIN)/python flows/finetune_flow.py --config infra $(INFRA) argo-workflows create $(ARGS)

@@ -1,6 +1,6 @@
 """`barbarossa` command line: read leaderboards of past runs, compare runs, chat with a model, list rosters.
 
-    barbarossa leaderboard [--run ID] [--wide] [--json]
+    barbarossa leaderboard [--run ID] [--wide] [--json] [--namespace NS]
     barbarossa leaderboard --compare RUN_A [RUN_B] [--json]     (RUN_B: the latest successful run)
     barbarossa chat [--run ID] --model NAME [--max-new-tokens N] (prompts from stdin, one a line, or typed)
     barbarossa models [--models SPEC] [--json]
@@ -9,7 +9,8 @@
 
 Runs are looked up in the Metaflow namespace of USERNAME; where it is unset the
 Makefile's rule applies (your login name, or "barbarossa" for root), so the CLI
-finds the runs `make run` made.
+finds the runs `make run` made. Runs of a deployment (Argo Workflows, Step Functions) live
+in its production namespace: `--namespace production:<token>`, or `--namespace any`.
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ def _error_line(err: Exception) -> str:
         from metaflow import get_namespace
 
         text += (f" in namespace {get_namespace()} (Metaflow reads runs from .metaflow/ here or in a parent folder; "
-                 f"another user's runs need USERNAME=<them>)")
+                 f"another user's runs need USERNAME=<them>, a deployment's --namespace production:<token> or any)")
     return text
 
 
@@ -430,11 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     board.add_argument("--compare", nargs="+", metavar="RUN",
                        help="RUN_A [RUN_B]: both runs' metrics per model and B − A (RUN_B: latest successful run)")
     board.add_argument("--json", action="store_true", help="print the rows (or the comparison) as JSON")
+    board.add_argument("--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)")
     board.set_defaults(func=cmd_leaderboard)
     chatting = sub.add_parser("chat", help="answer prompts (typed, or one a line on stdin) with a model of a run")
     chatting.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
     chatting.add_argument("--model", required=True, help="a leaderboard row's name: a candidate or an untuned base")
     chatting.add_argument("--max-new-tokens", type=int, help="default: the run's [eval] max_new_tokens")
+    chatting.add_argument("--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)")
     chatting.set_defaults(func=cmd_chat)
     listing = sub.add_parser("models", help="list the rosters' candidates (all, or those --models selects)")
     listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
@@ -451,6 +454,10 @@ def main(argv: list[str] | None = None) -> int:
     fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
     fetching.set_defaults(func=cmd_fetch)
     args = parser.parse_args(argv)
+    if getattr(args, "namespace", None):
+        from metaflow import namespace
+
+        namespace(None if args.namespace == "any" else args.namespace)
     try:
         return args.func(args)
     except BrokenPipeError:  # `barbarossa leaderboard --json | head`: the reader has gone, nothing is wrong

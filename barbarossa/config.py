@@ -13,7 +13,19 @@ from pathlib import Path
 
 from barbarossa.errors import UserError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]  # configs/ and data/ sit beside the barbarossa/ package
+
+
+def find_project_root(package: Path, home: str | None) -> Path:
+    """Where configs/ and data/ are: beside the package in a checkout or a flow's code package (remote tasks
+    read the configs of the commit that launched the run); for an installed package (a wheel, the image's
+    /opt/venv) in the folder BARBAROSSA_HOME names."""
+    beside = package.parent
+    if (beside / "configs").is_dir() or not home:
+        return beside
+    return Path(home)
+
+
+PROJECT_ROOT = find_project_root(Path(__file__).resolve().parent, os.environ.get("BARBAROSSA_HOME"))
 
 # What a profile may choose; the code that reads a value checks it against the same tuple.
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # weights and compute (models/runtime.py)
@@ -92,6 +104,9 @@ def load_profile(name_or_path: str) -> dict:
         path = profiles_dir() / f"{name_or_path}.toml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in profiles_dir().glob("*.toml")))
+        if not known:
+            raise ConfigError(f"profile {name_or_path!r} not found: no profiles in {profiles_dir()}; run from a checkout, "
+                              "or set BARBAROSSA_HOME to a folder holding configs/ and data/ (the image sets /opt/barbarossa)")
         raise ConfigError(f"profile {name_or_path!r} not found ({path}); known profiles: {known}")
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))

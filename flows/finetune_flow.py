@@ -64,7 +64,8 @@ class FinetuneFlow(FlowSpec):
     max_steps = Parameter("max-steps", type=int, default=0, help="Optimizer steps per candidate (0: the profile's)")
     on_bad_rows = Parameter("on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report")
     gpu = Parameter("gpu", default="A100-80GB", help="GPU the recorded cost plan is estimated for")
-    output_root = Parameter("output-root", default="runs", help="Local folder or s3:// prefix for data splits and adapters")
+    output_root = Parameter("output-root", default=config_expr("infra.output_root"),
+                            help="Local folder or s3:// prefix for data splits and adapters (remote compute: s3://)")
     release_to = Parameter("release-to", default="", help="Where released models go: a folder, an s3:// prefix or hf:<owner>")
     publish = Parameter("publish", type=bool, default=False, help="Really publish to --release-to (default: dry run)")
     merge = Parameter("merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)")
@@ -72,6 +73,7 @@ class FinetuneFlow(FlowSpec):
     @card(type="blank", id="data")
     @step
     def start(self):
+        compute.check_output_root(self.infra, self.output_root)
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         releases.check_target(self.release_to, self.publish)
         selected = roster.select(self.models)

@@ -102,3 +102,49 @@ def test_metaflow_errors_are_one_line_and_exit_1(capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 3 and captured.out == "" and all(line.startswith("barbarossa leaderboard: ") for line in lines)
     assert "does not exist" in lines[0] and "one or two runs" in lines[2]
+
+
+def test_an_installed_package_reads_configs_from_barbarossa_home(tmp_path):
+    """A wheel (or the image's /opt/venv) has no configs/ beside the package: BARBAROSSA_HOME names where they are,
+    and without it the CLI says so in one line instead of listing no models."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "barbarossa", site / "barbarossa", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("BARBAROSSA_HOME", "BARBAROSSA_ROSTERS")}
+    env.update(PYTHONPATH=str(site), COLUMNS="200")
+
+    def models(**extra):
+        return subprocess.run([sys.executable, "-m", "barbarossa.cli", "models", "--models", "seed"], cwd=tmp_path,
+                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+
+    lost = models()
+    assert lost.returncode == 1 and "Traceback" not in lost.stderr
+    [line] = lost.stderr.strip().splitlines()
+    assert "no roster files in" in line and "BARBAROSSA_HOME" in line
+    found = models(BARBAROSSA_HOME=str(ROOT))
+    assert found.returncode == 0, found.stderr
+    assert "Barbarossa models (29)" in found.stdout
+
+
+def test_configs_beside_the_package_win_over_barbarossa_home(tmp_path):
+    """A checkout or a flow's code package reads its own configs, whatever BARBAROSSA_HOME the image sets."""
+    from barbarossa import config
+
+    assert config.find_project_root(ROOT / "barbarossa", str(tmp_path)) == ROOT
+    assert config.find_project_root(tmp_path / "site" / "barbarossa", str(ROOT)) == ROOT
+    assert config.find_project_root(tmp_path / "site" / "barbarossa", None) == tmp_path / "site"
+
+
+def test_namespace_option_reads_runs_of_another_namespace(capsys):
+    """A deployment's runs are in its production namespace: --namespace names it (or any), else USERNAME's is used."""
+    from metaflow import default_namespace, get_namespace
+
+    try:
+        assert cli.main(["leaderboard", "--run", "no-such-run", "--namespace", "any"]) == 1
+        assert get_namespace() is None
+        assert cli.main(["leaderboard", "--run", "no-such-run", "--namespace", "production:abc"]) == 1
+        assert get_namespace() == "production:abc"
+        assert "in namespace production:abc" in capsys.readouterr().err
+    finally:
+        default_namespace()

@@ -27,6 +27,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from barbarossa import storage
 from barbarossa.config import PROJECT_ROOT
 from barbarossa.errors import UserError
 from barbarossa.models.roster import select, work_items
@@ -36,7 +37,7 @@ COMPUTE = ("local", "kubernetes", "batch")
 DEFAULT_INFRA = PROJECT_ROOT / "configs" / "infra" / "local.toml"
 IDLE_BOX = {"gpus": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 4, "disk_gb": 10, "timeout_hours": 1}
 _SCHEMA = {"compute": str, "models": str, "large_from_gpu_memory_gb": int, "kubernetes": dict, "batch": dict,
-           "secrets": list, "trigger_event": str}
+           "secrets": list, "trigger_event": str, "output_root": str}
 _KUBERNETES = {"image": str, "service_account": str, "node_selector": dict, "tolerations": list,
                "secrets": list, "gpu_node_selector": dict}
 _BATCH = {"image": str, "queue": str, "iam_role": str}
@@ -96,6 +97,7 @@ def validate_infra(infra: dict) -> dict:
     unknown = set(infra.get("kubernetes", {}).get("gpu_node_selector", {})) - set(CLASSES)
     if unknown:
         raise InfraError(f"infra config: [kubernetes.gpu_node_selector] unknown size class(es) {', '.join(sorted(unknown))}")
+    infra.setdefault("output_root", "runs")  # the flow's --output-root default
     if infra.get("trigger_event") and infra["compute"] == "batch":
         raise InfraError("infra config: trigger_event needs Argo Workflows (compute = \"kubernetes\"); "
                          "Step Functions refuses @trigger")
@@ -130,6 +132,14 @@ def aws_problems() -> list[str]:
         problems.append("no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                         "(or AWS_PROFILE, or run `aws configure`)")
     return problems
+
+
+def check_output_root(infra: dict, output_root: str) -> None:
+    """Remote tasks each run in their own container: the splits `start` writes and the adapters the fine-tunes
+    write must be where every container reads them, not in a folder of one container."""
+    if infra["compute"] != "local" and not storage.is_s3(output_root):
+        raise InfraError(f"--output-root {output_root!r} is a local folder, but compute = \"{infra['compute']}\" runs each "
+                         "task in its own container: give an s3:// prefix (--output-root, or output_root in the infra config)")
 
 
 # What a remote task can read the run's artifacts and code package from (Metaflow's own rule per decorator).

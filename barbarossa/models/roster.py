@@ -196,7 +196,12 @@ def load_roster(path: Path) -> Roster:
 
 def all_rosters() -> dict[str, Roster]:
     """Every roster file, checked for candidate names that clash across files."""
-    rosters = {p.stem: load_roster(p) for p in sorted(rosters_dir().glob("*.toml"))}
+    folder = rosters_dir()
+    files = sorted(folder.glob("*.toml"))
+    if not files:  # an installed package with no checkout around it, and BARBAROSSA_HOME not set
+        raise RosterError(f"no roster files in {folder}: run from a checkout, or set BARBAROSSA_HOME to a folder "
+                          "holding configs/ and data/ (the image sets /opt/barbarossa)")
+    rosters = {p.stem: load_roster(p) for p in files}
     seen: dict[str, str] = {}
     for roster_name, roster in rosters.items():
         for c in roster.candidates:

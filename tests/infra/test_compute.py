@@ -173,3 +173,11 @@ def test_a_remote_infra_config_fails_at_load_in_one_line_without_a_traceback(tmp
     headline, line = [row.strip() for row in output.splitlines() if row.strip()]  # Metaflow's headline, our line
     assert headline == "Infra config:", output
     assert line.startswith('infra config: compute = "kubernetes" cannot launch from here: Metaflow\'s datastore is \'local\'')
+
+
+def test_remote_compute_wants_an_s3_output_root_and_local_takes_a_folder():
+    compute.check_output_root({"compute": "local"}, "runs")
+    compute.check_output_root({"compute": "kubernetes"}, "s3://bucket/barbarossa")
+    with pytest.raises(compute.InfraError, match="'runs' is a local folder, but compute = \"batch\""):
+        compute.check_output_root({"compute": "batch"}, "runs")
+    assert compute.validate_infra({"compute": "local", "models": "local", "large_from_gpu_memory_gb": 40})["output_root"] == "runs"

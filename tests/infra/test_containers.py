@@ -29,10 +29,13 @@ def test_direct_dependencies_agree_with_constraints():
         assert pins.get(name.lower()) == version, f"pyproject.toml {name}=={version} vs constraints.txt"
 
 
-def test_dockerfile_installs_the_package_with_the_constraints_as_a_non_root_user():
-    text = (ROOT / "containers" / "Dockerfile").read_text()
-    assert re.search(r"pip install [^\n]*-c constraints\.txt", text) and "COPY barbarossa ./barbarossa" in text
-    assert "python3.11" in text and re.search(r"^USER (?!root)\w+", text, re.M) and "VOLUME [\"/cache\"]" in text
+def dockerfile() -> str:
+    return (ROOT / "containers" / "Dockerfile").read_text()
+
+
+def build_args(text: str) -> dict[str, str]:
+    """Each ARG's default: what `docker build` takes when the build does not pass it (production's values)."""
+    return dict(re.findall(r"^ARG (\w+)=(\S+)", text, re.M))
 
 
 def run_instructions(text: str) -> list[str]:
@@ -40,28 +43,50 @@ def run_instructions(text: str) -> list[str]:
     return [m.group(1) for m in re.finditer(r"^RUN ((?:.*\\\n)*.*)$", text.replace("\r", ""), re.M)]
 
 
-def test_dockerfile_takes_torch_s_cuda_build_from_the_pytorch_index_and_nothing_else():
-    text = (ROOT / "containers" / "Dockerfile").read_text()
-    torch = re.findall(r"\btorch==([0-9][^\s+]*)\+(cu\d+)", text)
-    assert len(torch) == 1, "exactly one explicit torch==<version>+cu<NNN> install"
-    (version, tag), = torch
-    assert version == constraints()["torch"]
-    index_runs = [run for run in run_instructions(text) if "download.pytorch.org" in run]
-    assert len(index_runs) == 1 and "--extra-index-url" not in text
-    index_run = index_runs[0]
-    assert re.search(rf"--index-url https://download\.pytorch\.org/whl/{tag}\s", index_run)
+def test_the_default_torch_build_is_the_constraints_pin_from_the_pytorch_cuda_index():
+    args = build_args(dockerfile())
+    version, tag = args["TORCH_BUILD"].split("+")
+    assert version == constraints()["torch"] and re.fullmatch(r"cu\d+", tag)
+    assert args["TORCH_INDEX"] == f"https://download.pytorch.org/whl/{tag}"
+
+
+def test_the_torch_index_serves_torch_alone_and_before_anything_of_the_project():
+    text = dockerfile()
+    [index_run] = [run for run in run_instructions(text) if "${TORCH_INDEX}" in run]
     installs = re.findall(r"pip install ((?:[^&]|&(?!&))*)", index_run)
-    assert len(installs) == 1 and "--no-deps" in installs[0], "the index serves torch alone, not its dependencies"
-    packages = [word for word in installs[0].split() if not word.startswith("-") and "://" not in word and word != "\\"]
-    assert packages == [f"torch=={version}+{tag}"], packages
-    project = next(i for i, run in enumerate(run_instructions(text)) if "-c constraints.txt" in run)
-    assert run_instructions(text).index(index_run) < project, "torch is installed before the project"
+    from_index = [i for i in installs if "--index-url ${TORCH_INDEX}" in i]
+    assert len(from_index) == 1 and "--no-deps" in from_index[0], "the index serves torch alone, not its dependencies"
+    assert "--extra-index-url" not in text
+    assert text.index(index_run) < text.index("\nCOPY "), "torch (and its CUDA libraries) come before any COPY"
+    [torch_layer] = [run for run in run_instructions(text) if run == index_run]
+    assert re.search(r"pip install torch==\$\{TORCH_BUILD\}\s*$", torch_layer), "torch's own requirements, same layer"
+
+
+def test_dependencies_install_under_the_constraints_before_the_code_is_copied():
+    text = dockerfile()
+    project = next(run for run in run_instructions(text) if re.search(r"pip install [^\n]*-c \S*constraints\.txt", run))
+    assert text.index(project) < text.index("COPY barbarossa "), "a code change must not reinstall the dependencies"
+    copies = re.findall(r"^COPY (.+)$", text, re.M)
+    assert copies[0].split()[:-1] == ["pyproject.toml", "constraints.txt"], "only the pins before the dependency layer"
+
+
+def test_the_runtime_user_owns_its_working_directory_home_and_cache():
+    text = dockerfile()
+    user = re.findall(r"^USER (\S+)$", text, re.M)
+    assert user and user[-1] != "root"
+    workdir = re.findall(r"^WORKDIR (\S+)$", text, re.M)[-1]
+    home = re.search(r"HOME=(\S+)", text).group(1)
+    owned = " ".join(run for run in run_instructions(text) if "chown" in run)
+    for folder in (workdir, home, "/cache"):
+        assert re.search(rf"chown {user[-1]}\S* [^&]*{re.escape(folder)}(\s|$)", owned), f"{folder} is not the user's"
+    assert 'VOLUME ["/cache"]' in text and "BARBAROSSA_HOME=/opt/barbarossa" in text
 
 
 def test_base_image_is_cuda_base_of_torch_s_cuda_version_without_its_own_cuda_libraries():
-    text = (ROOT / "containers" / "Dockerfile").read_text()
-    image = re.search(r"^FROM nvidia/cuda:(\d+)\.(\d+)\.\d+-([a-z-]+)-ubuntu", text, re.M)
-    assert image, "FROM nvidia/cuda:<version>-base-ubuntu<version>"
-    major, minor, flavour = image.groups()
+    args = build_args(dockerfile())
+    image = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-([a-z-]+)-ubuntu(\d+)\.04", args["BASE_IMAGE"])
+    assert image, "BASE_IMAGE defaults to nvidia/cuda:<version>-base-ubuntu<version>"
+    major, minor, flavour, ubuntu = image.groups()
     assert flavour == "base", f"{flavour}: torch's wheels bring cuDNN and the CUDA libraries; a runtime image doubles them"
-    assert f"+cu{major}{minor}" in text, "the image's CUDA version is the torch build's"
+    assert args["TORCH_BUILD"].endswith(f"+cu{major}{minor}"), "the image's CUDA version is the torch build's"
+    assert int(ubuntu) >= 24, "Ubuntu 22.04's python3.11 is a release candidate (3.11.0~rc1)"

@@ -9,6 +9,7 @@ import pytest
 
 from barbarossa.models import roster
 from conftest import ROOT, moto_s3
+from containers.batch import all_states, batch_world
 
 pytestmark = [pytest.mark.flow, pytest.mark.server]
 
@@ -94,51 +95,17 @@ def test_argo_deployment_follows_the_kubernetes_infra_config(s3_datastore):
     assert "train-data" in arguments and any(name.startswith("barbarossadatasetupdated") for name in arguments)
 
 
-def _batch_world(endpoint: str) -> str:
-    """What `step-functions create` looks up on AWS, created on the local moto server; returns the IAM role ARN."""
-    import boto3
-
-    kw = {"endpoint_url": endpoint, "region_name": "us-east-1"}
-    iam = boto3.client("iam", **kw)
-    role = iam.create_role(RoleName="barbarossa-batch", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    profile = iam.create_instance_profile(InstanceProfileName="barbarossa-batch")["InstanceProfile"]["Arn"]
-    iam.add_role_to_instance_profile(InstanceProfileName="barbarossa-batch", RoleName="barbarossa-batch")
-    ec2 = boto3.client("ec2", **kw)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
-    group = ec2.create_security_group(GroupName="batch", Description="batch", VpcId=vpc)["GroupId"]
-    batch = boto3.client("batch", **kw)
-    environment = batch.create_compute_environment(
-        computeEnvironmentName="gpu", type="MANAGED", state="ENABLED", serviceRole=role,
-        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": 64, "instanceTypes": ["p4d.24xlarge"],
-                          "subnets": [subnet], "securityGroupIds": [group], "instanceRole": profile},
-    )["computeEnvironmentArn"]
-    batch.create_job_queue(jobQueueName="barbarossa-gpu", state="ENABLED", priority=1,
-                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}])
-    return role
-
-
-def _states(states: dict) -> dict:
-    """Every state of a Step Functions definition, nested foreach/parallel states included."""
-    found = {}
-    for name, state in states.items():
-        found[name] = state
-        for inner in [state.get("Iterator", {})] + state.get("Branches", []):
-            found.update(_states(inner.get("States", {})))
-    return found
-
-
 def test_step_functions_fine_tune_steps_ask_batch_for_their_roster_box(s3_datastore):
     import boto3
 
     endpoint = os.environ["METAFLOW_S3_ENDPOINT_URL"]
-    role = _batch_world(endpoint)
+    role = batch_world(endpoint)
     infra = {"compute": "batch", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40,
              "batch": {"image": "registry.example/barbarossa:abc1234", "queue": "barbarossa-gpu"}}
     env = {"AWS_ENDPOINT_URL": endpoint, "METAFLOW_SFN_DYNAMO_DB_TABLE": "barbarossa-foreach",
            "METAFLOW_BATCH_JOB_QUEUE": "barbarossa-gpu", "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": role,
            "METAFLOW_SFN_IAM_ROLE": role}
-    states = _states(compile_flow("step-functions", infra, env)["States"])
+    states = all_states(compile_flow("step-functions", infra, env)["States"])
     small, large = (roster.select(name)[0].base.resources for name in ("az-gpt2-alpaca", "az-tulu"))
     for step, need in (("tune_small", small), ("tune_large", large)):
         job = states[step]["Parameters"]
