@@ -4,7 +4,7 @@
     barbarossa leaderboard --compare RUN_A [RUN_B] [--json]     (RUN_B: the latest successful run)
     barbarossa chat [--run ID] --model NAME [--max-new-tokens N] (prompts from stdin, one a line, or typed)
     barbarossa models [--models SPEC] [--json]
-    barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB] [--json]
+    barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB | --gpus 4xA100-80GB] [--json]
     barbarossa fetch --models SPEC --to ROOT
 
 Runs are looked up in the Metaflow namespace of USERNAME; where it is unset the
@@ -326,8 +326,14 @@ def cmd_plan(args) -> int:
     from barbarossa import config
     from barbarossa.models import plan, roster
 
+    from barbarossa.models import schedule
+
     profile = config.load_profile(args.profile)
-    result = plan.build(roster.select(args.models), profile["train"], args.gpu)
+    count, gpu = schedule.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)
+    calibrated = schedule.calibration()
+    result = plan.build(roster.select(args.models), profile["train"], gpu, calibrated)
+    ceiling = calibrated.ceiling if calibrated else plan.MFU
+    result["inventory"] = schedule.wall_clock(result["rows"], count, plan.GPUS[gpu][1], ceiling)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -375,6 +381,12 @@ def print_plan(result: dict, profile_name: str = "") -> None:
         table.add_row(*describe(row), style="red" if row["fits"] == "no" else "")
     console.print(table)
     console.print(f"total: {result['total_tokens']:,} tokens, {result['total_gpu_hours']:.2f} GPU-hours")
+    if result.get("inventory"):
+        box = result["inventory"]
+        wall = box["wall_hours"]
+        console.print(f"on {box['gpus']}× {result['gpu']}: [bold]{wall:.1f} h wall-clock[/] ({wall / 24:.1f} days), "
+                      f"GPUs busy {box['busy_gpu_hours']:.1f} GPU-hours for {box['work_gpu_hours']:.1f} GPU-hours of "
+                      "work alone (small models share a GPU by memory, as the local leases do)")
     console.print("[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
                   "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]")
     console.print(f"[dim]assumptions: {result['assumptions']}[/]")
@@ -447,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     planning.add_argument("--models", default="local", help="roster, candidate names or filters")
     planning.add_argument("--profile", default="gpu", help="training profile (configs/profiles)")
     planning.add_argument("--gpu", default="A100-80GB", help="GPU to estimate for")
+    planning.add_argument("--gpus", help="the GPUs you have, <count>x<GPU> (e.g. 4xA100-80GB): adds wall-clock time")
     planning.add_argument("--json", action="store_true", help="print the plan as JSON")
     planning.set_defaults(func=cmd_plan)
     fetching = sub.add_parser("fetch", help="mirror the selected hub bases' weights (tasks read it: BARBAROSSA_WEIGHTS=ROOT)")

@@ -15,7 +15,7 @@ from barbarossa.data import instructions  # noqa: E402
 from barbarossa.decide import cards, history, leaderboard  # noqa: E402
 from barbarossa.decide import release as releases  # noqa: E402  (the flow has a step named release)
 from barbarossa.evaluate import protocol  # noqa: E402
-from barbarossa.infra import compute  # noqa: E402
+from barbarossa.infra import compute, leases  # noqa: E402
 from barbarossa.infra.mutators import FollowInfra, ShipLibrary  # noqa: E402
 from barbarossa.models import plan, preflight, roster  # noqa: E402
 from barbarossa.train import loop  # noqa: E402
@@ -134,6 +134,14 @@ class FinetuneFlow(FlowSpec):
         self.item, self.stage, self.train, self.metrics = self.input, "finetune", None, None
         if self.item["kind"] == "idle":
             return
+        if self.infra["compute"] != "local":  # a cluster gives each task its own GPU
+            return self.train_and_evaluate()
+        with leases.gpu_lease(leases.need_gb(self.item, self.plan), self.item["name"], leases.folder()) as lease:
+            self.train_and_evaluate()  # on the leased GPU (CUDA_VISIBLE_DEVICES), within the lease's memory
+            if lease:
+                self.metrics.setdefault("runtime", {})["gpu_lease"] = lease.as_dict()
+
+    def train_and_evaluate(self):
         trained = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])

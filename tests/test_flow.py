@@ -69,7 +69,8 @@ def env(tmp_path_factory):
     rosters = tmp_path_factory.mktemp("rosters")
     (rosters / "tiny.toml").write_text((ROOT / "configs" / "rosters" / "tiny.toml").read_text())
     (rosters / "broken.toml").write_text(BROKEN)
-    return {"BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_RUN_MAX_WORKERS": "2"}
+    # a simulated 1×80 GB GPU: the local tune tasks lease their memory (and, with no CUDA here, still run on the CPU)
+    return {"BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_RUN_MAX_WORKERS": "2", "BARBAROSSA_GPU_INVENTORY": "1x80"}
 
 
 def tune_tasks(run):
@@ -158,6 +159,7 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
             runtime = row["runtime"]
             assert runtime["device"] == runtime["evaluated_on"] == "cpu" and runtime["compute"] == host
             assert runtime["quantization"] == ("nf4" if row["name"] == "tiny-llama-qlora" else "none")
+            assert runtime["gpu_lease"]["gpu"] == 0 and 0 < runtime["gpu_lease"]["lease_gb"] <= 80
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
     assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}
 

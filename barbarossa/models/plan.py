@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from barbarossa.models import runtime
+from barbarossa.models import runtime, schedule
 from barbarossa.models.families import get_family
 from barbarossa.models.roster import Candidate, format_params
 
@@ -170,7 +170,8 @@ def fits_label(decision: runtime.Runtime, need_gb: float, budget_gb: float) -> s
     return label + (" + checkpointing" if decision.gradient_checkpointing else "")
 
 
-def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | None = None) -> dict:
+def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | None = None,
+                   calibrated: "schedule.Calibration | None" = None) -> dict:
     peak_tflops = GPUS.get(gpu, (0,))[0]
     base = candidate.base
     cfg = {**train, **candidate.train}
@@ -183,13 +184,16 @@ def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | N
     need_gb = need(decision.weight_dtype, decision.quantization, decision.gradient_checkpointing)
     tokens = cfg["max_steps"] * cfg["batch_size"] * cfg.get("grad_accum", 1) * length
     flops_per_token = (6 if decision.gradient_checkpointing else 4) * base.params
-    hours = flops_per_token * tokens / (peak_tflops * 1e12 * MFU) / 3600
+    mfu = schedule.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
+    hours = flops_per_token * tokens / (peak_tflops * 1e12 * mfu) / 3600
     return {
         "name": candidate.name,
+        "base": base.name,
         "params": base.params,
         "tokens": tokens,
         "gpu": gpu,
         "gpu_hours": round(hours, 3),
+        "mfu": round(mfu, 4),
         "lora_gb": round(need(decision.weight_dtype, "none", False), 1),
         "qlora_gb": round(need(decision.weight_dtype, "nf4", True), 1),
         "planned_gb": round(need_gb, 1),
@@ -199,18 +203,24 @@ def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | N
     }
 
 
-def build(candidates: list[Candidate], train: dict, gpu: str = "A100-80GB") -> dict:
-    """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step."""
+def build(candidates: list[Candidate], train: dict, gpu: str = "A100-80GB",
+          calibrated: "schedule.Calibration | None" = None) -> dict:
+    """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step.
+
+    `calibrated`: MFU per model size measured by `make gpu-check` (schedule.calibration()); else MFU is assumed.
+    """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
-    rows = [candidate_plan(c, train, gpu) for c in candidates]
+    rows = [candidate_plan(c, train, gpu, calibrated=calibrated) for c in candidates]
     return {
         "gpu": gpu,
         "rows": rows,
         "total_tokens": sum(r["tokens"] for r in rows),
         "total_gpu_hours": round(sum(r["gpu_hours"] for r in rows), 2),
         "not_fitting": [r["name"] for r in rows if r["fits"] == "no"],
-        "assumptions": ASSUMPTIONS,
+        "assumptions": ASSUMPTIONS.replace(f"MFU {MFU:.0%} of the GPU's bf16 dense peak",
+                                           calibrated.describe() + " (of the GPU's bf16 dense peak)")
+                       if calibrated else ASSUMPTIONS,
     }
 
 

@@ -82,7 +82,9 @@ def probe() -> Hardware:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return Hardware("cuda", props.name, round(props.total_memory / 1e9, 1),
+        memory = round(props.total_memory / 1e9, 1)
+        leased = os.environ.get("BARBAROSSA_GPU_BUDGET_GB")  # a local task shares its GPU: its lease is its budget
+        return Hardware("cuda", props.name, min(memory, float(leased)) if leased else memory,
                         torch.cuda.is_bf16_supported(including_emulation=False))
     cpu = torch.cpu
     native = any(getattr(cpu, p, lambda: False)() for p in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
