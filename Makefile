@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_early_stopping.py
 
 ## The one prepared acceptance check for a GPU machine (README "GPU figures"); without CUDA: tiny shapes on the CPU.
 gpu-check: install

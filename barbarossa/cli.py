@@ -387,6 +387,10 @@ def print_plan(result: dict, profile_name: str = "") -> None:
         console.print(f"on {box['gpus']}× {result['gpu']}: [bold]{wall:.1f} h wall-clock[/] ({wall / 24:.1f} days), "
                       f"GPUs busy {box['busy_gpu_hours']:.1f} GPU-hours for {box['work_gpu_hours']:.1f} GPU-hours of "
                       "work alone (small models share a GPU by memory, as the local leases do)")
+    if result.get("early_stopping_saving"):
+        least, most = result["early_stopping_saving"]
+        console.print(f"early stopping and fail-fast (profile) may save {least:.0%}–{most:.0%} of the steps: a range, "
+                      "not a promise — it depends on when each candidate stops improving")
     console.print("[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
                   "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]")
     console.print(f"[dim]assumptions: {result['assumptions']}[/]")

@@ -56,7 +56,10 @@ SCHEMA = {
 
 # Keys a profile may leave out: (type, default).
 OPTIONAL = {
-    "train": {"share_prefix": (bool, True), "quantization": (str, "none")},
+    "train": {"share_prefix": (bool, True), "quantization": (str, "none"),
+              # early stopping / fail-fast on a dev split carved from the training data (train/early.py); 0: off
+              "dev_rows": (int, 0), "eval_every": (int, 0), "patience": (int, 0), "min_delta": (float, 0.0),
+              "fail_fast_steps": (int, 0)},
     "eval": {"extra_sets": (list, []), "extra_metrics": (list, []), "near_duplicate_threshold": (float, 0.8)},
     # how sure "improves on its base" must be (leaderboard.py, stats.py)
     "policy": {"confidence": (float, DEFAULT_POLICY["confidence"]),

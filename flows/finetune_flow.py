@@ -88,6 +88,7 @@ class FinetuneFlow(FlowSpec):
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
             near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
+            dev_rows=self.settings["train"]["dev_rows"],
         )
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
         self.data = loop.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"),

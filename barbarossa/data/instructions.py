@@ -347,6 +347,7 @@ def prepare(
     seed: int = 0,
     extra_sets: list[dict] | None = None,
     near_duplicate_threshold: float = 0.0,
+    dev_rows: int = 0,
 ) -> dict:
     """Validate the data, carve or load the eval set, decontaminate training, write both splits.
 
@@ -379,6 +380,15 @@ def prepare(
     train, near_report = _without_near_copies(train, eval_sets, near_duplicate_threshold)
     if not train.records:
         raise DataError(f"{train_source}: no training rows left after removing the eval set and its near-copies")
+    dev = None
+    if dev_rows:  # early stopping's dev split: from the training rows, never the held-out ones
+        if dev_rows >= len(train.records) // 2:
+            raise DataError(f"{train_source}: dev_rows = {dev_rows} would take half or more of the "
+                            f"{len(train.records)} training rows")
+        ranked = sorted(range(len(train.keys)), key=lambda i: hashlib.sha256(f"dev:{seed}:{train.keys[i]}".encode()).digest())
+        chosen = set(ranked[:dev_rows])
+        dev, train = train.where([i in chosen for i in range(len(train.keys))]), train.where(
+            [i not in chosen for i in range(len(train.keys))])
     train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), train.jsonl())
     eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), held.jsonl())
     bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
@@ -397,6 +407,8 @@ def prepare(
         **near_report,
         "bad_rows_skipped": len(bad),
         "extra_sets": [_write_extra(out_root, name, extra) for name, extra in extras],
+        **({"dev_uri": storage.write_text(storage.join(out_root, "data", "dev.jsonl"), dev.jsonl()),
+            "dev_rows": len(dev.records), "dev_fingerprint": dev.fingerprint} if dev else {}),
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
     }
 

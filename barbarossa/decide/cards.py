@@ -240,6 +240,31 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
     return parts
 
 
+def training_chart_spec(name: str, curve: list[dict], dev: dict | None = None) -> dict:
+    """The live card's chart: training loss; with early stopping, dev bits per byte under it, the untuned base's
+    as a dashed line and the best evaluation (the adapter that is kept) marked."""
+    if not dev:
+        return loss_chart_spec({name: curve})
+    points = [{"step": p["step"], "bits_per_byte": p["bits_per_byte"]} for p in dev["curve"]]
+    layers = [{"mark": {"type": "line", "point": True},
+               "encoding": {"x": {"field": "step", "type": "quantitative"},
+                            "y": {"field": "bits_per_byte", "type": "quantitative", "scale": {"zero": False},
+                                  "title": "dev bits per byte"}}}]
+    if dev.get("best_step"):
+        layers.append({"transform": [{"filter": f"datum.step == {dev['best_step']}"}],
+                       "mark": {"type": "point", "size": 140, "shape": "diamond", "filled": True, "color": "#d62728"},
+                       "encoding": {"x": {"field": "step", "type": "quantitative"},
+                                    "y": {"field": "bits_per_byte", "type": "quantitative"},
+                                    "tooltip": [{"field": "step", "title": "best step"}]}})
+    if dev.get("base") is not None:
+        layers.append({"data": {"values": [{"base": dev["base"]}]}, "mark": {"type": "rule", "strokeDash": [4, 4]},
+                       "encoding": {"y": {"field": "base", "type": "quantitative"}}})
+    loss = loss_chart_spec({name: curve})
+    loss.pop("$schema")
+    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "vconcat": [loss, {"width": 560, "height": 160, "data": {"values": points}, "layer": layers}]}
+
+
 class LiveTraining:
     """A finetune task's live card: progress bar and loss curve, refreshed as training logs.
 
@@ -255,7 +280,7 @@ class LiveTraining:
         card.extend([Markdown(f"# Training {name}"), self.progress, self.chart])
         card.refresh()
 
-    def update(self, step: int, curve: list[dict]) -> None:
+    def update(self, step: int, curve: list[dict], dev: dict | None = None) -> None:
         self.progress.update(step, metadata=f"loss {curve[-1]['loss']:.4f}" if curve else None)
-        self.chart.update(loss_chart_spec({self.name: curve}))
+        self.chart.update(training_chart_spec(self.name, curve, dev))
         self.card.refresh()

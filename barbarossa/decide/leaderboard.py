@@ -91,6 +91,11 @@ def base_row(result: dict) -> dict:
         "train_seconds": train.get("train_seconds"),
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),
+        # early stopping: where the kept adapter is from, why training stopped, what it saved
+        "best_step": (train.get("early") or {}).get("best_step"),
+        "stopped": (train.get("early") or {}).get("stopped"),
+        "stop_reason": (train.get("early") or {}).get("reason"),
+        "gpu_seconds_saved": train.get("gpu_seconds_saved"),
         "micro_batch": train.get("micro_batch"),
         "adapter_uri": train.get("adapter_uri"),
         # how it ran: device, weight dtype, compute precision, attention, quantisation, checkpointing
@@ -263,6 +268,8 @@ def decide(row: dict, base: dict | None, policy: dict, last: dict | None = None,
         return "failed", [f"failed: {row['error'] or 'no metrics'}"]
     if not base or base["status"] != "ok":
         return "hold", ["untuned base has no metrics to compare against"]
+    if row.get("stopped") == "fail_fast":  # it stopped training early for not beating its base on dev
+        return "hold", [row["stop_reason"]]
     checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy)]
     if policy.get("must_beat_last_release"):
         checks.append(versus_last_release(row, last, policy["primary"], eval_fingerprint))

@@ -42,7 +42,8 @@ from barbarossa import storage
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
 from barbarossa.evaluate import stats
-from barbarossa.models import loading, losses, roster, runtime
+from barbarossa.models import loading, roster, runtime
+from barbarossa.models.scoring import device_of, is_seq2seq, response_nll
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -111,71 +112,6 @@ def fertility(tokenizer, texts: list[str]) -> float:
     return tokens / max(words, 1)
 
 
-def _is_seq2seq(model) -> bool:
-    return bool(getattr(model.config, "is_encoder_decoder", False))
-
-
-def _device(model):
-    return next(model.parameters()).device
-
-
-def _scored_tokens(example: dict, task: str) -> int:
-    """Response tokens the loss scores in an example: unmasked labels (a causal LM predicts labels[1:])."""
-    labels = example["labels"][1:] if task == "causal" else example["labels"]
-    return sum(label != prompts.IGNORE_INDEX for label in labels)
-
-
-def row_sums(losses, counts: list[int]) -> list[float]:
-    """Per-token losses of a batch (row after row, as the loss functions return them) summed per row, in float64."""
-    import torch
-
-    flat = losses.detach().cpu().double()
-    rows = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts, dtype=torch.long))
-    return torch.zeros(len(counts), dtype=torch.float64).index_add_(0, rows, flat).tolist()
-
-
-def _batch_token_losses(model, batch: dict, task: str):
-    """Per-token response losses of one right-padded batch, row after row."""
-    import torch
-
-    if task == "causal":
-        return losses.padded_token_losses(model, batch)
-    logits = model(**batch).logits.float()  # seq2seq: every decoder position is a response token
-    token_losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                                                     ignore_index=prompts.IGNORE_INDEX, reduction="none")
-    return token_losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
-
-
-def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                 decision: runtime.Runtime | None = None) -> dict[str, list]:
-    """Per record, in record order: response NLL in nats (EOS included), tokens scored, and the
-    reference's UTF-8 bytes when its whole response (and EOS) was scored, else 0 (see module docstring).
-
-    Causal models run without their LM head and project only the positions
-    that predict a response token (never B×L×V logits: 8 GB at batch 16 for
-    BLOOM's 250K vocabulary); examples are batched in length order. A record
-    too long to score at all gets zeros everywhere.
-    """
-    import torch
-
-    task = "seq2seq" if _is_seq2seq(model) else "causal"
-    examples = prompts.build_examples(tokenizer, records, max_length, task=task)
-    nll, tokens, sizes = [0.0] * len(records), [0] * len(records), [0] * len(records)
-    order = sorted((i for i, e in enumerate(examples) if e), key=lambda i: len(examples[i]["input_ids"]))
-    device = _device(model)
-    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in prompts.pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
-            counts = [_scored_tokens(examples[i], task) for i in chunk]
-            for i, total, count in zip(chunk, row_sums(_batch_token_losses(model, batch, task), counts), counts):
-                nll[i], tokens[i] = total, count
-    for i in order:
-        whole = tokens[i] == len(prompts.encode_response(tokenizer, records[i]["output"]))
-        sizes[i] = len(records[i]["output"].encode("utf-8")) if whole else 0
-    return {"nll": nll, "tokens": tokens, "bytes": sizes}
-
-
 def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
                   decision: runtime.Runtime | None = None) -> tuple[float, int]:
     """(token-weighted mean cross-entropy over response tokens, tokens scored): the per-token view of response_nll."""
@@ -195,12 +131,12 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     """
     import torch
 
-    seq2seq = _is_seq2seq(model)
+    seq2seq = is_seq2seq(model)
     task = "seq2seq" if seq2seq else "causal"
     encoded = [prompts.encode_prompt(tokenizer, r, task) for r in records]
     order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
     answers: dict[int, str] = {}
-    device = _device(model)
+    device = device_of(model)
     with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
@@ -225,7 +161,7 @@ def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> 
     """
     import torch
 
-    device = _device(model)
+    device = device_of(model)
     if device.type != "cuda":
         return requested
     config = model.config
@@ -340,7 +276,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         "generated": len(asked),
         "generation": run["generation"],
         "samples": samples,
-        "runtime": {**decision.as_dict(), "evaluated_on": str(_device(model)),
+        "runtime": {**decision.as_dict(), "evaluated_on": str(device_of(model)),
                     "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch.")},
         "eval_seconds": round(time.time() - started, 1),
     }

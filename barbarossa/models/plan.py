@@ -218,6 +218,7 @@ def build(candidates: list[Candidate], train: dict, gpu: str = "A100-80GB",
         "total_tokens": sum(r["tokens"] for r in rows),
         "total_gpu_hours": round(sum(r["gpu_hours"] for r in rows), 2),
         "not_fitting": [r["name"] for r in rows if r["fits"] == "no"],
+        "early_stopping_saving": early_stopping_saving(train),
         "assumptions": ASSUMPTIONS.replace(f"MFU {MFU:.0%} of the GPU's bf16 dense peak",
                                            calibrated.describe() + " (of the GPU's bf16 dense peak)")
                        if calibrated else ASSUMPTIONS,
@@ -242,6 +243,25 @@ def params_from_config(config: dict) -> float:
     """A parameter count when the roster entry gives none (12·L·d² + embeddings)."""
     shape = shape_from_config(config, 0)
     return 12 * shape.layers * shape.hidden ** 2 + 2 * shape.vocab * shape.hidden
+
+
+def early_stopping_saving(train: dict) -> list[float] | None:
+    """[least, most] share of the steps early stopping / fail-fast can save (None when off): a range, not a promise.
+
+    Least: nothing (every candidate keeps improving). Most: every candidate stops at the first step the
+    rules allow — fail-fast's first evaluation, or patience evaluations after a best at the first one.
+    """
+    every, steps = train.get("eval_every", 0), train["max_steps"]
+    if not (train.get("dev_rows", 0) and every):
+        return None
+    earliest = []
+    if train.get("patience"):
+        earliest.append(every * (train["patience"] + 1))
+    if train.get("fail_fast_steps"):
+        earliest.append(math.ceil(train["fail_fast_steps"] / every) * every)
+    if not earliest:
+        return None
+    return [0.0, round(max(0.0, 1 - min(earliest) / steps), 3)]
 
 
 def runtime_for(item: dict, cfg: dict, folder, hardware: runtime.Hardware) -> runtime.Runtime:

@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barbarossa import storage
-from barbarossa.data import prompts, tokencache
-from barbarossa.models import loading, losses, roster, runtime
-from barbarossa.train import checkpoints, sharing
+from barbarossa.data import instructions, prompts, tokencache
+from barbarossa.models import loading, losses, roster, runtime, scoring
+from barbarossa.train import checkpoints, early, sharing
 from barbarossa.console import log
 from barbarossa.models.families import get_family
 
@@ -313,7 +313,8 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     """Train one candidate's LoRA adapter and publish it under `out_uri`.
 
     Resumes from the latest checkpoint under `out_uri` if there is one (a
-    retried task). `on_log(step, curve)` is called at every log step (a live card, say).
+    retried task). `on_log(step, curve)` is called at every log step (a live card, say), with `dev=` the early-stopping
+    state (train/early.py) when a dev split is scored, also after each dev evaluation.
 
     Out of memory in a forward or backward pass: the step's partial gradients
     are dropped, memory freed, the micro-batch halved (accumulation doubled, so
@@ -353,6 +354,24 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     # each is cut into micro-batches of `micro` examples, smaller after an out-of-memory back-off (kept in checkpoints)
     micro = min(progress.setdefault("micro_batch", batch_size), batch_size)
     progress.setdefault("oom_backoffs", 0)
+    watch, dev_bits = None, None
+    if early.enabled(cfg):  # early stopping / fail-fast: its state travels in the checkpoints
+        dev_records = instructions.read_jsonl(data_summary["dev_uri"])
+        max_eval = cfg["max_length"]
+
+        def dev_bits() -> float:
+            model.eval()
+            rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision)
+            model.train()
+            bits = scoring.bits_per_byte(rows)
+            if bits is None:
+                raise ValueError(f"{item['name']}: no dev response fits max_length={max_eval}; raise it or dev_rows")
+            return bits
+
+        if progress.get("early") is None:
+            with model.disable_adapter():  # the untuned base, on the same rows and scorer: what fail-fast compares with
+                progress["early"] = early.new_state(dev_bits())
+        watch = progress["early"]
     stream = batches(examples, batch_size, cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
     log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
         f"{steps} steps × {batch_size}×{accum}, {layout} batches, {describe(decision)}"
@@ -362,6 +381,8 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         torch.cuda.reset_peak_memory_stats()
     tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
     for step in range(resumed_from, steps):
+        if watch is not None and watch["stopped"]:  # resumed after it had decided to stop
+            break
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, cfg.get("warmup_steps", 0), cfg["learning_rate"])
         chunks = [next(stream) for _ in range(accum)]
@@ -401,14 +422,32 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         optimizer.zero_grad(set_to_none=True)
         progress["step"] = step + 1
         progress["curve"].append({"step": step + 1, "loss": round(step_loss, 5)})
-        if (every and (step + 1) % every == 0) or step + 1 == steps:
+        if watch is not None and early.due(cfg, step + 1, steps):
+            bits = dev_bits()
+            if early.update(watch, step + 1, bits, cfg):  # the best so far: its weights are the ones to keep
+                progress["best_weights"] = {name: p.detach().cpu().clone() for name, p in model.named_parameters()
+                                            if p.requires_grad}
+            log(f"{item['name']}: dev {bits:.4f} bits per byte at step {step + 1} (base {watch['base']:.4f}, "
+                f"best {watch['best']:.4f} at step {watch['best_step']})")
+            if on_log:
+                on_log(step + 1, progress["curve"], dev=watch)
+        stopping = watch is not None and watch["stopped"]
+        if (every and (step + 1) % every == 0) or step + 1 == steps or stopping:
             checkpoints.save(out_uri, model, optimizer, progress)
         if (step + 1) % cfg.get("log_every", 10) == 0 or step + 1 == steps:
             rate = (progress["supervised_tokens"] - tokens_at_start) / (time.time() - loop_started)
             log(f"{item['name']}: step {step + 1}/{steps} loss {step_loss:.4f} ({rate:,.0f} supervised tok/s)")
             if on_log:
-                on_log(step + 1, progress["curve"])
+                on_log(step + 1, progress["curve"], **({"dev": watch} if watch is not None else {}))
+        if stopping:
+            log(f"{item['name']}: stopped after step {step + 1} of {steps}: {watch['reason']}")
+            break
 
+    if watch is not None and progress.get("best_weights") and watch["best_step"] != progress["step"]:
+        params = dict(model.named_parameters())  # the best evaluation's adapter, not the last step's
+        with torch.no_grad():
+            for name, value in progress["best_weights"].items():
+                params[name].copy_(value.to(params[name].device))
     with tempfile.TemporaryDirectory() as tmp:
         adapter = Path(tmp) / "adapter"
         model.save_pretrained(adapter)
@@ -438,6 +477,11 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         "trainable_params": trainable,
         "train_examples": len(examples),
         "dropped_too_long": dropped,
+        "max_steps": steps,
+        "early": {k: watch[k] for k in ("base", "curve", "best", "best_step", "stopped", "reason")} if watch else None,
+        # the steps not run, at this run's pace: what stopping early saved against max_steps
+        "gpu_seconds_saved": round((steps - progress["step"]) * loop_seconds / max(1, progress["step"] - resumed_from), 1)
+        if watch is not None else None,
     }
     return Trained(result, model, tokenizer, decision)
 

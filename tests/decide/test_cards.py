@@ -18,6 +18,21 @@ def test_loss_chart_has_one_point_per_logged_step():
     assert [v["step"] for v in spec["data"]["values"]] == [1, 2] and spec["encoding"]["color"]["field"] == "model"
 
 
+def test_the_training_chart_shows_the_dev_curve_its_base_and_the_best_step_under_the_loss():
+    curve = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.5}]
+    assert cards.training_chart_spec("a", curve) == cards.loss_chart_spec({"a": curve})  # no dev split: loss only
+    dev = {"base": 3.1, "best_step": 2, "curve": [{"step": 1, "bits_per_byte": 2.9}, {"step": 2, "bits_per_byte": 2.7},
+                                                   {"step": 3, "bits_per_byte": 2.8}]}
+    spec = cards.training_chart_spec("a", curve, dev)
+    loss, dev_chart = spec["vconcat"]
+    assert [v["step"] for v in loss["data"]["values"]] == [1, 2]
+    assert [v["bits_per_byte"] for v in dev_chart["data"]["values"]] == [2.9, 2.7, 2.8]
+    marks = [layer["mark"]["type"] for layer in dev_chart["layer"]]
+    assert marks == ["line", "point", "rule"]
+    assert dev_chart["layer"][1]["transform"] == [{"filter": "datum.step == 2"}]
+    assert dev_chart["layer"][2]["data"]["values"] == [{"base": 3.1}]
+
+
 def test_samples_are_grouped_by_prompt_and_empty_answers_are_visible():
     sample = {"instruction": "Paytaxt?", "input": "", "reference": "Bakı.", "generated": ""}
     rows = cards.sample_rows({"m2": [sample], "m1": [dict(sample, generated="Bakı")]})

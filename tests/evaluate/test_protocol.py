@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from barbarossa.data import instructions, prompts
-from barbarossa.models import loading
+from barbarossa.models import loading, scoring
 from barbarossa.evaluate import protocol
 
 
@@ -77,7 +77,7 @@ def test_bits_per_byte_does_not_depend_on_the_tokenizer_per_token_loss_does():
         tokenizer = tiny.build_tokenizer(vocab)
         per_text = [token_losses(tokenizer, text, log_p) for text in texts]
         counts = [len(losses) for losses in per_text]
-        nll = protocol.row_sums(torch.tensor([x for losses in per_text for x in losses], dtype=torch.float64), counts)
+        nll = scoring.row_sums(torch.tensor([x for losses in per_text for x in losses], dtype=torch.float64), counts)
         found[vocab] = protocol.loss_metrics({"nll": nll, "tokens": counts, "bytes": [len(t.encode()) for t in texts]})
     assert found[257]["eval_loss"] < 0.6 * found[1024]["eval_loss"]  # bytes are easier to predict one by one
     assert found[257]["bits_per_byte"] == pytest.approx(found[1024]["bits_per_byte"], rel=1e-6)

@@ -85,3 +85,10 @@ def test_plan_prints_gpu_hours_and_wall_clock_for_an_inventory(gpus, capsys):
         assert box["wall_hours"] <= box["work_gpu_hours"]  # small models share the one GPU
     assert cli.main(["plan", "--models", "seed", "--gpus", gpus]) == 0
     assert "h wall-clock" in capsys.readouterr().out
+
+
+def test_early_stopping_s_saving_is_a_range_from_nothing_to_the_earliest_stop_the_rules_allow():
+    train = {"max_steps": 5000, "dev_rows": 64, "eval_every": 250, "patience": 4, "fail_fast_steps": 0}
+    assert plan.early_stopping_saving(train) == [0.0, 0.75]  # patience: best at 250, four more evaluations → 1250
+    assert plan.early_stopping_saving({**train, "fail_fast_steps": 900}) == [0.0, 0.8]  # fail-fast's first evaluation: 1000
+    assert plan.early_stopping_saving({**train, "dev_rows": 0}) is None
