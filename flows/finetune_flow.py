@@ -18,6 +18,7 @@ from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.infra import compute, leases  # noqa: E402
 from barbarossa.infra.mutators import FollowInfra, ShipLibrary  # noqa: E402
 from barbarossa.models import plan, preflight, roster  # noqa: E402
+from barbarossa.models.schedule import calibration  # noqa: E402  (the module's name is taken by Metaflow's @schedule)
 from barbarossa.train import loop  # noqa: E402
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
@@ -77,7 +78,7 @@ class FinetuneFlow(FlowSpec):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         releases.check_target(self.release_to, self.publish)
         selected = roster.select(self.models)
-        self.plan = plan.build(selected, self.settings["train"], self.gpu)
+        self.plan = plan.build(selected, self.settings["train"], self.gpu, calibration())
         allowed, self.refused, tokenizers = preflight.check(roster.work_items(selected), self.plan)
         self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
         self.refused += too_big

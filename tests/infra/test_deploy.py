@@ -130,7 +130,8 @@ def test_code_package_carries_the_library_its_configs_and_data(tmp_path):
         archive.extractall(tmp_path / "pkg", filter="data")
     code = tmp_path / "pkg" / ".mf_code"
     for needed in ("barbarossa/train/loop.py", "barbarossa/evaluate/metrics/chrf.py", "configs/rosters/seed.toml",
-                   "configs/profiles/gpu.toml", "configs/infra/local.toml", "data/az_alpaca_sample.jsonl"):
+                   "configs/profiles/gpu.toml", "configs/infra/local.toml", "data/az_alpaca_sample.jsonl",
+                   "benchmarks/results/gpu-check-h200.json"):
         assert f".mf_code/{needed}" in names, needed
     assert not any("/.venv/" in name or name.endswith(".safetensors") for name in names)
     probe = (f"import sys; sys.path.insert(0, {str(code)!r}); import barbarossa.models.roster as r, barbarossa.data.instructions as d; "
