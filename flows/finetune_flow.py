@@ -136,10 +136,8 @@ class FinetuneFlow(FlowSpec):
         self.item, self.stage, self.train, self.metrics = self.input, "finetune", None, None
         if self.item["kind"] == "idle":
             return
-        if self.infra["compute"] != "local":  # a cluster gives each task its own GPU
-            return self.train_and_evaluate()
-        with leases.gpu_lease(leases.need_gb(self.item, self.plan), self.item["name"], leases.folder()) as lease:
-            self.train_and_evaluate()  # on the leased GPU (CUDA_VISIBLE_DEVICES), within the lease's memory
+        with leases.for_task(self.item, self.plan, self.infra) as lease:
+            self.train_and_evaluate()  # locally: on the leased GPU (CUDA_VISIBLE_DEVICES), within the lease's memory
             if lease:
                 self.metrics.setdefault("runtime", {})["gpu_lease"] = lease.as_dict()
 

@@ -240,3 +240,14 @@ def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None
         if not ticket.closed:
             ticket.close()
             (folder / f"{me['id']}.waiting").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def for_task(item: dict, plan: dict, infra: dict):
+    """The lease a tune task holds while it trains and evaluates: none on a cluster (each task has its own pod
+    and GPU), else `gpu_lease` for the item's planned memory."""
+    if infra["compute"] != "local":
+        yield None
+        return
+    with gpu_lease(need_gb(item, plan), item["name"], folder()) as lease:
+        yield lease

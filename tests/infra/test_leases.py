@@ -152,3 +152,13 @@ def test_an_item_leases_its_plan_estimate_over_the_runtime_headroom():
     assert leases.need_gb({"name": "b-lora-all", "base": base}, plan) == round(18.0 / HEADROOM, 1)
     assert leases.need_gb({"name": "b", "base": base}, plan) == round(9.0 / HEADROOM, 1)  # evaluation only: the smallest
     assert leases.need_gb({"name": "c", "base": {"name": "c", "resources": {"gpu_memory_gb": 16}}}, plan) == 16
+
+
+def test_a_cluster_task_leases_nothing_and_a_local_one_its_item_s_estimate(tmp_path, monkeypatch):
+    monkeypatch.setenv("BARBAROSSA_CACHE", str(tmp_path))
+    monkeypatch.setenv(leases.INVENTORY_ENV, "1x80")
+    task = {"name": "a", "base": {"name": "b", "resources": {"gpu_memory_gb": 16}}}
+    with leases.for_task(task, {"rows": []}, {"compute": "kubernetes"}) as lease:
+        assert lease is None
+    with leases.for_task(task, {"rows": []}, {"compute": "local"}) as lease:
+        assert lease.gb == 16 and lease.gpu.index == 0
