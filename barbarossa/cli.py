@@ -4,8 +4,9 @@
     barbarossa leaderboard --compare RUN_A [RUN_B] [--json]     (RUN_B: the latest successful run)
     barbarossa chat [--run ID] --model NAME [--max-new-tokens N] (prompts from stdin, one a line, or typed)
     barbarossa models [--models SPEC] [--json]
+    barbarossa languages [--language CODE] [--json]
     barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB | --gpus 4xA100-80GB] [--json]
-    barbarossa fetch --models SPEC --to ROOT
+    barbarossa fetch [--models SPEC] [--benchmark hf:OWNER/DATASET@REV:FILE ...] --to ROOT
 
 Runs are looked up in the Metaflow namespace of USERNAME; where it is unset the
 Makefile's rule applies (your login name, or "barbarossa" for root), so the CLI
@@ -26,15 +27,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from barbarossa import storage
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell
+from barbarossa.decide.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell, show, show_interval, show_p, upgraded
+from barbarossa.evaluate.stats import BENCHMARK_METRICS
 
 FLOW_NAME = "FinetuneFlow"
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
 SHORT = {"bits_per_byte": "bits/byte", "eval_loss": "loss", "perplexity": "ppl", "chrf": "chrF++", "bleu": "BLEU",
-         "az_fidelity": "az", "degenerate_rate": "loops", "fertility": "tok/word"}
-COMPACT_EXTRAS = ("chrf", "az_fidelity")  # beside the primary metric in the 80-column table
-COMPARE_EXTRAS = ("eval_loss", "chrf", "az_fidelity", "degenerate_rate")  # beside the primary in --compare
+         "fidelity": "lang", "degenerate_rate": "loops", "fertility": "tok/word"}
+COMPACT_EXTRAS = ("chrf", "fidelity")  # beside the primary metric in the 80-column table
+COMPARE_EXTRAS = ("eval_loss", "chrf", "fidelity", "degenerate_rate")  # beside the primary in --compare
 TEXT_COLUMNS = {"name", "kind", "base", "family", "lora", "status", "decision", "metric"}
 
 
@@ -67,10 +70,31 @@ def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table
 
 def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None,
                       wide: bool = False) -> Table:
-    columns = table_columns(primary or DEFAULT_POLICY["primary"], wide)
+    code = next((r["language"] for r in rows if r.get("language")), "az")  # the fidelity column is named for it
+    columns = [(key, header.replace(short("fidelity"), code)) for key, header in
+               table_columns(primary or DEFAULT_POLICY["primary"], wide)]
     table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
     for row in rows:
         table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))
+    return table
+
+
+def benchmark_table(rows: list[dict]) -> Table | None:
+    """Per model and benchmark: its scores with intervals, and the change against its base with p (None: no benchmarks)."""
+    entries = [(row, name, scores) for row in rows for name, scores in (row.get("benchmarks") or {}).items()]
+    if not entries:
+        return None
+    columns = [("name", "model"), ("benchmark", "benchmark"), ("metric", "metric"), ("value", "value"),
+               ("delta", "Δ base"), ("p", "p")]
+    table = _table("Benchmarks", columns, max(len(r["name"]) for r, _, _ in entries))
+    for row, name, scores in entries:
+        for metric in (m for m in BENCHMARK_METRICS if m in scores):
+            p = scores.get(f"delta_{metric}_p")
+            table.add_row(row["name"], name, metric,
+                          show(metric, scores[metric]) + show_interval(metric, scores.get(f"{metric}_ci")),
+                          show(metric, scores.get(f"delta_{metric}"), True)
+                          + show_interval(metric, scores.get(f"delta_{metric}_ci"), True),
+                          "–" if p is None else show_p(p))
     return table
 
 
@@ -88,6 +112,9 @@ def print_wide(table: Table, out: Console | None = None) -> None:
 def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
     """The end of a flow run: the 80-column table, then each decision's reasons (`--wide` shows the rest later)."""
     console.print(leaderboard_table(rows, primary=primary))
+    benchmarks = benchmark_table(rows)
+    if benchmarks:
+        console.print(benchmarks)
     for row in rows:
         console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
 
@@ -131,7 +158,7 @@ def leaderboard_of(run) -> list[dict]:
     if rows is None:
         raise LookupError(f"{run.pathspec} has no leaderboard (it failed or is still running); "
                           f"leave out --run for the latest successful run")
-    return rows
+    return [upgraded(row) for row in rows]
 
 
 def cmd_leaderboard(args) -> int:
@@ -147,6 +174,9 @@ def cmd_leaderboard(args) -> int:
     table = leaderboard_table(rows, f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
                               history.primary_of(run, DEFAULT_POLICY["primary"]), args.wide)
     print_wide(table) if args.wide else console.print(table)
+    benchmarks = benchmark_table(rows)
+    if benchmarks:
+        console.print(benchmarks)
     return 0
 
 
@@ -244,9 +274,9 @@ def _typed_lines():
 
 def cmd_chat(args) -> int:
     """Answer prompts with one model of a run, loaded and decoded as its evaluation did (greedy, same template)."""
-    from barbarossa import storage
-    from barbarossa.evaluate import protocol
+    from barbarossa.data import prompts
     from barbarossa.decide import history
+    from barbarossa.evaluate import protocol
 
     run = find_run(args.run)
     rows = {r["name"]: r for r in leaderboard_of(run)}
@@ -259,6 +289,7 @@ def cmd_chat(args) -> int:
     if row["kind"] == "candidate" and not (adapter and storage.exists(storage.join(adapter, "adapter_config.json"))):
         raise LookupError(f"{args.model}: its adapter is gone from {adapter} (was the run's output root deleted?)")
     item, settings = history.run_item(run, args.model), run.data.settings
+    template = prompts.template_of((run.data.data or {}).get("language"))  # the run's language (before packs: az)
     new_tokens = args.max_new_tokens or settings["eval"]["max_new_tokens"]
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
         tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings["train"])
@@ -273,7 +304,7 @@ def cmd_chat(args) -> int:
     records = (prompt_record(line) for line in (_typed_lines() if interactive else sys.stdin))
     for number, record in enumerate(r for r in records if r):
         with contextlib.redirect_stdout(sys.stderr):
-            [answer] = protocol.generate(model, tokenizer, [record], new_tokens, 1, decision)
+            [answer] = protocol.generate(model, tokenizer, [record], new_tokens, 1, decision, template)
         print(("\n" if number and not interactive else "") + (answer or "(empty answer)"), flush=True)
     return 0
 
@@ -304,12 +335,18 @@ def model_rows(spec: str | None = None) -> list[dict]:
     return rows
 
 
+def printed_as_json(args, rows: list[dict]) -> bool:
+    """With --json, the rows as JSON on stdout (True: nothing else to print)."""
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    return args.json
+
+
 def cmd_models(args) -> int:
     from barbarossa.models.roster import format_params
 
     rows = model_rows(args.models)
-    if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    if printed_as_json(args, rows):
         return 0
     table = Table(title=f"Barbarossa models ({len(rows)})")
     for _, header in MODEL_COLUMNS:
@@ -319,6 +356,39 @@ def cmd_models(args) -> int:
         cells = {**row, "params": format_params(row["params"])}
         table.add_row(*[str(cells[key]) for key, _ in MODEL_COLUMNS], style=styles.get(row["certainty"], ""))
     console.print(table)
+    return 0
+
+
+def language_rows(code: str | None = None) -> list[dict]:
+    """One row per language pack (or the one `code` names): what a run with `--language` would use."""
+    from barbarossa import languages
+    from barbarossa.data import prompts
+
+    rows = []
+    for name in [code] if code else languages.known():
+        pack = languages.load(name)
+        identify = pack["identify"]
+        rows.append({"code": pack["code"], "name": pack["name"], "script": pack["script"],
+                     "fidelity": f"{identify['target']} vs {', '.join(identify['neighbours'])} ({identify['method']})",
+                     "sample_rows": sum(1 for line in languages.resolve(pack["sample"]).read_text(encoding="utf-8").splitlines()
+                                        if line.strip()),
+                     "benchmarks": [b["name"] for b in pack["benchmarks"]], "codes": pack["codes"],
+                     "prompt": prompts.template_of(pack).render(pack["example"])})
+    return rows
+
+
+def cmd_languages(args) -> int:
+    """The language packs; with --language one of them, its prompt rendered."""
+    rows = language_rows(args.language)
+    if printed_as_json(args, rows):
+        return 0
+    columns = ("code", "name", "script", "fidelity", "sample_rows", "benchmarks")
+    table = Table(*(c.replace("_", " ") for c in columns), title=f"Barbarossa languages ({len(rows)})")
+    for row in rows:
+        table.add_row(*(", ".join(row[c]) if isinstance(row[c], list) else str(row[c]) for c in columns))
+    console.print(table)
+    if args.language:
+        console.print(rows[0]["prompt"], markup=False)
     return 0
 
 
@@ -342,13 +412,15 @@ def cmd_plan(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    """Mirror each distinct hub base once; one line per base, and one per failure at the end."""
+    """Mirror each distinct hub base once, and each benchmark file; one line per copy, one per failure at the end."""
     from dataclasses import asdict
 
     from barbarossa.models import roster, weights
 
-    bases = {(c.base.source, c.base.revision): c.base for c in roster.select(args.models)}
-    failed = []
+    if not args.models and not args.benchmark:
+        raise ValueError("fetch needs --models SPEC and/or --benchmark hf:<owner>/<dataset>@<revision>:<file>")
+    failed = fetch_benchmarks(args.benchmark or [], args.to)
+    bases = {(c.base.source, c.base.revision): c.base for c in roster.select(args.models)} if args.models else {}
     for base in bases.values():
         if not base.source.startswith("hf:"):
             console.print(f"{base.name}: skipped, {base.source} is built locally, not fetched")
@@ -363,11 +435,28 @@ def cmd_fetch(args) -> int:
         shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
         console.print(f"{base.name}: {shown}, {len(manifest['files'])} files, commit {manifest['commit'][:12]} → {where}",
                       markup=False)
-    if len(failed) < sum(b.source.startswith("hf:") for b in bases.values()):
+    if bases and len(failed) < sum(b.source.startswith("hf:") for b in bases.values()):
         console.print(f"tasks read this mirror with {weights.ENV}={args.to}", markup=False)
     for line in failed:
         console.print(f"failed: {line}", style="red", markup=False)
     return 1 if failed else 0
+
+
+def fetch_benchmarks(specs: list[str], to: str) -> list[str]:
+    """Mirror each benchmark file at its pinned revision; one line each; the failures' lines back."""
+    from barbarossa.data import benchmarks
+
+    failed = []
+    for spec in specs:
+        try:
+            where = benchmarks.fetch(spec, to)
+        except Exception as err:  # noqa: BLE001 - offline hub, missing file, bad spec: one line each, the rest go on
+            failed.append(f"{spec}: {_error_line(err)}")
+            continue
+        manifest = json.loads(storage.read_bytes(where + benchmarks.MANIFEST_SUFFIX))
+        console.print(f"{spec}: {manifest['size'] / 1e6:.1f} MB, commit {manifest['commit'][:12]} → {where} "
+                      "(name it as a benchmark source in the profile)", markup=False)
+    return failed
 
 
 def print_plan(result: dict, profile_name: str = "") -> None:
@@ -459,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
     listing.add_argument("--json", action="store_true", help="print the rows as JSON")
     listing.set_defaults(func=cmd_models)
+    speaking = sub.add_parser("languages", help="list the language packs (configs/languages), as --language picks them")
+    speaking.add_argument("--language", help="one pack's code: also shows its prompt template rendered")
+    speaking.add_argument("--json", action="store_true", help="print the rows as JSON")
+    speaking.set_defaults(func=cmd_languages)
     planning = sub.add_parser("plan", help="tokens, GPU-hours and GPU memory per candidate, before spending any")
     planning.add_argument("--models", default="local", help="roster, candidate names or filters")
     planning.add_argument("--profile", default="gpu", help="training profile (configs/profiles)")
@@ -467,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     planning.add_argument("--json", action="store_true", help="print the plan as JSON")
     planning.set_defaults(func=cmd_plan)
     fetching = sub.add_parser("fetch", help="mirror the selected hub bases' weights (tasks read it: BARBAROSSA_WEIGHTS=ROOT)")
-    fetching.add_argument("--models", required=True, help="roster, candidate names or filters")
+    fetching.add_argument("--models", help="roster, candidate names or filters")
+    fetching.add_argument("--benchmark", action="append",
+                          help="a benchmark file to mirror, hf:<owner>/<dataset>@<revision>:<file> (repeatable)")
     fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
     fetching.set_defaults(func=cmd_fetch)
     args = parser.parse_args(argv)

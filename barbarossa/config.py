@@ -33,11 +33,15 @@ QUANTIZATIONS = ("none", "nf4", "auto")
 CHECKPOINTING = (True, False, "auto")
 # The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
 DIRECTION = {"bits_per_byte": False, "eval_loss": False, "perplexity": False, "chrf": True, "bleu": True,
-             "az_fidelity": True, "degenerate_rate": False}
+             "fidelity": True, "degenerate_rate": False}
 THRESHOLDS_ON = ("point", "bound")
+RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
+# What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
+BENCHMARK_DIRECTION = {"accuracy": True, "accuracy_norm": True, "chrf_into": True, "chrf_out": True}
 DEFAULT_POLICY = {"primary": "bits_per_byte", "min_gain": 0.015, "max_chrf_drop": 2.0, "min_fidelity": 0.9,
                   "max_degenerate_rate": 0.2, "must_beat_last_release": True, "confidence": 0.95,
-                  "bootstrap_samples": 1000, "bootstrap_seed": 0, "thresholds_on": "point"}
+                  "bootstrap_samples": 1000, "bootstrap_seed": 0, "thresholds_on": "point",
+                  "must_not_lose": []}
 
 SCHEMA = {
     "train": {
@@ -60,12 +64,17 @@ OPTIONAL = {
               # early stopping / fail-fast on a dev split carved from the training data (train/early.py); 0: off
               "dev_rows": (int, 0), "eval_every": (int, 0), "patience": (int, 0), "min_delta": (float, 0.0),
               "fail_fast_steps": (int, 0)},
-    "eval": {"extra_sets": (list, []), "extra_metrics": (list, []), "near_duplicate_threshold": (float, 0.8)},
+    "eval": {"extra_sets": (list, []), "extra_metrics": (list, []), "near_duplicate_threshold": (float, 0.8),
+             # public benchmarks scored beside the held-out set (evaluate/benchmarks.py), on top of the language
+             # pack's own: {name, source} tables; benchmark_rows caps the items of each (0: all)
+             "benchmarks": (list, []), "benchmark_rows": (int, 0)},
     # how sure "improves on its base" must be (leaderboard.py, stats.py)
     "policy": {"confidence": (float, DEFAULT_POLICY["confidence"]),
                "bootstrap_samples": (int, DEFAULT_POLICY["bootstrap_samples"]),
                "bootstrap_seed": (int, DEFAULT_POLICY["bootstrap_seed"]),
-               "thresholds_on": (str, DEFAULT_POLICY["thresholds_on"])},
+               "thresholds_on": (str, DEFAULT_POLICY["thresholds_on"]),
+               # benchmark metrics a candidate must not clearly lose against its base ("belebele.accuracy")
+               "must_not_lose": (list, [])},
 }
 
 
@@ -143,12 +152,14 @@ def load_profile(name_or_path: str) -> dict:
         unknown = set(table) - set(keys) - set(optional)
         if unknown:
             raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")
+    doc["policy"]["primary"] = RENAMED_METRICS.get(doc["policy"]["primary"], doc["policy"]["primary"])
     if doc["policy"]["primary"] not in DIRECTION:
         raise ConfigError(f"{path}: [policy] primary must be one of {', '.join(DIRECTION)}")
     _check_bootstrap(path, doc["policy"])
     if not 0 < doc["eval"]["eval_fraction"] < 1:
         raise ConfigError(f"{path}: [eval] eval_fraction must be between 0 and 1")
     _check_extras(path, doc["eval"])
+    _check_benchmarks(path, doc["eval"], doc["policy"])
     return {"name": path.stem, **{s: doc[s] for s in SCHEMA}}
 
 
@@ -176,6 +187,19 @@ def _check_extras(path: Path, table: dict) -> None:
         if not isinstance(module, str) or not resolved.suffix == ".py" or not resolved.exists():
             raise ConfigError(f"{path}: [eval] extra_metrics entry {number}: {module!r} is not an existing .py metric module")
     table["extra_metrics"] = [str(Path(m) if Path(m).is_absolute() else PROJECT_ROOT / m) for m in table["extra_metrics"]]
+
+
+def _check_benchmarks(path: Path, table: dict, policy: dict) -> None:
+    """Benchmarks are {name, source} tables; the policy's must_not_lose names '<benchmark>.<metric>' strings."""
+    for number, entry in enumerate(table["benchmarks"], start=1):
+        if not isinstance(entry, dict) or set(entry) != {"name", "source"} or not all(isinstance(v, str) for v in entry.values()):
+            raise ConfigError(f"{path}: [eval] benchmarks entry {number} must be {{ name = \"...\", source = \"...\" }}, "
+                              f"got {entry!r}")
+    for number, entry in enumerate(policy["must_not_lose"], start=1):
+        metric = entry.rpartition(".")[2] if isinstance(entry, str) else None
+        if metric not in BENCHMARK_DIRECTION or "." not in entry:
+            raise ConfigError(f"{path}: [policy] must_not_lose entry {number} must be '<benchmark>.<metric>' with a metric "
+                              f"among {', '.join(BENCHMARK_DIRECTION)}, got {entry!r}")
 
 
 def with_overrides(profile: dict, *, max_steps: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""Fine-tune a roster of LLMs on Azerbaijani instructions and rank them on one leaderboard."""
+"""Fine-tune a roster of LLMs on instructions in one language (Azerbaijani by default) and rank them on one leaderboard."""
 
 import os
 import sys
@@ -10,8 +10,8 @@ from metaflow import (  # noqa: E402
     Config, FlowSpec, Parameter, card, catch, config_expr, current, project, resources, retry, schedule, step,
 )
 
-from barbarossa import cli, config, storage  # noqa: E402
-from barbarossa.data import instructions  # noqa: E402
+from barbarossa import cli, config, languages, storage  # noqa: E402
+from barbarossa.data import benchmarks, instructions  # noqa: E402
 from barbarossa.decide import cards, history, leaderboard  # noqa: E402
 from barbarossa.decide import release as releases  # noqa: E402  (the flow has a step named release)
 from barbarossa.evaluate import protocol  # noqa: E402
@@ -43,7 +43,8 @@ class FinetuneFlow(FlowSpec):
               (untuned bases + LoRA candidates) into size classes
     tune_*    one work item: train its LoRA adapter (nothing to train for an
               untuned base), then held-out loss / perplexity, chrF++, BLEU,
-              Azerbaijani fidelity and loops of greedy answers, same protocol
+              fidelity to the run's language and loops of greedy answers, and
+              the benchmarks (multiple choice, translation), same protocol
               for every item. One step per size class, because @resources is
               per step: the `infra` config's roster selection sizes each
               class's box (see barbarossa/infra/compute.py and README "Resources").
@@ -60,6 +61,11 @@ class FinetuneFlow(FlowSpec):
     models = Parameter("models", default=config_expr("infra.models"),
                        help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
     profile = Parameter("profile", default="cpu", help="Training/eval profile in configs/profiles (or a .toml path)")
+    language = Parameter("language", default=languages.DEFAULT,
+                         help="Language pack in configs/languages (template, fidelity, bundled data, benchmarks)")
+    extra_eval = Parameter("extra-eval", default="",
+                           help="Benchmark files to score too, comma-separated (Belebele / {question,choices,answer} "
+                                "/ {source,target} JSONL, ENG+OTHER aligned files, or a FLORES folder)")
     train_data = Parameter("train-data", default="bundled", help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample)")
     eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
     max_steps = Parameter("max-steps", type=int, default=0, help="Optimizer steps per candidate (0: the profile's)")
@@ -77,6 +83,9 @@ class FinetuneFlow(FlowSpec):
         compute.check_output_root(self.infra, self.output_root)
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         releases.check_target(self.release_to, self.publish)
+        pack = languages.load(self.language)
+        bench = benchmarks.load_all(benchmarks.entries_for(pack, self.settings["eval"]["benchmarks"], self.extra_eval),
+                                    pack, self.settings["eval"]["benchmark_rows"])  # validated before anything is written
         selected = roster.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu, calibration())
         allowed, self.refused, tokenizers = preflight.check(roster.work_items(selected), self.plan)
@@ -89,8 +98,9 @@ class FinetuneFlow(FlowSpec):
             eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
             near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
-            dev_rows=self.settings["train"]["dev_rows"],
+            dev_rows=self.settings["train"]["dev_rows"], language=pack,
         )
+        self.data["benchmarks"] = benchmarks.write_all(bench, self.run_root)
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
         self.data = loop.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"),
                                           tokenizers)
@@ -99,7 +109,7 @@ class FinetuneFlow(FlowSpec):
         train_rows = instructions.read_jsonl(self.data["train_uri"])
         current.card["data"].extend(cards.data_components(
             self.data, instructions.length_histogram(train_rows), loop.masking_preview(allowed[0], train_rows, self.settings["train"],
-                                                                    tokenizers[allowed[0]["base"]["name"]])))
+                                                                    tokenizers[allowed[0]["base"]["name"]], template=pack)))
         self.next(self.fan_small, self.fan_large)
 
     @step

@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ 
 
 from metaflow import Config, FlowSpec, Parameter, card, current, resources, retry, step  # noqa: E402
 
-from barbarossa import storage  # noqa: E402
+from barbarossa import languages, storage  # noqa: E402
 from barbarossa.config import PROJECT_ROOT  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 from barbarossa.data import instructions  # noqa: E402
@@ -41,6 +41,8 @@ class TranslateFlow(FlowSpec):
 
     settings = Config("translate", default=str(PROJECT_ROOT / "configs" / "translate" / "aws.toml"),
                       parser=translation.parse_settings, help="Backend, shard size and QA policy")
+    language = Parameter("language", default=languages.DEFAULT,
+                         help="Language pack in configs/languages: the target language and how QA identifies it")
     source = Parameter("source", default="bundled-en", help="English rows: file, s3:// URI, HF id, or 'bundled-en'")
     output_root = Parameter("output-root", default="runs", help="Local folder or s3:// prefix (datasets, cache)")
     publish_event = Parameter("publish-event", type=bool, default=False,
@@ -48,7 +50,9 @@ class TranslateFlow(FlowSpec):
 
     @step
     def start(self):
-        translation.check_backend(self.settings.backend.to_dict())  # a backend unusable here stops now, in one line
+        self.pack = languages.load(self.language)
+        self.backend = translation.backend_spec(self.settings.backend.to_dict(), self.pack)
+        translation.check_backend(self.backend)  # a backend unusable here stops now, in one line
         english = instructions.load(self.source)
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.root = storage.join(root, current.flow_name)
@@ -62,7 +66,7 @@ class TranslateFlow(FlowSpec):
     @retry(times=2)
     @step
     def translate(self):
-        backend = translation.make_backend(self.settings.backend.to_dict())
+        backend = translation.make_backend(self.backend)
         cache = translation.Cache(storage.join(self.root, "cache"), backend)
         results = translation.translate_shard(instructions.read_jsonl(self.input), backend, cache)
         self.translated = storage.write_text(self.input.replace("/shards/", "/translated/"), instructions.to_jsonl(results))
@@ -72,18 +76,19 @@ class TranslateFlow(FlowSpec):
 
     @step
     def qa(self):
-        checked = translation.check_shard(instructions.read_jsonl(self.translated))
+        checked = translation.check_shard(instructions.read_jsonl(self.translated), identify=self.pack["identify"])
         self.checked = storage.write_text(self.translated.replace("/translated/", "/checked/"), instructions.to_jsonl(checked))
         self.next(self.join)
 
     @card(type="blank", id="qa")
     @step
     def join(self, inputs):
-        self.merge_artifacts(inputs, include=["summary", "root", "settings"])
+        self.merge_artifacts(inputs, include=["summary", "root", "settings", "pack", "backend"])
         results = [r for shard in inputs for r in instructions.read_jsonl(shard.checked)]
         self.stats = {k: sum(shard.stats[k] for shard in inputs) for k in inputs[0].stats}
         kept, self.qa_counts = translation.apply_policy(results, self.settings.qa_policy)
-        self.dataset = translation.publish_dataset(kept, self.summary, self.qa_counts, self.settings.to_dict(), self.root)
+        self.dataset = translation.publish_dataset(kept, self.summary, self.qa_counts,
+                                                   {**self.settings.to_dict(), "backend": self.backend}, self.root)
         current.card["qa"].extend(translation.qa_card(self.qa_counts, results, self.dataset))
         if self.publish_event:
             translation.announce(DATASET_EVENT, self.dataset)

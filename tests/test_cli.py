@@ -4,6 +4,7 @@ The commands against real finished runs (leaderboard, --compare, chat) are teste
 which already has one.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ LONGEST_BASE = max((c.base.name for r in roster.all_rosters().values() for c in 
 
 def row(name: str, decision: str = "hold", rank=1, **metrics) -> dict:
     values = {"bits_per_byte": 1.2345, "delta_bits_per_byte": -0.0123, "eval_loss": 3.4567, "delta_eval_loss": -0.805,
-              "chrf": 21.25, "az_fidelity": 0.9375, "degenerate_rate": 0.125}
+              "chrf": 21.25, "fidelity": 0.9375, "degenerate_rate": 0.125}
     return {"name": name, "kind": "candidate", "status": "ok", "rank": rank, "decision": decision,
             "lora": "r=16 α=64 q_proj,v_proj", **values, **metrics}
 
@@ -33,11 +34,12 @@ def rendered(table, width: int = 80, wide: bool = False) -> str:
 
 def test_default_leaderboard_fits_80_columns_without_cutting_a_model_name():
     rows = [row(LONGEST, "release"), row(LONGEST_BASE, "baseline", rank=None), row("x", "failed", rank=None, chrf=None)]
-    for primary in ("bits_per_byte", "eval_loss", "chrf", "az_fidelity"):
+    for primary in ("bits_per_byte", "eval_loss", "chrf", "fidelity"):
         text = rendered(cli.leaderboard_table(rows, "Barbarossa leaderboard — FinetuneFlow/1764263478312345 "
                                                     "(2026-11-27 17:20)", primary))
         assert max(map(len, text.splitlines())) <= 80 and "…" not in text
-        assert LONGEST in text and LONGEST_BASE in text and cli.short(primary) in text and "Δ base" in text
+        header = "az" if primary == "fidelity" else cli.short(primary)  # fidelity: named for the rows' language
+        assert LONGEST in text and LONGEST_BASE in text and header in text and "Δ base" in text
 
 
 def test_wide_leaderboard_prints_every_column_uncut():
@@ -58,7 +60,7 @@ def test_compare_puts_two_runs_side_by_side_and_subtracts():
     b = record("FinetuneFlow/2", "e1", [row("m", "release", chrf=23.5), row("new")], primary="chrf")
     result = cli.compare(a, b)
     assert result["same_eval_data"] and result["warning"] is None
-    assert result["metrics"] == ["bits_per_byte", "chrf", "eval_loss", "az_fidelity", "degenerate_rate"]
+    assert result["metrics"] == ["bits_per_byte", "chrf", "eval_loss", "fidelity", "degenerate_rate"]
     by_name = {r["name"]: r for r in result["rows"]}
     assert list(by_name) == ["m", "gone", "new"]
     assert by_name["m"]["delta"]["chrf"] == 3.5 and by_name["m"]["delta"]["eval_loss"] == 0
@@ -148,3 +150,15 @@ def test_namespace_option_reads_runs_of_another_namespace(capsys):
         assert "in namespace production:abc" in capsys.readouterr().err
     finally:
         default_namespace()
+
+
+def test_languages_lists_every_pack_and_renders_one_packs_prompt(capsys):
+    assert cli.main(["languages", "--json"]) == 0
+    rows = {r["code"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"az", "tr", "kk", "uz"} and rows["uz"]["fidelity"].endswith("(ngram)")
+    assert rows["kk"]["sample_rows"] == 48 and rows["kk"]["benchmarks"] == ["belebele", "flores"]
+    assert cli.main(["languages", "--language", "kk"]) == 0
+    shown = capsys.readouterr().out
+    assert "### Нұсқаулық:" in shown and "Қазақстанның астанасы қай қала?" in shown
+    assert cli.main(["languages", "--language", "xx"]) == 1
+    assert "language 'xx' not found" in capsys.readouterr().err

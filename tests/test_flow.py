@@ -418,3 +418,49 @@ def test_cli_chat_refuses_unknown_and_failed_models_in_one_line(finished, capsys
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and "has no model 'no-such-model'; it has" in lines[0] and "tiny-gpt2-lora" in lines[0]
     assert lines[1].startswith("barbarossa chat: diverges failed in") and "TrainingDiverged" in lines[1]
+
+
+KK_CHOICE = [{"question": "Қазақстанның астанасы қай қала?", "choices": ["Астана", "Алматы", "Шымкент"], "answer": 0},
+             {"question": "Бір аптада неше күн бар?", "choices": ["бес", "жеті", "он"], "answer": 1},
+             {"question": "Қыста қар жауа ма?", "choices": ["иә", "жоқ"], "answer": 0}]
+KK_PAIRS = [{"source": "The river flows to the lake.", "target": "Өзен көлге құяды."},
+            {"source": "My brother reads a book.", "target": "Ағам кітап оқиды."}]
+
+
+def test_a_kazakh_run_uses_the_kk_pack_end_to_end_and_scores_extra_benchmarks(env, tmp_path, capsys):
+    """`python flows/finetune_flow.py run --language kk --models tiny --profile smoke`, plus --extra-eval files in
+    both benchmark formats."""
+    choice = write_jsonl(tmp_path / "kk_choice.jsonl", KK_CHOICE)
+    pairs = write_jsonl(tmp_path / "kk_pairs.jsonl", KK_PAIRS)
+    status, run = run_flow(env, language="kk", models="tiny", profile="smoke", output_root=str(tmp_path / "runs"),
+                           extra_eval=f"{choice},{pairs}")
+    assert status == "successful", run["end"].task.stderr if run else status
+    summary = run.data.data
+    assert summary["language"]["code"] == "kk" and summary["train_source"] == "bundled"
+    assert summary["train_rows"] + summary["eval_rows"] == len(instructions.load("bundled", language=summary["language"]).records)
+    assert [b["name"] for b in summary["benchmarks"]] == ["belebele", "flores", "kk_choice", "kk_pairs"]
+    rows = run.data.leaderboard
+    assert {r["language"] for r in rows} == {"kk"} and all(r["status"] == "ok" for r in rows)
+    assert any(r["fidelity"] is not None for r in rows) and "Kazakh answers" in " ".join(
+        reason for r in rows if r["kind"] == "candidate" for reason in r["reasons"])
+    sample = next(r for r in run.data.samples.values() if r)[0]
+    assert sample["instruction"] in {r["instruction"] for r in instructions.load("bundled", language=summary["language"]).records}
+    from metaflow.cards import get_cards
+
+    data_card = _card_payload(get_cards(run["start"].task, id="data")[0].get())
+    assert "### Нұсқаулық:" in data_card and "### Жауап:" in data_card and "KAZAKH against RUSSIAN" in data_card
+    assert "Benchmarks" in _card_payload(get_cards(run["join"].task, id="leaderboard")[0].get())
+    assert cli.main(["leaderboard", "--run", run.id, "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    candidate = next(r for r in printed if r["kind"] == "candidate" and r["status"] == "ok")
+    for name, metric in (("kk_choice", "accuracy"), ("kk_choice", "accuracy_norm"), ("kk_pairs", "chrf_into"),
+                         ("kk_pairs", "chrf_out"), ("belebele", "accuracy"), ("flores", "chrf_out")):
+        scores = candidate["benchmarks"][name]
+        assert {f"{metric}_ci", f"delta_{metric}_ci", f"delta_{metric}_p"} <= set(scores), (name, metric)
+        assert scores[f"{metric}_ci"] is not None and scores[f"delta_{metric}_p"] is not None
+    assert candidate["benchmarks"]["kk_choice"]["items"] == 3
+    assert cli.main(["leaderboard", "--run", run.id]) == 0
+    shown = capsys.readouterr().out
+    header = next(line for line in shown.splitlines() if "chrF++" in line)
+    assert header.split()[-2:] == ["kk", "decision"]  # the fidelity column is named for the language
+    assert "Benchmarks" in shown and "kk_choice" in shown

@@ -15,7 +15,8 @@ LIBRARY = ROOT / "barbarossa"
 LEVEL = {"foundation": 0, "data": 1, "models": 2, "train": 3, "evaluate": 3, "decide": 4, "infra": 5, "translate": 6,
          "cli": 7}
 STAGES = list(LEVEL)
-FOUNDATION = {"barbarossa", "barbarossa.config", "barbarossa.console", "barbarossa.errors", "barbarossa.storage"}
+FOUNDATION = {"barbarossa", "barbarossa.config", "barbarossa.console", "barbarossa.errors", "barbarossa.languages",
+              "barbarossa.storage"}
 
 
 def module_name(path: Path) -> str:

@@ -19,7 +19,7 @@ from json.encoder import encode_basestring as _quote
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from barbarossa import storage
+from barbarossa import languages, storage
 from barbarossa.data import dedup
 from barbarossa.config import PROJECT_ROOT
 
@@ -203,9 +203,11 @@ def clean_row(row: object, source: str, number: int, unit: str) -> dict | BadRow
     return clean
 
 
-def load(source: str, on_bad_rows: str = "fail") -> Dataset:
-    """Read and validate one source ('bundled' = the sample shipped with the library); strict unless on_bad_rows='skip'."""
-    source = {"bundled": str(BUNDLED), "bundled-en": str(BUNDLED_ENGLISH)}.get(source, source)
+def load(source: str, on_bad_rows: str = "fail", language: dict | None = None) -> Dataset:
+    """Read and validate one source ('bundled' = the sample the language pack ships, Azerbaijani by default);
+    strict unless on_bad_rows='skip'."""
+    bundled = str(languages.resolve(language["sample"])) if language else str(BUNDLED)
+    source = {"bundled": bundled, "bundled-en": str(BUNDLED_ENGLISH)}.get(source, source)
     if on_bad_rows not in ON_BAD_ROWS:
         raise ValueError(f"on_bad_rows must be one of {ON_BAD_ROWS}, got {on_bad_rows!r}")
     unit, rows = raw_rows(source)
@@ -348,6 +350,7 @@ def prepare(
     extra_sets: list[dict] | None = None,
     near_duplicate_threshold: float = 0.0,
     dev_rows: int = 0,
+    language: dict | None = None,
 ) -> dict:
     """Validate the data, carve or load the eval set, decontaminate training, write both splits.
 
@@ -356,10 +359,12 @@ def prepare(
     ask for it) so are those that are near-copies of a prompt of the eval set
     or of any extra eval set (see dedup.py). Returns a small JSON-able summary
     with the URIs of the split files; this, not the rows, is what the flow passes on.
+    `language` (a language pack) names the bundled sample and rides in the summary:
+    every later step renders prompts and judges fidelity by it.
     """
     near_duplicate_threshold = dedup.check_threshold(near_duplicate_threshold)
-    train_data = load(train_source, on_bad_rows)
-    eval_data = load(eval_source, on_bad_rows) if eval_source else None
+    train_data = load(train_source, on_bad_rows, language)
+    eval_data = load(eval_source, on_bad_rows, language) if eval_source else None
     source = _Rows.of(train_data.records)
     if eval_data is None:
         held_flags = [_holdout_by_key(key, eval_fraction, seed) for key in source.keys]
@@ -410,6 +415,7 @@ def prepare(
         **({"dev_uri": storage.write_text(storage.join(out_root, "data", "dev.jsonl"), dev.jsonl()),
             "dev_rows": len(dev.records), "dev_fingerprint": dev.fingerprint} if dev else {}),
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
+        **({"language": language} if language else {}),
     }
 
 

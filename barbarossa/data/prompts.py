@@ -6,6 +6,9 @@ every caller renders prompts and builds label masks through this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 IGNORE_INDEX = -100
 
 
@@ -33,37 +36,63 @@ def pad_batch(examples: list[dict], pad_id: int, side: str = "right") -> dict:
     return batch
 
 
-PREAMBLE = (
-    "Aşağıda bir tapşırığı təsvir edən təlimat verilib. "
-    "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."
-)
-PREAMBLE_WITH_INPUT = (
-    "Aşağıda bir tapşırığı təsvir edən təlimat və əlavə məlumat verən giriş verilib. "
-    "Tapşırığı lazımi şəkildə yerinə yetirən cavab yazın."
-)
-INSTRUCTION_HEADER = "### Təlimat:"
-INPUT_HEADER = "### Giriş:"
-RESPONSE_HEADER = "### Cavab:"
 SECTION_START = "\n### "  # where a template section starts: an answer ends before the next one
 
 
-def render_prompt(instruction: str, input: str = "") -> str:
-    """Alpaca-style prompt with Azerbaijani headers; ends where the answer starts."""
-    if input:
-        return (
-            f"{PREAMBLE_WITH_INPUT}\n\n{INSTRUCTION_HEADER}\n{instruction}\n\n"
-            f"{INPUT_HEADER}\n{input}\n\n{RESPONSE_HEADER}\n"
-        )
-    return f"{PREAMBLE}\n\n{INSTRUCTION_HEADER}\n{instruction}\n\n{RESPONSE_HEADER}\n"
+@dataclass(frozen=True)
+class Template:
+    """An Alpaca-style template in one language: a preamble (another one when there is an input) and three headers.
+
+    Its strings come from the run's language pack (configs/languages/<code>.toml);
+    every header starts with '### ', so answers are cut at the next section the same way in every language.
+    """
+
+    preamble: str
+    preamble_with_input: str
+    instruction_header: str
+    input_header: str
+    response_header: str
+
+    def render(self, instruction: str, input: str = "") -> str:
+        """The prompt; it ends where the answer starts."""
+        if input:
+            return (f"{self.preamble_with_input}\n\n{self.instruction_header}\n{instruction}\n\n"
+                    f"{self.input_header}\n{input}\n\n{self.response_header}\n")
+        return f"{self.preamble}\n\n{self.instruction_header}\n{instruction}\n\n{self.response_header}\n"
 
 
-def encode_prompt(tokenizer, record: dict, task: str = "causal") -> list[int]:
+@lru_cache(maxsize=None)
+def _pack_template(code: str) -> Template:
+    from barbarossa import languages
+
+    return Template(**languages.load(code)["template"])
+
+
+def template_of(language: dict | Template | None = None) -> Template:
+    """The template of a language pack (as `languages.load` returns it, or a data summary's `language`);
+    None: the default pack's (Azerbaijani), which is also what runs from before language packs used."""
+    if isinstance(language, Template):
+        return language
+    if language is None:
+        from barbarossa import languages
+
+        return _pack_template(languages.DEFAULT)
+    return Template(**language["template"])
+
+
+def render_prompt(instruction: str, input: str = "", template: Template | None = None) -> str:
+    """The prompt of one record in the run's template (the default pack's when none is given)."""
+    return template_of(template).render(instruction, input)
+
+
+def encode_prompt(tokenizer, record: dict, task: str = "causal", template: Template | None = None) -> list[int]:
     """Token ids of the prompt exactly as generation will see them.
 
     A decoder-only model continues the prompt, so a trailing EOS (added by some
     tokenizers) is removed; an encoder-decoder's encoder input keeps it.
     """
-    return _prompt_ids(tokenizer, tokenizer(render_prompt(record["instruction"], record["input"]))["input_ids"], task)
+    text = render_prompt(record["instruction"], record["input"], template)
+    return _prompt_ids(tokenizer, tokenizer(text)["input_ids"], task)
 
 
 def _prompt_ids(tokenizer, ids, task: str) -> list[int]:
@@ -84,7 +113,8 @@ def _response_ids(tokenizer, ids) -> list[int]:
 
 
 def build_example(
-    tokenizer, record: dict, max_length: int, min_response_tokens: int = 8, task: str = "causal"
+    tokenizer, record: dict, max_length: int, min_response_tokens: int = 8, task: str = "causal",
+    template: Template | None = None,
 ) -> dict | None:
     """input_ids and labels with the prompt masked: loss is on the response and EOS only.
 
@@ -93,7 +123,7 @@ def build_example(
     leaves fewer than `min_response_tokens` is dropped (None). Seq2seq: the prompt
     is the encoder input and the labels are the decoder side, each up to max_length.
     """
-    prompt = encode_prompt(tokenizer, record, task)
+    prompt = encode_prompt(tokenizer, record, task, template)
     response = encode_response(tokenizer, record["output"])
     return _assemble(prompt, response, max_length, min_response_tokens, task)
 
@@ -102,17 +132,18 @@ BATCH_ROWS = 2048  # rows per tokenizer call: per-call overhead is gone by then,
 
 
 def build_examples(
-    tokenizer, records: list[dict], max_length: int, min_response_tokens: int = 8, task: str = "causal"
+    tokenizer, records: list[dict], max_length: int, min_response_tokens: int = 8, task: str = "causal",
+    template: Template | None = None,
 ) -> list[dict | None]:
     """`build_example` for every record, with two tokenizer calls per BATCH_ROWS rows instead of two per row.
 
     The output is identical, row for row (None where a row is dropped); batching
     only removes the per-call overhead of the tokenizer.
     """
-    examples = []
+    examples, template = [], template_of(template)
     for start in range(0, len(records), BATCH_ROWS):
         chunk = records[start:start + BATCH_ROWS]
-        prompt_ids = _batch_ids(tokenizer, [render_prompt(r["instruction"], r["input"]) for r in chunk])
+        prompt_ids = _batch_ids(tokenizer, [template.render(r["instruction"], r["input"]) for r in chunk])
         response_ids = _batch_ids(tokenizer, [r["output"] for r in chunk], add_special_tokens=False)
         examples += [
             _assemble(_prompt_ids(tokenizer, prompt, task), _response_ids(tokenizer, response),
@@ -163,11 +194,12 @@ def show_masking(tokenizer, example: dict, task: str = "causal") -> str:
     return f"«{masked}»{trained}"
 
 
-def masking_examples(tokenizer, records: list[dict], max_length: int, count: int = 2, task: str = "causal") -> list[str]:
+def masking_examples(tokenizer, records: list[dict], max_length: int, count: int = 2, task: str = "causal",
+                     template: Template | None = None) -> list[str]:
     """The first `count` records that fit, decoded with the masked prompt marked (for the data card)."""
     shown = []
     for record in records:
-        example = build_example(tokenizer, record, max_length, task=task)
+        example = build_example(tokenizer, record, max_length, task=task, template=template)
         if example:
             shown.append(show_masking(tokenizer, example, task))
         if len(shown) == count:

@@ -44,9 +44,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return _digest(identity)
 
 
-def _template_fingerprint() -> str:
-    """Changes whenever the prompt template or the label mask does, so old tokens are never reused."""
-    return _digest([prompts.render_prompt("\x00"), prompts.render_prompt("\x00", "\x01"), prompts.IGNORE_INDEX])
+def _template_fingerprint(template=None) -> str:
+    """Changes whenever the prompt template (its language included) or the label mask does: old tokens never reused."""
+    return _digest([prompts.render_prompt("\x00", "", template), prompts.render_prompt("\x00", "\x01", template),
+                    prompts.IGNORE_INDEX])
 
 
 def _digest(value) -> str:
@@ -54,11 +55,12 @@ def _digest(value) -> str:
 
 
 def cache_uri(
-    tokenizer, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str, min_response_tokens: int = 8
+    tokenizer, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str, min_response_tokens: int = 8,
+    template=None,
 ) -> str:
     """Where the examples of this tokenizer, data and settings live (local path or s3:// URI)."""
     key = _digest({
-        "format": FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer), "template": _template_fingerprint(),
+        "format": FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer), "template": _template_fingerprint(template),
         "data": data_fingerprint, "max_length": max_length, "task": task, "min_response_tokens": min_response_tokens,
     })
     return storage.join(cache_root_uri, "tokens", f"{key}.npz")
@@ -66,22 +68,22 @@ def cache_uri(
 
 def warm(
     tokenizer, train_uri: str, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str,
-    min_response_tokens: int = 8,
+    min_response_tokens: int = 8, template=None,
 ) -> str:
     """Make sure the cache file exists (tokenise and write it if not); returns its URI.
 
     Call once per distinct tokenizer in the step before the fan-out, so that the
     parallel training tasks read instead of all tokenising at once.
     """
-    uri = cache_uri(tokenizer, data_fingerprint, max_length, task, cache_root_uri, min_response_tokens)
+    uri = cache_uri(tokenizer, data_fingerprint, max_length, task, cache_root_uri, min_response_tokens, template)
     if not storage.exists(uri):
-        _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri)
+        _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri, template)
     return uri
 
 
 def examples_for(
     tokenizer, train_uri: str, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str,
-    min_response_tokens: int = 8,
+    min_response_tokens: int = 8, template=None,
 ) -> tuple[list[dict], int]:
     """(examples, dropped rows) of the training split: read from the cache, or tokenised and cached now.
 
@@ -89,31 +91,34 @@ def examples_for(
     dropped (None) rows left out. `data_fingerprint` must be that file's fingerprint
     (the data summary's `train_fingerprint`): a cache hit does not read the rows.
     """
-    uri = cache_uri(tokenizer, data_fingerprint, max_length, task, cache_root_uri, min_response_tokens)
+    uri = cache_uri(tokenizer, data_fingerprint, max_length, task, cache_root_uri, min_response_tokens, template)
     if storage.exists(uri):
         return decode(storage.read_bytes(uri))
-    return _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri)
+    return _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri, template)
 
 
 def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal",
-             min_response_tokens: int = 8) -> tuple[list[dict], int]:
+             min_response_tokens: int = 8, template=None) -> tuple[list[dict], int]:
     """(examples, rows dropped as too long or without enough response), tokenised in batches."""
-    built = prompts.build_examples(tokenizer, records, max_length, min_response_tokens, task)
+    built = prompts.build_examples(tokenizer, records, max_length, min_response_tokens, task, template)
     kept = [example for example in built if example is not None]
     return kept, len(built) - len(kept)
 
 
 def training_examples(tokenizer, data_summary: dict, max_length: int, task: str) -> tuple[list[dict], int]:
-    """The training split's examples: from the run's token cache when `start` warmed one, else tokenised here."""
+    """The training split's examples, in the run's template: from the run's token cache when `start` warmed one,
+    else tokenised here."""
+    template = prompts.template_of(data_summary.get("language"))
     if data_summary.get("token_cache"):
         return examples_for(tokenizer, data_summary["train_uri"], data_summary["train_fingerprint"], max_length, task,
-                            data_summary["token_cache"])
-    return tokenize(tokenizer, instructions.read_jsonl(data_summary["train_uri"]), max_length, task)
+                            data_summary["token_cache"], template=template)
+    return tokenize(tokenizer, instructions.read_jsonl(data_summary["train_uri"]), max_length, task, template=template)
 
 
-def _build(tokenizer, train_uri: str, max_length: int, task: str, min_response_tokens: int, uri: str):
+def _build(tokenizer, train_uri: str, max_length: int, task: str, min_response_tokens: int, uri: str, template=None):
     """Tokenise the split (batched) and write the file whole: a concurrent reader never sees half of it."""
-    examples, dropped = tokenize(tokenizer, instructions.read_jsonl(train_uri), max_length, task, min_response_tokens)
+    examples, dropped = tokenize(tokenizer, instructions.read_jsonl(train_uri), max_length, task, min_response_tokens,
+                                 template)
     storage.write_bytes(uri, encode(examples, dropped, task))
     return examples, dropped
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from barbarossa.decide.leaderboard import LABELS, row_cell, show, show_interval, show_p
+from barbarossa.decide.leaderboard import LABELS, fidelity_label, row_cell, show, show_interval, show_p
+from barbarossa.evaluate.stats import BENCHMARK_METRICS
 
-DETAIL_METRICS = ("bits_per_byte", "eval_loss", "chrf", "bleu", "az_fidelity", "degenerate_rate")
+DETAIL_METRICS = ("bits_per_byte", "eval_loss", "chrf", "bleu", "fidelity", "degenerate_rate")
 
 
-def compact_headers(primary: str) -> list[str]:
+def language_code(rows: list[dict]) -> str:
+    """The run's language code (rows carry it; rows from before language packs are Azerbaijani)."""
+    return next((r["language"] for r in rows if r.get("language")), "az")
+
+
+def compact_headers(primary: str, code: str = "az") -> list[str]:
     return ["#", "model", "base", "decision", LABELS.get(primary, primary), "95 % CI", "Δ vs base", "p",
-            "chrF++", "az", "loops"]
+            "chrF++", code, "loops"]
 
 
 def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
@@ -21,7 +27,7 @@ def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
             row["decision"], show(primary, row.get(primary)), show_interval(primary, row.get(f"{primary}_ci")).strip(),
             show(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
             show_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
-            show("chrf", row.get("chrf")), show("az_fidelity", row.get("az_fidelity")),
+            show("chrf", row.get("chrf")), show("fidelity", row.get("fidelity")),
             show("degenerate_rate", row.get("degenerate_rate")),
         ])
     return out
@@ -59,7 +65,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
 
 
 COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "bits_per_byte", "delta_bits_per_byte", "eval_loss",
-           "delta_eval_loss", "chrf", "delta_chrf", "bleu", "az_fidelity", "degenerate_rate", "fertility", "decision"]
+           "delta_eval_loss", "chrf", "delta_chrf", "bleu", "fidelity", "degenerate_rate", "fertility", "decision"]
 
 
 def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None = None) -> dict:
@@ -98,7 +104,7 @@ def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None 
     }
 
 
-CHART_METRICS = {"bits_per_byte": "bits per byte (lower is better)", "chrf": "chrF++", "az_fidelity": "Azerbaijani answers",
+CHART_METRICS = {"bits_per_byte": "bits per byte (lower is better)", "chrf": "chrF++", "fidelity": "answers in the language",
                  "degenerate_rate": "degenerate answers (lower is better)"}
 
 
@@ -135,12 +141,28 @@ def sample_rows(samples: dict[str, list[dict]], per_model: int = 2) -> list[list
     return sorted(out, key=lambda r: (r[0], r[2]))
 
 
+def benchmark_rows(rows: list[dict]) -> list[list[str]]:
+    """Per model, benchmark and metric: value with interval, paired change against the base with interval and p."""
+    out = []
+    for row in grouped_by_base(rows):
+        candidate = row["kind"] == "candidate"
+        for name, scores in sorted((row.get("benchmarks") or {}).items()):
+            for metric in (m for m in BENCHMARK_METRICS if m in scores):
+                p = scores.get(f"delta_{metric}_p")
+                out.append([row["base"], row["name"], name, metric, show(metric, scores[metric]),
+                            show_interval(metric, scores.get(f"{metric}_ci")).strip(),
+                            show(metric, scores.get(f"delta_{metric}"), signed=True) if candidate else "",
+                            show_interval(metric, scores.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
+                            show_p(p) if candidate and p is not None else ""])
+    return out
+
+
 def extra_set_rows(rows: list[dict]) -> list[list[str]]:
     """One line per model and user eval set (and the main set's user metrics), for the leaderboard card."""
     from barbarossa.decide.leaderboard import format_cell
 
     lines = []
-    core = ("eval_loss", "chrf", "bleu", "az_fidelity")
+    core = ("eval_loss", "chrf", "bleu", "fidelity")
     for row in rows:
         if row.get("custom"):
             lines.append([row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())])
@@ -166,12 +188,13 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
             f"bootstrap intervals over eval rows, Δ and p are paired against the untuned base. "
             f"Release: **{', '.join(released) or 'none'}**."
         ),
-        Table(compact_rows(rows, primary), headers=compact_headers(primary)),
+        Table(compact_rows(rows, primary), headers=compact_headers(primary, language_code(rows))),
         Markdown("## Why"),
         Markdown("\n".join(f"- **{r['name']}** ({r['decision']}): " + "; ".join(r["reasons"]) for r in rows)),
     ]
     parts.append(Markdown("## Base vs tuned"))
-    parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in CHART_METRICS.items()]
+    titles = {**CHART_METRICS, "fidelity": fidelity_label(rows[0]) if rows else CHART_METRICS["fidelity"]}
+    parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in titles.items()]
     if curves:
         bases = {r["name"]: r["base"] for r in rows}
         parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves, bases))]
@@ -179,11 +202,19 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
     for metric in DETAIL_METRICS:
         detail = metric_detail_rows(rows, metric)
         if detail:
-            parts += [Markdown(f"### {LABELS.get(metric, metric)}"), Table(detail, headers=DETAIL_HEADERS)]
+            label = fidelity_label(rows[0]) if metric == "fidelity" else LABELS.get(metric, metric)
+            parts += [Markdown(f"### {label}"), Table(detail, headers=DETAIL_HEADERS)]
+    bench = benchmark_rows(rows)
+    if bench:
+        parts += [Markdown("## Benchmarks\nAccuracy (multiple choice by log-likelihood; _norm: per byte of the choice) "
+                           "and chrF++ of greedy translations (into: English → the language; out: back), with 95 % "
+                           "bootstrap intervals over items; Δ and p paired against the untuned base."),
+                  Table(bench, headers=["base", "model", "benchmark", "metric", *DETAIL_HEADERS[2:]])]
     extra = extra_set_rows(rows)
     if extra:
         parts += [Markdown("## Other eval sets and metrics"),
-                  Table(extra, headers=["model", "set", "held-out loss", "chrF++", "BLEU", "az answers", "other metrics"])]
+                  Table(extra, headers=["model", "set", "held-out loss", "chrF++", "BLEU", f"{language_code(rows)} answers",
+                                        "other metrics"])]
     if samples:
         parts += [Markdown("## Sample answers"),
                   Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"])]
@@ -233,10 +264,31 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
                   Table([[p["eval_set"], p["eval_prompt"], p["train_prompt"], f"{p['similarity']:.2f}"] for p in pairs],
                         headers=["eval set", "eval prompt", "removed training prompt", "similarity"])]
     parts += [Markdown("## Lengths (training split)"), VegaChart(histogram_spec(train_bins))]
+    parts += language_components(summary)
     if examples:
         parts.append(Markdown("## What the loss sees\nThe prompt, between « and », is masked: the loss is on the "
                               "answer after it (and its end-of-sequence token)."))
         parts += [Markdown(f"```\n{text}\n```") for text in examples]
+    return parts
+
+
+def language_components(summary: dict) -> list:
+    """The run's language pack on the data card: the template's headers and how fidelity is judged; the benchmarks."""
+    from metaflow.cards import Markdown, Table
+
+    language = summary.get("language")
+    parts = []
+    if language:
+        template, identify = language["template"], language["identify"]
+        parts += [Markdown(f"## Language: {language['name']} (`{language['code']}`)"),
+                  Table([["instruction header", template["instruction_header"]], ["input header", template["input_header"]],
+                         ["response header", template["response_header"]], ["preamble", template["preamble"]],
+                         ["fidelity", f"{identify['target']} against {', '.join(identify['neighbours'])} "
+                                      f"({identify['method']})"]], headers=["", ""])]
+    if summary.get("benchmarks"):
+        parts += [Markdown("## Benchmarks"),
+                  Table([[b["name"], b["kind"], str(b["items"]), b["source"], b["fingerprint"]] for b in summary["benchmarks"]],
+                        headers=["name", "kind", "items", "source", "fingerprint"])]
     return parts
 
 

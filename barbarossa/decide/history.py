@@ -11,6 +11,8 @@ import json
 import warnings
 
 from barbarossa import storage
+from barbarossa.config import RENAMED_METRICS
+from barbarossa.decide import leaderboard
 
 MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer ones anyway
 
@@ -36,7 +38,7 @@ def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str
             break
         if run.id == str(current_run_id) or not run.successful:
             continue
-        rows = getattr(run.data, "leaderboard", None) or []
+        rows = [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []]
         fingerprint = (getattr(run.data, "data", None) or {}).get("eval_fingerprint")
         for row in rows:
             if row["name"] in names and row["name"] not in found and row.get("decision") == "release":
@@ -75,7 +77,8 @@ def load_per_row(uri: str | None) -> dict | None:
 def primary_of(run, default: str) -> str:
     """The metric the run ranked by (its profile's [policy] primary); `default` for a run without settings."""
     settings = getattr(run.data, "settings", None) or {}
-    return (settings.get("policy") or {}).get("primary", default)
+    primary = (settings.get("policy") or {}).get("primary", default)
+    return RENAMED_METRICS.get(primary, primary)
 
 
 def run_record(run, default_primary: str) -> dict:
@@ -86,7 +89,7 @@ def run_record(run, default_primary: str) -> dict:
     summary = getattr(run.data, "data", None) or {}
     return {"run": run.pathspec, "finished_at": str(run.finished_at or ""), "primary": primary_of(run, default_primary),
             "eval_fingerprint": summary.get("eval_fingerprint"), "train_fingerprint": summary.get("train_fingerprint"),
-            "rows": getattr(run.data, "leaderboard", None) or []}
+            "rows": [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []]}
 
 
 def run_item(run, name: str) -> dict:

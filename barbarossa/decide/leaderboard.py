@@ -18,15 +18,39 @@ from __future__ import annotations
 
 import copy
 
-from barbarossa.config import DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
+from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, RENAMED_METRICS, THRESHOLDS_ON
 from barbarossa.evaluate import stats
 
-COMPARED = ("bits_per_byte", "eval_loss", "perplexity", "chrf", "bleu", "az_fidelity", "degenerate_rate",
+COMPARED = ("bits_per_byte", "eval_loss", "perplexity", "chrf", "bleu", "fidelity", "degenerate_rate",
             "fertility")  # base / delta
 LABELS = {"bits_per_byte": "bits per byte", "eval_loss": "held-out loss", "perplexity": "perplexity", "chrf": "chrF++",
-          "bleu": "BLEU", "az_fidelity": "Azerbaijani answers", "degenerate_rate": "degenerate answers"}
-SHARES = ("az_fidelity", "degenerate_rate")  # shown as percentages
-PLACES = {"bits_per_byte": 3, "eval_loss": 3, "perplexity": 2, "chrf": 1, "bleu": 1}
+          "bleu": "BLEU", "fidelity": "answers in the language", "degenerate_rate": "degenerate answers"}
+SHARES = ("fidelity", "degenerate_rate", "accuracy", "accuracy_norm")  # shown as percentages
+
+
+def upgraded(row: dict) -> dict:
+    """A leaderboard row of any earlier run in today's keys: `az_fidelity` (and its base / delta / interval keys,
+    in extra sets too) read as `fidelity` of an Azerbaijani run. Today's rows come back unchanged."""
+    if "language" in row:
+        return row
+
+    def renamed(values: dict) -> dict:
+        out = {}
+        for key, value in values.items():
+            for old, new in RENAMED_METRICS.items():
+                key = key.replace(old, new)
+            out[key] = value
+        return out
+
+    row = renamed(row)
+    row["extra_sets"] = {name: renamed(scores) for name, scores in (row.get("extra_sets") or {}).items()}
+    return {**row, "language": "az", "language_name": "Azerbaijani"}
+
+
+def fidelity_label(row: dict) -> str:
+    """'Kazakh answers': the fidelity metric named for the row's language."""
+    return f"{row.get('language_name') or row.get('language') or 'Azerbaijani'} answers"
+PLACES = {"bits_per_byte": 3, "eval_loss": 3, "perplexity": 2, "chrf": 1, "bleu": 1, "chrf_into": 1, "chrf_out": 1}
 
 
 def format_cell(value, signed: bool = False) -> str:
@@ -83,11 +107,14 @@ def base_row(result: dict) -> dict:
         "perplexity": metrics.get("perplexity"),
         "chrf": metrics.get("chrf"),
         "bleu": metrics.get("bleu"),
-        "az_fidelity": metrics.get("az_fidelity"),
+        "fidelity": metrics.get("fidelity"),
+        "language": (metrics.get("language") or {}).get("code"),
+        "language_name": (metrics.get("language") or {}).get("name"),
         "degenerate_rate": metrics.get("degenerate_rate"),
         "fertility": metrics.get("fertility"),
         "custom": metrics.get("custom") or {},
         "extra_sets": metrics.get("extra_sets") or {},
+        "benchmarks": metrics.get("benchmarks") or {},
         "train_seconds": train.get("train_seconds"),
         "tokens_per_second": train.get("tokens_per_second"),
         "steps": train.get("steps"),
@@ -240,17 +267,17 @@ def _judged(point: float, interval, metric: str, policy: dict, end: int, delta: 
 
 
 def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, str]]:
-    """(passes, reason) for the chrF++ drop, Azerbaijani fidelity and degenerate-rate thresholds."""
+    """(passes, reason) for the chrF++ drop, language fidelity and degenerate-rate thresholds."""
     drop, delta = policy["max_chrf_drop"], _difference(row, base, "chrf")
     value, note = _judged(delta, row.get("delta_chrf_ci"), "chrf", policy, 0, delta=True)
     ok = value >= -drop
     chrf = (f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
             f"{show_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}")
     checks = [(ok, chrf)]
-    value, note = _judged(row["az_fidelity"], row.get("az_fidelity_ci"), "az_fidelity", policy, 0)
+    value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
     ok = value >= policy["min_fidelity"]
-    checks.append((ok, f"Azerbaijani answers {row['az_fidelity']:.0%}"
-                       f"{show_interval('az_fidelity', row.get('az_fidelity_ci'))} "
+    checks.append((ok, f"{fidelity_label(row)} {row['fidelity']:.0%}"
+                       f"{show_interval('fidelity', row.get('fidelity_ci'))} "
                        f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}"))
     value, note = _judged(row["degenerate_rate"], row.get("degenerate_rate_ci"), "degenerate_rate", policy, 1)
     ok = value <= policy["max_degenerate_rate"]
@@ -270,7 +297,7 @@ def decide(row: dict, base: dict | None, policy: dict, last: dict | None = None,
         return "hold", ["untuned base has no metrics to compare against"]
     if row.get("stopped") == "fail_fast":  # it stopped training early for not beating its base on dev
         return "hold", [row["stop_reason"]]
-    checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy)]
+    checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy), *benchmark_reasons(row, policy)]
     if policy.get("must_beat_last_release"):
         checks.append(versus_last_release(row, last, policy["primary"], eval_fingerprint))
     return ("release" if all(ok for ok, _ in checks) else "hold"), [reason for _, reason in checks]
@@ -307,8 +334,13 @@ def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
         if rows:
             extra = stats.intervals(rows, **settings)
             scores.update({f"{metric}_ci": extra[metric] for metric in extra if metric in scores})
+    row["benchmarks"] = copy.deepcopy(row.get("benchmarks") or {})
+    for name, scores in row["benchmarks"].items():
+        rows = (per_row.get("benchmarks") or {}).get(name)
+        found = stats.intervals(rows, **settings) if rows else {}
+        scores.update({f"{metric}_ci": found.get(metric) for metric in stats.BENCHMARK_METRICS if metric in scores})
     row["bootstrap"] = {**settings, "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
-                        "generated_rows": len((per_row.get("heldout") or {}).get("az") or [])}
+                        "generated_rows": len(stats.fidelity_rows(per_row.get("heldout") or {}))}
 
 
 def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
@@ -321,9 +353,49 @@ def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
         row[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
 
 
+def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict, policy: dict) -> None:
+    """Per benchmark of a candidate: `base_<m>`, `delta_<m>`, and the paired `delta_<m>_ci` / `delta_<m>_p`
+    (items resampled together), as for the held-out metrics."""
+    for name, scores in row["benchmarks"].items():
+        theirs_scores = ((base or {}).get("benchmarks") or {}).get(name) or {}
+        rows_a, rows_b = (mine.get("benchmarks") or {}).get(name), (theirs.get("benchmarks") or {}).get(name)
+        found = (stats.paired(rows_a, rows_b, **bootstrap_settings(policy)) or {}) if rows_a and rows_b else {}
+        for metric in [m for m in stats.BENCHMARK_METRICS if m in scores]:
+            scores[f"base_{metric}"] = theirs_scores.get(metric)
+            both = scores[metric] is not None and scores[f"base_{metric}"] is not None
+            scores[f"delta_{metric}"] = round(scores[metric] - scores[f"base_{metric}"], 5) if both else None
+            scores[f"delta_{metric}_ci"] = (found.get(metric) or {}).get("ci")
+            scores[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
+
+
+def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
+    """(passes, reason) per policy `must_not_lose` entry ('belebele.accuracy'): it fails only when the paired
+    interval of the change lies wholly on the losing side of zero (a loss beyond the interval's noise)."""
+    checks = []
+    for entry in policy.get("must_not_lose") or []:
+        name, _, metric = entry.rpartition(".")
+        scores = (row.get("benchmarks") or {}).get(name) or {}
+        if scores.get(f"delta_{metric}") is None:
+            checks.append((False, f"{entry}: not measured for this model and its base ✗"))
+            continue
+        delta, interval = scores[f"delta_{metric}"], scores.get(f"delta_{metric}_ci")
+        gain = (lambda v: v) if BENCHMARK_DIRECTION[metric] else (lambda v: -v)
+        lost = interval is not None and max(gain(interval[0]), gain(interval[1])) < 0
+        where = f"{show(metric, delta, True)}{show_interval(metric, interval, True)}"
+        if interval is None:
+            lost = gain(delta) < 0
+            where += ", point estimate only"
+        p = scores.get(f"delta_{metric}_p")
+        where += f", {show_p(p)}" if p is not None else ""
+        checks.append((not lost, f"{entry} {show(metric, scores[metric])} vs base {show(metric, scores[f'base_{metric}'])}"
+                                 f": {where}: {'a clear loss' if lost else 'no clear loss'} {'✗' if lost else '✓'}"))
+    return checks
+
+
 def check_policy(policy: dict) -> dict:
     """The policy with defaults filled in; a bad primary or thresholds_on is refused with the choices."""
     policy = {**DEFAULT_POLICY, **(policy or {})}
+    policy["primary"] = RENAMED_METRICS.get(policy["primary"], policy["primary"])
     if policy["primary"] not in DIRECTION:
         raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {policy['primary']!r}")
     if policy["thresholds_on"] not in THRESHOLDS_ON:
@@ -362,6 +434,7 @@ def build(results: list[dict], policy: dict | None = None, last_releases: dict |
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
         add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
+        add_benchmark_deltas(row, base, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         last = (last_releases or {}).get(row["name"])
         row["per_row_uri"] = (per_row_uris or {}).get(row["name"])
         row["vs_last_release"] = (paired_with_release(per_row[row["name"]], last, primary, eval_fingerprint, policy)

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from barbarossa import storage
+from barbarossa import languages, storage
 from barbarossa.data import prompts
 from barbarossa.models import loading, roster
 from barbarossa.models.families import get_family
@@ -54,9 +54,10 @@ def check_target(target: str, publish: bool) -> None:
 def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
     base = item["base"]
     licence = base["licence"].lower() if base["licence"].lower() in HUB_LICENCES else None
-    lines = ["---", "library_name: peft", "language:", "- az",
+    language = _language(data_summary)
+    lines = ["---", "library_name: peft", "language:", f"- {language['code']}",
              f"pipeline_tag: {'text2text-generation' if get_family(base['family']).task == 'seq2seq' else 'text-generation'}",
-             "tags:", "- barbarossa", "- lora", "- azerbaijani", "- alpaca"]
+             "tags:", "- barbarossa", "- lora", f"- {language['name'].lower()}", "- alpaca"]
     if base["source"].startswith("hf:"):
         lines.append(f"base_model: {base['source'][3:]}")
     lines += [f"license: {licence}"] if licence else ["license: other", f"license_name: \"{base['licence']}\""]
@@ -65,29 +66,42 @@ def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
             and not storage.is_s3(source):
         lines += ["datasets:", f"- {source.split(':')[0]}"]
     lines += ["model-index:", f"- name: {row['name']}", "  results:", "  - task:", "      type: text-generation",
-              "    dataset:", "      name: held-out Azerbaijani instructions", "      type: barbarossa-eval",
+              "    dataset:", f"      name: held-out {language['name']} instructions", "      type: barbarossa-eval",
               "    metrics:"]
-    for key, kind in (("eval_loss", "loss"), ("chrf", "chrf"), ("bleu", "bleu"), ("az_fidelity", "accuracy")):
+    for key, kind in (("eval_loss", "loss"), ("chrf", "chrf"), ("bleu", "bleu"), ("fidelity", "accuracy")):
         if row.get(key) is not None:
             lines += [f"    - type: {kind}", f"      name: {key}", f"      value: {row[key]}"]
     return "\n".join(lines + ["---", ""])
 
 
+def _benchmark_note(row: dict) -> str:
+    """What the card says of independent benchmarks: the ones scored, or that there were none."""
+    names = ", ".join(sorted(row.get("benchmarks") or {}))
+    return f" and the benchmarks {names} (see the run's leaderboard)" if names else ", not from an independent benchmark"
+
+
+def _language(data_summary: dict) -> dict:
+    """The run's language pack (a run from before language packs: the default, Azerbaijani)."""
+    return data_summary.get("language") or languages.load()
+
+
 def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: str) -> str:
     """README.md with Hugging Face YAML metadata: what it is, how it was measured, how to use it, what it is not."""
     base, lora = item["base"], item["lora"] or {}
-    example = prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?")
+    language = _language(data_summary)
+    template = prompts.template_of(language)
+    example = template.render(language["example"])
     auto = "AutoModelForSeq2SeqLM" if get_family(base["family"]).task == "seq2seq" else "AutoModelForCausalLM"
     base_id = base["source"][3:] if base["source"].startswith("hf:") else "<folder with the base model>"
     metric_lines = [f"| {label} | {row.get('base_' + key, '–')} | {row.get(key)} |" for key, label in
                     (("eval_loss", "held-out loss"), ("chrf", "chrF++"), ("bleu", "BLEU"),
-                     ("az_fidelity", "Azerbaijani answers"), ("degenerate_rate", "degenerate answers"))]
+                     ("fidelity", f"{language['name']} answers"), ("degenerate_rate", "degenerate answers"))]
     return f"""{_front_matter(row, item, data_summary)}
 # {row['name']}
 
 A LoRA adapter for **{base['name']}** (`{base['source']}`, {base['family']} family; base id certainty:
 **{base['certainty']}**{' — ' + base['certainty_note'] if base.get('certainty_note') else ''}) fine-tuned on
-Azerbaijani instructions with Barbarossa (run `{run}`).
+{language['name']} instructions with Barbarossa (run `{run}`).
 
 ## Prompt
 
@@ -96,7 +110,7 @@ Train, evaluation and this card use one template (`barbarossa.data.prompts.rende
 ```
 {example}```
 
-With an input, the preamble mentions it and a `{prompts.INPUT_HEADER}` section precedes `{prompts.RESPONSE_HEADER}`.
+With an input, the preamble mentions it and a `{template.input_header}` section precedes `{template.response_header}`.
 
 ## Usage
 
@@ -132,9 +146,9 @@ LoRA r={lora.get('r')}, α={lora.get('alpha')}, dropout {lora.get('dropout')}, t
 
 ## Limitations
 
-- The training data is Alpaca-style instructions in Azerbaijani; where it was machine-translated from
+- The training data is Alpaca-style instructions in {language['name']}; where it was machine-translated from
   English it carries translation errors and English-centric content.
-- Metrics come from a small held-out split of the same data, not from an independent benchmark.
+- Metrics come from a small held-out split of the same data{_benchmark_note(row)}.
 - Licence: the base model's ({base['licence']}); check it before use.
 """
 

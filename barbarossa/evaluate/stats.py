@@ -17,7 +17,8 @@ of their difference.
     chrf, bleu              the generation rows: sacrebleu's segment statistics (CHRF(word_order=2),
                             BLEU() defaults), [hyp, ref, match] per n-gram order / [hyp_len, ref_len,
                             correct×4, total×4]
-    az, degenerate          the generation rows: 1 when the answer is Azerbaijani / degenerate
+    fidelity, degenerate    the generation rows: 1 when the answer is in the run's language / degenerate
+                            (runs from before language packs wrote `az` for fidelity; it is read as such)
 
 Everything is numpy and vectorised over resamples: one (resamples × rows)
 matrix of draw counts per row group, one matmul for all summed statistics.
@@ -33,8 +34,9 @@ import numpy as np
 CHRF_CHAR_ORDER, CHRF_WORD_ORDER, CHRF_BETA = 6, 2, 2  # sacrebleu CHRF(word_order=2): chrF++
 BLEU_ORDER = 4
 LOSS_METRICS = ("eval_loss", "perplexity", "bits_per_byte")
-GENERATION_METRICS = ("chrf", "bleu", "az_fidelity", "degenerate_rate")
+GENERATION_METRICS = ("chrf", "bleu", "fidelity", "degenerate_rate")
 METRICS = LOSS_METRICS + GENERATION_METRICS
+BENCHMARK_METRICS = ("accuracy", "accuracy_norm", "chrf_into", "chrf_out")  # evaluate/benchmarks.py
 
 
 def chrf_from_stats(sums: np.ndarray) -> np.ndarray:
@@ -90,12 +92,18 @@ def _loss_columns(per_row: dict) -> np.ndarray | None:
 
 
 def _generation_columns(per_row: dict) -> np.ndarray | None:
-    """Per generation row: [1, chrF stats, BLEU stats, az, degenerate]."""
-    if not per_row.get("az"):
+    """Per generation row: [1, chrF stats, BLEU stats, fidelity, degenerate]."""
+    flags = fidelity_rows(per_row)
+    if not flags:
         return None
-    ones = np.ones(len(per_row["az"]))
+    ones = np.ones(len(flags))
     return np.column_stack([ones, np.asarray(per_row["chrf"], dtype=float), np.asarray(per_row["bleu"], dtype=float),
-                            np.asarray(per_row["az"], dtype=float), np.asarray(per_row["degenerate"], dtype=float)])
+                            np.asarray(flags, dtype=float), np.asarray(per_row["degenerate"], dtype=float)])
+
+
+def fidelity_rows(per_row: dict) -> list:
+    """The per-row fidelity flags (named `az` by runs from before language packs)."""
+    return per_row.get("fidelity") or per_row.get("az") or []
 
 
 def _loss_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
@@ -109,10 +117,34 @@ def _generation_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
     chrf_width = 3 * (CHRF_CHAR_ORDER + CHRF_WORD_ORDER)
     rows, chrf, rest = sums[:, 0], sums[:, 1:1 + chrf_width], sums[:, 1 + chrf_width:]
     return {"chrf": chrf_from_stats(chrf), "bleu": bleu_from_stats(rest[:, :2 + 2 * BLEU_ORDER]),
-            "az_fidelity": rest[:, -2] / rows, "degenerate_rate": rest[:, -1] / rows}
+            "fidelity": rest[:, -2] / rows, "degenerate_rate": rest[:, -1] / rows}
 
 
-GROUPS = ((_loss_columns, _loss_metrics), (_generation_columns, _generation_metrics))
+def _choice_columns(per_row: dict) -> np.ndarray | None:
+    """Per multiple-choice item: [1, correct, correct by length-normalised NLL]."""
+    if not per_row.get("correct"):
+        return None
+    return np.column_stack([np.ones(len(per_row["correct"])), np.asarray(per_row["correct"], dtype=float),
+                            np.asarray(per_row["correct_norm"], dtype=float)])
+
+
+def _choice_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
+    return {"accuracy": sums[:, 1] / sums[:, 0], "accuracy_norm": sums[:, 2] / sums[:, 0]}
+
+
+def _chrf_group(key: str):
+    """A group for one direction of a translation benchmark: its chrF++ segment statistics per sentence."""
+    def columns(per_row: dict) -> np.ndarray | None:
+        return np.asarray(per_row[key], dtype=float) if per_row.get(key) else None
+
+    def metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
+        return {key: chrf_from_stats(sums)}
+
+    return columns, metrics
+
+
+GROUPS = ((_loss_columns, _loss_metrics), (_generation_columns, _generation_metrics),
+          (_choice_columns, _choice_metrics), _chrf_group("chrf_into"), _chrf_group("chrf_out"))
 
 
 @lru_cache(maxsize=4)
@@ -165,8 +197,10 @@ def aligned(candidate: dict, base: dict) -> bool:
     Reference-only numbers must agree row by row: the bytes of each reference,
     and chrF's reference n-gram counts.
     """
-    rows = lambda per_row: len(per_row.get("tokens") or [])  # noqa: E731
-    ref_counts = lambda per_row: [stats[1::3] for stats in per_row.get("chrf") or []]  # noqa: E731
+    shared = [k for k, v in candidate.items() if isinstance(v, list) and isinstance(base.get(k), list)]
+    rows = lambda per_row: [len(per_row[k]) for k in shared] + [len(per_row.get("tokens") or [])]  # noqa: E731
+    ref_counts = lambda per_row: {k: [s[1::3] for s in per_row.get(k) or []]  # noqa: E731
+                                  for k in ("chrf", "chrf_into", "chrf_out")}
     return (candidate.get("bytes") == base.get("bytes") and rows(candidate) == rows(base)
             and ref_counts(candidate) == ref_counts(base))
 

@@ -64,5 +64,6 @@ class ShipLibrary(FlowMutator):
 def shipped_files():
     """The library's sources and the data files it reads at run time (all under the project root; the GPU checks
     calibrate the plan's MFU)."""
-    for pattern in ("barbarossa/**/*.py", "configs/**/*.toml", "data/*.jsonl", "benchmarks/results/gpu-check-*.json"):
+    for pattern in ("barbarossa/**/*.py", "configs/**/*.toml", "data/*.jsonl", "data/benchmarks/**/*.*",
+                    "benchmarks/results/gpu-check-*.json"):
         yield from sorted(PROJECT_ROOT.glob(pattern))

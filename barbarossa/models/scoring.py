@@ -50,9 +50,10 @@ def _batch_token_losses(model, batch: dict, task: str):
 
 
 def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                 decision: runtime.Runtime | None = None) -> dict[str, list]:
+                 decision: runtime.Runtime | None = None, template=None) -> dict[str, list]:
     """Per record, in record order: response NLL in nats (EOS included), tokens scored, and the
     reference's UTF-8 bytes when its whole response (and EOS) was scored, else 0 (see module docstring).
+    Prompts are rendered in `template` (a prompts.Template or a language pack; None: the default pack's).
 
     Causal models run without their LM head and project only the positions
     that predict a response token (never B×L×V logits: 8 GB at batch 16 for
@@ -62,7 +63,7 @@ def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_s
     import torch
 
     task = "seq2seq" if is_seq2seq(model) else "causal"
-    examples = prompts.build_examples(tokenizer, records, max_length, task=task)
+    examples = prompts.build_examples(tokenizer, records, max_length, task=task, template=template)
     nll, tokens, sizes = [0.0] * len(records), [0] * len(records), [0] * len(records)
     order = sorted((i for i, e in enumerate(examples) if e), key=lambda i: len(examples[i]["input_ids"]))
     device = device_of(model)

@@ -10,25 +10,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from barbarossa import languages
 from barbarossa.data import prompts
 from barbarossa.config import PROJECT_ROOT
 
-VERSION = 2
+VERSION = 3  # 3: the tokenizer learns every language pack's sample, not only Azerbaijani
 EOS = "<|endoftext|>"
-SAMPLE = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
+SAMPLES = "data/*_alpaca_sample.jsonl"  # every language pack's bundled sample (and the English one)
 
 
 def _corpus() -> list[str]:
-    texts = [prompts.PREAMBLE, prompts.PREAMBLE_WITH_INPUT, prompts.render_prompt("a", "b")]
-    if SAMPLE.exists():
-        for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+    """Each pack's template and sample, so a tiny model's tokens are words, not bytes, in every shipped language."""
+    texts = []
+    for sample in sorted(PROJECT_ROOT.glob(SAMPLES)):
+        code = sample.name.split("_")[0]
+        if (PROJECT_ROOT / "configs" / "languages" / f"{code}.toml").exists():
+            template = prompts.template_of(languages.load(code))
+            texts += [template.preamble, template.preamble_with_input, template.render("a", "b")]
+        for line in sample.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             texts += [row["instruction"], row["input"], row["output"]]
     return texts
 
 
 def build_tokenizer(vocab_size: int = 1024):
-    """Byte-level BPE trained on the bundled Azerbaijani sample (never fails on unseen text)."""
+    """Byte-level BPE trained on the bundled samples of every language pack (never fails on unseen text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -211,7 +211,8 @@ def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cac
         if key not in done:
             done.add(key)
             tokencache.warm(tokenizers[base["name"]], data_summary["train_uri"],
-                            data_summary["train_fingerprint"], max_length, get_family(base["family"]).task, cache_root)
+                            data_summary["train_fingerprint"], max_length, get_family(base["family"]).task, cache_root,
+                            template=prompts.template_of(data_summary.get("language")))
     return {**data_summary, "token_cache": cache_root}
 
 
@@ -245,11 +246,13 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_
                 yield [examples[i] for i in group]
 
 
-def masking_preview(item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2) -> list[str]:
-    """Two training examples decoded by the item's tokenizer, the masked prompt marked «…» (for the data card)."""
+def masking_preview(item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2,
+                    template=None) -> list[str]:
+    """Two training examples in the run's template, decoded by the item's tokenizer, the masked prompt marked «…»
+    (for the data card)."""
     base = item["base"]
     max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
-    return prompts.masking_examples(tokenizer, records, max_length, count, get_family(base["family"]).task)
+    return prompts.masking_examples(tokenizer, records, max_length, count, get_family(base["family"]).task, template)
 
 
 @dataclass
@@ -361,7 +364,8 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
 
         def dev_bits() -> float:
             model.eval()
-            rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision)
+            rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision,
+                                        data_summary.get("language"))
             model.train()
             bits = scoring.bits_per_byte(rows)
             if bits is None:

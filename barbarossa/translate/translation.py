@@ -20,7 +20,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from barbarossa import storage
+from barbarossa import languages, storage
+from barbarossa.evaluate import langid
 from barbarossa.translate import protect
 from barbarossa.infra.compute import Misconfigured, aws_problems
 from barbarossa.data.instructions import FIELDS
@@ -177,6 +178,15 @@ def check_backend(spec: dict) -> None:
         raise BackendError(f"translate backend kind must be 'aws' or 'local', got {kind!r} — set [backend] kind")
 
 
+def backend_spec(spec: dict, language: dict) -> dict:
+    """The config's [backend] table with its target language from the language pack (AWS Translate's code, or
+    FLORES/NLLB's for a local model), unless the table names a target itself (M2M-100's codes, say)."""
+    code = language["codes"].get("aws" if spec.get("kind") == "aws" else "flores")
+    if "target" in spec or not code:  # named in the table, even as "" (a T5-style model told by its prefix)
+        return spec
+    return {**spec, "target": code}
+
+
 def make_backend(spec: dict):
     """A backend from the translate config's [backend] table."""
     kind = spec.get("kind")
@@ -274,10 +284,12 @@ def translate_shard(rows: list[dict], backend, cache: Cache) -> list[dict]:
     return results
 
 
-def check_shard(results: list[dict], detector=None) -> list[dict]:
-    """The shard's results with QA `flags` added (see `qa_checks`); language by the eval's own identifier."""
+def check_shard(results: list[dict], detector=None, identify: dict | None = None) -> list[dict]:
+    """The shard's results with QA `flags` added (see `qa_checks`); language by the eval's own identifier, as the
+    language pack's [identify] table says (None: the default pack's)."""
     if detector is None:
-        from barbarossa.evaluate.metrics.az_fidelity import language_of as detector  # heavy (evaluate, lingua): imported late
+        identify = identify or languages.load()["identify"]
+        detector = lambda text: langid.language_of(text, identify)  # noqa: E731
     return [{**r, "flags": qa_checks(r["source"], r["row"], r["problems"], detector)} for r in results]
 
 

@@ -7,13 +7,13 @@ from conftest import CountingTokenizer, eos_appending
 
 def test_prompt_without_input():
     assert prompts.render_prompt("Bakı haqqında yazın.") == (
-        f"{prompts.PREAMBLE}\n\n### Təlimat:\nBakı haqqında yazın.\n\n### Cavab:\n"
+        f"{prompts.template_of(None).preamble}\n\n### Təlimat:\nBakı haqqında yazın.\n\n### Cavab:\n"
     )
 
 
 def test_prompt_with_input():
     assert prompts.render_prompt("Tərcümə edin.", "Good morning") == (
-        f"{prompts.PREAMBLE_WITH_INPUT}\n\n### Təlimat:\nTərcümə edin.\n\n### Giriş:\nGood morning\n\n### Cavab:\n"
+        f"{prompts.template_of(None).preamble_with_input}\n\n### Təlimat:\nTərcümə edin.\n\n### Giriş:\nGood morning\n\n### Cavab:\n"
     )
 
 
@@ -51,10 +51,10 @@ def test_masking_examples_mark_the_prompt_for_both_tasks(tiny_llama):
     shown = prompts.masking_examples(tokenizer, records, 256, count=2)
     assert len(shown) == 2 and all(text.startswith("«") and "»" in text for text in shown)
     masked, answer = shown[0][1:].split("»", 1)
-    assert masked.rstrip().endswith(prompts.RESPONSE_HEADER) and records[0]["output"][:20] in answer
+    assert masked.rstrip().endswith(prompts.template_of(None).response_header) and records[0]["output"][:20] in answer
     t5 = loading.load_tokenizer(loading.resolve("tiny:t5"))
     [text] = prompts.masking_examples(t5, records, 256, count=1, task="seq2seq")
-    assert prompts.RESPONSE_HEADER in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]
+    assert prompts.template_of(None).response_header in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]
 
 
 # ---------------------------------------------------------------- batched tokenisation
@@ -117,3 +117,17 @@ def test_build_examples_with_the_smollm2_tokenizer():
     short = _assert_batched_equals_per_row(tokenizer, records, 128, "causal")
     assert 0 < short.count(None) < len(records)
     assert None not in _assert_batched_equals_per_row(tokenizer, records, 1024, "causal")
+
+
+def test_a_language_packs_template_reaches_the_examples_and_their_masking(tiny_llama):
+    from barbarossa import languages
+
+    tokenizer = loading.load_tokenizer(tiny_llama)
+    kazakh = languages.load("kk")
+    record = {"instruction": "Астана туралы жазыңыз.", "input": "", "output": "Астана — Қазақстанның астанасы."}
+    example = prompts.build_example(tokenizer, record, 512, template=kazakh)
+    [batched] = prompts.build_examples(tokenizer, [record], 512, template=kazakh)
+    assert example == batched and tokenizer.decode(example["input_ids"]).startswith(kazakh["template"]["preamble"])
+    [shown] = prompts.masking_examples(tokenizer, [record], 512, count=1, template=kazakh)
+    assert "### Нұсқаулық:" in shown and "### Жауап:" in shown.split("»")[0]
+    assert example != prompts.build_example(tokenizer, record, 512)  # the default (az) template differs

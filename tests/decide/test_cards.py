@@ -41,7 +41,7 @@ def test_samples_are_grouped_by_prompt_and_empty_answers_are_visible():
 
 def test_extra_eval_sets_and_user_metrics_get_their_own_card_lines():
     rows = [{"name": "m", "custom": {"lengths.count": 3.0},
-             "extra_sets": {"qa": {"eval_loss": 2.5, "chrf": 11.0, "bleu": 1.0, "az_fidelity": 0.9, "degenerate_rate": 0.1,
+             "extra_sets": {"qa": {"eval_loss": 2.5, "chrf": 11.0, "bleu": 1.0, "fidelity": 0.9, "degenerate_rate": 0.1,
                                    "rows": 5, "lengths.count": 3.0}}},
             {"name": "plain"}]
     lines = cards.extra_set_rows(rows)

@@ -18,7 +18,7 @@ def result(name, kind, base, loss=None, chrf=None, error=None, fidelity=0.9, loo
     item = {"name": name, "kind": kind, "base": {"name": base, "family": "llama"},
             "lora": None if kind == "baseline" else {"r": 8, "alpha": 16, "targets": "attention"}}
     metrics = None if loss is None else {"eval_loss": loss, "perplexity": 2.0, "chrf": chrf, "bleu": 1.0,
-                                         "az_fidelity": fidelity, "degenerate_rate": loops, "fertility": 2.5}
+                                         "fidelity": fidelity, "degenerate_rate": loops, "fertility": 2.5}
     return {"item": item, "train": None, "metrics": metrics, "error": error}
 
 
@@ -96,8 +96,8 @@ def test_fidelity_and_degenerate_output_gate_a_release():
     assert rows["english"]["decision"] == "hold" and rows["english"]["reasons"][2] == "Azerbaijani answers 60% (needs ≥ 80%) ✗"
     assert rows["loops"]["decision"] == "hold" and rows["loops"]["reasons"][3] == "degenerate answers 50% (may be ≤ 25%) ✗"
     assert rows["good"]["decision"] == "release"
-    assert rows["good"]["delta_az_fidelity"] == pytest.approx(0.45) and rows["good"]["delta_degenerate_rate"] == pytest.approx(-0.55)
-    assert rows["base"]["delta_az_fidelity"] is None  # baselines are the reference, not compared
+    assert rows["good"]["delta_fidelity"] == pytest.approx(0.45) and rows["good"]["delta_degenerate_rate"] == pytest.approx(-0.55)
+    assert rows["base"]["delta_fidelity"] is None  # baselines are the reference, not compared
 
 
 # --- with per-row numbers: intervals, paired tests, the policy deciding on them -------------------------------------
@@ -191,9 +191,9 @@ def test_thresholds_on_bound_holds_a_row_whose_point_passes_but_whose_bound_does
     policy = {**STRICT, "max_chrf_drop": 20.0}  # one Turkish answer costs chrF++ too
     on_point = {r["name"]: r for r in leaderboard.build(results, policy)}["mostly-az"]
     on_bound = {r["name"]: r for r in leaderboard.build(results, {**policy, "thresholds_on": "bound"})}["mostly-az"]
-    assert on_point["az_fidelity"] == 0.95 and on_point["az_fidelity_ci"][0] < 0.9
+    assert on_point["fidelity"] == 0.95 and on_point["fidelity_ci"][0] < 0.9
     assert on_point["decision"] == "release" and on_bound["decision"] == "hold"
-    low = on_bound["az_fidelity_ci"][0]
+    low = on_bound["fidelity_ci"][0]
     assert on_bound["reasons"][2] == (f"Azerbaijani answers 95% [{low:.0%}, 100%] "
                                       f"(needs ≥ 90%; judged on the lower bound {low:.0%}) ✗")
     assert on_point["reasons"][2] == f"Azerbaijani answers 95% [{low:.0%}, 100%] (needs ≥ 90%) ✓"
@@ -279,3 +279,44 @@ def test_policy_schema_in_profiles(tmp_path):
     assert config.load_profile(str(path))["policy"]["thresholds_on"] == "point"  # the new keys are optional
     with pytest.raises(ValueError, match="thresholds_on"):
         leaderboard.build([], {"thresholds_on": "upper"})
+
+
+def with_benchmark(res: dict, correct: list[int]) -> dict:
+    """A task result with a Belebele-style benchmark scored on the same 40 items for every model."""
+    rows = {"correct": correct, "correct_norm": correct}
+    scores = {"accuracy": sum(correct) / len(correct), "accuracy_norm": sum(correct) / len(correct),
+              "items": len(correct), "unfit": 0, "kind": "choice"}
+    res["metrics"] = {**res["metrics"], "benchmarks": {"belebele": scores},
+                      "per_row": {"benchmarks": {"belebele": rows}}}
+    return res
+
+
+def test_benchmark_metrics_get_intervals_paired_deltas_and_can_hold_a_release():
+    base = with_benchmark(result("base", "baseline", "base", 3.0, 10.0), [1, 1, 0, 0] * 10)
+    keeps = with_benchmark(result("keeps", "candidate", "base", 2.0, 11.0), [1, 1, 0, 0] * 9 + [1, 0, 0, 0])
+    loses = with_benchmark(result("loses", "candidate", "base", 2.0, 11.0), [1, 0, 0, 0] * 10)
+    policy = {**POLICY, "must_not_lose": ["belebele.accuracy"]}
+    rows = {r["name"]: r for r in leaderboard.build([base, keeps, loses], policy)}
+    bench = rows["loses"]["benchmarks"]["belebele"]
+    assert bench["accuracy"] == 0.25 and bench["base_accuracy"] == 0.5 and bench["delta_accuracy"] == -0.25
+    assert bench["accuracy_ci"][0] < 0.25 < bench["accuracy_ci"][1]
+    assert bench["delta_accuracy_ci"][1] < 0 and bench["delta_accuracy_p"] < 0.01
+    assert rows["loses"]["decision"] == "hold" and any("a clear loss ✗" in r for r in rows["loses"]["reasons"])
+    assert rows["keeps"]["decision"] == "release" and any("no clear loss ✓" in r for r in rows["keeps"]["reasons"])
+    assert rows["base"]["benchmarks"]["belebele"]["delta_accuracy"] is None  # the reference, as for held-out metrics
+    assert rows["base"]["benchmarks"]["belebele"]["accuracy_ci"][0] < 0.5
+    json.dumps(rows["loses"])
+
+
+def test_rows_and_per_row_files_of_runs_from_before_language_packs_still_read():
+    old = {"name": "x", "az_fidelity": 0.9, "base_az_fidelity": 0.5, "delta_az_fidelity": 0.4,
+           "az_fidelity_ci": [0.8, 1.0], "delta_az_fidelity_p": 0.01, "extra_sets": {"qa": {"az_fidelity": 0.7}}}
+    row = leaderboard.upgraded(old)
+    assert row["fidelity"] == 0.9 and row["delta_fidelity"] == 0.4 and row["fidelity_ci"] == [0.8, 1.0]
+    assert row["delta_fidelity_p"] == 0.01 and row["extra_sets"]["qa"]["fidelity"] == 0.7
+    assert row["language"] == "az" and leaderboard.fidelity_label(row) == "Azerbaijani answers"
+    assert leaderboard.upgraded(row) is row  # today's rows come back as they are
+    old_rows = {"nll": [1.0] * 4, "tokens": [2] * 4, "bytes": [3] * 4, "az": [1, 0, 1, 1], "degenerate": [0] * 4,
+                "chrf": [[3, 3, 3] * 8] * 4, "bleu": [[4, 4, 4, 3, 2, 1, 4, 3, 2, 1]] * 4}
+    assert stats.point(old_rows)["fidelity"] == 0.75
+    assert config.RENAMED_METRICS["az_fidelity"] == "fidelity"

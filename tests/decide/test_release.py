@@ -21,7 +21,7 @@ def entry(family: str, tmp_path) -> dict:
                "train_rows": 8, "eval_rows": 2, "train_fingerprint": "f" * 16, "eval_fingerprint": "e" * 16}
     trained = loop.finetune(item, summary, TRAIN, str(tmp_path / "out"))
     row = {"name": item["name"], "decision": "release", "reasons": ["chrF++ +6.1 over base ✓"], "eval_loss": 3.1,
-           "base_eval_loss": 3.5, "chrf": 20.0, "base_chrf": 14.0, "bleu": 5.0, "az_fidelity": 0.97,
+           "base_eval_loss": 3.5, "chrf": 20.0, "base_chrf": 14.0, "bleu": 5.0, "fidelity": 0.97,
            "degenerate_rate": 0.1, "steps": 2, "adapter_uri": trained["adapter_uri"]}
     return {"row": row, "item": item, "summary": summary}
 
@@ -34,7 +34,7 @@ def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     assert meta["language"] == ["az"] and meta["license"] == "apache-2.0" and meta["library_name"] == "peft"
     assert meta["base_model"] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0" and meta["datasets"] == ["owner/az-alpaca"]
     values = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert values == {"eval_loss": 3.1, "chrf": 20.0, "bleu": 5.0, "az_fidelity": 0.97}
+    assert values == {"eval_loss": 3.1, "chrf": 20.0, "bleu": 5.0, "fidelity": 0.97}
     assert prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?") in card  # the exact template
     assert "chrF++ +6.1 over base" in card and "## Limitations" in card and "PeftModel.from_pretrained" in card
     assert "with Barbarossa (run `FinetuneFlow/1/release/9`)" in card and "](http" not in card  # no link to a wrong place

@@ -2,9 +2,17 @@
 
 import pytest
 
+from barbarossa import languages
 from barbarossa.data import instructions, prompts
+from barbarossa.evaluate import langid
 from barbarossa.models import loading
 from barbarossa.evaluate import protocol
+
+AZ_IDENTIFY = languages.load("az")["identify"]
+
+
+def language_of(text: str) -> str:
+    return langid.language_of(text, AZ_IDENTIFY)
 
 AZ = ["Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
       "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
@@ -17,7 +25,7 @@ RU = ["Сегодня очень холодно, поэтому нужно на�
 
 
 def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
-    result = protocol.load_metric("az_fidelity").compute(predictions=AZ + TR + EN + RU + [""])
+    result = protocol.load_metric("fidelity").compute(predictions=AZ + TR + EN + RU + [""], identify=AZ_IDENTIFY)
     assert result["languages"] == {"": 1, "az": 3, "en": 1, "ru": 1, "tr": 3}
     assert result["score"] == pytest.approx(3 / 9)
 
@@ -38,7 +46,7 @@ def test_bleu_and_chrf_score_identity_high_and_mismatch_low():
     metrics = protocol.generation_metrics(AZ[:2], AZ[:2])
     assert metrics["bleu"] == pytest.approx(100.0) and metrics["chrf"] == pytest.approx(100.0)
     worse = protocol.generation_metrics(TR[:2], AZ[:2])
-    assert worse["bleu"] < 20 and worse["chrf"] < 60 and worse["az_fidelity"] == 0.0
+    assert worse["bleu"] < 20 and worse["chrf"] < 60 and worse["fidelity"] == 0.0
 
 
 def test_fertility_counts_tokens_per_word(tiny_llama):
@@ -57,7 +65,6 @@ def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentenc
     """Sentences written for this test (tests/evaluate/langid_sentences.json), not taken from the training data."""
     import json
 
-    from barbarossa.evaluate.metrics.az_fidelity import language_of
     from conftest import ROOT
 
     sentences = json.loads((ROOT / "tests" / "evaluate" / "langid_sentences.json").read_text(encoding="utf-8"))
@@ -66,7 +73,7 @@ def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentenc
     assert not training & set(sentences["az"])
     right = sum(language_of(s) == "az" for s in sentences["az"]) + sum(language_of(s) == "tr" for s in sentences["tr"])
     assert right / (len(sentences["az"]) + len(sentences["tr"])) >= 0.95
-    fidelity = protocol.load_metric("az_fidelity").compute(predictions=sentences["az"] + sentences["tr"])
+    fidelity = protocol.load_metric("fidelity").compute(predictions=sentences["az"] + sentences["tr"], identify=AZ_IDENTIFY)
     assert fidelity["score"] == pytest.approx(sum(language_of(s) == "az" for s in sentences["az"]) / 120)
 
 
@@ -80,12 +87,10 @@ def test_metric_modules_return_the_per_answer_numbers_their_corpus_scores_are_bu
         assert len(result["segments"]) == len(predictions)
         summed = [sum(column) for column in zip(*result["segments"])]
         assert metric._compute_score_from_stats(summed).score == pytest.approx(result["score"])
-    from barbarossa.evaluate.metrics.az_fidelity import language_of
-
-    fidelity = protocol.load_metric("az_fidelity").compute(predictions=predictions)
+    fidelity = protocol.load_metric("fidelity").compute(predictions=predictions, identify=AZ_IDENTIFY)
     assert fidelity["segments"][:4] == [0, 0, 1, 0]
     assert fidelity["segments"] == [int(language_of(p) == "az") for p in predictions]
     loops = protocol.load_metric("degenerate").compute(predictions=predictions)
     assert loops["segments"] == [0, 0, 0, 1, 1] and loops["score"] == pytest.approx(0.4)
     scores, per_row = protocol.score_generations(predictions, references)
-    assert per_row["az"] == fidelity["segments"] and scores["az_fidelity"] == pytest.approx(sum(fidelity["segments"]) / 5)
+    assert per_row["fidelity"] == fidelity["segments"] and scores["fidelity"] == pytest.approx(sum(fidelity["segments"]) / 5)

@@ -101,7 +101,7 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
     assert whole["bits_per_byte"] == pytest.approx(
         whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4)
     rows = whole["per_row"]["heldout"]
-    assert len(rows["nll"]) == len(rows["tokens"]) == 8 and len(rows["chrf"]) == len(rows["az"]) == 2
+    assert len(rows["nll"]) == len(rows["tokens"]) == 8 and len(rows["chrf"]) == len(rows["fidelity"]) == 2
 
     tokenizer = loading.load_tokenizer(tiny_llama)
     lengths = sorted(len(prompts.build_example(tokenizer, r, 1024)["input_ids"]) for r in records)
@@ -161,7 +161,7 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
     assert numbers["rows"] == 5 and numbers["lengths.count"] == 3.0 and numbers["eval_loss"] > 0
     assert numbers["bits_per_byte"] > 0
     assert "nll" not in numbers and len(metrics["per_row"]["extra_sets"]["numbers"]["nll"]) == 4  # per-row numbers apart
-    assert {"chrf", "bleu", "az_fidelity", "degenerate_rate"} <= set(numbers)
+    assert {"chrf", "bleu", "fidelity", "degenerate_rate"} <= set(numbers)
     assert numbers["lengths.reference_words"] == sum(len(r["output"].split()) for r in rows(5)[:3])
 
 

@@ -41,7 +41,7 @@ def test_point_estimates_from_per_row_numbers_equal_the_metric_modules():
     per_row = per_row_for(HYPOTHESES, REFERENCES, nll=[10.0, 20.0, 5.0], tokens=[5, 8, 4], sizes=[12, 0, 9])
     scores = protocol.generation_metrics(HYPOTHESES, REFERENCES)
     found = stats.point(per_row)
-    for metric in ("chrf", "bleu", "az_fidelity", "degenerate_rate"):
+    for metric in ("chrf", "bleu", "fidelity", "degenerate_rate"):
         assert found[metric] == pytest.approx(scores[metric], abs=1e-3)
     assert found["eval_loss"] == pytest.approx(35 / 17)
     assert found["bits_per_byte"] == pytest.approx(15 / (math.log(2) * 21))  # the cut row (bytes 0) is left out
@@ -70,10 +70,10 @@ def test_interval_surrounds_the_point_narrows_with_rows_and_is_reproducible():
 
 
 def test_constant_rows_give_a_zero_width_interval():
-    rows = {"nll": [math.log(2) * 10] * 20, "tokens": [5] * 20, "bytes": [10] * 20, "az": [1] * 20, "degenerate": [0] * 20,
+    rows = {"nll": [math.log(2) * 10] * 20, "tokens": [5] * 20, "bytes": [10] * 20, "fidelity": [1] * 20, "degenerate": [0] * 20,
             "chrf": [[3, 3, 3] * 8] * 20, "bleu": [[4, 4, 4, 3, 2, 1, 4, 3, 2, 1]] * 20}
     found = stats.intervals(rows)
-    assert found["bits_per_byte"] == [1.0, 1.0] and found["az_fidelity"] == [1.0, 1.0] and found["chrf"] == [100.0, 100.0]
+    assert found["bits_per_byte"] == [1.0, 1.0] and found["fidelity"] == [1.0, 1.0] and found["chrf"] == [100.0, 100.0]
 
 
 def shifted(rows, by):
@@ -108,11 +108,11 @@ def test_paired_generation_metrics_and_p_value_agree_with_the_interval():
     much = per_row_for(AZ * 20, references)
     for candidate in (tuned, much):
         found = stats.paired(candidate, base)
-        for metric in ("chrf", "bleu", "az_fidelity"):
+        for metric in ("chrf", "bleu", "fidelity"):
             lo, hi = found[metric]["ci"]
             excludes = lo > 0 or hi < 0
             assert excludes == (found[metric]["p"] < 0.05) or abs(found[metric]["p"] - 0.05) < 0.02
-    assert stats.paired(much, base)["az_fidelity"]["ci"][0] > 0.5
+    assert stats.paired(much, base)["fidelity"]["ci"][0] > 0.5
 
 
 def test_rows_that_differ_are_not_paired():

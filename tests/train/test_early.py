@@ -97,7 +97,7 @@ def test_a_fail_fast_candidate_stops_and_its_row_is_held_with_the_reason(split, 
     cfg = {**SETTINGS, **CFG, "patience": 0, "fail_fast_steps": 2}
     result = loop.train(item(), split, cfg, str(tmp_path / "out")).result
     assert result["steps"] == 2 and result["early"]["stopped"] == "fail_fast"
-    metrics = {"bits_per_byte": 3.1, "eval_loss": 2.0, "perplexity": 7.4, "chrf": 1.0, "bleu": 0.1, "az_fidelity": 1.0,
+    metrics = {"bits_per_byte": 3.1, "eval_loss": 2.0, "perplexity": 7.4, "chrf": 1.0, "bleu": 0.1, "fidelity": 1.0,
                "degenerate_rate": 0.0}
     base_item = {**item(), "name": "tiny-llama", "kind": "baseline", "lora": None}
     rows = leaderboard.build([leaderboard.task_result(item(), result, metrics),

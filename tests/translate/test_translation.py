@@ -107,3 +107,23 @@ def test_policy_drops_or_flags_and_counts_per_check():
     results[1]["row"]["output"] = ""
     kept, counts = translation.apply_policy(results, "flag")
     assert kept == [results[0]["row"]] and counts["unusable"] == 1  # an empty output is never published
+
+
+def test_the_language_pack_names_the_backends_target_unless_the_config_does():
+    from barbarossa import languages
+
+    kazakh = languages.load("kk")
+    assert translation.backend_spec({"kind": "aws", "source": "en"}, kazakh)["target"] == "kk"
+    assert translation.backend_spec({"kind": "local", "folder": "/m", "source": "eng_Latn"}, kazakh)["target"] == "kaz_Cyrl"
+    assert translation.backend_spec({"kind": "local", "folder": "/m", "target": "kk"}, kazakh)["target"] == "kk"
+    assert translation.backend_spec({"kind": "local", "folder": "tiny:t5", "target": ""}, kazakh)["target"] == ""
+
+
+def test_qa_judges_untranslated_rows_by_the_packs_identifier():
+    from barbarossa import languages
+
+    rows = [{"source": {"instruction": "Name the capital of the country.", "input": "", "output": "Astana is the capital."},
+             "row": {"instruction": "Name the capital of the country now.", "input": "",
+                     "output": "Астана — Қазақстанның астанасы."}, "problems": {}}]
+    [checked] = translation.check_shard(rows, identify=languages.load("kk")["identify"])
+    assert [f["check"] for f in checked["flags"]] == ["untranslated"]

@@ -1,0 +1,78 @@
+"""Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks (benchmarks.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+from pathlib import Path
+
+from barbarossa.data import prompts
+from barbarossa.models import runtime
+from barbarossa.models.scoring import device_of, is_seq2seq
+
+METRICS_DIR = Path(__file__).parent / "metrics"
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str):
+    """A local `evaluate` module: a name from barbarossa/evaluate/metrics/, or a path to a user's module file.
+
+    (Hub metric scripts are unreachable offline, and a path pins exactly what is computed.)
+    """
+    import evaluate
+
+    return evaluate.load(name if name.endswith(".py") else str(METRICS_DIR / f"{name}.py"))
+
+
+def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int,
+             decision: runtime.Runtime | None = None, template=None) -> list[str]:
+    """Greedy answers, batched with left padding and the KV cache, on the model's device.
+
+    Generation stops at EOS or when the answer starts the template's next
+    section ("\n### "), so a model that keeps writing the template does not
+    spend the rest of max_new_tokens on it. Prompts are batched in order of
+    length (less left padding); answers come back in the order of `records`.
+    """
+    import torch
+
+    seq2seq = is_seq2seq(model)
+    task = "seq2seq" if seq2seq else "causal"
+    encoded = [prompts.encode_prompt(tokenizer, r, task, template) for r in records]
+    order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
+    answers: dict[int, str] = {}
+    device = device_of(model)
+    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = prompts.pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
+            generated = model.generate(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                stop_strings=[prompts.SECTION_START], tokenizer=tokenizer,
+            )
+            new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
+            for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
+                answers[i] = prompts.cut_at_next_section(text)
+    return [answers[i] for i in range(len(records))]
+
+
+def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> int:
+    """Rows per evaluation batch: the profile's on a CPU; on a GPU as many as a quarter of the free memory holds.
+
+    A row costs its KV cache (2 × layers × hidden × 2 bytes per token) plus
+    activations of the same order; capped at the number of rows and 256.
+    """
+    import torch
+
+    device = device_of(model)
+    if device.type != "cuda":
+        return requested
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "d_model", 1024)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", 24)
+    heads = getattr(config, "num_attention_heads", None) or 1
+    kv_width = hidden * (getattr(config, "num_key_value_heads", None) or heads) // heads  # grouped-query attention
+    per_row = 2 * layers * kv_width * 2 * tokens_per_row * 3
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(requested, min(256, rows, int(free * 0.25 // max(per_row, 1))))
