@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_early_stopping.py
+	$(BIN)/python benchmarks/bench_choice_scoring.py
 
 ## The one prepared acceptance check for a GPU machine (README "GPU figures"); without CUDA: tiny shapes on the CPU.
 gpu-check: install

@@ -41,8 +41,8 @@ import torch  # noqa: E402
 
 from barbarossa import config
 from barbarossa.data import instructions, prompts
-from barbarossa.models import loading, losses, plan, runtime, tiny
-from barbarossa.train import sharing, loop
+from barbarossa.models import loading, losses, plan, runtime, sharing, tiny
+from barbarossa.train import loop
 from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.console import console  # noqa: E402
 

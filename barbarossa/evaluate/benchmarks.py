@@ -5,7 +5,8 @@ item's question (the passage as the template's input) by the same scorer as
 the held-out rows (`scoring.response_nll`: −log P(choice, then EOS)); the
 item's pick is the choice of least NLL (`accuracy`) and of least NLL per UTF-8
 byte of the choice (`accuracy_norm`, which does not favour short choices for
-being short). An item whose prompt leaves no room for a choice counts as
+being short); the item's prompt runs once for all its choices (models/sharing.py,
+where the family allows). An item whose prompt leaves no room for a choice counts as
 wrong (`unfit` says how many), so every model is scored on every item.
 
 Translation: English → the language (`chrf_into`) and back (`chrf_out`),
@@ -28,6 +29,7 @@ import time
 from barbarossa.data import benchmarks as sets_data
 from barbarossa.data import prompts
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
+from barbarossa.models.families import get_family
 from barbarossa.models.scoring import response_nll
 
 MAX_LENGTH = 2048  # tokens of prompt + choice: a Belebele passage and question fit well within it
@@ -86,6 +88,7 @@ def score_all(model, tokenizer, benchmark_sets: list[dict], language: dict, eval
     """({name: scores}, {name: per-item rows}) of every benchmark set of the run (data/benchmarks.py references)."""
     template = prompts.template_of(language)
     max_length = min(MAX_LENGTH, base.get("max_length") or UNKNOWN_MODEL_LENGTH)
+    share = get_family(base["family"]).shares_prefix if base.get("family") else False
     scores, per_row = {}, {}
     for found in benchmark_sets:
         started = time.time()
@@ -93,7 +96,8 @@ def score_all(model, tokenizer, benchmark_sets: list[dict], language: dict, eval
         if found["kind"] == "choice":
             def scorer(records):
                 batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(records))
-                return response_nll(model, tokenizer, records, max_length, batch, decision, template)
+                return response_nll(model, tokenizer, records, max_length, batch, decision, template,
+                                    share_prompts=share)  # an item's prompt runs once for all its choices
 
             scores[found["name"]], per_row[found["name"]] = score_choice(items, scorer)
         else:

@@ -11,7 +11,7 @@ import contextlib
 import math
 
 from barbarossa.data import prompts
-from barbarossa.models import losses, runtime
+from barbarossa.models import losses, runtime, sharing
 
 
 def is_seq2seq(model) -> bool:
@@ -50,7 +50,7 @@ def _batch_token_losses(model, batch: dict, task: str):
 
 
 def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                 decision: runtime.Runtime | None = None, template=None) -> dict[str, list]:
+                 decision: runtime.Runtime | None = None, template=None, share_prompts: bool = False) -> dict[str, list]:
     """Per record, in record order: response NLL in nats (EOS included), tokens scored, and the
     reference's UTF-8 bytes when its whole response (and EOS) was scored, else 0 (see module docstring).
     Prompts are rendered in `template` (a prompts.Template or a language pack; None: the default pack's).
@@ -59,20 +59,34 @@ def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_s
     that predict a response token (never B×L×V logits: 8 GB at batch 16 for
     BLOOM's 250K vocabulary); examples are batched in length order. A record
     too long to score at all gets zeros everywhere.
+
+    `share_prompts` (causal families whose cache the sharing module can use): records
+    are batched in their own order and a prompt common to several of them — the
+    choices of one multiple-choice item — runs once (models/sharing.py); the
+    numbers equal the unshared ones (a test checks each causal family).
     """
     import torch
 
     task = "seq2seq" if is_seq2seq(model) else "causal"
     examples = prompts.build_examples(tokenizer, records, max_length, task=task, template=template)
     nll, tokens, sizes = [0.0] * len(records), [0] * len(records), [0] * len(records)
-    order = sorted((i for i, e in enumerate(examples) if e), key=lambda i: len(examples[i]["input_ids"]))
+    shared = share_prompts and task == "causal"
+    kept = [i for i, e in enumerate(examples) if e]
+    order = kept if shared else sorted(kept, key=lambda i: len(examples[i]["input_ids"]))
     device = device_of(model)
     with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in prompts.pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()}
+            if shared:
+                batch = sharing.shared_prefix_batch([examples[i] for i in chunk], tokenizer.pad_token_id)
+                chunk = [chunk[row] for part in batch["chunks"] for row in part["rows"]]  # the order losses come in
+                token_losses = sharing.shared_prefix_losses(model, batch)
+            else:
+                batch = {k: v.to(device) for k, v in prompts.pad_batch([examples[i] for i in chunk],
+                                                                        tokenizer.pad_token_id).items()}
+                token_losses = _batch_token_losses(model, batch, task)
             counts = [_scored_tokens(examples[i], task) for i in chunk]
-            for i, total, count in zip(chunk, row_sums(_batch_token_losses(model, batch, task), counts), counts):
+            for i, total, count in zip(chunk, row_sums(token_losses, counts), counts):
                 nll[i], tokens[i] = total, count
     for i in order:
         whole = tokens[i] == len(prompts.encode_response(tokenizer, records[i]["output"]))

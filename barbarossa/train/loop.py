@@ -41,8 +41,8 @@ from pathlib import Path
 
 from barbarossa import storage
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import loading, losses, roster, runtime, scoring
-from barbarossa.train import checkpoints, early, sharing
+from barbarossa.models import loading, losses, roster, runtime, scoring, sharing
+from barbarossa.train import checkpoints, early
 from barbarossa.console import log
 from barbarossa.models.families import get_family
 

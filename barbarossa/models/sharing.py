@@ -1,5 +1,8 @@
 """Shared-prefix batches: a prompt prefix common to several examples is computed once per batch.
 
+Training (train/loop.py) shares the preamble of a batch's prompts; the benchmarks' multiple-choice
+scoring (models/scoring.py) shares an item's whole prompt among its choices.
+
 Every Alpaca prompt opens with one of two fixed preambles (68 or 84 SmolLM2
 tokens of a ~193-token example), so a batch recomputes the same prefix for
 each of its examples. Here the examples of a batch are grouped by their
@@ -107,6 +110,7 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
             "mask": pad_rows([[1] * len(tails[i]) for i in chunk], 0),
             "start": [shared[i] for i in chunk],  # position of the first remaining token
             "group": [group_of.get(i, len(groups)) for i in chunk],  # len(groups): no prefix
+            "rows": list(chunk),  # which examples, in the order their losses come back
         })
     computed = sum(len(c["input_ids"]) * len(c["input_ids"][0]) for c in chunks)
     if prefixes:

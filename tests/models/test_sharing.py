@@ -3,8 +3,8 @@
 import pytest
 
 from barbarossa.data import instructions, prompts
-from barbarossa.models import families, loading
-from barbarossa.train import sharing, loop
+from barbarossa.models import families, loading, sharing
+from barbarossa.train import loop
 
 A = list(range(100, 110))  # a 10-token "preamble"
 B = A[:3] + list(range(200, 209))  # shares 3 tokens with A
@@ -108,3 +108,28 @@ def test_layout_follows_family_and_settings():
     assert loop.choose_layout(opt, {"share_prefix": True, "gradient_checkpointing": True}) == "padded"
     assert loop.choose_layout(llama, {"share_prefix": False, "packing": False}) == "padded"
     assert loop.choose_layout(t5, {"share_prefix": True}) == "padded"
+
+
+CHOICE_ITEMS = [("Bakı hansı dənizin sahilindədir?", "Bakı Xəzər dənizinin sahilində, Abşeron yarımadasındadır.",
+                 ["Qara dənizin", "Xəzər dənizinin", "Aralıq dənizinin sahilində yerləşir", "Heç birinin"]),
+                ("Su neçə dərəcədə qaynayır?", "", ["100", "50 dərəcədə", "0", "200 dərəcədə, təzyiqdən asılı olmayaraq"])]
+
+
+@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.shares_prefix))
+def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(family):
+    """The benchmarks' multiple-choice rows: each item's prompt runs once for its four choices, same numbers."""
+    from barbarossa.models import scoring
+
+    spec = families.get_family(family)
+    folder = loading.resolve(f"tiny:{family}")
+    tokenizer = loading.load_tokenizer(folder, remote_code=spec.remote_code)
+    model = loading.load_model(folder, family, remote_code=spec.remote_code).eval()
+    records = [{"instruction": q, "input": context, "output": choice} for q, context, choices in CHOICE_ITEMS
+               for choice in choices]
+    alone = scoring.response_nll(model, tokenizer, records, 512, 8)
+    shared = scoring.response_nll(model, tokenizer, records, 512, 8, share_prompts=True)
+    assert shared["tokens"] == alone["tokens"] and shared["bytes"] == alone["bytes"] and all(alone["bytes"])
+    assert shared["nll"] == pytest.approx(alone["nll"], abs=1e-4)
+    examples = prompts.build_examples(tokenizer, records, 512)
+    batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
+    assert len(batch["prefixes"]) == 2 and batch["computed"] < 0.5 * sum(len(e["input_ids"]) for e in examples)
