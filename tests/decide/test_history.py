@@ -92,7 +92,9 @@ def test_a_run_record_carries_rows_ranking_metric_and_fingerprints(tmp_path):
     path.write_text(FLOW)
     run_id = run(path, [row("a", "release", 3.0)], fingerprint="e9")
     record = history.run_record(Run(f"ReleaseHistoryFlow/{run_id}"), "eval_loss")
-    assert record["run"] == f"ReleaseHistoryFlow/{run_id}" and record["rows"] == [row("a", "release", 3.0)]
+    # rows without a language are from before language packs: read as Azerbaijani runs
+    assert record["run"] == f"ReleaseHistoryFlow/{run_id}" and record["rows"] == [leaderboard.upgraded(row("a", "release", 3.0))]
+    assert record["rows"][0]["language"] == "az"
     assert record["eval_fingerprint"] == "e9" and record["train_fingerprint"] is None and record["primary"] == "eval_loss"
     with pytest.raises(LookupError, match="no tune task for 'a'"):
         history.run_item(Run(f"ReleaseHistoryFlow/{run_id}"), "a")
