@@ -132,4 +132,4 @@ def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(
     assert shared["nll"] == pytest.approx(alone["nll"], abs=1e-4)
     examples = prompts.build_examples(tokenizer, records, 512)
     batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
-    assert len(batch["prefixes"]) == 2 and batch["computed"] < 0.5 * sum(len(e["input_ids"]) for e in examples)
+    assert len(batch["prefixes"]) == 2 and batch["computed"] < 0.6 * sum(len(e["input_ids"]) for e in examples)
