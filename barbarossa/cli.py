@@ -79,21 +79,28 @@ def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard", p
     return table
 
 
-def benchmark_table(rows: list[dict]) -> Table | None:
-    """Per model and benchmark: its scores with intervals, and the change against its base with p (None: no benchmarks)."""
+BENCHMARK_SHORT = {"accuracy": "acc", "accuracy_norm": "acc/byte", "chrf_into": "chrF into", "chrf_out": "chrF out"}
+
+
+def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
+    """Per model and benchmark metric: the value and its change against the base with p (None: no benchmarks).
+
+    80 columns without the intervals; `wide` adds them (and --json has everything).
+    """
     entries = [(row, name, scores) for row in rows for name, scores in (row.get("benchmarks") or {}).items()]
     if not entries:
         return None
-    columns = [("name", "model"), ("benchmark", "benchmark"), ("metric", "metric"), ("value", "value"),
+    columns = [("name", "model"), ("benchmark", "set"), ("metric", "metric"), ("value", "value"),
                ("delta", "Δ base"), ("p", "p")]
     table = _table("Benchmarks", columns, max(len(r["name"]) for r, _, _ in entries))
     for row, name, scores in entries:
         for metric in (m for m in BENCHMARK_METRICS if m in scores):
             p = scores.get(f"delta_{metric}_p")
-            table.add_row(row["name"], name, metric,
-                          show(metric, scores[metric]) + show_interval(metric, scores.get(f"{metric}_ci")),
-                          show(metric, scores.get(f"delta_{metric}"), True)
-                          + show_interval(metric, scores.get(f"delta_{metric}_ci"), True),
+            value, delta = show(metric, scores[metric]), show(metric, scores.get(f"delta_{metric}"), True)
+            if wide:
+                value += show_interval(metric, scores.get(f"{metric}_ci"))
+                delta += show_interval(metric, scores.get(f"delta_{metric}_ci"), True)
+            table.add_row(row["name"], name, metric if wide else BENCHMARK_SHORT[metric], value, delta,
                           "–" if p is None else show_p(p))
     return table
 
@@ -173,10 +180,9 @@ def cmd_leaderboard(args) -> int:
         return 0
     table = leaderboard_table(rows, f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
                               history.primary_of(run, DEFAULT_POLICY["primary"]), args.wide)
-    print_wide(table) if args.wide else console.print(table)
-    benchmarks = benchmark_table(rows)
-    if benchmarks:
-        console.print(benchmarks)
+    benchmarks = benchmark_table(rows, args.wide)
+    for shown in filter(None, (table, benchmarks)):
+        print_wide(shown) if args.wide else console.print(shown)
     return 0
 
 

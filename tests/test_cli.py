@@ -162,3 +162,18 @@ def test_languages_lists_every_pack_and_renders_one_packs_prompt(capsys):
     assert "### Нұсқаулық:" in shown and "Қазақстанның астанасы қай қала?" in shown
     assert cli.main(["languages", "--language", "xx"]) == 1
     assert "language 'xx' not found" in capsys.readouterr().err
+
+
+def test_benchmark_table_fits_80_columns_and_wide_adds_the_intervals():
+    scores = {"accuracy": 0.5, "accuracy_ci": [0.25, 0.83], "delta_accuracy": 0.083, "delta_accuracy_ci": [0.0, 0.25],
+              "delta_accuracy_p": 0.69, "accuracy_norm": 0.75, "accuracy_norm_ci": [0.5, 1.0], "delta_accuracy_norm": 0.0,
+              "delta_accuracy_norm_ci": [0.0, 0.0], "delta_accuracy_norm_p": 1.0}
+    rows = [{**row(LONGEST, "release"), "benchmarks": {"belebele": scores,
+                                                       "flores": {"chrf_into": 7.4, "chrf_into_ci": [5.9, 9.1],
+                                                                  "delta_chrf_into": -0.1, "delta_chrf_into_p": 0.86}}}]
+    text = rendered(cli.benchmark_table(rows))
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert LONGEST in text and "acc/byte" in text and "chrF into" in text and "p = 0.69" in text and "[" not in text
+    wide = rendered(cli.benchmark_table(rows, wide=True), wide=True)
+    assert "50% [25%, 83%]" in wide and "+8% [+0%, +25%]" in wide and "accuracy_norm" in wide
+    assert cli.benchmark_table([row("x", "release")]) is None
