@@ -205,3 +205,32 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
                            ('extra_metrics = ["no/such/metric.py"]', "not an existing .py metric module")]:
         with pytest.raises(config.ConfigError, match=message):
             config.load_profile(str(profile(extra)))
+
+
+def test_profile_benchmarks_and_must_not_lose_are_validated(tmp_path):
+    import pytest
+
+    from barbarossa import config
+    from barbarossa.config import PROJECT_ROOT
+
+    base = (PROJECT_ROOT / "configs" / "profiles" / "smoke.toml").read_text()
+    smoke = config.load_profile("smoke")
+    assert smoke["eval"]["benchmarks"] == [] and smoke["eval"]["benchmark_rows"] == 4
+    assert smoke["policy"]["must_not_lose"] == []
+
+    def profile(eval_extra: str = "", policy_extra: str = ""):
+        path = tmp_path / "p.toml"
+        path.write_text(base.replace("[eval]\n", "[eval]\n" + eval_extra + "\n")
+                        .replace("[policy]\n", "[policy]\n" + policy_extra + "\n"))
+        return path
+
+    good = config.load_profile(str(profile('benchmarks = [{ name = "arc", source = "s3://b/arc_az.jsonl" }]',
+                                           'must_not_lose = ["belebele.accuracy", "flores.chrf_into"]')))
+    assert good["eval"]["benchmarks"][0]["name"] == "arc" and good["policy"]["must_not_lose"][1] == "flores.chrf_into"
+    with pytest.raises(config.ConfigError, match="benchmarks entry 1 must be"):
+        config.load_profile(str(profile('benchmarks = [{ source = "x.jsonl" }]')))
+    with pytest.raises(config.ConfigError, match="must_not_lose entry 1 must be '<benchmark>.<metric>'"):
+        config.load_profile(str(profile(policy_extra='must_not_lose = ["belebele.f1"]')))
+    path = tmp_path / "old.toml"  # a profile from before language packs: its primary az_fidelity is today's fidelity
+    path.write_text(base.replace('primary = "bits_per_byte"', 'primary = "az_fidelity"'))
+    assert config.load_profile(str(path))["policy"]["primary"] == "fidelity"
