@@ -88,7 +88,7 @@ class TranslateFlow(FlowSpec):
         self.stats = {k: sum(shard.stats[k] for shard in inputs) for k in inputs[0].stats}
         kept, self.qa_counts = translation.apply_policy(results, self.settings.qa_policy)
         self.dataset = translation.publish_dataset(kept, self.summary, self.qa_counts,
-                                                   {**self.settings.to_dict(), "backend": self.backend}, self.root)
+                                                   {**self.settings.to_dict(), "backend": self.backend, "language": self.pack["code"]}, self.root)
         current.card["qa"].extend(translation.qa_card(self.qa_counts, results, self.dataset))
         if self.publish_event:
             translation.announce(DATASET_EVENT, self.dataset)

@@ -326,12 +326,13 @@ def shards(rows: list[dict], size: int) -> list[list[dict]]:
     return [rows[i:i + size] for i in range(0, len(rows), size)]
 
 
-def dataset_card(summary: dict, counts: dict, backend: dict, policy: str) -> str:
+def dataset_card(summary: dict, counts: dict, backend: dict, policy: str, language: dict | None = None) -> str:
     """README.md for a translated dataset: where it came from, how, and what QA found."""
+    language = language or languages.load()
     checks = "\n".join(f"| {check} | {n} |" for check, n in counts["by_check"].items())
     return f"""---
 language:
-- az
+- {language['code']}
 task_categories:
 - text-generation
 tags:
@@ -339,7 +340,7 @@ tags:
 - machine-translated
 - barbarossa
 ---
-# Azerbaijani Alpaca-style instructions (machine-translated)
+# {language['name']} Alpaca-style instructions (machine-translated)
 
 Translated from `{summary['source']}` (fingerprint `{summary['source_fingerprint']}`) with
 `{backend.get('kind')}` ({backend.get('folder', backend.get('source', ''))} → {backend.get('target', '')}).
@@ -366,8 +367,10 @@ def publish_dataset(rows: list[dict], summary: dict, counts: dict, settings: dic
         raise ValueError(f"no rows left to publish ({counts['flagged']} of {counts['rows']} flagged, policy drop)")
     fingerprint = instructions.fingerprint([{f: r[f] for f in FIELDS} for r in rows])
     folder = storage.join(root, "datasets", fingerprint)
-    uri = storage.write_text(storage.join(folder, "az_alpaca.jsonl"), instructions.to_jsonl(rows))
-    card = dataset_card({**summary, "fingerprint": fingerprint}, counts, settings["backend"], settings["qa_policy"])
+    language = languages.load(settings.get("language", languages.DEFAULT))
+    uri = storage.write_text(storage.join(folder, f"{language['code']}_alpaca.jsonl"), instructions.to_jsonl(rows))
+    card = dataset_card({**summary, "fingerprint": fingerprint}, counts, settings["backend"], settings["qa_policy"],
+                        language)
     storage.write_text(storage.join(folder, "README.md"), card)
     return {"uri": uri, "fingerprint": fingerprint, "rows": len(rows)}
 

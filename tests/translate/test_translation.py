@@ -127,3 +127,14 @@ def test_qa_judges_untranslated_rows_by_the_packs_identifier():
                      "output": "Астана — Қазақстанның астанасы."}, "problems": {}}]
     [checked] = translation.check_shard(rows, identify=languages.load("kk")["identify"])
     assert [f["check"] for f in checked["flags"]] == ["untranslated"]
+
+
+def test_a_translated_dataset_is_named_and_described_for_its_language(tmp_path):
+    rows = [{"instruction": "Астана туралы жазыңыз.", "input": "", "output": "Астана — елорда."}]
+    counts = {"rows": 1, "flagged": 0, "published": 1, "unusable": 0, "verbatim": 0, "by_check": {}}
+    summary = {"source": "bundled-en", "source_fingerprint": "f", "rows": 1}
+    settings = {"backend": {"kind": "aws", "source": "en", "target": "kk"}, "qa_policy": "flag", "language": "kk"}
+    dataset = translation.publish_dataset(rows, summary, counts, settings, str(tmp_path))
+    assert dataset["uri"].endswith("/kk_alpaca.jsonl")
+    card = open(dataset["uri"].replace("kk_alpaca.jsonl", "README.md"), encoding="utf-8").read()
+    assert "- kk\n" in card and "# Kazakh Alpaca-style instructions" in card
