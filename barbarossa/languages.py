@@ -68,6 +68,11 @@ def resolve(value: str) -> Path:
     return Path(value) if Path(value).is_absolute() else PROJECT_ROOT / value
 
 
+def of_run(data_summary: dict) -> dict:
+    """The language pack a run's data summary carries; a run from before language packs was Azerbaijani."""
+    return data_summary.get("language") or load()
+
+
 def _file(value: str, path: Path, key: str) -> str:
     if not resolve(value).exists():
         raise LanguageError(f"{path}: {key} names {value!r}, which does not exist ({resolve(value)})")
@@ -126,7 +131,6 @@ def _validated(doc: dict, path: Path) -> dict:
         "translate_into": benchmarks.get("translate_into", ""),
         "translate_out": benchmarks.get("translate_out", ""),
         "benchmarks": [{"name": e["name"], "source": _file(e["source"], path, f"[benchmarks] {e['name']}")} for e in sets],
-        "flores": codes.get("flores", ""),
     }
 
 

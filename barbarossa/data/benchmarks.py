@@ -141,7 +141,7 @@ def read(name: str, source: str, language: dict) -> dict:
         english, _, other = source.partition("+")
         kind, items = "translation", _aligned(english, other)
     elif not storage.is_s3(source) and Path(source).is_dir():
-        kind, items = "translation", _flores_folder(Path(source), language.get("flores", ""))
+        kind, items = "translation", _flores_folder(Path(source), language.get("codes", {}).get("flores", ""))
     else:
         kind, items = _jsonl(source)
     text = json.dumps(items, ensure_ascii=False, sort_keys=True)

@@ -223,7 +223,7 @@ def _difference(row: dict, base: dict, metric: str) -> float | None:
 
 def _gain(metric: str, value: float) -> float:
     """A difference turned into a gain: positive when it goes the good way."""
-    return value if DIRECTION[metric] else -value
+    return value if {**DIRECTION, **BENCHMARK_DIRECTION}[metric] else -value
 
 
 def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
@@ -379,11 +379,10 @@ def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
             checks.append((False, f"{entry}: not measured for this model and its base ✗"))
             continue
         delta, interval = scores[f"delta_{metric}"], scores.get(f"delta_{metric}_ci")
-        gain = (lambda v: v) if BENCHMARK_DIRECTION[metric] else (lambda v: -v)
-        lost = interval is not None and max(gain(interval[0]), gain(interval[1])) < 0
+        lost = interval is not None and max(_gain(metric, interval[0]), _gain(metric, interval[1])) < 0
         where = f"{show(metric, delta, True)}{show_interval(metric, interval, True)}"
         if interval is None:
-            lost = gain(delta) < 0
+            lost = _gain(metric, delta) < 0
             where += ", point estimate only"
         p = scores.get(f"delta_{metric}_p")
         where += f", {show_p(p)}" if p is not None else ""

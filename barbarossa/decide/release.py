@@ -54,7 +54,7 @@ def check_target(target: str, publish: bool) -> None:
 def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
     base = item["base"]
     licence = base["licence"].lower() if base["licence"].lower() in HUB_LICENCES else None
-    language = _language(data_summary)
+    language = languages.of_run(data_summary)
     lines = ["---", "library_name: peft", "language:", f"- {language['code']}",
              f"pipeline_tag: {'text2text-generation' if get_family(base['family']).task == 'seq2seq' else 'text-generation'}",
              "tags:", "- barbarossa", "- lora", f"- {language['name'].lower()}", "- alpaca"]
@@ -80,15 +80,10 @@ def _benchmark_note(row: dict) -> str:
     return f" and the benchmarks {names} (see the run's leaderboard)" if names else ", not from an independent benchmark"
 
 
-def _language(data_summary: dict) -> dict:
-    """The run's language pack (a run from before language packs: the default, Azerbaijani)."""
-    return data_summary.get("language") or languages.load()
-
-
 def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: str) -> str:
     """README.md with Hugging Face YAML metadata: what it is, how it was measured, how to use it, what it is not."""
     base, lora = item["base"], item["lora"] or {}
-    language = _language(data_summary)
+    language = languages.of_run(data_summary)
     template = prompts.template_of(language)
     example = template.render(language["example"])
     auto = "AutoModelForSeq2SeqLM" if get_family(base["family"]).task == "seq2seq" else "AutoModelForCausalLM"

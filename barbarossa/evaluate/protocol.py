@@ -186,7 +186,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         tokenizer, model, decision = load_for_evaluation(item, adapter_uri, train_cfg or _DEFAULT_TRAIN)
     model.eval()
     records = instructions.read_jsonl(data_summary["eval_uri"])
-    language = data_summary.get("language") or languages.load()  # a run from before language packs: Azerbaijani
+    language = languages.of_run(data_summary)
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision, language)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
