@@ -74,9 +74,9 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
-## The inner loop (< 3 min here): every test that runs no flow, starts no server and opens no browser.
+## The inner loop (< 3 min here): every test that runs no flow, starts no server, opens no browser, compiles nothing.
 test-fast: install
-	$(BIN)/python -m pytest -q tests -m "not (flow or server or browser)" $(ARGS)
+	$(BIN)/python -m pytest -q tests -m "not (flow or server or browser or compile)" $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs .metaflow .pytest_cache

@@ -31,6 +31,11 @@ PROJECT_ROOT = find_project_root(Path(__file__).resolve().parent, os.environ.get
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # weights and compute (models/runtime.py)
 QUANTIZATIONS = ("none", "nf4", "auto")
 CHECKPOINTING = (True, False, "auto")
+# How a step runs on CUDA (models/runtime.py decides "auto"; train/speed.py and models/kernels.py apply it)
+COMPILE = (True, False, "auto")  # decoder layers through torch.compile
+KERNELS = ("auto", "liger", "torch")  # Liger's fused RMSNorm / rotary / SwiGLU where the family has them
+ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
+ADAPTER_DTYPES = ("auto", "fp32")  # auto: LoRA weights in the compute dtype with fp32 master copies (bf16)
 # The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
 DIRECTION = {"bits_per_byte": False, "eval_loss": False, "perplexity": False, "chrf": True, "bleu": True,
              "fidelity": True, "degenerate_rate": False}
@@ -63,7 +68,10 @@ OPTIONAL = {
     "train": {"share_prefix": (bool, True), "quantization": (str, "none"),
               # early stopping / fail-fast on a dev split carved from the training data (train/early.py); 0: off
               "dev_rows": (int, 0), "eval_every": (int, 0), "patience": (int, 0), "min_delta": (float, 0.0),
-              "fail_fast_steps": (int, 0)},
+              "fail_fast_steps": (int, 0),
+              # the step's speed levers (README "GPU speed"): "auto" takes each where it is measured to pay
+              "compile": ((bool, str), "auto"), "kernels": (str, "auto"), "attention": (str, "auto"),
+              "adapter_dtype": (str, "auto")},
     "eval": {"extra_sets": (list, []), "extra_metrics": (list, []), "near_duplicate_threshold": (float, 0.8),
              # public benchmarks scored beside the held-out set (evaluate/benchmarks.py), on top of the language
              # pack's own: {name, source} tables; benchmark_rows caps the items of each (0: all)
@@ -91,6 +99,10 @@ CHOICES = {
     ("train", "precision"): PRECISIONS,
     ("train", "quantization"): QUANTIZATIONS,
     ("train", "gradient_checkpointing"): CHECKPOINTING,
+    ("train", "compile"): COMPILE,
+    ("train", "kernels"): KERNELS,
+    ("train", "attention"): ATTENTIONS,
+    ("train", "adapter_dtype"): ADAPTER_DTYPES,
     ("policy", "thresholds_on"): THRESHOLDS_ON,
 }
 

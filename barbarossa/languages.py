@@ -134,10 +134,22 @@ def _validated(doc: dict, path: Path) -> dict:
     }
 
 
-def _check_lingua_names(path: Path, names: list[str]) -> None:
-    from lingua import Language
+# lingua 2.1's 75 languages, so loading a pack needs no lingua import (its wheel is 96 MB of models: a GPU check
+# carries no such thing); tests/test_languages.py keeps the list equal to the installed lingua's.
+LINGUA_NAMES = frozenset({
+    "AFRIKAANS", "ALBANIAN", "ARABIC", "ARMENIAN", "AZERBAIJANI", "BASQUE", "BELARUSIAN", "BENGALI", "BOKMAL",
+    "BOSNIAN", "BULGARIAN", "CATALAN", "CHINESE", "CROATIAN", "CZECH", "DANISH", "DUTCH", "ENGLISH", "ESPERANTO",
+    "ESTONIAN", "FINNISH", "FRENCH", "GANDA", "GEORGIAN", "GERMAN", "GREEK", "GUJARATI", "HEBREW", "HINDI",
+    "HUNGARIAN", "ICELANDIC", "INDONESIAN", "IRISH", "ITALIAN", "JAPANESE", "KAZAKH", "KOREAN", "LATIN", "LATVIAN",
+    "LITHUANIAN", "MACEDONIAN", "MALAY", "MAORI", "MARATHI", "MONGOLIAN", "NYNORSK", "PERSIAN", "POLISH",
+    "PORTUGUESE", "PUNJABI", "ROMANIAN", "RUSSIAN", "SERBIAN", "SHONA", "SLOVAK", "SLOVENE", "SOMALI", "SOTHO",
+    "SPANISH", "SWAHILI", "SWEDISH", "TAGALOG", "TAMIL", "TELUGU", "THAI", "TSONGA", "TSWANA", "TURKISH",
+    "UKRAINIAN", "URDU", "VIETNAMESE", "WELSH", "XHOSA", "YORUBA", "ZULU",
+})
 
+
+def _check_lingua_names(path: Path, names: list[str]) -> None:
     for name in names:
-        if not isinstance(name, str) or name.upper() not in {known.name for known in Language.all()}:
+        if not isinstance(name, str) or name.upper() not in LINGUA_NAMES:
             raise LanguageError(f"{path}: [identify] {name!r} is not a lingua language (lingua names: AZERBAIJANI, "
                                 "TURKISH, ...); for a language lingua lacks use method = \"ngram\"")

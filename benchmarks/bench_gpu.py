@@ -16,8 +16,17 @@ evaluation of one work item at the `gpu` profile's sizes against 5000 training
 steps (extrapolated from the measured step time), generation tokens/s, and
 packed / shared-prefix vs one-example-at-a-time loss equality in bf16.
 
-Targets (one H100, bf16): 1B-shape LoRA ≥ 40 % MFU; peak memory within ±15 %
-of the plan; 7B QLoRA under 24 GB; evaluation ≤ 10 % of training. A missed
+Speed against the peer, in the same run on the same data and shapes (1.1B, 7B):
+this trainer as the runtime decides (bf16 LoRA with fp32 masters, compiled
+layers, Liger kernels, a packed-row attention kernel), the same trainer with
+those levers off (the baseline: what it was before them), and TRL's
+`SFTTrainer` (`peer_trl.py`, padding-free packing, with and without Liger).
+Every run without Liger comes first: Liger patches transformers' LLaMA classes
+for the whole process. `--speed` runs only this comparison (and equality).
+
+Targets (one H100, bf16): 1.1B-shape LoRA ≥ 40 % MFU and 7B ≥ 50 %, each ≥ 1.3×
+the best TRL setting; peak memory within ±15 % of the plan; 7B QLoRA under 24 GB;
+evaluation ≤ 10 % of training. A missed
 target is printed as MISSED with the figure. Without CUDA the same code runs at
 tiny shapes on the CPU and says so (CI keeps it from rotting); `--json PATH`
 writes every figure.
@@ -36,6 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
@@ -45,6 +55,7 @@ from barbarossa.models import loading, losses, plan, runtime, sharing, tiny
 from barbarossa.train import loop
 from barbarossa.evaluate import protocol  # noqa: E402
 from barbarossa.console import console  # noqa: E402
+import peer_trl  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10G": 125}  # dense, per GPU model
 SHAPES = {  # LLaMA architecture; vocabulary from the tokenizer
@@ -55,6 +66,9 @@ SHAPES = {  # LLaMA architecture; vocabulary from the tokenizer
 }
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 TRAINING_STEPS_OF_A_WORK_ITEM = 5000  # the gpu profile's max_steps
+LEVERS_OFF = {"compile": False, "kernels": "torch", "attention": "sdpa", "adapter_dtype": "fp32"}  # the baseline
+MFU_TARGETS = {"1.1B": 0.40, "7B": 0.50}
+PEER_TARGET = 1.3  # this trainer's tokens/s over the best TRL setting's
 L4_GB = 24.0
 
 
@@ -207,12 +221,13 @@ def equality_case(trained: loop.Trained, split: dict, max_length: int) -> dict:
         alone = torch.cat([losses.padded_token_losses(
             model, {k: v.to(device) for k, v in prompts.pad_batch([e], tokenizer.pad_token_id).items()})
             for e in examples])
-        packed = losses.packed_token_losses(model, loop.make_batch("packed", examples, 4096, tokenizer.pad_token_id, device))
+        packed = losses.packed_token_losses(model, loop.make_batch("packed", examples, 4096, tokenizer.pad_token_id, device,
+                                                                   packing=loop.packing_of(decision, 4096)))
         shared = sharing.shared_prefix_losses(model, sharing.shared_prefix_batch(examples, tokenizer.pad_token_id))
         padded = losses.padded_token_losses(
             model, {k: v.to(device) for k, v in prompts.pad_batch(examples, tokenizer.pad_token_id).items()})
     mean = float(alone.mean())
-    return {"dtype": decision.compute, "mean_loss_alone": round(mean, 5),
+    return {"dtype": decision.compute, "attention": decision.attention, "mean_loss_alone": round(mean, 5),
             **{f"{name}_relative_difference": round(abs(float(token_losses.mean()) - mean) / mean, 6)
                for name, token_losses in (("packed", packed), ("shared_prefix", shared), ("padded", padded))}}
 
@@ -261,9 +276,11 @@ def verdicts(report: dict) -> list[str]:
             ratio = row["peak_gb"] / row["planned_gb"]
             judge(0.85 <= ratio <= 1.15, f"{row['case']}: peak {row['peak_gb']} GB vs plan {row['planned_gb']} GB "
                                          f"({ratio:.2f}×, target 0.85–1.15)")
-    one_b = next((r for r in report["training"] if r["case"] == "1.1B LoRA"), None)
-    if one_b and one_b["mfu"] is not None:
-        judge(one_b["mfu"] >= 0.40, f"1.1B LoRA MFU {one_b['mfu']:.1%} (target ≥ 40 %)")
+    for shape, target in MFU_TARGETS.items():
+        row = next((r for r in report["training"] if r["case"] == f"{shape} LoRA"), None)
+        if row and row["mfu"] is not None:
+            judge(row["mfu"] >= target, f"{shape} LoRA MFU {row['mfu']:.1%} (target ≥ {target:.0%})")
+    lines += speed_verdicts(report, judge)
     for row in report["training"]:
         if row["case"].endswith("batch 32") and row["mfu"] is not None:
             lines.append(f"INFO   {row['case']}: MFU {row['mfu']:.1%} (4× the tokens per step of the profile's batch)")
@@ -281,11 +298,58 @@ def verdicts(report: dict) -> list[str]:
     return lines
 
 
+def speed_verdicts(report: dict, judge) -> list[str]:
+    """Per shape: this trainer over the best TRL setting (target ≥ 1.3×) and over its own levers-off baseline."""
+    lines = []
+    for shape in MFU_TARGETS:
+        ours = next((r for r in report["training"] if r["case"] == f"{shape} LoRA"), None)
+        peers = [r for r in report["speed"] if r["case"].startswith(f"{shape} LoRA, TRL") and "skipped" not in r]
+        baseline = next((r for r in report["speed"] if r["case"] == f"{shape} LoRA, levers off"), None)
+        if ours and peers:
+            best = max(peers, key=lambda r: r["real_tokens_per_second"])
+            ratio = ours["real_tokens_per_second"] / best["real_tokens_per_second"]
+            report.setdefault("ratios", {})[f"{shape} over best TRL"] = round(ratio, 3)
+            judge(ratio >= PEER_TARGET, f"{shape} LoRA {ours['real_tokens_per_second']:,.0f} tok/s = {ratio:.2f}× "
+                                        f"{best['case']} ({best['real_tokens_per_second']:,.0f}; target ≥ {PEER_TARGET}×)")
+        if ours and baseline:
+            ratio = ours["real_tokens_per_second"] / baseline["real_tokens_per_second"]
+            report.setdefault("ratios", {})[f"{shape} over levers off"] = round(ratio, 3)
+            lines.append(f"INFO   {shape} LoRA as decided = {ratio:.2f}× the same trainer with the levers off "
+                         f"(MFU {baseline['mfu']:.1%} → {ours['mfu']:.1%})")
+    return lines
+
+
+def speed_runs(shapes: list[tuple[str, Path]], split: dict, train_cfg: dict, lora: dict, peak, report: dict,
+               liger: bool, path: str | None) -> None:
+    """The peer (and, without Liger, this trainer with its levers off) on each shape, rows in report["speed"]."""
+    for name, folder in shapes:
+        if not liger:
+            row, trained = train_case(f"{name} LoRA, levers off", folder, split, {**train_cfg, **LEVERS_OFF}, lora, peak)
+            report["speed"].append(row)
+            console.print(row)
+            del trained
+            free()
+        report["speed"].append(peer_trl.train_peer(folder, split, train_cfg, lora, liger=liger, peak_tflops=peak,
+                                                   name=name))
+        console.print(report["speed"][-1])
+        free()
+        save(report, path)
+
+
+def free() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the report here")
     parser.add_argument("--steps", type=int, default=0, help="training steps per case (default 30 on a GPU, 4 on a CPU)")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 1.1B-shape steps")
+    parser.add_argument("--speed", action="store_true", help="only the speed comparison with TRL (and equality)")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
@@ -305,7 +369,7 @@ def main() -> int:
     peak = gpu_peak(hardware.name) if cuda else None
     report = {"device": hardware.name, "cuda": cuda, "torch": torch.__version__, "bf16_peak_tflops": peak,
               "note": "" if cuda else "no CUDA: the same code at tiny shapes on the CPU (figures are not GPU figures)",
-              "training": [], "evaluation": [], "equality": []}
+              "training": [], "evaluation": [], "equality": [], "speed": []}
     console.print(f"[bold]gpu-check[/] on {hardware.name} ({hardware.memory_gb} GB), torch {torch.__version__}"
                   + ("" if cuda else " — no CUDA: tiny shapes on the CPU, figures are not GPU figures"))
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -318,23 +382,31 @@ def main() -> int:
             cases.insert(0, ("135M", {k: smol[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                                              "num_attention_heads", "num_key_value_heads")}))
         report["tokenizer"] = what
+        folders = {name: build(shape, tokenizer, tmp / name, device) for name, shape in cases}
+        compared = [(name, folders[name]) for name in folders if name in MFU_TARGETS or not cuda]
+        speed_runs(compared, split, train_cfg, lora, peak, report, liger=False, path=args.json)
         for name, shape in cases:
-            folder = build(shape, tokenizer, tmp / name, device)
+            folder = folders[name]
+            if args.speed and name not in MFU_TARGETS:
+                continue
             row, trained = train_case(f"{name} LoRA", folder, split, train_cfg, lora, peak)
             report["training"].append(row)
             report["attention"] = row["runtime"]["attention"]
             console.print(row)
             save(report, args.json)
             if name != "7B":
-                evaluated = eval_case(trained, split, eval_cfg, row["step_seconds"])
-                report["evaluation"].append({"case": f"{name} LoRA", **evaluated})
-                console.print(report["evaluation"][-1])
+                if not args.speed:
+                    evaluated = eval_case(trained, split, eval_cfg, row["step_seconds"])
+                    report["evaluation"].append({"case": f"{name} LoRA", **evaluated})
+                    console.print(report["evaluation"][-1])
                 report["equality"].append({"case": f"{name} LoRA", **equality_case(trained, split, train_cfg["max_length"])})
                 console.print(report["equality"][-1])
             del trained
             if cuda:
                 torch.cuda.empty_cache()
             save(report, args.json)
+            if args.speed:
+                continue
             if name in ("1.1B", "tiny"):  # the layout a CPU takes (shared prefixes, several calls per batch), for comparison
                 with cpu_layout():
                     row, trained = train_case(f"{name} LoRA, shared-prefix layout", folder, split, train_cfg, lora, peak)
@@ -360,6 +432,7 @@ def main() -> int:
                 report["training"].append(row)
                 console.print(row)
                 del trained
+        speed_runs(compared, split, train_cfg, lora, peak, report, liger=True, path=args.json)  # Liger last
         if cuda:
             report["verdicts"] = verdicts(report)
         else:

@@ -40,7 +40,8 @@ IMAGE = "barbarossa:check"
 # Production builds take the defaults (the CUDA base image, torch's CUDA wheel from the PyTorch index). Here no
 # registry is reachable: a debootstrapped Debian base, and torch from PyPI — whose Linux torch==<pin> is itself a
 # CUDA build (its nvidia-* libraries come along), so the image carries CUDA libraries as in production.
-BUILD_ARGS = {"BASE_IMAGE": engine.BASE, "TORCH_INDEX": "https://pypi.org/simple"}
+# a CPU image: torch from PyPI (the CPU build here), no CUDA-only extras (Liger's Triton kernels cannot run here)
+BUILD_ARGS = {"BASE_IMAGE": engine.BASE, "TORCH_INDEX": "https://pypi.org/simple", "GPU_EXTRAS": ""}
 BUCKET = "barbarossa-image-check"
 MAX_STEPS = 200  # long enough to kill a tiny candidate between two checkpoints
 

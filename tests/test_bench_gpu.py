@@ -21,6 +21,12 @@ def test_gpu_check_runs_on_the_cpu_at_tiny_shapes_and_says_so(tmp_path):
     assert set(cases) == {"tiny LoRA", "tiny LoRA, shared-prefix layout", "tiny QLoRA"}
     assert cases["tiny QLoRA"]["runtime"]["quantization"] == "nf4"
     assert all(row["real_tokens_per_second"] > 0 and row["planned_gb"] > 0 for row in cases.values())
+    speed = {row["case"]: row for row in report["speed"]}  # the comparison with TRL runs here too, at tiny shapes
+    assert set(speed) == {"tiny LoRA, levers off", "tiny LoRA, TRL SFTTrainer", "tiny LoRA, TRL SFTTrainer, liger"}
+    off = speed["tiny LoRA, levers off"]["runtime"]
+    assert (off["compiled"], off["kernels"], off["attention"], off["adapter_dtype"]) == (False, "torch", "sdpa", "fp32")
+    assert speed["tiny LoRA, TRL SFTTrainer"]["real_tokens_per_second"] > 0
+    assert speed["tiny LoRA, TRL SFTTrainer, liger"]["skipped"] == "needs CUDA and liger-kernel"
     [evaluated] = report["evaluation"]
     assert evaluated["generated_rows"] == 4 and evaluated["eval_seconds"] > 0
     [equal] = report["equality"]

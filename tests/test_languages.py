@@ -45,3 +45,9 @@ def test_a_bad_pack_is_refused_naming_file_and_key(tmp_path, old, new, message):
 def test_an_unknown_language_lists_the_known_ones():
     with pytest.raises(languages.LanguageError, match="language 'xx' not found .*known languages: az, kk, tr, uz"):
         languages.load("xx")
+
+
+def test_the_lingua_names_a_pack_is_checked_against_are_the_installed_linguas():
+    from lingua import Language
+
+    assert languages.LINGUA_NAMES == {known.name for known in Language.all()}

@@ -43,7 +43,7 @@ from barbarossa.console import log
 from barbarossa.data import instructions, prompts
 from barbarossa.evaluate import benchmarks, stats
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric  # noqa: F401  (protocol.generate: the API)
-from barbarossa.models import loading, roster, runtime
+from barbarossa.models import kernels, loading, roster, runtime
 from barbarossa.models.scoring import device_of, is_seq2seq, response_nll
 
 def extra_metric_scores(modules: list[str], predictions: list[str], references: list[str]) -> dict:
@@ -184,7 +184,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         tokenizer, model, decision = trained.tokenizer, trained.model, trained.runtime
     else:
         tokenizer, model, decision = load_for_evaluation(item, adapter_uri, train_cfg or _DEFAULT_TRAIN)
-    model.eval()
+    model = kernels.for_evaluation(model).eval()  # eager layers; SDPA where training took a packed-row kernel
     records = instructions.read_jsonl(data_summary["eval_uri"])
     language = languages.of_run(data_summary)
     max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
@@ -225,7 +225,8 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         "generation": run["generation"],
         "samples": samples,
         "runtime": {**decision.as_dict(), "evaluated_on": str(device_of(model)),
-                    "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch.")},
+                    "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch."),
+                    "evaluated_attention": loading.attention_of(kernels.base_of(model))},
         "eval_seconds": round(time.time() - started, 1),
     }
 

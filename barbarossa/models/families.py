@@ -25,6 +25,11 @@ class Family:
     # autograd saves in bf16 (tests/test_plan.py re-measures them); the plan and the runtime decision use them.
     activation: tuple[float, float, float] = (41, 0, 27)
     fp16_safe: bool = True  # T5 overflows in fp16: it runs fp32 where bf16 is not native
+    # Attention kernels that keep packed examples apart without a dense mask (flash-attn's variable-length
+    # kernel, FlexAttention's document BlockMask), in preference order: what transformers implements per family.
+    varlen_attention: tuple[str, ...] = ()
+    # The Liger Kernel patch for this architecture (fused RMSNorm, rotary, SwiGLU; `kernels.py`), "" for none.
+    liger: str = ""
 
     @property
     def shares_prefix(self) -> bool:
@@ -42,18 +47,25 @@ class Family:
         raise ValueError(f"LoRA targets must be 'attention', 'all-linear' or a list of module names, got {targets!r}")
 
 
+FLASH, FLASH_AND_FLEX = ("flash_attention_2",), ("flash_attention_2", "flex_attention")
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(41, 0, 27)),
-        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(43, 0, 31)),
-        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True, packs=True, activation=(56, 12, 24)),
-        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), packs=True, activation=(52, 6, 31)),
-        Family("gpt_neox", "causal", ("query_key_value", "dense"), packs=True, activation=(18, 0, 28)),
+        Family("llama", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(41, 0, 27),
+               varlen_attention=FLASH_AND_FLEX, liger="llama"),
+        Family("mistral", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(43, 0, 31),
+               varlen_attention=FLASH_AND_FLEX, liger="mistral"),
+        Family("gpt2", "causal", ("c_attn",), fan_in_fan_out=True, packs=True, activation=(56, 12, 24),
+               varlen_attention=FLASH),
+        Family("gpt_neo", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), packs=True, activation=(52, 6, 31),
+               varlen_attention=FLASH),
+        Family("gpt_neox", "causal", ("query_key_value", "dense"), packs=True, activation=(18, 0, 28),
+               varlen_attention=FLASH_AND_FLEX),
         Family("opt", "causal", ("q_proj", "k_proj", "v_proj", "out_proj"), activation=(32, 0, 29)),
         Family("bloom", "causal", ("query_key_value", "dense"), activation=(22, 6, 24)),
         Family("mpt", "causal", ("Wqkv", "out_proj"), activation=(22, 6, 24)),
-        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(37, 0, 27)),
+        Family("stablelm", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), packs=True, activation=(37, 0, 27),
+               varlen_attention=FLASH),
         Family("t5", "seq2seq", ("q", "k", "v", "o"), activation=(41, 0, 27), fp16_safe=False),
         Family("deci", "causal", ("q_proj", "k_proj", "v_proj", "o_proj"), remote_code=True, packs=True),
     )

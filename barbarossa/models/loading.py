@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
-from barbarossa.models import cache, plan, runtime
+from barbarossa.models import cache, kernels, plan, runtime
 from barbarossa.models.families import get_family
 
 
@@ -112,7 +112,7 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
 
     Weights go straight to the device in their final dtype (no fp32 copy in
     host memory first). An attention kernel the architecture does not support
-    (sdpa on BLOOM, MPT, ...) falls back to eager; `model.config._attn_implementation`
+    (flex_attention on GPT-2, sdpa on BLOOM, MPT, ...) falls back to sdpa, then eager; `model.config._attn_implementation`
     says what runs. `remote_code` comes from the roster entry, which the
     registry has already checked (opted in, revision pinned).
     """
@@ -130,14 +130,17 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=runtime.autocast_dtype)
     attention = runtime.attention if runtime else None
-    try:
-        model = auto.from_pretrained(folder, attn_implementation=attention, **kwargs)
-    except ValueError as err:
-        if not attention or attention == "eager" or "attention" not in str(err).lower():
-            raise
-        model = auto.from_pretrained(folder, attn_implementation="eager", **kwargs)
+    fallbacks = [a for a in (attention, "sdpa", "eager") if a] if attention else [None]
+    for tried in fallbacks:  # the decision's kernel, else SDPA, else eager: the first the architecture supports
+        try:
+            model = auto.from_pretrained(folder, attn_implementation=tried, **kwargs)
+            break
+        except ValueError as err:
+            if tried == fallbacks[-1] or "attention" not in str(err).lower():
+                raise
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
+    kernels.apply_fused_kernels(model, family, runtime)
     return model
 
 

@@ -3,12 +3,15 @@
 Training (every causal batch layout) and evaluation (held-out NLL, bits per
 byte) score with these same functions, so a model is measured the way it is
 trained. The model runs without its head (`logits_to_keep` empty): prompt
-tokens cost no vocabulary-sized matmul or softmax — never B×L×V logits.
+tokens cost no vocabulary-sized matmul or softmax — never B×L×V logits. Where
+Liger's kernels were taken (CUDA), training fuses that projection with the
+cross-entropy in chunks, so not even the response positions' logits are held.
 """
 
 from __future__ import annotations
 
 from barbarossa.data.prompts import IGNORE_INDEX
+from barbarossa.models import kernels
 
 
 def target_positions(labels):
@@ -24,11 +27,16 @@ def response_token_losses(model, hidden, labels, targets=None):
     """
     import torch.nn.functional as F
 
+    import torch
+
     if targets is None:
         targets = target_positions(labels)
     at = targets + targets // (labels.shape[1] - 1)  # (row, col) of labels[:, 1:] → flat index of hidden / labels
-    logits = model.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[at])
-    return F.cross_entropy(logits.float(), labels.reshape(-1)[at + 1], reduction="none")
+    head, kept, wanted = model.get_output_embeddings(), hidden.reshape(-1, hidden.shape[-1])[at], labels.reshape(-1)[at + 1]
+    fused = kernels.fused_linear_cross_entropy(model)
+    if fused is not None and torch.is_grad_enabled() and head.bias is None:  # training: no logits in memory
+        return fused(head.weight, kept, wanted)
+    return F.cross_entropy(head(kept).float(), wanted, reduction="none")
 
 
 def padded_token_losses(model, batch: dict):

@@ -20,6 +20,21 @@ Rules, and why:
   the device even with gradient checkpointing, "none" never.
 - gradient checkpointing "auto": only when the plan's memory estimate without
   it exceeds the device's memory (it costs a second forward pass).
+- the step's speed levers, each "auto" by default and taken on CUDA, where a
+  step is bound by kernel launches and casts rather than by matmuls (H200
+  profile: README "GPU speed"); a CPU step is bound by its matmuls, so there
+  they are not taken and `not_taken` says why — never silently different:
+  - adapter dtype: LoRA weights in bf16 beside bf16 base weights, fp32 master
+    copies in the optimizer (`train/master.py`), so no fp32↔bf16 cast kernels
+    per forward; fp16 and QLoRA keep fp32 adapters (loss scaling unscales fp32
+    gradients; k-bit preparation runs the residual stream in fp32);
+  - compile: each decoder layer through `torch.compile`, one compiled code
+    object shared by all layers (regional), packed shapes bucketed;
+  - kernels: Liger's fused RMSNorm, rotary and SwiGLU for the families it
+    covers (LLaMA, Mistral), when `liger-kernel` is installed (the image);
+  - attention for packed rows: flash-attn's variable-length kernel when it is
+    installed, else FlexAttention's document mask (one long row, no dense
+    mask), else SDPA with a dense block mask in rows of max_length.
 """
 
 from __future__ import annotations
@@ -27,7 +42,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from barbarossa.config import CHECKPOINTING, PRECISIONS, QUANTIZATIONS
+import importlib.util
+from dataclasses import field
+
+from barbarossa.config import ADAPTER_DTYPES, ATTENTIONS, CHECKPOINTING, COMPILE, KERNELS, PRECISIONS, QUANTIZATIONS
 
 HEADROOM = 0.9  # share of device memory a plan may fill: the allocator fragments, kernels take workspace
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -53,6 +71,11 @@ class Runtime:
     attention: str  # requested attention kernel; the loaded model reports what it really runs
     hardware: str = ""
     why: str = ""  # the memory reasoning behind quantisation / checkpointing, in words
+    adapter_dtype: str = "fp32"  # dtype of the LoRA weights in the forward pass
+    master_weights: bool = False  # fp32 copies of the (16-bit) LoRA weights in the optimizer
+    compiled: bool = False  # decoder layers run through torch.compile
+    kernels: str = "torch"  # "liger": fused RMSNorm / rotary / SwiGLU
+    not_taken: dict = field(default_factory=dict)  # lever -> why it is not used here, in words
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -130,16 +153,98 @@ def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runti
         quant, checkpointing, why = _fit(memory_need, compute, quant, checkpointing, budget)
     quant = "none" if quant == "auto" else quant
     checkpointing = False if checkpointing == "auto" else checkpointing
+    not_taken: dict[str, str] = {}
+    adapter = _adapter_dtype(cfg.get("adapter_dtype", "auto"), compute, quant, not_taken)
     return Runtime(
         device=hardware.device,
         weight_dtype=compute,
         compute=compute,
         quantization=quant,
         gradient_checkpointing=bool(checkpointing),
-        attention="sdpa",
+        attention=_attention(cfg.get("attention", "auto"), hardware, family, cfg, not_taken),
         hardware=f"{hardware.name} ({hardware.memory_gb:g} GB)",
         why=why,
+        adapter_dtype=adapter,
+        master_weights=adapter != "fp32",
+        compiled=_compile(cfg.get("compile", "auto"), hardware, family, quant, not_taken),
+        kernels=_kernels(cfg.get("kernels", "auto"), hardware, family, not_taken),
+        not_taken=not_taken,
     )
+
+
+def installed(module: str) -> bool:
+    """Whether an optional package (flash_attn, liger_kernel) can be imported here, without importing it."""
+    return importlib.util.find_spec(module) is not None
+
+
+def _choice(value, choices, key: str):
+    if value not in choices:
+        shown = ", ".join(f'"{c}"' if isinstance(c, str) else str(c).lower() for c in choices)
+        raise ValueError(f"{key} must be one of {shown}, got {value!r}")
+    return value
+
+
+def _adapter_dtype(requested: str, compute: str, quant: str, not_taken: dict) -> str:
+    """bf16 LoRA weights with fp32 masters where the compute is bf16; fp32 adapters otherwise."""
+    if _choice(requested, ADAPTER_DTYPES, "adapter_dtype") == "fp32" or compute == "fp32":
+        return "fp32"
+    if compute == "fp16":
+        not_taken["adapter_dtype"] = "fp16 compute keeps fp32 adapters (loss scaling unscales fp32 gradients)"
+        return "fp32"
+    if quant == "nf4":
+        not_taken["adapter_dtype"] = "QLoRA keeps fp32 adapters (k-bit preparation runs the residual stream in fp32)"
+        return "fp32"
+    return compute
+
+
+def _attention(requested: str, hardware: Hardware, family, cfg: dict, not_taken: dict) -> str:
+    """The attention kernel: a variable-length one for packed rows on CUDA, SDPA otherwise."""
+    if _choice(requested, ATTENTIONS, "attention") != "auto":
+        return requested
+    packs = family.packs and cfg.get("packing", True)
+    if not packs or not family.varlen_attention:
+        return "sdpa"
+    if hardware.device != "cuda":
+        not_taken["attention"] = ("flex_attention / flash_attention_2 need CUDA (FlexAttention has no backward on a "
+                                  "CPU): SDPA with a dense block mask per packed row")
+        return "sdpa"
+    if "flash_attention_2" in family.varlen_attention and installed("flash_attn"):
+        return "flash_attention_2"
+    if "flex_attention" in family.varlen_attention:
+        return "flex_attention"
+    not_taken["attention"] = "flash_attention_2: flash-attn is not installed"
+    return "sdpa"
+
+
+def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict) -> bool:
+    """Regional torch.compile on CUDA; off on a CPU (a short CPU run spends more compiling than it saves)."""
+    if _choice(requested, COMPILE, "compile") != "auto":
+        return bool(requested)
+    if hardware.device != "cuda":
+        not_taken["compile"] = "off on a CPU: compiling costs more than a short CPU run saves (compile = true forces it)"
+        return False
+    if family.remote_code:
+        not_taken["compile"] = f"{family.name} runs the hub's own code: not compiled"
+        return False
+    if quant == "nf4":
+        not_taken["compile"] = "bitsandbytes 4-bit layers break the compiled graph: QLoRA runs eager"
+        return False
+    return True
+
+
+def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str:
+    """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed."""
+    if _choice(requested, KERNELS, "kernels") == "torch":
+        return "torch"
+    reason = ("" if family.liger else f"Liger has no kernels for {family.name}") or \
+             ("" if hardware.device == "cuda" else "Liger's kernels are Triton: CUDA only") or \
+             ("" if installed("liger_kernel") else "liger-kernel is not installed")
+    if reason and requested == "liger":
+        raise ValueError(f"kernels = \"liger\" cannot run here: {reason}")
+    if reason:
+        not_taken["kernels"] = reason
+        return "torch"
+    return "liger"
 
 
 def _fit(need, dtype: str, quant, checkpointing, budget: float) -> tuple[str, bool, str]:

@@ -19,6 +19,12 @@ Features and their trade-offs:
   and gradient checkpointing only where the plan says memory needs them;
 - padded families (OPT, BLOOM, MPT) take the same response-only loss, in
   batches grouped by length so a batch pads little;
+- on CUDA (each chosen by the runtime decision and recorded in the row):
+  bf16 LoRA weights with fp32 master copies (`master.py`: no cast kernels per
+  layer), decoder layers compiled once and reused (`models/kernels.py`),
+  Liger's fused kernels for LLaMA/Mistral blocks, and packed rows kept apart by
+  a variable-length attention kernel (flash-attn, FlexAttention) — then the
+  whole batch is one row, padded to a multiple of 128 so shapes repeat;
 - AdamW, linear warm-up + cosine decay, gradient clipping and accumulation,
   optional gradient checkpointing (less memory, more compute);
 - resumable checkpoints every N steps (`checkpoints.py`): a retried task
@@ -41,8 +47,8 @@ from pathlib import Path
 
 from barbarossa import storage
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import loading, losses, roster, runtime, scoring, sharing
-from barbarossa.train import checkpoints, early
+from barbarossa.models import kernels, loading, losses, roster, runtime, scoring, sharing
+from barbarossa.train import checkpoints, early, master
 from barbarossa.console import log
 from barbarossa.models.families import get_family
 
@@ -122,12 +128,13 @@ def pack_rows(lengths: list[int], row_tokens: int) -> list[list[int]]:
     return rows
 
 
-def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int = 0) -> dict:
+def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int = 0, bucket: int = 0) -> dict:
     """Examples packed into rows (one row when `row_tokens` is None) whose position ids restart at 0 per example.
 
     Each row is flattened by transformers' `DataCollatorWithFlattening`; rows are
-    then padded to the longest row (padding sits after every example, with
-    ignored labels, so causal attention never reaches it).
+    then padded to the longest row, rounded up to a multiple of `bucket` when
+    given (a compiled model sees few distinct shapes). Padding sits after every
+    example, with ignored labels and its own position ids, so no example attends to it.
     """
     import torch
     from transformers import DataCollatorWithFlattening
@@ -137,6 +144,8 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
     rows = [flatten([{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]} for i in group],
                     return_tensors="np") for group in groups]
     width = max(row["input_ids"].shape[1] for row in rows)
+    if bucket:
+        width = -(-width // bucket) * bucket
 
     def stacked(key, pad):
         return torch.tensor([list(row[key][0]) + [pad] * (width - row[key].shape[1]) for row in rows])
@@ -162,12 +171,22 @@ def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
     return "packed" if family.packs and cfg.get("packing", True) else "padded"
 
 
+def packing_of(decision: runtime.Runtime, max_length: int) -> dict:
+    """How packed rows are cut for this runtime: one row per batch where the attention kernel keeps examples
+    apart without a dense mask (else rows of max_length: a dense mask costs a row's length squared), padded to
+    a multiple of `kernels.BUCKET` where the model is compiled or FlexAttention's blocks would pad it anyway."""
+    varlen = decision.attention in ("flex_attention", "flash_attention_2")
+    bucket = decision.compiled or decision.attention == "flex_attention"
+    return {"row_tokens": None if varlen else max_length, "bucket": kernels.BUCKET if bucket else 0}
+
+
 def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, device: str,
-               task: str = "causal") -> dict:
-    """The examples in the given layout, ready for `batch_loss` on `device`."""
+               task: str = "causal", packing: dict | None = None) -> dict:
+    """The examples in the given layout, ready for `batch_loss` on `device` (`packing`: from `packing_of`)."""
     if layout == "shared-prefix":
         return sharing.shared_prefix_batch(examples, pad_id)
-    batch = pack_batch(examples, max_length, pad_id) if layout == "packed" else prompts.pad_batch(examples, pad_id)
+    packing = packing or {"row_tokens": max_length}
+    batch = pack_batch(examples, pad_id=pad_id, **packing) if layout == "packed" else prompts.pad_batch(examples, pad_id)
     if task == "causal" and "labels" in batch:  # a seq2seq loss scores every decoder position: no targets to find
         batch["targets"] = losses.target_positions(batch["labels"])  # found on the host: no device sync
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -279,7 +298,7 @@ def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
 
 
 def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decision: runtime.Runtime, layout: str,
-                    max_length: int, pad_id: int, task: str) -> tuple:
+                    max_length: int, pad_id: int, task: str, after_backward=None) -> tuple:
     """Forward and backward one optimizer step's batches, each cut into micro-batches of `micro` examples.
 
     Returns (the step's loss as a device tensor, positions computed). Each batch's
@@ -287,20 +306,24 @@ def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decisio
     each piece by its share of those tokens, so the gradient is the batch's own,
     whatever the cut (exact up to float rounding; LoRA dropout draws its masks in
     another order). An uncut batch runs exactly as before micro-batching existed.
+    `after_backward` runs after each backward (master weights collect the gradient).
     """
     import torch
 
     step_loss, computed = torch.zeros((), device=decision.device), 0
+    packing = packing_of(decision, max_length)
     for chunk in chunks:
         pieces = [chunk[start:start + micro] for start in range(0, len(chunk), micro)]
         counts = [sum(supervised_targets(e, task) for e in piece) for piece in pieces]
         for piece, count in zip(pieces, counts):
-            batch = make_batch(layout, piece, max_length, pad_id, decision.device, task)
+            batch = make_batch(layout, piece, max_length, pad_id, decision.device, task, packing)
             with runtime.autocast(decision):
                 loss = batch_loss(model, batch)
             if len(pieces) > 1:
                 loss = loss * (count / max(1, sum(counts)))
             scaler.scale(loss / len(chunks)).backward()
+            if after_backward:
+                after_backward()
             step_loss += loss.detach() / len(chunks)  # read once per step: a sync per micro-batch would starve a GPU
             computed += computed_positions(batch)
     return step_loss, computed
@@ -335,6 +358,7 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     tokenizer, model, decision = loading.load_for_item(item, cfg, hardware)
     torch.manual_seed(cfg["seed"])  # after loading: building a model on a cache miss draws from the RNG too
     model = prepare_for_lora(model, item, decision)
+    compiled = kernels.compile_layers(model) if decision.compiled else 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
     examples, dropped = tokencache.training_examples(tokenizer, data_summary, max_length, family.task)
@@ -345,8 +369,13 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     layout = choose_layout(family, {**cfg, "gradient_checkpointing": decision.gradient_checkpointing}, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0),
-                                  fused=device == "cuda")
+    def adamw(tensors):
+        return torch.optim.AdamW(tensors, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0),
+                                 fused=device == "cuda")
+
+    optimizer = master.MasterWeights(params, decision.torch_dtype, adamw) if decision.master_weights else adamw(params)
+    stepped = optimizer.trained() if decision.master_weights else params  # what clipping reads
+    after_backward = optimizer.accumulate if decision.master_weights else None
     scaler = torch.amp.GradScaler(device, enabled=decision.loss_scaling)
     steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
     batch_size = cfg["batch_size"]
@@ -364,8 +393,9 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
 
         def dev_bits() -> float:
             model.eval()
-            rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision,
-                                        data_summary.get("language"))
+            with kernels.evaluating(model):
+                rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision,
+                                            data_summary.get("language"))
             model.train()
             bits = scoring.bits_per_byte(rows)
             if bits is None:
@@ -393,7 +423,7 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         while True:  # redone with a smaller micro-batch after running out of memory: nothing is counted twice
             try:
                 step_loss, computed = accumulate_step(model, chunks, micro, scaler, decision, layout, max_length,
-                                                      tokenizer.pad_token_id, family.task)
+                                                      tokenizer.pad_token_id, family.task, after_backward)
                 break
             except RuntimeError as error:
                 if not is_out_of_memory(error):
@@ -420,7 +450,7 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         if not math.isfinite(step_loss):
             raise TrainingDiverged(f"{item['name']}: loss is {step_loss} at step {step + 1}")
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, cfg.get("max_grad_norm", 1.0))
+        torch.nn.utils.clip_grad_norm_(stepped, cfg.get("max_grad_norm", 1.0))
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -477,6 +507,7 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         "layout": layout,
         "device": device,
         "runtime": decision.as_dict(),
+        "compiled_layers": compiled,
         "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
         "trainable_params": trainable,
         "train_examples": len(examples),
@@ -498,4 +529,10 @@ def describe(decision: runtime.Runtime) -> str:
     if decision.gradient_checkpointing:
         parts.append("gradient checkpointing")
     parts.append(f"{decision.attention} attention")
+    if decision.master_weights:
+        parts.append(f"{decision.adapter_dtype} LoRA weights with fp32 masters")
+    if decision.compiled:
+        parts.append("compiled layers")
+    if decision.kernels != "torch":
+        parts.append(f"{decision.kernels} kernels")
     return ", ".join(parts)
