@@ -136,8 +136,8 @@ def _runtime_record(train: dict, metrics: dict) -> dict | None:
     """The runtime decision of the task (training's, else evaluation's) plus where evaluation really ran."""
     record = dict(train.get("runtime") or metrics.get("runtime") or {}) or None
     if record and metrics.get("runtime"):
-        record.update({k: metrics["runtime"][k] for k in ("evaluated_on", "evaluated_dtype", "gpu_lease")
-                       if k in metrics["runtime"]})
+        record.update({k: metrics["runtime"][k] for k in ("evaluated_on", "evaluated_dtype", "evaluated_attention",
+                                                          "gpu_lease") if k in metrics["runtime"]})
     return record
 
 

@@ -60,6 +60,7 @@ def compile_layers(model) -> int:
     """
     import torch
 
+    _site_typing_extensions()
     layers = decoder_layers(model)
     if not layers:
         raise ValueError(f"{type(base_of(model)).__name__}: no decoder layers found to compile (_no_split_modules)")
@@ -67,6 +68,23 @@ def compile_layers(model) -> int:
     for layer in layers:
         layer.compile()
     return len(layers)
+
+
+def _site_typing_extensions() -> None:
+    """Put back the site typing_extensions' hook into `typing`, which Metaflow's vendored copy replaces.
+
+    Both copies patch `typing._collect_parameters`, each with its own "no default" sentinel. Once
+    Metaflow's vendored copy is imported after torch, the type parameters torch built from the site copy
+    look as if they had defaults, and inductor's modules fail at import ("Type parameter ~_T without a
+    default follows type parameter with a default"). A task that compiles restores the site copy's hook.
+    """
+    import typing
+
+    import typing_extensions
+
+    site = getattr(typing_extensions, "_collect_parameters", None)
+    if site is not None and hasattr(typing, "_collect_parameters"):
+        typing._collect_parameters = site
 
 
 def _set_compiled(layers: list, impls: list) -> None:

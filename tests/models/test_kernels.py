@@ -95,6 +95,23 @@ def lora_llama(folder, attention="sdpa"):
 
 
 @pytest.mark.compile
+def test_compiling_after_metaflow_s_vendored_typing_extensions_still_imports_inductor():
+    """A flow task has Metaflow's own typing_extensions loaded after torch: compiling must still work there."""
+    import subprocess
+    import sys
+
+    script = ("import torch, metaflow._vendor.typing_extensions\n"
+              "from barbarossa.models import kernels\n"
+              "kernels._site_typing_extensions()\n"
+              "import torch._inductor.compile_fx\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unfixed = subprocess.run([sys.executable, "-c", script.replace("kernels._site_typing_extensions()", "pass")],
+                             capture_output=True, text=True, timeout=300)
+    assert "follows type parameter with a default" in unfixed.stderr  # the failure this guards against, still real
+
+
+@pytest.mark.compile
 def test_compiled_decoder_layers_give_the_eager_loss_and_gradients(tiny_llama, examples):
     tokenizer, found = examples
     grads = {}
