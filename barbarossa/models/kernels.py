@@ -87,34 +87,37 @@ def _site_typing_extensions() -> None:
         typing._collect_parameters = site
 
 
-def _set_compiled(layers: list, impls: list) -> None:
-    for layer, impl in zip(layers, impls):
-        layer._compiled_call_impl = impl
+def _evaluation_mode(model):
+    """Switch the model to eager layers and SDPA attention; a function that puts training's back."""
+    layers, base = decoder_layers(model), base_of(model)
+    compiled = [getattr(layer, "_compiled_call_impl", None) for layer in layers]
+    attention = getattr(base.config, "_attn_implementation", None)
+    switch = attention not in (None, EVALUATION_ATTENTION, "eager")
+    for layer in layers:
+        layer._compiled_call_impl = None
+    if switch:
+        base.set_attn_implementation(EVALUATION_ATTENTION)
+
+    def restore() -> None:
+        for layer, impl in zip(layers, compiled):
+            layer._compiled_call_impl = impl
+        if switch:
+            base.set_attn_implementation(attention)
+
+    return restore
 
 
 @contextlib.contextmanager
 def evaluating(model):
     """Eager layers and SDPA attention inside the block (dev checks during training); training's afterwards."""
-    layers = decoder_layers(model)
-    compiled = [getattr(layer, "_compiled_call_impl", None) for layer in layers]
-    base = base_of(model)
-    attention = getattr(base.config, "_attn_implementation", None)
-    switch = attention not in (None, EVALUATION_ATTENTION, "eager")
-    _set_compiled(layers, [None] * len(layers))
-    if switch:
-        base.set_attn_implementation(EVALUATION_ATTENTION)
+    restore = _evaluation_mode(model)
     try:
         yield model
     finally:
-        _set_compiled(layers, compiled)
-        if switch:
-            base.set_attn_implementation(attention)
+        restore()
 
 
 def for_evaluation(model):
     """The model as evaluation runs it from here on: eager layers, SDPA where training took a packed-row kernel."""
-    _set_compiled(decoder_layers(model), [None] * len(decoder_layers(model)))
-    base = base_of(model)
-    if getattr(base.config, "_attn_implementation", None) not in (None, EVALUATION_ATTENTION, "eager"):
-        base.set_attn_implementation(EVALUATION_ATTENTION)
+    _evaluation_mode(model)
     return model

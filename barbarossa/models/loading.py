@@ -130,7 +130,7 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=runtime.autocast_dtype)
     attention = runtime.attention if runtime else None
-    fallbacks = [a for a in (attention, "sdpa", "eager") if a] if attention else [None]
+    fallbacks = list(dict.fromkeys((attention, "sdpa", "eager"))) if attention else [None]
     for tried in fallbacks:  # the decision's kernel, else SDPA, else eager: the first the architecture supports
         try:
             model = auto.from_pretrained(folder, attn_implementation=tried, **kwargs)

@@ -236,9 +236,10 @@ def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str
     """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed."""
     if _choice(requested, KERNELS, "kernels") == "torch":
         return "torch"
-    reason = ("" if family.liger else f"Liger has no kernels for {family.name}") or \
-             ("" if hardware.device == "cuda" else "Liger's kernels are Triton: CUDA only") or \
-             ("" if installed("liger_kernel") else "liger-kernel is not installed")
+    reasons = [(not family.liger, f"Liger has no kernels for {family.name}"),
+               (hardware.device != "cuda", "Liger's kernels are Triton: CUDA only"),
+               (not installed("liger_kernel"), "liger-kernel is not installed")]
+    reason = next((why for missing, why in reasons if missing), "")
     if reason and requested == "liger":
         raise ValueError(f"kernels = \"liger\" cannot run here: {reason}")
     if reason:

@@ -48,10 +48,6 @@ class MasterWeights:
     def param_groups(self):
         return self.optimizer.param_groups
 
-    @property
-    def state(self):
-        return self.optimizer.state
-
     def trained(self) -> list:
         """What gradient clipping and the step read: the fp32 master."""
         return [self.master]
@@ -69,15 +65,6 @@ class MasterWeights:
         """Zero both gradients in place (the 16-bit ones are views the parameters hold: never set to None)."""
         self.master.grad.zero_()
         self.flat_grad.zero_()
-        for p, view in zip(self.params, self._grad_views()):
-            if p.grad is None or p.grad.data_ptr() != view.data_ptr():  # something replaced it: put the view back
-                p.grad = view
-
-    def _grad_views(self):
-        offset = 0
-        for p in self.params:
-            yield self.flat_grad[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "master": self.master.detach().cpu().clone()}
@@ -93,7 +80,3 @@ class MasterWeights:
             self.flat.copy_(self.master)
         self.optimizer.load_state_dict(state["optimizer"])
 
-
-def plain_step(optimizer) -> list:
-    """The tensors a plain torch optimizer steps (for clipping), the counterpart of `MasterWeights.trained`."""
-    return [p for group in optimizer.param_groups for p in group["params"]]
