@@ -9,7 +9,7 @@ export USERNAME ?= $(if $(filter root,$(WHO)),barbarossa,$(WHO))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install browser run test test-fast smoke bench gpu-check leaderboard card-picture image image-check deploy-argo deploy-sfn clean
+.PHONY: install browser run lint format test test-fast smoke bench gpu-check leaderboard card-picture image image-check deploy-argo deploy-sfn clean
 
 install: $(STAMP)
 
@@ -69,6 +69,15 @@ card-picture: install browser
 browser:
 	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
 	  || (apt-get update -q && apt-get install -y -q chromium >/dev/null)
+
+## Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the tree.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 ## The whole suite: what CI runs (~25 min here).
 test: install browser

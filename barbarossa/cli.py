@@ -29,13 +29,30 @@ from rich.table import Table
 
 from barbarossa import storage
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import COMPARED, DEFAULT_POLICY, format_cell, row_cell, show, show_interval, show_p, upgraded
+from barbarossa.decide.leaderboard import (
+    COMPARED,
+    DEFAULT_POLICY,
+    format_cell,
+    row_cell,
+    show,
+    show_interval,
+    show_p,
+    upgraded,
+)
 from barbarossa.evaluate.stats import BENCHMARK_METRICS
 
 FLOW_NAME = "FinetuneFlow"
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
-SHORT = {"bits_per_byte": "bits/byte", "eval_loss": "loss", "perplexity": "ppl", "chrf": "chrF++", "bleu": "BLEU",
-         "fidelity": "lang", "degenerate_rate": "loops", "fertility": "tok/word"}
+SHORT = {
+    "bits_per_byte": "bits/byte",
+    "eval_loss": "loss",
+    "perplexity": "ppl",
+    "chrf": "chrF++",
+    "bleu": "BLEU",
+    "fidelity": "lang",
+    "degenerate_rate": "loops",
+    "fertility": "tok/word",
+}
 COMPACT_EXTRAS = ("chrf", "fidelity")  # beside the primary metric in the 80-column table
 COMPARE_EXTRAS = ("eval_loss", "chrf", "fidelity", "degenerate_rate")  # beside the primary in --compare
 TEXT_COLUMNS = {"name", "kind", "base", "family", "lora", "status", "decision", "metric"}
@@ -49,17 +66,36 @@ def table_columns(primary: str, wide: bool = False) -> list[tuple[str, str]]:
     """(row key, header) of the leaderboard table: the few that fit 80 columns, or with `wide` everything."""
     if not wide:
         extras = [(m, short(m)) for m in COMPACT_EXTRAS if m != primary]
-        return [("rank", "#"), ("name", "model"), (primary, short(primary)), (f"delta_{primary}", "Δ base"),
-                *extras, ("decision", "decision")]
+        return [
+            ("rank", "#"),
+            ("name", "model"),
+            (primary, short(primary)),
+            (f"delta_{primary}", "Δ base"),
+            *extras,
+            ("decision", "decision"),
+        ]
     metrics = [(key, header) for m in COMPARED for key, header in ((m, short(m)), (f"delta_{m}", f"Δ {short(m)}"))]
-    return [("rank", "#"), ("name", "model"), ("kind", "kind"), ("base", "base"), ("family", "family"),
-            ("lora", "LoRA"), ("status", "status"), *metrics, ("steps", "steps"), ("train_seconds", "train s"),
-            ("eval_seconds", "eval s"), ("decision", "decision")]
+    return [
+        ("rank", "#"),
+        ("name", "model"),
+        ("kind", "kind"),
+        ("base", "base"),
+        ("family", "family"),
+        ("lora", "LoRA"),
+        ("status", "status"),
+        *metrics,
+        ("steps", "steps"),
+        ("train_seconds", "train s"),
+        ("eval_seconds", "eval s"),
+        ("decision", "decision"),
+    ]
 
 
 def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table:
     """A borderless table (two spaces between columns) whose model column is never wrapped or cut."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True)
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True
+    )
     for key, header in columns:
         if key == "name":
             table.add_column(header, no_wrap=True, min_width=name_width)
@@ -68,11 +104,14 @@ def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table
     return table
 
 
-def leaderboard_table(rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None,
-                      wide: bool = False) -> Table:
+def leaderboard_table(
+    rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None, wide: bool = False
+) -> Table:
     code = next((r["language"] for r in rows if r.get("language")), "az")  # the fidelity column is named for it
-    columns = [(key, header.replace(short("fidelity"), code)) for key, header in
-               table_columns(primary or DEFAULT_POLICY["primary"], wide)]
+    columns = [
+        (key, header.replace(short("fidelity"), code))
+        for key, header in table_columns(primary or DEFAULT_POLICY["primary"], wide)
+    ]
     table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
     for row in rows:
         table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))
@@ -90,8 +129,14 @@ def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
     entries = [(row, name, scores) for row in rows for name, scores in (row.get("benchmarks") or {}).items()]
     if not entries:
         return None
-    columns = [("name", "model"), ("benchmark", "set"), ("metric", "metric"), ("value", "value"),
-               ("delta", "Δ base"), ("p", "p")]
+    columns = [
+        ("name", "model"),
+        ("benchmark", "set"),
+        ("metric", "metric"),
+        ("value", "value"),
+        ("delta", "Δ base"),
+        ("p", "p"),
+    ]
     table = _table("Benchmarks", columns, max(len(r["name"]) for r, _, _ in entries))
     for row, name, scores in entries:
         for metric in (m for m in BENCHMARK_METRICS if m in scores):
@@ -100,8 +145,14 @@ def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
             if wide:
                 value += show_interval(metric, scores.get(f"{metric}_ci"))
                 delta += show_interval(metric, scores.get(f"delta_{metric}_ci"), True)
-            table.add_row(row["name"], name, metric if wide else BENCHMARK_SHORT[metric], value, delta,
-                          "–" if p is None else show_p(p))
+            table.add_row(
+                row["name"],
+                name,
+                metric if wide else BENCHMARK_SHORT[metric],
+                value,
+                delta,
+                "–" if p is None else show_p(p),
+            )
     return table
 
 
@@ -129,9 +180,11 @@ def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
 def print_data_summary(summary: dict) -> None:
     console.print(
         f"data: {summary['train_rows']} train rows ({summary['train_fingerprint']}), {summary['eval_rows']} eval rows "
-        f"({summary['eval_fingerprint']}, {summary['eval_source']}); removed {summary['duplicates_removed']} duplicates, "
+        f"({summary['eval_fingerprint']}, {summary['eval_source']}); "
+        f"removed {summary['duplicates_removed']} duplicates, "
         f"{summary['eval_overlap_removed']} rows overlapping the eval set, {_near_copies(summary)}, "
-        f"skipped {summary['bad_rows_skipped']} bad rows", markup=False
+        f"skipped {summary['bad_rows_skipped']} bad rows",
+        markup=False,
     )
     for bad in summary["bad_rows"][:10]:
         console.print(f"  skipped {bad['message']}")
@@ -143,8 +196,9 @@ def _near_copies(summary: dict) -> str:
     if not threshold:
         return "near-copy check off"
     sets = ", ".join(f"{n} of {name}" for name, n in summary["near_duplicates_by_set"].items() if n)
-    return (f"{summary['near_duplicates_removed']} near-copies of eval prompts (Jaccard ≥ {threshold:g}"
-            + (f": {sets})" if sets else ")"))
+    return f"{summary['near_duplicates_removed']} near-copies of eval prompts (Jaccard ≥ {threshold:g}" + (
+        f": {sets})" if sets else ")"
+    )
 
 
 def find_run(run_id: str | None):
@@ -163,8 +217,10 @@ def leaderboard_of(run) -> list[dict]:
     """The run's leaderboard rows; a run that never reached `join` (failed, still running) says so in one line."""
     rows = getattr(run.data, "leaderboard", None)  # run.data is None until the run's end step has run
     if rows is None:
-        raise LookupError(f"{run.pathspec} has no leaderboard (it failed or is still running); "
-                          f"leave out --run for the latest successful run")
+        raise LookupError(
+            f"{run.pathspec} has no leaderboard (it failed or is still running); "
+            f"leave out --run for the latest successful run"
+        )
     return [upgraded(row) for row in rows]
 
 
@@ -178,8 +234,12 @@ def cmd_leaderboard(args) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = leaderboard_table(rows, f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
-                              history.primary_of(run, DEFAULT_POLICY["primary"]), args.wide)
+    table = leaderboard_table(
+        rows,
+        f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
+        history.primary_of(run, DEFAULT_POLICY["primary"]),
+        args.wide,
+    )
     benchmarks = benchmark_table(rows, args.wide)
     for shown in filter(None, (table, benchmarks)):
         print_wide(shown) if args.wide else console.print(shown)
@@ -196,30 +256,51 @@ def compare(a: dict, b: dict) -> dict:
     rows_a, rows_b = ({r["name"]: r for r in run["rows"]} for run in (a, b))
 
     def side(row: dict | None) -> dict | None:
-        return None if row is None else {**{m: row.get(m) for m in metrics}, "rank": row.get("rank"),
-                                         "decision": row.get("decision")}
+        return (
+            None
+            if row is None
+            else {**{m: row.get(m) for m in metrics}, "rank": row.get("rank"), "decision": row.get("decision")}
+        )
 
     def difference(row_a: dict | None, row_b: dict | None, metric: str) -> float | None:
         if not row_a or not row_b or row_a.get(metric) is None or row_b.get(metric) is None:
             return None
         return round(row_b[metric] - row_a[metric], 5)
 
-    rows = [{"name": name, "a": side(rows_a.get(name)), "b": side(rows_b.get(name)),
-             "delta": {m: difference(rows_a.get(name), rows_b.get(name), m) for m in metrics}}
-            for name in dict.fromkeys([*rows_a, *rows_b])]
+    rows = [
+        {
+            "name": name,
+            "a": side(rows_a.get(name)),
+            "b": side(rows_b.get(name)),
+            "delta": {m: difference(rows_a.get(name), rows_b.get(name), m) for m in metrics},
+        }
+        for name in dict.fromkeys([*rows_a, *rows_b])
+    ]
     same = a["eval_fingerprint"] is not None and a["eval_fingerprint"] == b["eval_fingerprint"]
-    warning = None if same else (
-        f"the two runs were measured on different held-out data (eval fingerprint {a['eval_fingerprint']} vs "
-        f"{b['eval_fingerprint']}): their metrics are not comparable")
-    return {"a": {k: v for k, v in a.items() if k != "rows"}, "b": {k: v for k, v in b.items() if k != "rows"},
-            "metrics": metrics, "same_eval_data": same, "warning": warning, "rows": rows}
+    warning = (
+        None
+        if same
+        else (
+            f"the two runs were measured on different held-out data (eval fingerprint {a['eval_fingerprint']} vs "
+            f"{b['eval_fingerprint']}): their metrics are not comparable"
+        )
+    )
+    return {
+        "a": {k: v for k, v in a.items() if k != "rows"},
+        "b": {k: v for k, v in b.items() if k != "rows"},
+        "metrics": metrics,
+        "same_eval_data": same,
+        "warning": warning,
+        "rows": rows,
+    }
 
 
 def print_compare(result: dict) -> None:
     a, b, primaries = result["a"], result["b"], {result["a"]["primary"], result["b"]["primary"]}
     for label, run in (("A", a), ("B", b)):
-        console.print(f"{label} = {run['run']} (finished {run['finished_at'][:16]}, ranked by {run['primary']})",
-                      markup=False)
+        console.print(
+            f"{label} = {run['run']} (finished {run['finished_at'][:16]}, ranked by {run['primary']})", markup=False
+        )
     if result["warning"]:
         console.print(f"WARNING: {result['warning']}", style="bold red", markup=False)
     else:
@@ -230,7 +311,9 @@ def print_compare(result: dict) -> None:
         for number, metric in enumerate(result["metrics"]):
             values = [format_cell(side.get(metric)) if side else "–" for side in (row["a"], row["b"])]
             label = ("* " if metric in primaries else "") + short(metric)
-            table.add_row(row["name"] if number == 0 else "", label, *values, format_cell(row["delta"][metric], signed=True))
+            table.add_row(
+                row["name"] if number == 0 else "", label, *values, format_cell(row["delta"][metric], signed=True)
+            )
         decisions = [side["decision"] if side else "absent" for side in (row["a"], row["b"])]
         table.add_row("", "decision", *decisions, "" if decisions[0] == decisions[1] else "changed", end_section=True)
     console.print(table)
@@ -300,13 +383,18 @@ def cmd_chat(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
         tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings["train"])
     model.eval()
-    errors.print(f"{args.model} ({run.pathspec}): {item['base']['source']}"
-                 + (f" + adapter {adapter}" if adapter else ", untuned") + f"; {decision.compute} on {decision.device}, "
-                 f"greedy, at most {new_tokens} new tokens", markup=False)
+    errors.print(
+        f"{args.model} ({run.pathspec}): {item['base']['source']}"
+        + (f" + adapter {adapter}" if adapter else ", untuned")
+        + f"; {decision.compute} on {decision.device}, "
+        f"greedy, at most {new_tokens} new tokens",
+        markup=False,
+    )
     interactive = sys.stdin.isatty()
     if interactive:
-        errors.print("type an instruction (instruction<TAB>input to give an input); an empty line or Ctrl-D ends",
-                     markup=False)
+        errors.print(
+            "type an instruction (instruction<TAB>input to give an input); an empty line or Ctrl-D ends", markup=False
+        )
     records = (prompt_record(line) for line in (_typed_lines() if interactive else sys.stdin))
     for number, record in enumerate(r for r in records if r):
         with contextlib.redirect_stdout(sys.stderr):
@@ -315,8 +403,16 @@ def cmd_chat(args) -> int:
     return 0
 
 
-MODEL_COLUMNS = [("name", "name"), ("roster", "roster"), ("base_id", "base id"), ("certainty", "certainty"),
-                 ("family", "family"), ("params", "params"), ("gpu_memory_gb", "GPU GB"), ("licence", "licence")]
+MODEL_COLUMNS = [
+    ("name", "name"),
+    ("roster", "roster"),
+    ("base_id", "base id"),
+    ("certainty", "certainty"),
+    ("family", "family"),
+    ("params", "params"),
+    ("gpu_memory_gb", "GPU GB"),
+    ("licence", "licence"),
+]
 
 
 def model_rows(spec: str | None = None) -> list[dict]:
@@ -329,15 +425,30 @@ def model_rows(spec: str | None = None) -> list[dict]:
     rows = []
     for c in chosen:
         base = c.base
-        rows.append({
-            "name": c.name, "roster": c.roster, "base": base.name, "base_id": base.source.removeprefix("hf:"),
-            "revision": base.revision, "certainty": base.certainty, "certainty_note": base.certainty_note,
-            "family": base.family, "task": base.task, "params": base.params, "licence": base.licence,
-            "prompt_format": base.prompt_format, "remote_code": base.remote_code, "max_length": base.max_length,
-            "gpu_memory_gb": base.resources.gpu_memory_gb, "resources": asdict(base.resources),
-            "lora": asdict(c.lora), "published_as": c.published_as, "tags": list(c.tags),
-            "refused": roster.refusal(base),
-        })
+        rows.append(
+            {
+                "name": c.name,
+                "roster": c.roster,
+                "base": base.name,
+                "base_id": base.source.removeprefix("hf:"),
+                "revision": base.revision,
+                "certainty": base.certainty,
+                "certainty_note": base.certainty_note,
+                "family": base.family,
+                "task": base.task,
+                "params": base.params,
+                "licence": base.licence,
+                "prompt_format": base.prompt_format,
+                "remote_code": base.remote_code,
+                "max_length": base.max_length,
+                "gpu_memory_gb": base.resources.gpu_memory_gb,
+                "resources": asdict(base.resources),
+                "lora": asdict(c.lora),
+                "published_as": c.published_as,
+                "tags": list(c.tags),
+                "refused": roster.refusal(base),
+            }
+        )
     return rows
 
 
@@ -374,12 +485,22 @@ def language_rows(code: str | None = None) -> list[dict]:
     for name in [code] if code else languages.known():
         pack = languages.load(name)
         identify = pack["identify"]
-        rows.append({"code": pack["code"], "name": pack["name"], "script": pack["script"],
-                     "fidelity": f"{identify['target']} vs {', '.join(identify['neighbours'])} ({identify['method']})",
-                     "sample_rows": sum(1 for line in languages.resolve(pack["sample"]).read_text(encoding="utf-8").splitlines()
-                                        if line.strip()),
-                     "benchmarks": [b["name"] for b in pack["benchmarks"]], "codes": pack["codes"],
-                     "prompt": prompts.template_of(pack).render(pack["example"])})
+        rows.append(
+            {
+                "code": pack["code"],
+                "name": pack["name"],
+                "script": pack["script"],
+                "fidelity": f"{identify['target']} vs {', '.join(identify['neighbours'])} ({identify['method']})",
+                "sample_rows": sum(
+                    1
+                    for line in languages.resolve(pack["sample"]).read_text(encoding="utf-8").splitlines()
+                    if line.strip()
+                ),
+                "benchmarks": [b["name"] for b in pack["benchmarks"]],
+                "codes": pack["codes"],
+                "prompt": prompts.template_of(pack).render(pack["example"]),
+            }
+        )
     return rows
 
 
@@ -400,9 +521,7 @@ def cmd_languages(args) -> int:
 
 def cmd_plan(args) -> int:
     from barbarossa import config
-    from barbarossa.models import plan, roster
-
-    from barbarossa.models import schedule
+    from barbarossa.models import plan, roster, schedule
 
     profile = config.load_profile(args.profile)
     count, gpu = schedule.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)
@@ -439,8 +558,10 @@ def cmd_fetch(args) -> int:
         manifest = weights.read_manifest(where)
         size = sum(f["size"] for f in manifest["files"])
         shown = f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
-        console.print(f"{base.name}: {shown}, {len(manifest['files'])} files, commit {manifest['commit'][:12]} → {where}",
-                      markup=False)
+        console.print(
+            f"{base.name}: {shown}, {len(manifest['files'])} files, commit {manifest['commit'][:12]} → {where}",
+            markup=False,
+        )
     if bases and len(failed) < sum(b.source.startswith("hf:") for b in bases.values()):
         console.print(f"tasks read this mirror with {weights.ENV}={args.to}", markup=False)
     for line in failed:
@@ -456,12 +577,15 @@ def fetch_benchmarks(specs: list[str], to: str) -> list[str]:
     for spec in specs:
         try:
             where = benchmarks.fetch(spec, to)
-        except Exception as err:  # noqa: BLE001 - offline hub, missing file, bad spec: one line each, the rest go on
+        except Exception as err:
             failed.append(f"{spec}: {_error_line(err)}")
             continue
         manifest = json.loads(storage.read_bytes(where + benchmarks.MANIFEST_SUFFIX))
-        console.print(f"{spec}: {manifest['size'] / 1e6:.1f} MB, commit {manifest['commit'][:12]} → {where} "
-                      "(name it as a benchmark source in the profile)", markup=False)
+        console.print(
+            f"{spec}: {manifest['size'] / 1e6:.1f} MB, commit {manifest['commit'][:12]} → {where} "
+            "(name it as a benchmark source in the profile)",
+            markup=False,
+        )
     return failed
 
 
@@ -469,8 +593,17 @@ def print_plan(result: dict, profile_name: str = "") -> None:
     from barbarossa.models.plan import describe
 
     table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
-    for header in ("name", "params", "tokens", "GPU-hours", "LoRA GB", "QLoRA GB", "planned GB", "declared GB",
-                   "trainer will run"):
+    for header in (
+        "name",
+        "params",
+        "tokens",
+        "GPU-hours",
+        "LoRA GB",
+        "QLoRA GB",
+        "planned GB",
+        "declared GB",
+        "trainer will run",
+    ):
         table.add_column(header, justify="left" if header in ("name", "trainer will run") else "right")
     for row in result["rows"]:
         table.add_row(*describe(row), style="red" if row["fits"] == "no" else "")
@@ -479,15 +612,21 @@ def print_plan(result: dict, profile_name: str = "") -> None:
     if result.get("inventory"):
         box = result["inventory"]
         wall = box["wall_hours"]
-        console.print(f"on {box['gpus']}× {result['gpu']}: [bold]{wall:.1f} h wall-clock[/] ({wall / 24:.1f} days), "
-                      f"GPUs busy {box['busy_gpu_hours']:.1f} GPU-hours for {box['work_gpu_hours']:.1f} GPU-hours of "
-                      "work alone (small models share a GPU by memory, as the local leases do)")
+        console.print(
+            f"on {box['gpus']}× {result['gpu']}: [bold]{wall:.1f} h wall-clock[/] ({wall / 24:.1f} days), "
+            f"GPUs busy {box['busy_gpu_hours']:.1f} GPU-hours for {box['work_gpu_hours']:.1f} GPU-hours of "
+            "work alone (small models share a GPU by memory, as the local leases do)"
+        )
     if result.get("early_stopping_saving"):
         least, most = result["early_stopping_saving"]
-        console.print(f"early stopping and fail-fast (profile) may save {least:.0%}–{most:.0%} of the steps: a range, "
-                      "not a promise — it depends on when each candidate stops improving")
-    console.print("[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
-                  "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]")
+        console.print(
+            f"early stopping and fail-fast (profile) may save {least:.0%}–{most:.0%} of the steps: a range, "
+            "not a promise — it depends on when each candidate stops improving"
+        )
+    console.print(
+        "[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
+        "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]"
+    )
     console.print(f"[dim]assumptions: {result['assumptions']}[/]")
 
 
@@ -495,11 +634,18 @@ def print_release(released: list[dict]) -> None:
     if not released:
         console.print("release: no candidate passed the release policy; nothing bundled")
     for bundle in released:
-        where = bundle["published_to"] or (f"dry run; --publish would copy it to {bundle['would_publish_to']}"
-                                           if bundle["would_publish_to"] else "no --release-to target")
-        merged = f", merged weights verified (max |Δlogit| {bundle['merge_max_logit_diff']:.1e})" if bundle["merged"] else ""
-        console.print(f"release: {bundle['name']}: {len(bundle['files'])} files, {bundle['bytes'] / 1e6:.1f} MB at "
-                      f"{bundle['bundle_uri']}{merged}; {where}")
+        where = bundle["published_to"] or (
+            f"dry run; --publish would copy it to {bundle['would_publish_to']}"
+            if bundle["would_publish_to"]
+            else "no --release-to target"
+        )
+        merged = (
+            f", merged weights verified (max |Δlogit| {bundle['merge_max_logit_diff']:.1e})" if bundle["merged"] else ""
+        )
+        console.print(
+            f"release: {bundle['name']}: {len(bundle['files'])} files, {bundle['bytes'] / 1e6:.1f} MB at "
+            f"{bundle['bundle_uri']}{merged}; {where}"
+        )
 
 
 def default_username(user: str | None = None) -> str:
@@ -517,8 +663,10 @@ def _error_line(err: Exception) -> str:
     if type(err).__name__ in ("MetaflowNotFound", "MetaflowNamespaceMismatch"):
         from metaflow import get_namespace
 
-        text += (f" in namespace {get_namespace()} (Metaflow reads runs from .metaflow/ here or in a parent folder; "
-                 f"another user's runs need USERNAME=<them>, a deployment's --namespace production:<token> or any)")
+        text += (
+            f" in namespace {get_namespace()} (Metaflow reads runs from .metaflow/ here or in a parent folder; "
+            f"another user's runs need USERNAME=<them>, a deployment's --namespace production:<token> or any)"
+        )
     return text
 
 
@@ -539,16 +687,24 @@ def main(argv: list[str] | None = None) -> int:
     board = sub.add_parser("leaderboard", help="show the leaderboard of the latest (or a given) run, or compare two")
     board.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
     board.add_argument("--wide", action="store_true", help="every column (default: the few that fit 80 columns)")
-    board.add_argument("--compare", nargs="+", metavar="RUN",
-                       help="RUN_A [RUN_B]: both runs' metrics per model and B − A (RUN_B: latest successful run)")
+    board.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="RUN_A [RUN_B]: both runs' metrics per model and B − A (RUN_B: latest successful run)",
+    )
     board.add_argument("--json", action="store_true", help="print the rows (or the comparison) as JSON")
-    board.add_argument("--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)")
+    board.add_argument(
+        "--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)"
+    )
     board.set_defaults(func=cmd_leaderboard)
     chatting = sub.add_parser("chat", help="answer prompts (typed, or one a line on stdin) with a model of a run")
     chatting.add_argument("--run", help="run id (or FinetuneFlow/<id>); default: latest successful run")
     chatting.add_argument("--model", required=True, help="a leaderboard row's name: a candidate or an untuned base")
     chatting.add_argument("--max-new-tokens", type=int, help="default: the run's [eval] max_new_tokens")
-    chatting.add_argument("--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)")
+    chatting.add_argument(
+        "--namespace", help="Metaflow namespace to read runs from (production:<token>, user:<name>, any)"
+    )
     chatting.set_defaults(func=cmd_chat)
     listing = sub.add_parser("models", help="list the rosters' candidates (all, or those --models selects)")
     listing.add_argument("--models", help="roster, candidate names or filters, as the flow's --models")
@@ -565,10 +721,15 @@ def main(argv: list[str] | None = None) -> int:
     planning.add_argument("--gpus", help="the GPUs you have, <count>x<GPU> (e.g. 4xA100-80GB): adds wall-clock time")
     planning.add_argument("--json", action="store_true", help="print the plan as JSON")
     planning.set_defaults(func=cmd_plan)
-    fetching = sub.add_parser("fetch", help="mirror the selected hub bases' weights (tasks read it: BARBAROSSA_WEIGHTS=ROOT)")
+    fetching = sub.add_parser(
+        "fetch", help="mirror the selected hub bases' weights (tasks read it: BARBAROSSA_WEIGHTS=ROOT)"
+    )
     fetching.add_argument("--models", help="roster, candidate names or filters")
-    fetching.add_argument("--benchmark", action="append",
-                          help="a benchmark file to mirror, hf:<owner>/<dataset>@<revision>:<file> (repeatable)")
+    fetching.add_argument(
+        "--benchmark",
+        action="append",
+        help="a benchmark file to mirror, hf:<owner>/<dataset>@<revision>:<file> (repeatable)",
+    )
     fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
     fetching.set_defaults(func=cmd_fetch)
     args = parser.parse_args(argv)

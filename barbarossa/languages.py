@@ -21,7 +21,10 @@ from barbarossa.config import PROJECT_ROOT
 from barbarossa.errors import UserError
 
 DEFAULT = "az"
-IDENTIFY_METHODS = ("lingua", "ngram")  # lingua: its shipped models; ngram: trained on bundled samples (no lingua model)
+IDENTIFY_METHODS = (
+    "lingua",
+    "ngram",
+)  # lingua: its shipped models; ngram: trained on bundled samples (no lingua model)
 TEMPLATE_KEYS = ("preamble", "preamble_with_input", "instruction_header", "input_header", "response_header")
 SECTION_MARK = "### "  # every header starts a template section: an answer is cut where the model starts the next one
 
@@ -88,8 +91,10 @@ def _validated(doc: dict, path: Path) -> dict:
         _need(template, key, str, path, "template")
     for key in ("instruction_header", "input_header", "response_header"):
         if not template[key].startswith(SECTION_MARK):
-            raise LanguageError(f"{path}: [template] {key} must start with {SECTION_MARK!r} (answers are cut at the "
-                                f"next section), got {template[key]!r}")
+            raise LanguageError(
+                f"{path}: [template] {key} must start with {SECTION_MARK!r} (answers are cut at the "
+                f"next section), got {template[key]!r}"
+            )
     identify = _need(doc, "identify", dict, path)
     method = identify.get("method", "lingua")
     if method not in IDENTIFY_METHODS:
@@ -116,7 +121,7 @@ def _validated(doc: dict, path: Path) -> dict:
     sets = benchmarks.get("sets", [])
     for number, entry in enumerate(sets, start=1):
         if not isinstance(entry, dict) or set(entry) != {"name", "source"}:
-            raise LanguageError(f"{path}: [benchmarks] sets entry {number} must be {{ name = \"...\", source = \"...\" }}")
+            raise LanguageError(f'{path}: [benchmarks] sets entry {number} must be {{ name = "...", source = "..." }}')
     codes = doc.get("codes", {})
     return {
         "code": code,
@@ -130,26 +135,99 @@ def _validated(doc: dict, path: Path) -> dict:
         "words": words,
         "translate_into": benchmarks.get("translate_into", ""),
         "translate_out": benchmarks.get("translate_out", ""),
-        "benchmarks": [{"name": e["name"], "source": _file(e["source"], path, f"[benchmarks] {e['name']}")} for e in sets],
+        "benchmarks": [
+            {"name": e["name"], "source": _file(e["source"], path, f"[benchmarks] {e['name']}")} for e in sets
+        ],
     }
 
 
 # lingua 2.1's 75 languages, so loading a pack needs no lingua import (its wheel is 96 MB of models: a GPU check
 # carries no such thing); tests/test_languages.py keeps the list equal to the installed lingua's.
-LINGUA_NAMES = frozenset({
-    "AFRIKAANS", "ALBANIAN", "ARABIC", "ARMENIAN", "AZERBAIJANI", "BASQUE", "BELARUSIAN", "BENGALI", "BOKMAL",
-    "BOSNIAN", "BULGARIAN", "CATALAN", "CHINESE", "CROATIAN", "CZECH", "DANISH", "DUTCH", "ENGLISH", "ESPERANTO",
-    "ESTONIAN", "FINNISH", "FRENCH", "GANDA", "GEORGIAN", "GERMAN", "GREEK", "GUJARATI", "HEBREW", "HINDI",
-    "HUNGARIAN", "ICELANDIC", "INDONESIAN", "IRISH", "ITALIAN", "JAPANESE", "KAZAKH", "KOREAN", "LATIN", "LATVIAN",
-    "LITHUANIAN", "MACEDONIAN", "MALAY", "MAORI", "MARATHI", "MONGOLIAN", "NYNORSK", "PERSIAN", "POLISH",
-    "PORTUGUESE", "PUNJABI", "ROMANIAN", "RUSSIAN", "SERBIAN", "SHONA", "SLOVAK", "SLOVENE", "SOMALI", "SOTHO",
-    "SPANISH", "SWAHILI", "SWEDISH", "TAGALOG", "TAMIL", "TELUGU", "THAI", "TSONGA", "TSWANA", "TURKISH",
-    "UKRAINIAN", "URDU", "VIETNAMESE", "WELSH", "XHOSA", "YORUBA", "ZULU",
-})
+LINGUA_NAMES = frozenset(
+    {
+        "AFRIKAANS",
+        "ALBANIAN",
+        "ARABIC",
+        "ARMENIAN",
+        "AZERBAIJANI",
+        "BASQUE",
+        "BELARUSIAN",
+        "BENGALI",
+        "BOKMAL",
+        "BOSNIAN",
+        "BULGARIAN",
+        "CATALAN",
+        "CHINESE",
+        "CROATIAN",
+        "CZECH",
+        "DANISH",
+        "DUTCH",
+        "ENGLISH",
+        "ESPERANTO",
+        "ESTONIAN",
+        "FINNISH",
+        "FRENCH",
+        "GANDA",
+        "GEORGIAN",
+        "GERMAN",
+        "GREEK",
+        "GUJARATI",
+        "HEBREW",
+        "HINDI",
+        "HUNGARIAN",
+        "ICELANDIC",
+        "INDONESIAN",
+        "IRISH",
+        "ITALIAN",
+        "JAPANESE",
+        "KAZAKH",
+        "KOREAN",
+        "LATIN",
+        "LATVIAN",
+        "LITHUANIAN",
+        "MACEDONIAN",
+        "MALAY",
+        "MAORI",
+        "MARATHI",
+        "MONGOLIAN",
+        "NYNORSK",
+        "PERSIAN",
+        "POLISH",
+        "PORTUGUESE",
+        "PUNJABI",
+        "ROMANIAN",
+        "RUSSIAN",
+        "SERBIAN",
+        "SHONA",
+        "SLOVAK",
+        "SLOVENE",
+        "SOMALI",
+        "SOTHO",
+        "SPANISH",
+        "SWAHILI",
+        "SWEDISH",
+        "TAGALOG",
+        "TAMIL",
+        "TELUGU",
+        "THAI",
+        "TSONGA",
+        "TSWANA",
+        "TURKISH",
+        "UKRAINIAN",
+        "URDU",
+        "VIETNAMESE",
+        "WELSH",
+        "XHOSA",
+        "YORUBA",
+        "ZULU",
+    }
+)
 
 
 def _check_lingua_names(path: Path, names: list[str]) -> None:
     for name in names:
         if not isinstance(name, str) or name.upper() not in LINGUA_NAMES:
-            raise LanguageError(f"{path}: [identify] {name!r} is not a lingua language (lingua names: AZERBAIJANI, "
-                                "TURKISH, ...); for a language lingua lacks use method = \"ngram\"")
+            raise LanguageError(
+                f"{path}: [identify] {name!r} is not a lingua language (lingua names: AZERBAIJANI, "
+                'TURKISH, ...); for a language lingua lacks use method = "ngram"'
+            )

@@ -42,7 +42,7 @@ def join(root: str, *parts: str) -> str:
 
 
 def _split_s3(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{uri}: not an s3://bucket/key URI")
     return bucket, key
@@ -74,8 +74,12 @@ def _report_retries(parsed=None, model=None, context=None, **_) -> None:
     if retries:
         params = (context or {}).get("input_params") or {}
         key = params.get("Key") or params.get("Prefix") or params.get("Bucket", "")
-        print(f"S3 retried: {model.name if model else 'request'} {key} succeeded after {retries} "
-              f"{'retry' if retries == 1 else 'retries'}", file=sys.stderr, flush=True)
+        print(
+            f"S3 retried: {model.name if model else 'request'} {key} succeeded after {retries} "
+            f"{'retry' if retries == 1 else 'retries'}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -170,15 +174,18 @@ def local_dir(uri: str, cache_root: Path | None = None) -> Path:
     root = Path(cache_root or tempfile.mkdtemp(prefix="barbarossa-")) / bucket / prefix
     try:
         manifest = json.loads(read_bytes(join(uri, MANIFEST)))
-    except Exception as error:  # noqa: BLE001 - missing (NoSuchKey) or unreadable: either way not complete
-        raise IncompleteUpload(f"{uri}: no readable {MANIFEST} — the upload never finished, or predates "
-                               f"manifests ({error})") from error
+    except Exception as error:
+        raise IncompleteUpload(
+            f"{uri}: no readable {MANIFEST} — the upload never finished, or predates manifests ({error})"
+        ) from error
     client = s3_client()
     for name, expected in sorted(manifest.items()):
         dest = root / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         client.download_file(bucket, "/".join([prefix.rstrip("/"), name]), str(dest))
         if dest.stat().st_size != expected["size"] or sha256_file(dest) != expected["sha256"]:
-            raise IncompleteUpload(f"{uri}/{name}: {dest.stat().st_size} bytes, sha256 differs from the manifest's "
-                                   f"{expected['size']} bytes — a damaged or partial upload")
+            raise IncompleteUpload(
+                f"{uri}/{name}: {dest.stat().st_size} bytes, sha256 differs from the manifest's "
+                f"{expected['size']} bytes — a damaged or partial upload"
+            )
     return root

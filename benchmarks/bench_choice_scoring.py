@@ -14,11 +14,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import languages  # noqa: E402
-from barbarossa.console import console  # noqa: E402
-from barbarossa.data import benchmarks  # noqa: E402
-from barbarossa.models import loading, roster, scoring  # noqa: E402
-from bench_generation import timed  # noqa: E402  (benchmarks/ is the script's folder)
+from bench_generation import timed
+
+from barbarossa import languages
+from barbarossa.console import console
+from barbarossa.data import benchmarks
+from barbarossa.models import loading, roster, scoring
 
 BATCH = 8  # the cpu profile's eval batch: two items of four choices
 OUT = Path(__file__).parent / "results" / "choice-scoring-cpu.json"
@@ -30,21 +31,36 @@ def main() -> None:
     tokenizer, model = loading.load_base(asdict(base))
     model.eval()
     [belebele] = [s for s in benchmarks.load_all(benchmarks.entries_for(pack, []), pack) if s["name"] == "belebele"]
-    records = [{"instruction": item["question"], "input": item["context"], "output": choice}
-               for item in belebele["items"] for choice in item["choices"]]
+    records = [
+        {"instruction": item["question"], "input": item["context"], "output": choice}
+        for item in belebele["items"]
+        for choice in item["choices"]
+    ]
     scoring.response_nll(model, tokenizer, records[:4], 2048, 4, template=pack)  # warm-up
     alone, alone_s = timed(lambda: scoring.response_nll(model, tokenizer, records, 2048, BATCH, template=pack))
-    shared, shared_s = timed(lambda: scoring.response_nll(model, tokenizer, records, 2048, BATCH, template=pack,
-                                                          share_prompts=True))
+    shared, shared_s = timed(
+        lambda: scoring.response_nll(model, tokenizer, records, 2048, BATCH, template=pack, share_prompts=True)
+    )
     worst = max(abs(a - b) for a, b in zip(alone["nll"], shared["nll"]))
-    result = {"model": base.name, "items": len(belebele["items"]), "choices": len(records), "batch": BATCH,
-              "alone_seconds": round(alone_s, 2), "shared_seconds": round(shared_s, 2),
-              "speedup": round(alone_s / shared_s, 2), "max_abs_nll_difference": worst}
-    console.print(f"multiple-choice scoring, {base.name}, {len(belebele['items'])} Belebele-format items × 4 choices, "
-                  f"batch {BATCH}, CPU {next(model.parameters()).dtype}")
+    result = {
+        "model": base.name,
+        "items": len(belebele["items"]),
+        "choices": len(records),
+        "batch": BATCH,
+        "alone_seconds": round(alone_s, 2),
+        "shared_seconds": round(shared_s, 2),
+        "speedup": round(alone_s / shared_s, 2),
+        "max_abs_nll_difference": worst,
+    }
+    console.print(
+        f"multiple-choice scoring, {base.name}, {len(belebele['items'])} Belebele-format items × 4 choices, "
+        f"batch {BATCH}, CPU {next(model.parameters()).dtype}"
+    )
     console.print(f"  each choice alone    : {alone_s:6.1f} s")
     console.print(f"  prompt shared        : {shared_s:6.1f} s")
-    console.print(f"  speed-up             : [bold]{alone_s / shared_s:.2f}×[/]   largest NLL difference {worst:.2e} nats")
+    console.print(
+        f"  speed-up             : [bold]{alone_s / shared_s:.2f}×[/]   largest NLL difference {worst:.2e} nats"
+    )
     OUT.write_text(json.dumps(result, indent=2) + "\n")
 
 

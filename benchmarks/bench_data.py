@@ -29,9 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from barbarossa import storage
+from barbarossa.console import console
 from barbarossa.data import instructions, prompts, synthetic, tokencache
-from barbarossa.models import loading, roster  # noqa: E402
-from barbarossa.console import console  # noqa: E402
+from barbarossa.models import loading, roster
 
 ROWS = int(os.environ.get("BENCH_DATA_ROWS", synthetic.ALPACA_ROWS))
 MAX_LENGTH = 512  # the gpu profile's: the recipe that trains on the full Alpaca set
@@ -63,7 +63,8 @@ def old_prepare(source: str, out_root: str, fraction: float = 0.1, seed: int = 0
     return {
         "train_uri": storage.write_text(storage.join(out_root, "data", "train.jsonl"), instructions.to_jsonl(train)),
         "eval_uri": storage.write_text(storage.join(out_root, "data", "eval.jsonl"), instructions.to_jsonl(held)),
-        "train_fingerprint": fingerprint(train), "eval_fingerprint": fingerprint(held),
+        "train_fingerprint": fingerprint(train),
+        "eval_fingerprint": fingerprint(held),
         "source_fingerprint": fingerprint(loaded.records),
     }
 
@@ -99,12 +100,16 @@ def main() -> None:
         args = (tokenizer, new["train_uri"], new["train_fingerprint"], MAX_LENGTH, TASK, cache)
         (cold, dropped), new_tok = timed(lambda: tokencache.examples_for(*args))
         (hit, _), hit_read = timed(lambda: tokencache.examples_for(*args))
-        assert cold == hit == [e for e in per_row if e is not None] and dropped == per_row.count(None), "examples differ"
+        assert cold == hit == [e for e in per_row if e is not None] and dropped == per_row.count(None), (
+            "examples differ"
+        )
         cache_mb = sum(f.stat().st_size for f in (Path(cache) / "tokens").iterdir()) / 2**20
     tokens = sum(len(e["input_ids"]) for e in cold)
-    console.print(f"data, {ROWS} synthetic Alpaca rows ({size / 2**20:.0f} MiB JSONL) → {len(records)} train rows; "
-                  f"tokenizer {name}, max length {MAX_LENGTH}: {len(cold)} examples, {dropped} dropped, {tokens / 1e6:.1f}M "
-                  f"tokens, cache file {cache_mb:.0f} MiB")
+    console.print(
+        f"data, {ROWS} synthetic Alpaca rows ({size / 2**20:.0f} MiB JSONL) → {len(records)} train rows; "
+        f"tokenizer {name}, max length {MAX_LENGTH}: {len(cold)} examples, {dropped} dropped, {tokens / 1e6:.1f}M "
+        f"tokens, cache file {cache_mb:.0f} MiB"
+    )
     console.print(f"{'stage':44} {'(a) per row':>11} {'(b) now':>9} {'a / b':>7}")
     rows = [
         ("prepare (validate, split, fingerprint, write)", old_prep, new_prep),
@@ -116,8 +121,10 @@ def main() -> None:
         console.print(f"{label:44} {a:10.2f}s {b:8.2f}s {a / b:6.1f}×")
     tasks = len(roster.all_rosters()["local"].candidates)
     old_run, new_run = old_prep + tasks * old_tok, new_prep + new_tok + (tasks - 1) * hit_read
-    console.print(f"[bold]a / b = {old_run / new_run:.1f}×[/] for a run of the local roster ({tasks} training tasks share "
-                  f"this tokenizer): {old_run:.1f}s → {new_run:.1f}s; cache hit read {hit_read:.2f}s")
+    console.print(
+        f"[bold]a / b = {old_run / new_run:.1f}×[/] for a run of the local roster ({tasks} training tasks share "
+        f"this tokenizer): {old_run:.1f}s → {new_run:.1f}s; cache hit read {hit_read:.2f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 Both runs train the same candidate (the `local` roster's first) from the same split — the `cpu`
 profile's held-out split, and a dev split carved from the training rows that the fixed run does
 not train on either — with the `cpu` profile's recipe for BENCH_ES_STEPS optimizer steps (default
-160, ~25 min here; the profile's 16 are too few for a stop to mean anything, and at 48 dev still improves). The early-stopped run scores its dev
-split every 8 steps and stops after 2 evaluations without a gain of 0.005 bits per byte, keeping
-its best adapter.
+160, ~25 min here; the profile's 16 are too few for a stop to mean anything, and at 48 dev still
+improves). The early-stopped run scores its dev split every 8 steps and stops after 2 evaluations
+without a gain of 0.005 bits per byte, keeping its best adapter.
 
 Reported: steps run, training seconds, held-out bits per byte of each with its 95 % bootstrap
 interval, and the paired difference (early-stopped − fixed) over the same held-out rows. The
@@ -26,12 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import config  # noqa: E402
-from barbarossa.console import console  # noqa: E402
-from barbarossa.data import instructions  # noqa: E402
-from barbarossa.evaluate import protocol, stats  # noqa: E402
-from barbarossa.models import roster  # noqa: E402
-from barbarossa.train import loop  # noqa: E402
+from barbarossa import config
+from barbarossa.console import console
+from barbarossa.data import instructions
+from barbarossa.evaluate import protocol, stats
+from barbarossa.models import roster
+from barbarossa.train import loop
 
 STEPS = int(os.environ.get("BENCH_ES_STEPS", 160))
 EARLY = {"dev_rows": 32, "eval_every": 8, "patience": 2, "min_delta": 0.005, "fail_fast_steps": 0}
@@ -45,41 +45,63 @@ def run(item: dict, split: dict, train_cfg: dict, eval_cfg: dict) -> dict:
         seconds = time.time() - started
         metrics = protocol.evaluate(item, None, split, eval_cfg, trained=trained, train_cfg=train_cfg)
     per_row = metrics["per_row"]["heldout"]
-    return {"steps": trained.result["steps"], "train_seconds": round(seconds, 1),
-            "bits_per_byte": metrics["bits_per_byte"], "interval": stats.intervals(per_row)["bits_per_byte"],
-            "early": trained.result["early"], "per_row": per_row}
+    return {
+        "steps": trained.result["steps"],
+        "train_seconds": round(seconds, 1),
+        "bits_per_byte": metrics["bits_per_byte"],
+        "interval": stats.intervals(per_row)["bits_per_byte"],
+        "early": trained.result["early"],
+        "per_row": per_row,
+    }
 
 
 def main() -> None:
     profile = config.load_profile("cpu")
     candidate = roster.all_rosters()["local"].candidates[0]
     item = {"name": candidate.name, "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
-    eval_cfg = {**profile["eval"], "generate_rows": 4, "samples": 1}  # bits per byte is the comparison; answers cost time
+    eval_cfg = {
+        **profile["eval"],
+        "generate_rows": 4,
+        "samples": 1,
+    }  # bits per byte is the comparison; answers cost time
     with tempfile.TemporaryDirectory() as tmp:
-        split = instructions.prepare(str(instructions.BUNDLED), None, tmp, eval_fraction=eval_cfg["eval_fraction"],
-                                     seed=eval_cfg["split_seed"], near_duplicate_threshold=eval_cfg["near_duplicate_threshold"],
-                                     dev_rows=EARLY["dev_rows"])
+        split = instructions.prepare(
+            str(instructions.BUNDLED),
+            None,
+            tmp,
+            eval_fraction=eval_cfg["eval_fraction"],
+            seed=eval_cfg["split_seed"],
+            near_duplicate_threshold=eval_cfg["near_duplicate_threshold"],
+            dev_rows=EARLY["dev_rows"],
+        )
         base_cfg = {**profile["train"], "max_steps": STEPS, "log_every": 8, "checkpoint_every": 0}
         fixed = run(item, split, base_cfg, eval_cfg)
         stopped = run(item, split, {**base_cfg, **EARLY}, eval_cfg)
     delta = stats.paired(stopped["per_row"], fixed["per_row"])["bits_per_byte"]
     no_worse = stopped["bits_per_byte"] <= fixed["interval"][1]
     report = {
-        "model": item["base"]["name"], "max_steps": STEPS, "early_stopping": EARLY,
+        "model": item["base"]["name"],
+        "max_steps": STEPS,
+        "early_stopping": EARLY,
         "fixed": {k: v for k, v in fixed.items() if k not in ("per_row", "early")},
         "early_stopped": {k: v for k, v in stopped.items() if k != "per_row"},
         "steps_ratio": round(stopped["steps"] / fixed["steps"], 3),
         "seconds_ratio": round(stopped["train_seconds"] / fixed["train_seconds"], 3),
-        "paired_delta_bits_per_byte": delta, "no_worse": no_worse,
+        "paired_delta_bits_per_byte": delta,
+        "no_worse": no_worse,
     }
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")
     console.print(f"[bold]early stopping vs fixed {STEPS} steps[/] ({item['name']}, cpu profile recipe):")
     for name, row in (("fixed", fixed), ("early-stopped", stopped)):
-        console.print(f"  {name:14} {row['steps']:3} steps, {row['train_seconds']:6.1f} s, held-out "
-                      f"{row['bits_per_byte']:.4f} bits per byte {row['interval']}")
-    console.print(f"  steps {report['steps_ratio']:.2f}×, training time {report['seconds_ratio']:.2f}× of the fixed run; "
-                  f"paired Δ {delta['ci']} (p = {delta['p']}); no worse than the fixed run's interval: {no_worse}")
+        console.print(
+            f"  {name:14} {row['steps']:3} steps, {row['train_seconds']:6.1f} s, held-out "
+            f"{row['bits_per_byte']:.4f} bits per byte {row['interval']}"
+        )
+    console.print(
+        f"  steps {report['steps_ratio']:.2f}×, training time {report['seconds_ratio']:.2f}× of the fixed run; "
+        f"paired Δ {delta['ci']} (p = {delta['p']}); no worse than the fixed run's interval: {no_worse}"
+    )
     console.print(f"  why it stopped: {stopped['early']['reason'] or 'it did not: every evaluation improved'}")
 
 

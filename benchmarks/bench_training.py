@@ -32,19 +32,32 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from barbarossa import storage
-from barbarossa.data import instructions, prompts, tokencache
+from barbarossa.console import console
+from barbarossa.data import instructions, tokencache
+from barbarossa.evaluate import protocol
 from barbarossa.models import loading, roster
 from barbarossa.train import loop
-from barbarossa.evaluate import protocol  # noqa: E402
-from barbarossa.console import console  # noqa: E402
 
 STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", 6))
 BATCH = 8
 MAX_LENGTH = 256
 EVAL_ROWS = 32
-CFG = {"max_steps": STEPS, "batch_size": BATCH, "grad_accum": 1, "learning_rate": 2e-3, "warmup_steps": 1,
-       "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": MAX_LENGTH, "precision": "auto", "seed": 0,
-       "log_every": STEPS, "packing": True, "gradient_checkpointing": False, "checkpoint_every": 0}
+CFG = {
+    "max_steps": STEPS,
+    "batch_size": BATCH,
+    "grad_accum": 1,
+    "learning_rate": 2e-3,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": MAX_LENGTH,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": STEPS,
+    "packing": True,
+    "gradient_checkpointing": False,
+    "checkpoint_every": 0,
+}
 
 
 class PeakRSS:
@@ -98,11 +111,25 @@ def hf_trainer(candidate, train_uri: str, held: list[dict], pad_to_max: bool) ->
     model = loop.lora_model(model, candidate.base.family, asdict(candidate.lora))
     examples, _ = tokencache.tokenize(tokenizer, instructions.read_jsonl(train_uri), MAX_LENGTH)
     rows = Dataset.from_list([{"input_ids": e["input_ids"]} for e in examples])
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=MAX_LENGTH if pad_to_max else None)
+    collator = DataCollatorForLanguageModeling(
+        tokenizer, mlm=False, pad_to_multiple_of=MAX_LENGTH if pad_to_max else None
+    )
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(), max_steps=STEPS, per_device_train_batch_size=BATCH, learning_rate=CFG["learning_rate"],
-        lr_scheduler_type="cosine", warmup_steps=1, max_grad_norm=1.0, weight_decay=0.0, logging_steps=STEPS,
-        save_strategy="no", report_to=[], use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=tempfile.mkdtemp(),
+        max_steps=STEPS,
+        per_device_train_batch_size=BATCH,
+        learning_rate=CFG["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=1,
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        logging_steps=STEPS,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     seen = {"real": 0, "padded": 0}
 
@@ -119,8 +146,14 @@ def hf_trainer(candidate, train_uri: str, held: list[dict], pad_to_max: bool) ->
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "real": seen["real"], "supervised": seen["real"], "computed": seen["padded"],
-            "rss": rss.peak, "loss": held_out_loss(model, tokenizer, held)}
+    return {
+        "seconds": seconds,
+        "real": seen["real"],
+        "supervised": seen["real"],
+        "computed": seen["padded"],
+        "rss": rss.peak,
+        "loss": held_out_loss(model, tokenizer, held),
+    }
 
 
 def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) -> dict:
@@ -134,9 +167,16 @@ def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) 
         tokenizer, model = loading.load_base(item["base"])
         model = PeftModel.from_pretrained(model, storage.local_dir(result["adapter_uri"]))
         loss = held_out_loss(model, tokenizer, held)
-    return {"seconds": result["loop_seconds"], "real": result["real_tokens"], "supervised": result["supervised_tokens"],
-            "computed": round(result["real_tokens"] * result["computed_per_real_token"]), "rss": rss.peak, "loss": loss,
-            "precision": result["precision"], "layout": result["layout"]}
+    return {
+        "seconds": result["loop_seconds"],
+        "real": result["real_tokens"],
+        "supervised": result["supervised_tokens"],
+        "computed": round(result["real_tokens"] * result["computed_per_real_token"]),
+        "rss": rss.peak,
+        "loss": loss,
+        "precision": result["precision"],
+        "layout": result["layout"],
+    }
 
 
 def main() -> None:
@@ -150,8 +190,10 @@ def main() -> None:
         warm = {"name": "warm-up", "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
         with tempfile.TemporaryDirectory() as out:  # one untimed step: the first one pays for allocator/kernel warm-up
             loop.finetune(warm, summary, {**CFG, "max_steps": 1}, out)
-        console.print(f"training, {candidate.name} ({candidate.lora.targets}, r={candidate.lora.r}), {STEPS} steps × "
-                      f"batch {BATCH}, max length {MAX_LENGTH}, {torch.get_num_threads()} threads")
+        console.print(
+            f"training, {candidate.name} ({candidate.lora.targets}, r={candidate.lora.r}), {STEPS} steps × "
+            f"batch {BATCH}, max length {MAX_LENGTH}, {torch.get_num_threads()} threads"
+        )
         runs = {
             "(b)  barbarossa (shared prefix, resp.-only)": ours(candidate, summary, held),
             "(b') barbarossa, no prefix sharing (packed)": ours(candidate, summary, held, share_prefix=False),
@@ -160,20 +202,28 @@ def main() -> None:
         }
     fp32, bf16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
     params = candidate.base.params
-    console.print(f"{'variant':44} {'real tok/s':>10} {'superv. tok/s':>13} {'pos./token':>10} {'peak RSS':>9} "
-                  f"{'held-out loss':>13}")
+    console.print(
+        f"{'variant':44} {'real tok/s':>10} {'superv. tok/s':>13} {'pos./token':>10} {'peak RSS':>9} "
+        f"{'held-out loss':>13}"
+    )
     for name, r in runs.items():
-        console.print(f"{name:44} {r['real'] / r['seconds']:10.0f} {r['supervised'] / r['seconds']:13.0f} "
-                      f"{r['computed'] / r['real']:10.2f} {r['rss'] / 2**30:7.2f} G {r['loss']:13.3f}")
+        console.print(
+            f"{name:44} {r['real'] / r['seconds']:10.0f} {r['supervised'] / r['seconds']:13.0f} "
+            f"{r['computed'] / r['real']:10.2f} {r['rss'] / 2**30:7.2f} G {r['loss']:13.3f}"
+        )
     b, b_packed, a, a_max = runs.values()
     speed = lambda r: r["real"] / r["seconds"]  # noqa: E731
-    console.print(f"[bold]b / a  = {speed(b) / speed(a):.2f}×[/] real tokens/s (b / a' = {speed(b) / speed(a_max):.2f}×, "
-                  f"b' / a = {speed(b_packed) / speed(a):.2f}×, b / b' = {speed(b) / speed(b_packed):.2f}×); "
-                  f"held-out loss b {b['loss']:.3f} vs a {a['loss']:.3f} after the same {STEPS * BATCH} examples")
+    console.print(
+        f"[bold]b / a  = {speed(b) / speed(a):.2f}×[/] real tokens/s (b / a' = {speed(b) / speed(a_max):.2f}×, "
+        f"b' / a = {speed(b_packed) / speed(a):.2f}×, b / b' = {speed(b) / speed(b_packed):.2f}×); "
+        f"held-out loss b {b['loss']:.3f} vs a {a['loss']:.3f} after the same {STEPS * BATCH} examples"
+    )
     flops = 4 * params * speed(b)
-    console.print(f"b runs at {flops / 1e9:.1f} GFLOP/s (4 × {params / 1e6:.0f}M params × tokens/s) in {b['precision']}: "
-                  f"{flops / bf16:.1%} of this machine's measured bf16 matmul peak ({bf16 / 1e9:.1f} GFLOP/s), "
-                  f"{flops / fp32:.1%} of its fp32 peak ({fp32 / 1e9:.1f} GFLOP/s)")
+    console.print(
+        f"b runs at {flops / 1e9:.1f} GFLOP/s (4 × {params / 1e6:.0f}M params × tokens/s) in {b['precision']}: "
+        f"{flops / bf16:.1%} of this machine's measured bf16 matmul peak ({bf16 / 1e9:.1f} GFLOP/s), "
+        f"{flops / fp32:.1%} of its fp32 peak ({fp32 / 1e9:.1f} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def _imports(module: str) -> bool:
         return False
     try:
         __import__(module)
-    except Exception:  # noqa: BLE001  a broken install (no CUDA build of triton, ...) counts as absent
+    except Exception:
         return False
     return True
 
@@ -70,8 +70,10 @@ def liger_available() -> bool:
 def prompt_completion_rows(records: list[dict], template=None) -> list[dict]:
     """TRL's prompt/completion rows in this project's template; TRL appends EOS to each completion and,
     for prompt/completion data, puts the loss on the completion only (`completion_only_loss=None`)."""
-    return [{"prompt": prompts.render_prompt(r["instruction"], r["input"], template), "completion": r["output"]}
-            for r in records]
+    return [
+        {"prompt": prompts.render_prompt(r["instruction"], r["input"], template), "completion": r["output"]}
+        for r in records
+    ]
 
 
 class StepClock:
@@ -118,8 +120,9 @@ def _counting_trainer(counts: dict):
     return CountingSFTTrainer
 
 
-def build_trainer(folder: Path, split: dict, cfg: dict, lora: dict, liger: bool = False, template=None,
-                  dtype: str | None = None):
+def build_trainer(
+    folder: Path, split: dict, cfg: dict, lora: dict, liger: bool = False, template=None, dtype: str | None = None
+):
     """The SFTTrainer of the peer case, ready to train: (trainer, clock, facts for the row)."""
     from datasets import Dataset
     from peft import LoraConfig
@@ -131,13 +134,22 @@ def build_trainer(folder: Path, split: dict, cfg: dict, lora: dict, liger: bool 
     attention = "flash_attention_2" if cuda and _imports("flash_attn") else "sdpa"
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForCausalLM.from_pretrained(
-        folder, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32, attn_implementation=attention,
-        device_map="cuda" if cuda else None)  # straight onto the GPU: a 7B model does not stop in host memory first
+        folder,
+        dtype=torch.bfloat16 if dtype == "bf16" else torch.float32,
+        attn_implementation=attention,
+        device_map="cuda" if cuda else None,
+    )  # straight onto the GPU: a 7B model does not stop in host memory first
     params = sum(p.numel() for p in model.parameters())
     targets = lora["targets"]
     targets = get_family("llama").lora_targets(list(targets) if isinstance(targets, (list, tuple)) else targets)
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"],
-                             lora_dropout=lora["dropout"], bias="none", target_modules=targets)
+    peft_config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=lora["r"],
+        lora_alpha=lora["alpha"],
+        lora_dropout=lora["dropout"],
+        bias="none",
+        target_modules=targets,
+    )
     records = instructions.read_jsonl(split["train_uri"])
     # the product's rows: it drops a row whose prompt leaves under 8 response tokens (TRL would keep it, cut, unscored)
     kept = prompts.build_examples(tokenizer, records, cfg["max_length"], template=template)
@@ -145,38 +157,71 @@ def build_trainer(folder: Path, split: dict, cfg: dict, lora: dict, liger: bool 
     seed = cfg.get("seed", 0)
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(prefix="peer-trl-"),
-        packing=True, packing_strategy="bfd", padding_free=True,  # padding-free position-id packing (module doc)
+        packing=True,
+        packing_strategy="bfd",
+        padding_free=True,  # padding-free position-id packing (module doc)
         max_length=cfg["max_length"],
         per_device_train_batch_size=cfg["batch_size"],
         gradient_accumulation_steps=cfg.get("grad_accum", 1),
         max_steps=cfg["max_steps"],
         learning_rate=cfg["learning_rate"],
         warmup_steps=cfg.get("warmup_steps", 0),
-        lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": 0.1},  # the product's schedule
+        lr_scheduler_type="cosine_with_min_lr",
+        lr_scheduler_kwargs={"min_lr_rate": 0.1},  # the product's schedule
         weight_decay=cfg.get("weight_decay", 0.0),
         max_grad_norm=cfg.get("max_grad_norm", 1.0),
-        bf16=dtype == "bf16", fp16=False,
+        bf16=dtype == "bf16",
+        fp16=False,
         # SFTConfig defaults gradient_checkpointing (transformers 5.24's deprecated alias) to True: set the new name
         activation_checkpointing=cfg.get("gradient_checkpointing") is True,
         use_liger_kernel=liger,
         logging_steps=cfg.get("log_every", 10),
-        report_to=[], save_strategy="no", disable_tqdm=True,
-        dataloader_num_workers=0, dataloader_pin_memory=cuda, dataloader_drop_last=True,
-        seed=seed, data_seed=seed,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        dataloader_drop_last=True,
+        seed=seed,
+        data_seed=seed,
     )
     counts = {"real": 0, "positions": 0}
     clock = StepClock(counts)
-    trainer = _counting_trainer(counts)(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                                        processing_class=tokenizer, peft_config=peft_config, callbacks=[clock.callback])
+    trainer = _counting_trainer(counts)(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[clock.callback],
+    )
     optim = getattr(args.optim, "value", args.optim)
-    facts = {"params": params, "settings": {"padding_free": trainer.padding_free, "packing": args.packing_strategy,
-                                            "liger": liger, "attention": attention, "dtype": dtype, "optim": optim,
-                                            "checkpointing": bool(args.activation_checkpointing)}}
+    facts = {
+        "params": params,
+        "settings": {
+            "padding_free": trainer.padding_free,
+            "packing": args.packing_strategy,
+            "liger": liger,
+            "attention": attention,
+            "dtype": dtype,
+            "optim": optim,
+            "checkpointing": bool(args.activation_checkpointing),
+        },
+    }
     return trainer, clock, facts
 
 
-def train_peer(folder: Path, split: dict, cfg: dict, lora: dict, liger: bool, peak_tflops: float | None,
-               template=None, name: str | None = None, dtype: str | None = None) -> dict:
+def train_peer(
+    folder: Path,
+    split: dict,
+    cfg: dict,
+    lora: dict,
+    liger: bool,
+    peak_tflops: float | None,
+    template=None,
+    name: str | None = None,
+    dtype: str | None = None,
+) -> dict:
     """Train the LoRA of the product's case with TRL's SFTTrainer; a row shaped like bench_gpu's training rows.
 
     name: the case's shape (default: the folder's name, as bench_gpu names them); dtype: "bf16" or
@@ -199,7 +244,9 @@ def train_peer(folder: Path, split: dict, cfg: dict, lora: dict, liger: bool, pe
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     flops_per_position = (6 if facts["settings"]["checkpointing"] else 4) * facts["params"]  # bench_gpu's MFU
     return {
-        "case": case, "trainer": trainer_name, **facts,
+        "case": case,
+        "trainer": trainer_name,
+        **facts,
         "step_seconds": round(seconds / steps, 4),
         "real_tokens_per_second": round(real / seconds, 1),
         "positions_per_second": round(positions / seconds, 1),

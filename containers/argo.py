@@ -18,10 +18,10 @@ import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 PLACEHOLDER = re.compile(r"\{\{\s*(.*?)\s*\}\}")
 BASE64_PARAMETER = re.compile(r"^=toBase64\(workflow\.parameters\['([\w-]+)'\]\)$")
@@ -70,9 +70,15 @@ def dag_order(tasks: list[dict]) -> list[dict]:
 
 def field_value(path: str, pod: dict) -> str:
     """What Kubernetes' downward API gives a container for a `fieldRef`."""
-    known = {"metadata.name": pod["name"], "metadata.namespace": pod["namespace"], "metadata.uid": pod["uid"],
-             "spec.serviceAccountName": pod["service_account"], "status.hostIP": "127.0.0.1",
-             "status.podIP": "127.0.0.1", "spec.nodeName": "image-check"}
+    known = {
+        "metadata.name": pod["name"],
+        "metadata.namespace": pod["namespace"],
+        "metadata.uid": pod["uid"],
+        "spec.serviceAccountName": pod["service_account"],
+        "status.hostIP": "127.0.0.1",
+        "status.podIP": "127.0.0.1",
+        "spec.nodeName": "image-check",
+    }
     if path not in known:
         raise UnknownPlaceholder(f"fieldRef {path}")
     return known[path]
@@ -119,16 +125,29 @@ class Workflow:
     runs, to kill it (a node lost mid-training).
     """
 
-    def __init__(self, document: dict, parameters: dict, cluster: dict[str, str], work: Path, run_container,
-                 interrupt=None, say=print):
+    def __init__(
+        self,
+        document: dict,
+        parameters: dict,
+        cluster: dict[str, str],
+        work: Path,
+        run_container,
+        interrupt=None,
+        say=print,
+    ):
         self.spec = document["spec"]
         self.templates = {t["name"]: t for t in self.spec["templates"]}
         self.parameters = {p["name"]: p.get("value", "") for p in self.spec.get("arguments", {}).get("parameters", [])}
-        self.parameters.update({name: json.dumps(value) for name, value in parameters.items()})  # as `trigger` encodes them
+        self.parameters.update(
+            {name: json.dumps(value) for name, value in parameters.items()}
+        )  # as `trigger` encodes them
         self.name = f"{document['metadata']['name']}-{secrets.token_hex(3)}"
         self.namespace = document["metadata"].get("namespace", "default")
-        self.context = {"workflow.name": self.name, "workflow.namespace": self.namespace,
-                        "workflow.creationTimestamp": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        self.context = {
+            "workflow.name": self.name,
+            "workflow.namespace": self.namespace,
+            "workflow.creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         self.cluster, self.work, self.run_container = cluster, work, run_container
         self.interrupt = interrupt or (lambda task, template, retry: None)
         self.say = say
@@ -147,8 +166,10 @@ class Workflow:
             items = json.loads(self.fill(task["withParam"], values)) if "withParam" in task else [None]
             for item in items:
                 scope = values if item is None else {**values, "item": str(item)}
-                arguments = {p["name"]: self.fill(p.get("value", ""), scope)
-                             for p in task.get("arguments", {}).get("parameters", [])}
+                arguments = {
+                    p["name"]: self.fill(p.get("value", ""), scope)
+                    for p in task.get("arguments", {}).get("parameters", [])
+                }
                 inner = self.templates[task["template"]]
                 if "dag" in inner:
                     self.run_dag(inner, arguments)
@@ -166,15 +187,25 @@ class Workflow:
             self.attempts.append(attempt)
             if attempt.exit_code == 0:
                 return attempt.outputs
-        raise TaskFailed(f"{task}: exit {attempt.exit_code} after {limit + 1} attempt(s); the end of its log "
-                         f"({attempt.log}):\n" + tail(attempt.log))
+        raise TaskFailed(
+            f"{task}: exit {attempt.exit_code} after {limit + 1} attempt(s); the end of its log "
+            f"({attempt.log}):\n" + tail(attempt.log)
+        )
 
     def run_once(self, task: str, template: dict, arguments: dict[str, str], retry: int) -> Attempt:
         pod_name = f"{self.name}-{template['name']}-{secrets.token_hex(4)}"
-        pod = {"name": pod_name, "namespace": self.namespace, "uid": str(uuid.uuid4()),
-               "service_account": template.get("serviceAccountName", "default")}
-        values = {**self.context, "retries": str(retry), "pod.name": pod_name,
-                  **{f"inputs.parameters.{k}": v for k, v in arguments.items()}}
+        pod = {
+            "name": pod_name,
+            "namespace": self.namespace,
+            "uid": str(uuid.uuid4()),
+            "service_account": template.get("serviceAccountName", "default"),
+        }
+        values = {
+            **self.context,
+            "retries": str(retry),
+            "pod.name": pod_name,
+            **{f"inputs.parameters.{k}": v for k, v in arguments.items()},
+        }
         container = template["container"]
         command = [self.fill(word, values) for word in (container.get("command") or []) + (container.get("args") or [])]
         env = {**container_env(container, lambda text: self.fill(text, values), pod), **self.cluster}
@@ -186,15 +217,28 @@ class Workflow:
             mounts[str(folder / mount["name"])] = mount["mountPath"]
         log = folder / "log.txt"
         started = time.time()
-        exit_code = self.run_container(container["image"], command, env, mounts, log, pod_name,
-                                       self.interrupt(task, template["name"], retry),
-                                       container.get("resources") or {})
+        exit_code = self.run_container(
+            container["image"],
+            command,
+            env,
+            mounts,
+            log,
+            pod_name,
+            self.interrupt(task, template["name"], retry),
+            container.get("resources") or {},
+        )
         seconds = time.time() - started
         outputs = {}
         for parameter in (template.get("outputs") or {}).get("parameters", []):
             path = parameter.get("valueFrom", {}).get("path")
-            host = next((Path(src) / Path(path).relative_to(dst) for src, dst in mounts.items()
-                         if path and path.startswith(dst + "/")), None)
+            host = next(
+                (
+                    Path(src) / Path(path).relative_to(dst)
+                    for src, dst in mounts.items()
+                    if path and path.startswith(dst + "/")
+                ),
+                None,
+            )
             if host and host.exists():
                 outputs[parameter["name"]] = host.read_text().strip()
             elif exit_code == 0:

@@ -35,15 +35,32 @@ def batch_world(endpoint: str, table: str = "barbarossa-foreach") -> str:
     group = ec2.create_security_group(GroupName="batch", Description="batch", VpcId=vpc)["GroupId"]
     batch = boto3.client("batch", **kw)
     environment = batch.create_compute_environment(
-        computeEnvironmentName="gpu", type="MANAGED", state="ENABLED", serviceRole=role,
-        computeResources={"type": "EC2", "minvCpus": 0, "maxvCpus": 64, "instanceTypes": ["p4d.24xlarge"],
-                          "subnets": [subnet], "securityGroupIds": [group], "instanceRole": profile},
+        computeEnvironmentName="gpu",
+        type="MANAGED",
+        state="ENABLED",
+        serviceRole=role,
+        computeResources={
+            "type": "EC2",
+            "minvCpus": 0,
+            "maxvCpus": 64,
+            "instanceTypes": ["p4d.24xlarge"],
+            "subnets": [subnet],
+            "securityGroupIds": [group],
+            "instanceRole": profile,
+        },
     )["computeEnvironmentArn"]
-    batch.create_job_queue(jobQueueName="barbarossa-gpu", state="ENABLED", priority=1,
-                           computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}])
+    batch.create_job_queue(
+        jobQueueName="barbarossa-gpu",
+        state="ENABLED",
+        priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+    )
     boto3.client("dynamodb", **kw).create_table(
-        TableName=table, KeySchema=[{"AttributeName": "pathspec", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pathspec", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+        TableName=table,
+        KeySchema=[{"AttributeName": "pathspec", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pathspec", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
     return role
 
 
@@ -88,12 +105,14 @@ def resolve(template, data, context: dict):
     return template
 
 
-def run_job(state: dict, data: dict, context: dict, endpoint: str, cluster: dict, work: Path, run_container,
-            say=print) -> dict:
+def run_job(
+    state: dict, data: dict, context: dict, endpoint: str, cluster: dict, work: Path, run_container, say=print
+) -> dict:
     """One submitJob.sync state as Batch runs it; returns what the state outputs (the job's JobId and Parameters)."""
     parameters = resolve(state["Parameters"], data, context)
     definition = boto3.client("batch", endpoint_url=endpoint, **AWS).describe_job_definitions(
-        jobDefinitions=[parameters["JobDefinition"]])["jobDefinitions"][0]
+        jobDefinitions=[parameters["JobDefinition"]]
+    )["jobDefinitions"][0]
     container = definition["containerProperties"]
     overrides = parameters.get("ContainerOverrides", {})
     env = {e["name"]: e["value"] for e in container.get("environment", [])}
@@ -101,9 +120,15 @@ def run_job(state: dict, data: dict, context: dict, endpoint: str, cluster: dict
     job_id = str(uuid.uuid4())
     client = boto3.client("batch", endpoint_url=endpoint, **AWS)
     queue = client.describe_job_queues(jobQueues=[parameters["JobQueue"]])["jobQueues"][0]
-    env.update({"AWS_BATCH_JOB_ID": job_id, "AWS_BATCH_JOB_ATTEMPT": "1", "AWS_BATCH_JQ_NAME": queue["jobQueueName"],
-                "AWS_BATCH_CE_NAME": queue["computeEnvironmentOrder"][0]["computeEnvironment"].split("/")[-1],
-                "AWS_EXECUTION_ENV": "AWS_ECS_EC2"})  # what Batch (on ECS) sets in every job's container
+    env.update(
+        {
+            "AWS_BATCH_JOB_ID": job_id,
+            "AWS_BATCH_JOB_ATTEMPT": "1",
+            "AWS_BATCH_JQ_NAME": queue["jobQueueName"],
+            "AWS_BATCH_CE_NAME": queue["computeEnvironmentOrder"][0]["computeEnvironment"].split("/")[-1],
+            "AWS_EXECUTION_ENV": "AWS_ECS_EC2",
+        }
+    )  # what Batch (on ECS) sets in every job's container
     env.update(cluster)
     command = overrides.get("Command") or container.get("command") or []
     step = parameters["Parameters"]["step_name"]
@@ -117,8 +142,16 @@ def run_job(state: dict, data: dict, context: dict, endpoint: str, cluster: dict
     return {"JobId": job_id, "Parameters": parameters["Parameters"], "log": log}
 
 
-def run_until(definition: dict, last_step: str, endpoint: str, parameters: dict, cluster: dict, work: Path,
-              run_container, say=print) -> list[dict]:
+def run_until(
+    definition: dict,
+    last_step: str,
+    endpoint: str,
+    parameters: dict,
+    cluster: dict,
+    work: Path,
+    run_container,
+    say=print,
+) -> list[dict]:
     """Run the jobs from `start` to `last_step`: the first branch of each split, every split of the foreach that
     holds `last_step` (in the tiny roster: the untuned base and the candidate, so a job really trains)."""
     states = all_states(definition["States"])
@@ -139,7 +172,8 @@ def run_until(definition: dict, last_step: str, endpoint: str, parameters: dict,
                 name = state["Branches"][0]["StartAt"]
             elif state["Type"] == "Task" and "dynamodb:getItem" in state["Resource"]:
                 item = boto3.client("dynamodb", endpoint_url=endpoint, **AWS).get_item(
-                    **resolve(state["Parameters"], data, context))
+                    **resolve(state["Parameters"], data, context)
+                )
                 data, name = {**data, "Result": item}, state["Next"]
             elif state["Type"] == "Map":
                 reached = False

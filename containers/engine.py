@@ -86,8 +86,18 @@ def build_base(name: str = BASE, say=print) -> str:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="barbarossa-base-") as tmp:
         root = Path(tmp) / "root"
-        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates,git,passwd",
-                        "bookworm", str(root), apt_mirror()], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates,git,passwd",
+                "bookworm",
+                str(root),
+                apt_mirror(),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         if HOST_CA_BUNDLE.exists():  # the proxy's CA is among the host's certificates
             shutil.copy(HOST_CA_BUNDLE, root / "usr/local/share/ca-certificates/host-bundle.crt")
             subprocess.run(["chroot", str(root), "update-ca-certificates"], check=True, stdout=subprocess.DEVNULL)

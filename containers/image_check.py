@@ -66,9 +66,14 @@ def cluster(endpoint: str, metadata: str) -> dict[str, str]:
       shared by all of them (mounted at `metadata`), which `barbarossa leaderboard` reads afterwards.
     The network is the host's (`docker run --network host`), so 127.0.0.1 reaches the S3 server.
     """
-    return {"METAFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL": endpoint,  # S3, and DynamoDB for Step Functions
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1", "METAFLOW_DATASTORE_SYSROOT_LOCAL": metadata}
+    return {
+        "METAFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,  # S3, and DynamoDB for Step Functions
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": metadata,
+    }
 
 
 # --------------------------------------------------------------------------- containers
@@ -86,13 +91,17 @@ def docker_runner(extra_mounts: dict[str, str]):
         argv += [image, *command]
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(shlex.join(argv) + "\n\n")
-        say(f"$ docker run --name {name} --network host ({len(env)} env vars, {len(mounts) + len(extra_mounts)} volumes) "
-            f"{image} {step_command(command)}")
+        say(
+            f"$ docker run --name {name} --network host "
+            f"({len(env)} env vars, {len(mounts) + len(extra_mounts)} volumes) "
+            f"{image} {step_command(command)}"
+        )
         engine.docker(*argv[1:], check=True, capture_output=True)
         killed = False
         while True:
-            state = engine.docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", name,
-                                  capture_output=True, check=True).stdout.split()
+            state = engine.docker(
+                "inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", name, capture_output=True, check=True
+            ).stdout.split()
             if state[0] != "true":
                 break
             if interrupt and not killed and interrupt():
@@ -141,7 +150,9 @@ def check_inside() -> None:
     listed = in_image("barbarossa", "models", "--models", "seed")
     count = re.search(r"Barbarossa models \((\d+)\)", listed)
     if not count or count.group(1) != "29":
-        raise SystemExit(f"`barbarossa models --models seed` in the image lists {count and count.group(1)}, not 29:\n{listed}")
+        raise SystemExit(
+            f"`barbarossa models --models seed` in the image lists {count and count.group(1)}, not 29:\n{listed}"
+        )
     say("in the image: barbarossa models --models seed → 29 models")
     plan = in_image("barbarossa", "plan", "--models", "seed")
     say("in the image: barbarossa plan --models seed → " + " ".join(plan.strip().splitlines()[-1].split()))
@@ -153,13 +164,21 @@ def check_inside() -> None:
 
 def s3_server(work: Path):
     port = engine.free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=open(work / "moto.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=open(work / "moto.log", "w"),  # noqa: SIM115  (the server's log for as long as it runs)
+        stderr=subprocess.STDOUT,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                      region_name="us-east-1")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     deadline = time.time() + 30
     while True:
         try:
@@ -174,12 +193,25 @@ def s3_server(work: Path):
 
 def compile_flow(orchestrator: str, infra: dict, env: dict) -> dict:
     """`<orchestrator> create --only-json`: uploads the code package to the S3 server, deploys nothing."""
-    done = subprocess.run([sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--config-value", "infra",
-                           json.dumps(infra), orchestrator, "create", "--only-json"],
-                          capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "flows" / "finetune_flow.py"),
+            "--config-value",
+            "infra",
+            json.dumps(infra),
+            orchestrator,
+            "create",
+            "--only-json",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{orchestrator} create failed:\n{done.stderr[-3000:]}")
-    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{"):])
+    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
     return document
 
 
@@ -195,9 +227,14 @@ def checkpoint_appeared(s3, prefix: str):
 
 def trained_on_s3(s3, prefix: str) -> str:
     """What a fine-tune left on S3 under `prefix`: its adapter and its checkpoints, or the check fails."""
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-            for o in page.get("Contents", [])]
-    adapters = [k for k in keys if k.endswith("/adapter/adapter_model.safetensors") and "/release/" not in k]  # the tune's own
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        for o in page.get("Contents", [])
+    ]
+    adapters = [
+        k for k in keys if k.endswith("/adapter/adapter_model.safetensors") and "/release/" not in k
+    ]  # the tune's own
     checkpoints = [k for k in keys if "/checkpoints/step-" in k]
     if not adapters or not checkpoints:
         raise SystemExit(f"no adapter or no checkpoint under s3://{BUCKET}/{prefix} ({len(keys)} objects)")
@@ -206,8 +243,13 @@ def trained_on_s3(s3, prefix: str) -> str:
 
 def run_argo(endpoint: str, s3, work: Path, compile_env: dict, metadata: Path) -> None:
     runs = f"s3://{BUCKET}/runs"
-    infra = {"compute": "kubernetes", "models": "tiny-llama-lora", "large_from_gpu_memory_gb": 40, "output_root": runs,
-             "kubernetes": {"image": IMAGE}}
+    infra = {
+        "compute": "kubernetes",
+        "models": "tiny-llama-lora",
+        "large_from_gpu_memory_gb": 40,
+        "output_root": runs,
+        "kubernetes": {"image": IMAGE},
+    }
     document = compile_flow("argo-workflows", infra, {**compile_env, "METAFLOW_KUBERNETES_NAMESPACE": "barbarossa"})
     killed = []
 
@@ -224,25 +266,52 @@ def run_argo(endpoint: str, s3, work: Path, compile_env: dict, metadata: Path) -
             return now
         return None
 
-    workflow = argo.Workflow(document, {"profile": "smoke", "max-steps": MAX_STEPS},
-                             cluster(endpoint, "/metadata"), work / "argo", docker_runner({str(metadata): "/metadata"}),
-                             interrupt=interrupt, say=say)
+    workflow = argo.Workflow(
+        document,
+        {"profile": "smoke", "max-steps": MAX_STEPS},
+        cluster(endpoint, "/metadata"),
+        work / "argo",
+        docker_runner({str(metadata): "/metadata"}),
+        interrupt=interrupt,
+        say=say,
+    )
     say(f"Argo Workflows: workflow {workflow.name} from WorkflowTemplate {document['metadata']['name']}")
     started = time.time()
     attempts = workflow.run()
     say(f"Argo Workflows: {len(attempts)} containers in {time.time() - started:.0f} s")
     retried = [a for a in attempts if a.template == "tune-small" and a.retry == 1]
     if not killed or not retried:
-        raise SystemExit("no tune-small container was killed mid-training and retried (did training end before its first checkpoint?)")
+        raise SystemExit(
+            "no tune-small container was killed mid-training and retried "
+            "(did training end before its first checkpoint?)"
+        )
     resumed = retried[0].log.read_text()
     if "resuming after step" not in resumed:
         raise SystemExit(f"the retried tune-small did not resume from its checkpoint; log {retried[0].log}")
-    say("Argo Workflows: the killed fine-tune's retry " + re.search(r"[^\n]*resuming after step \d+", resumed).group(0).split("] ")[-1].strip())
-    board = subprocess.run([str(Path(sys.executable).with_name("barbarossa")), "leaderboard", "--run",
-                            f"argo-{workflow.name}", "--namespace", "any"],
-                           capture_output=True, text=True, timeout=300,
-                           env={**os.environ, **compile_env, "METAFLOW_DEFAULT_METADATA": "local",
-                                "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(metadata), "COLUMNS": "100"})
+    say(
+        "Argo Workflows: the killed fine-tune's retry "
+        + re.search(r"[^\n]*resuming after step \d+", resumed).group(0).split("] ")[-1].strip()
+    )
+    board = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("barbarossa")),
+            "leaderboard",
+            "--run",
+            f"argo-{workflow.name}",
+            "--namespace",
+            "any",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            **compile_env,
+            "METAFLOW_DEFAULT_METADATA": "local",
+            "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(metadata),
+            "COLUMNS": "100",
+        },
+    )
     if board.returncode != 0 or "tiny-llama-lora" not in board.stdout:
         raise SystemExit(f"barbarossa leaderboard could not read the run:\n{board.stdout}\n{board.stderr}")
     say(board.stdout.rstrip())
@@ -251,16 +320,33 @@ def run_argo(endpoint: str, s3, work: Path, compile_env: dict, metadata: Path) -
 
 def run_batch(endpoint: str, s3, work: Path, compile_env: dict, metadata: Path) -> None:
     role = batch.batch_world(endpoint)
-    infra = {"compute": "batch", "models": "tiny-llama-lora", "large_from_gpu_memory_gb": 40,
-             "output_root": f"s3://{BUCKET}/sfn", "batch": {"image": IMAGE, "queue": "barbarossa-gpu"}}
-    env = {**compile_env, "AWS_ENDPOINT_URL": endpoint, "METAFLOW_SFN_DYNAMO_DB_TABLE": "barbarossa-foreach",
-           "METAFLOW_BATCH_JOB_QUEUE": "barbarossa-gpu", "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": role,
-           "METAFLOW_SFN_IAM_ROLE": role}
+    infra = {
+        "compute": "batch",
+        "models": "tiny-llama-lora",
+        "large_from_gpu_memory_gb": 40,
+        "output_root": f"s3://{BUCKET}/sfn",
+        "batch": {"image": IMAGE, "queue": "barbarossa-gpu"},
+    }
+    env = {
+        **compile_env,
+        "AWS_ENDPOINT_URL": endpoint,
+        "METAFLOW_SFN_DYNAMO_DB_TABLE": "barbarossa-foreach",
+        "METAFLOW_BATCH_JOB_QUEUE": "barbarossa-gpu",
+        "METAFLOW_ECS_S3_ACCESS_IAM_ROLE": role,
+        "METAFLOW_SFN_IAM_ROLE": role,
+    }
     definition = compile_flow("step-functions", infra, env)
     started = time.time()
-    attempts = batch.run_until(definition, "tune_small", endpoint, {"profile": "smoke"},
-                               cluster(endpoint, "/metadata"), work / "batch",
-                               docker_runner({str(metadata): "/metadata"}), say=say)
+    attempts = batch.run_until(
+        definition,
+        "tune_small",
+        endpoint,
+        {"profile": "smoke"},
+        cluster(endpoint, "/metadata"),
+        work / "batch",
+        docker_runner({str(metadata): "/metadata"}),
+        say=say,
+    )
     say(f"AWS Batch: {len(attempts)} jobs in {time.time() - started:.0f} s; on S3, {trained_on_s3(s3, 'sfn/')}")
 
 
@@ -285,10 +371,15 @@ def main() -> int:
                 (metadata / ".metaflow").mkdir(parents=True)
                 for folder in (metadata, metadata / ".metaflow"):
                     folder.chmod(0o777)  # the tasks write it as the image's user
-                compile_env = {"METAFLOW_DEFAULT_DATASTORE": "s3", "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{BUCKET}/metaflow",
-                               "METAFLOW_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                               "USERNAME": os.environ.get("USERNAME", "barbarossa")}
+                compile_env = {
+                    "METAFLOW_DEFAULT_DATASTORE": "s3",
+                    "METAFLOW_DATASTORE_SYSROOT_S3": f"s3://{BUCKET}/metaflow",
+                    "METAFLOW_S3_ENDPOINT_URL": endpoint,
+                    "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1",
+                    "USERNAME": os.environ.get("USERNAME", "barbarossa"),
+                }
                 if args.only in (None, "argo"):
                     run_argo(endpoint, s3, work, compile_env, metadata)
                 if args.only in (None, "batch"):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import cli  # noqa: E402
+from barbarossa import cli
 
 
 def main() -> int:
@@ -32,11 +32,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         page = Path(tmp) / "card.html"
         page.write_text(html, encoding="utf-8")
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                        "--no-first-run", f"--user-data-dir={tmp}/profile", "--hide-scrollbars",
-                        "--virtual-time-budget=15000", f"--window-size={args.size}",
-                        f"--screenshot={Path(args.out).resolve()}", page.as_uri()],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--no-first-run",
+                f"--user-data-dir={tmp}/profile",
+                "--hide-scrollbars",
+                "--virtual-time-budget=15000",
+                f"--window-size={args.size}",
+                f"--screenshot={Path(args.out).resolve()}",
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     print(f"{run.pathspec}: leaderboard card → {args.out}")
     return 0
 

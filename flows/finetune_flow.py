@@ -1,4 +1,5 @@
-"""Fine-tune a roster of LLMs on instructions in one language (Azerbaijani by default) and rank them on one leaderboard."""
+"""Fine-tune a roster of LLMs on instructions in one language (Azerbaijani by default) and rank them on one
+leaderboard."""
 
 import os
 import sys
@@ -6,20 +7,31 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the barbarossa/ library beside flows/
 
-from metaflow import (  # noqa: E402
-    Config, FlowSpec, Parameter, card, catch, config_expr, current, project, resources, retry, schedule, step,
+from metaflow import (
+    Config,
+    FlowSpec,
+    Parameter,
+    card,
+    catch,
+    config_expr,
+    current,
+    project,
+    resources,
+    retry,
+    schedule,
+    step,
 )
 
-from barbarossa import cli, config, languages, storage  # noqa: E402
-from barbarossa.data import benchmarks, instructions  # noqa: E402
-from barbarossa.decide import cards, history, leaderboard  # noqa: E402
-from barbarossa.decide import release as releases  # noqa: E402  (the flow has a step named release)
-from barbarossa.evaluate import protocol  # noqa: E402
-from barbarossa.infra import compute, leases  # noqa: E402
-from barbarossa.infra.mutators import FollowInfra, ShipLibrary  # noqa: E402
-from barbarossa.models import plan, preflight, roster  # noqa: E402
-from barbarossa.models.schedule import calibration  # noqa: E402  (the module's name is taken by Metaflow's @schedule)
-from barbarossa.train import loop  # noqa: E402
+from barbarossa import cli, config, languages, storage
+from barbarossa.data import benchmarks, instructions
+from barbarossa.decide import cards, history, leaderboard
+from barbarossa.decide import release as releases
+from barbarossa.evaluate import protocol
+from barbarossa.infra import compute, leases
+from barbarossa.infra.mutators import FollowInfra, ShipLibrary
+from barbarossa.models import plan, preflight, roster
+from barbarossa.models.schedule import calibration
+from barbarossa.train import loop
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
 
@@ -56,26 +68,54 @@ class FinetuneFlow(FlowSpec):
     end       print the leaderboard
     """
 
-    infra = Config("infra", default=str(compute.DEFAULT_INFRA), parser=compute.parse_infra,
-                   help="Where fine-tunes run and the roster selection their boxes are sized for")
-    models = Parameter("models", default=config_expr("infra.models"),
-                       help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README")
+    infra = Config(
+        "infra",
+        default=str(compute.DEFAULT_INFRA),
+        parser=compute.parse_infra,
+        help="Where fine-tunes run and the roster selection their boxes are sized for",
+    )
+    models = Parameter(
+        "models",
+        default=config_expr("infra.models"),
+        help="Rosters, candidate names and filters (family:llama, size:<2B, ...); see README",
+    )
     profile = Parameter("profile", default="cpu", help="Training/eval profile in configs/profiles (or a .toml path)")
-    language = Parameter("language", default=languages.DEFAULT,
-                         help="Language pack in configs/languages (template, fidelity, bundled data, benchmarks)")
-    extra_eval = Parameter("extra-eval", default="",
-                           help="Benchmark files to score too, comma-separated (Belebele / {question,choices,answer} "
-                                "/ {source,target} JSONL, ENG+OTHER aligned files, or a FLORES folder)")
-    train_data = Parameter("train-data", default="bundled", help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample)")
-    eval_data = Parameter("eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data")
+    language = Parameter(
+        "language",
+        default=languages.DEFAULT,
+        help="Language pack in configs/languages (template, fidelity, bundled data, benchmarks)",
+    )
+    extra_eval = Parameter(
+        "extra-eval",
+        default="",
+        help="Benchmark files to score too, comma-separated (Belebele / {question,choices,answer} "
+        "/ {source,target} JSONL, ENG+OTHER aligned files, or a FLORES folder)",
+    )
+    train_data = Parameter(
+        "train-data",
+        default="bundled",
+        help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample)",
+    )
+    eval_data = Parameter(
+        "eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data"
+    )
     max_steps = Parameter("max-steps", type=int, default=0, help="Optimizer steps per candidate (0: the profile's)")
-    on_bad_rows = Parameter("on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report")
+    on_bad_rows = Parameter(
+        "on-bad-rows", default="fail", help="fail: stop on the first bad row; skip: drop and report"
+    )
     gpu = Parameter("gpu", default="A100-80GB", help="GPU the recorded cost plan is estimated for")
-    output_root = Parameter("output-root", default=config_expr("infra.output_root"),
-                            help="Local folder or s3:// prefix for data splits and adapters (remote compute: s3://)")
-    release_to = Parameter("release-to", default="", help="Where released models go: a folder, an s3:// prefix or hf:<owner>")
+    output_root = Parameter(
+        "output-root",
+        default=config_expr("infra.output_root"),
+        help="Local folder or s3:// prefix for data splits and adapters (remote compute: s3://)",
+    )
+    release_to = Parameter(
+        "release-to", default="", help="Where released models go: a folder, an s3:// prefix or hf:<owner>"
+    )
     publish = Parameter("publish", type=bool, default=False, help="Really publish to --release-to (default: dry run)")
-    merge = Parameter("merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)")
+    merge = Parameter(
+        "merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)"
+    )
 
     @card(type="blank", id="data")
     @step
@@ -84,8 +124,11 @@ class FinetuneFlow(FlowSpec):
         self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
         releases.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
-        bench = benchmarks.load_all(benchmarks.entries_for(pack, self.settings["eval"]["benchmarks"], self.extra_eval),
-                                    pack, self.settings["eval"]["benchmark_rows"])  # validated before anything is written
+        bench = benchmarks.load_all(
+            benchmarks.entries_for(pack, self.settings["eval"]["benchmarks"], self.extra_eval),
+            pack,
+            self.settings["eval"]["benchmark_rows"],
+        )  # validated before anything is written
         selected = roster.select(self.models)
         self.plan = plan.build(selected, self.settings["train"], self.gpu, calibration())
         allowed, self.refused, tokenizers = preflight.check(roster.work_items(selected), self.plan)
@@ -94,22 +137,38 @@ class FinetuneFlow(FlowSpec):
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
         self.data = instructions.prepare(
-            self.train_data, self.eval_data or None, self.run_root, on_bad_rows=self.on_bad_rows,
-            eval_fraction=self.settings["eval"]["eval_fraction"], seed=self.settings["eval"]["split_seed"],
+            self.train_data,
+            self.eval_data or None,
+            self.run_root,
+            on_bad_rows=self.on_bad_rows,
+            eval_fraction=self.settings["eval"]["eval_fraction"],
+            seed=self.settings["eval"]["split_seed"],
             extra_sets=self.settings["eval"]["extra_sets"],
             near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
-            dev_rows=self.settings["train"]["dev_rows"], language=pack,
+            dev_rows=self.settings["train"]["dev_rows"],
+            language=pack,
         )
         self.data["benchmarks"] = benchmarks.write_all(bench, self.run_root)
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
-        self.data = loop.warm_token_cache(allowed, self.data, self.settings["train"], storage.join(root, "cache"),
-                                          tokenizers)
+        self.data = loop.warm_token_cache(
+            allowed, self.data, self.settings["train"], storage.join(root, "cache"), tokenizers
+        )
         cli.print_data_summary(self.data)
         cli.print_plan(self.plan, self.settings["name"])
         train_rows = instructions.read_jsonl(self.data["train_uri"])
-        current.card["data"].extend(cards.data_components(
-            self.data, instructions.length_histogram(train_rows), loop.masking_preview(allowed[0], train_rows, self.settings["train"],
-                                                                    tokenizers[allowed[0]["base"]["name"]], template=pack)))
+        current.card["data"].extend(
+            cards.data_components(
+                self.data,
+                instructions.length_histogram(train_rows),
+                loop.masking_preview(
+                    allowed[0],
+                    train_rows,
+                    self.settings["train"],
+                    tokenizers[allowed[0]["base"]["name"]],
+                    template=pack,
+                ),
+            )
+        )
         self.next(self.fan_small, self.fan_large)
 
     @step
@@ -161,8 +220,9 @@ class FinetuneFlow(FlowSpec):
             self.train = trained.result
         self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None
-        self.metrics = protocol.evaluate(self.item, adapter, self.data, self.settings["eval"], trained=trained,
-                                           train_cfg=self.settings["train"])
+        self.metrics = protocol.evaluate(
+            self.item, adapter, self.data, self.settings["eval"], trained=trained, train_cfg=self.settings["train"]
+        )
 
     @step
     def gather_small(self, inputs):
@@ -184,21 +244,32 @@ class FinetuneFlow(FlowSpec):
         names = {r["item"]["name"] for r in results if r["item"]["kind"] == "candidate"}
         last = history.last_releases(current.flow_name, current.run_id, names, f"project_branch:{current.branch_name}")
         per_row_uris = history.save_per_row(results, self.run_root)
-        self.leaderboard = leaderboard.build(results + self.refused, self.settings["policy"], last,
-                                             self.data["eval_fingerprint"], per_row_uris)
+        self.leaderboard = leaderboard.build(
+            results + self.refused, self.settings["policy"], last, self.data["eval_fingerprint"], per_row_uris
+        )
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
         self.to_release = releases.selected(self.leaderboard, results)
         current.card["leaderboard"].extend(
-            cards.leaderboard_components(self.leaderboard, self.loss_curves, self.data, self.samples,
-                                         primary=self.settings["policy"]["primary"]))
+            cards.leaderboard_components(
+                self.leaderboard, self.loss_curves, self.data, self.samples, primary=self.settings["policy"]["primary"]
+            )
+        )
         self.next(self.release)
 
     @resources(gpu=1)  # replaced by FollowInfra: the largest box of the deployment's roster selection
     @step
     def release(self):
-        self.released = releases.release_all(self.to_release, self.data, self.settings["train"], current.pathspec,
-                                            self.run_root, self.merge, self.release_to, self.publish)
+        self.released = releases.release_all(
+            self.to_release,
+            self.data,
+            self.settings["train"],
+            current.pathspec,
+            self.run_root,
+            self.merge,
+            self.release_to,
+            self.publish,
+        )
         cli.print_release(self.released)
         self.next(self.end)
 

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+# patches `typing` in a way that a later first import of torch.export trips over
+import evaluate  # noqa: F401  the same trap, reached through evaluate → transformers.pipelines → torch._dynamo
 import pytest
 import torch.export  # noqa: F401  before any in-process Metaflow Runner: Metaflow's vendored typing_extensions
-                     # patches `typing` in a way that a later first import of torch.export trips over
-import evaluate  # noqa: F401  the same trap, reached through evaluate → transformers.pipelines → torch._dynamo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,7 +41,11 @@ def write_jsonl(path: Path, rows) -> Path:
 def rows(n: int, start: int = 0) -> list[dict]:
     """Distinct small Azerbaijani rows for data tests."""
     return [
-        {"instruction": f"{i}-ci ədədi sözlə yazın.", "input": "" if i % 2 else f"Ədəd: {i}", "output": f"Bu, {i} ədədidir."}
+        {
+            "instruction": f"{i}-ci ədədi sözlə yazın.",
+            "input": "" if i % 2 else f"Ədəd: {i}",
+            "output": f"Bu, {i} ədədidir.",
+        }
         for i in range(start, start + n)
     ]
 
@@ -166,11 +170,14 @@ def moto_s3(monkeypatch, bucket: str = "barbarossa-test"):
     port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     for key, value in {
-        "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+        "METAFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         monkeypatch.setenv(key, value)
     try:
@@ -211,9 +218,19 @@ def render_in_chromium(html: str, folder: Path, window: str = "") -> str:
     page = folder / "page.html"
     page.write_text(html, encoding="utf-8")
     done = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000", "--dump-dom",
-         *([f"--window-size={window}"] if window else []), page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            *([f"--window-size={window}"] if window else []),
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout

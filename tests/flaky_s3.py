@@ -52,7 +52,7 @@ class FlakyS3:
         self.upstream = urlsplit(upstream)
         self.failure_rate, self.on_request = failure_rate, on_request
         self.random, self.lock = random.Random(seed), threading.Lock()
-        self.counts = {"requests": 0, "forwarded": 0, **{fault: 0 for fault in FAULTS}, "hooked": 0}
+        self.counts = {"requests": 0, "forwarded": 0, **dict.fromkeys(FAULTS, 0), "hooked": 0}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -61,7 +61,7 @@ class FlakyS3:
     def failed(self) -> int:
         return sum(self.counts[fault] for fault in FAULTS)
 
-    def __enter__(self) -> "FlakyS3":
+    def __enter__(self) -> FlakyS3:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -124,14 +124,19 @@ class FlakyS3:
                     return
                 if fault:
                     code, message = ERRORS[int(fault)]
-                    xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                           f"<Message>{message}</Message><RequestId>flaky</RequestId></Error>").encode()
+                    xml = (
+                        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                        f"<Message>{message}</Message><RequestId>flaky</RequestId></Error>"
+                    ).encode()
                     self._answer(int(fault), [("Content-Type", "application/xml")], xml)
                     return
                 upstream = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=120)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP
-                               and k.lower() not in ("expect", "content-length")}
+                    headers = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() not in HOP_BY_HOP and k.lower() not in ("expect", "content-length")
+                    }
                     if self.command not in ("GET", "HEAD", "DELETE") or body:
                         headers["Content-Length"] = str(len(body))
                     upstream.request(self.command, self.path, body=body, headers=headers)

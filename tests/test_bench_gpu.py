@@ -5,14 +5,20 @@ import os
 import subprocess
 import sys
 
-from barbarossa.models import runtime
 from conftest import ROOT
+
+from barbarossa.models import runtime
 
 
 def test_gpu_check_runs_on_the_cpu_at_tiny_shapes_and_says_so(tmp_path):
     out = tmp_path / "report.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_gpu.py"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "no CUDA: tiny shapes on the CPU" in done.stdout
     report = json.loads(out.read_text())

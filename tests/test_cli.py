@@ -9,34 +9,53 @@ import os
 import subprocess
 import sys
 
+from conftest import ROOT
 from rich.console import Console
 
 from barbarossa import cli
 from barbarossa.models import roster
-from conftest import ROOT
 
 LONGEST = max((c.name for r in roster.all_rosters().values() for c in r.candidates), key=len)
 LONGEST_BASE = max((c.base.name for r in roster.all_rosters().values() for c in r.candidates), key=len)
 
 
 def row(name: str, decision: str = "hold", rank=1, **metrics) -> dict:
-    values = {"bits_per_byte": 1.2345, "delta_bits_per_byte": -0.0123, "eval_loss": 3.4567, "delta_eval_loss": -0.805,
-              "chrf": 21.25, "fidelity": 0.9375, "degenerate_rate": 0.125}
-    return {"name": name, "kind": "candidate", "status": "ok", "rank": rank, "decision": decision,
-            "lora": "r=16 α=64 q_proj,v_proj", **values, **metrics}
+    values = {
+        "bits_per_byte": 1.2345,
+        "delta_bits_per_byte": -0.0123,
+        "eval_loss": 3.4567,
+        "delta_eval_loss": -0.805,
+        "chrf": 21.25,
+        "fidelity": 0.9375,
+        "degenerate_rate": 0.125,
+    }
+    return {
+        "name": name,
+        "kind": "candidate",
+        "status": "ok",
+        "rank": rank,
+        "decision": decision,
+        "lora": "r=16 α=64 q_proj,v_proj",
+        **values,
+        **metrics,
+    }
 
 
 def rendered(table, width: int = 80, wide: bool = False) -> str:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"))
-    cli.print_wide(table, console) if wide else console.print(table)
-    return console.export_text()
+    with open(os.devnull, "w") as devnull:
+        console = Console(width=width, record=True, file=devnull)
+        cli.print_wide(table, console) if wide else console.print(table)
+        return console.export_text()
 
 
 def test_default_leaderboard_fits_80_columns_without_cutting_a_model_name():
     rows = [row(LONGEST, "release"), row(LONGEST_BASE, "baseline", rank=None), row("x", "failed", rank=None, chrf=None)]
     for primary in ("bits_per_byte", "eval_loss", "chrf", "fidelity"):
-        text = rendered(cli.leaderboard_table(rows, "Barbarossa leaderboard — FinetuneFlow/1764263478312345 "
-                                                    "(2026-11-27 17:20)", primary))
+        text = rendered(
+            cli.leaderboard_table(
+                rows, "Barbarossa leaderboard — FinetuneFlow/1764263478312345 (2026-11-27 17:20)", primary
+            )
+        )
         assert max(map(len, text.splitlines())) <= 80 and "…" not in text
         header = "az" if primary == "fidelity" else cli.short(primary)  # fidelity: named for the rows' language
         assert LONGEST in text and LONGEST_BASE in text and header in text and "Δ base" in text
@@ -51,8 +70,14 @@ def test_wide_leaderboard_prints_every_column_uncut():
 
 
 def record(run: str, fingerprint: str, rows: list[dict], primary: str = "bits_per_byte") -> dict:
-    return {"run": run, "finished_at": "2026-11-27 17:20:00", "primary": primary, "eval_fingerprint": fingerprint,
-            "train_fingerprint": "t", "rows": rows}
+    return {
+        "run": run,
+        "finished_at": "2026-11-27 17:20:00",
+        "primary": primary,
+        "eval_fingerprint": fingerprint,
+        "train_fingerprint": "t",
+        "rows": rows,
+    }
 
 
 def test_compare_puts_two_runs_side_by_side_and_subtracts():
@@ -71,7 +96,11 @@ def test_compare_puts_two_runs_side_by_side_and_subtracts():
 
 def test_compare_warns_when_the_held_out_data_differ(capsys):
     result = cli.compare(record("FinetuneFlow/1", "e1", [row("m")]), record("FinetuneFlow/2", "e2", [row("m")]))
-    assert not result["same_eval_data"] and "different held-out data" in result["warning"] and "e1 vs e2" in result["warning"]
+    assert (
+        not result["same_eval_data"]
+        and "different held-out data" in result["warning"]
+        and "e1 vs e2" in result["warning"]
+    )
     cli.print_compare(result)
     out = capsys.readouterr().out
     assert "WARNING: the two runs were measured on different held-out data" in out and "changed" not in out
@@ -79,8 +108,14 @@ def test_compare_warns_when_the_held_out_data_differ(capsys):
 
 
 def test_chat_lines_are_instructions_with_an_optional_tab_separated_input():
-    assert cli.prompt_record("Bakı haqqında iki cümlə yazın.\n") == {"instruction": "Bakı haqqında iki cümlə yazın.", "input": ""}
-    assert cli.prompt_record("Tərcümə edin:\tGood morning\n") == {"instruction": "Tərcümə edin:", "input": "Good morning"}
+    assert cli.prompt_record("Bakı haqqında iki cümlə yazın.\n") == {
+        "instruction": "Bakı haqqında iki cümlə yazın.",
+        "input": "",
+    }
+    assert cli.prompt_record("Tərcümə edin:\tGood morning\n") == {
+        "instruction": "Tərcümə edin:",
+        "input": "Good morning",
+    }
     assert cli.prompt_record("s\u0327ə\tb\tc") == {"instruction": "şə", "input": "b\tc"}  # NFC, as the training data
     assert cli.prompt_record("   \n") is None and cli.prompt_record("\tonly an input") is None
 
@@ -88,8 +123,14 @@ def test_chat_lines_are_instructions_with_an_optional_tab_separated_input():
 def test_user_name_falls_back_as_the_makefile_does():
     assert cli.default_username("root") == "barbarossa" and cli.default_username("ada") == "ada"
     env = {k: v for k, v in os.environ.items() if k not in ("USERNAME", "METAFLOW_USER", "SUDO_USER")}
-    done = subprocess.run([sys.executable, "-m", "barbarossa.cli", "leaderboard", "--run", "1"], cwd=ROOT,
-                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "barbarossa.cli", "leaderboard", "--run", "1"],
+        cwd=ROOT,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1 and "Traceback" not in done.stderr and done.stdout == ""
     [line] = done.stderr.strip().splitlines()  # one clear line, not a traceback
     assert line.startswith("barbarossa leaderboard: Run('FinetuneFlow/1') does not exist")
@@ -117,8 +158,14 @@ def test_an_installed_package_reads_configs_from_barbarossa_home(tmp_path):
     env.update(PYTHONPATH=str(site), COLUMNS="200")
 
     def models(**extra):
-        return subprocess.run([sys.executable, "-m", "barbarossa.cli", "models", "--models", "seed"], cwd=tmp_path,
-                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "barbarossa.cli", "models", "--models", "seed"],
+            cwd=tmp_path,
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     lost = models()
     assert lost.returncode == 1 and "Traceback" not in lost.stderr
@@ -165,12 +212,32 @@ def test_languages_lists_every_pack_and_renders_one_packs_prompt(capsys):
 
 
 def test_benchmark_table_fits_80_columns_and_wide_adds_the_intervals():
-    scores = {"accuracy": 0.5, "accuracy_ci": [0.25, 0.83], "delta_accuracy": 0.083, "delta_accuracy_ci": [0.0, 0.25],
-              "delta_accuracy_p": 0.69, "accuracy_norm": 0.75, "accuracy_norm_ci": [0.5, 1.0], "delta_accuracy_norm": 0.0,
-              "delta_accuracy_norm_ci": [0.0, 0.0], "delta_accuracy_norm_p": 1.0}
-    rows = [{**row(LONGEST, "release"), "benchmarks": {"belebele": scores,
-                                                       "flores": {"chrf_into": 7.4, "chrf_into_ci": [5.9, 9.1],
-                                                                  "delta_chrf_into": -0.1, "delta_chrf_into_p": 0.86}}}]
+    scores = {
+        "accuracy": 0.5,
+        "accuracy_ci": [0.25, 0.83],
+        "delta_accuracy": 0.083,
+        "delta_accuracy_ci": [0.0, 0.25],
+        "delta_accuracy_p": 0.69,
+        "accuracy_norm": 0.75,
+        "accuracy_norm_ci": [0.5, 1.0],
+        "delta_accuracy_norm": 0.0,
+        "delta_accuracy_norm_ci": [0.0, 0.0],
+        "delta_accuracy_norm_p": 1.0,
+    }
+    rows = [
+        {
+            **row(LONGEST, "release"),
+            "benchmarks": {
+                "belebele": scores,
+                "flores": {
+                    "chrf_into": 7.4,
+                    "chrf_into_ci": [5.9, 9.1],
+                    "delta_chrf_into": -0.1,
+                    "delta_chrf_into_p": 0.86,
+                },
+            },
+        }
+    ]
     text = rendered(cli.benchmark_table(rows))
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text
     assert LONGEST in text and "acc/byte" in text and "chrF into" in text and "p = 0.69" in text and "[" not in text

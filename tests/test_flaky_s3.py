@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from barbarossa import storage
 from conftest import moto_s3, own_metaflow_root
 from flaky_s3 import FlakyS3, pid_of_client
+
+from barbarossa import storage
 
 pytestmark = pytest.mark.server
 
@@ -139,9 +139,8 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     import sys
 
     import boto3
-    from safetensors.torch import load
-
     from conftest import ROOT
+    from safetensors.torch import load
 
     rosters = tmp_path / "rosters"
     rosters.mkdir()
@@ -154,17 +153,43 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
         upstream = os.environ["METAFLOW_S3_ENDPOINT_URL"]
         hook = KillOnSecondCheckpoint()
         with FlakyS3(upstream, failure_rate=0.15, seed=3, on_request=hook) as proxy:
-            env = {**os.environ, **own_metaflow_root(tmp_path), "METAFLOW_S3_ENDPOINT_URL": proxy.url,
-                   "BARBAROSSA_ROSTERS": str(rosters), "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow",
-                   "METAFLOW_RUN_MAX_WORKERS": "2"}
+            env = {
+                **os.environ,
+                **own_metaflow_root(tmp_path),
+                "METAFLOW_S3_ENDPOINT_URL": proxy.url,
+                "BARBAROSSA_ROSTERS": str(rosters),
+                "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow",
+                "METAFLOW_RUN_MAX_WORKERS": "2",
+            }
             infra = json.dumps({"compute": "local", "models": "dropout", "large_from_gpu_memory_gb": 40})
             runs = []
             for name in ("a", "b"):
-                command = [sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--quiet", "--datastore", "s3",
-                           "--config-value", "infra", infra, "run", "--profile", str(profile), "--max-steps", "6",
-                           "--output-root", f"{bucket}/runs", "--release-to", f"{bucket}/published/{name}",
-                           "--publish", "True", "--merge", "True", "--run-id-file", str(tmp_path / f"{name}.id")]
-                log = open(tmp_path / f"{name}.log", "w")
+                command = [
+                    sys.executable,
+                    str(ROOT / "flows" / "finetune_flow.py"),
+                    "--quiet",
+                    "--datastore",
+                    "s3",
+                    "--config-value",
+                    "infra",
+                    infra,
+                    "run",
+                    "--profile",
+                    str(profile),
+                    "--max-steps",
+                    "6",
+                    "--output-root",
+                    f"{bucket}/runs",
+                    "--release-to",
+                    f"{bucket}/published/{name}",
+                    "--publish",
+                    "True",
+                    "--merge",
+                    "True",
+                    "--run-id-file",
+                    str(tmp_path / f"{name}.id"),
+                ]
+                log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115  (closed once its run ends, below)
                 process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
                 runs.append((process, log))
             for process, log in runs:
@@ -174,8 +199,14 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
             assert [p.returncode for p, _ in runs] == [0, 0], logs
             ids = [(tmp_path / f"{name}.id").read_text().strip() for name in ("a", "b")]
             dump = tmp_path / "back.json"
-            done = subprocess.run([sys.executable, "-c", READ_BACK, str(dump), *(f"FinetuneFlow/{i}" for i in ids)],
-                                  env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+            done = subprocess.run(
+                [sys.executable, "-c", READ_BACK, str(dump), *(f"FinetuneFlow/{i}" for i in ids)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                cwd=tmp_path,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
         stored = stored_objects(boto3.client("s3", endpoint_url=upstream), bucket.removeprefix("s3://"))
 
@@ -187,9 +218,12 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     assert resumed["attempt"] == 1 and straight["attempt"] == 0  # Metaflow's @retry ran the killed task again
     assert resumed["train"]["resumed_from_step"] == 2 and straight["train"]["resumed_from_step"] == 0
     assert [p["loss"] for p in resumed["train"]["loss_curve"]] == pytest.approx(
-        [p["loss"] for p in straight["train"]["loss_curve"]], abs=1e-5)
-    adapters = [load(stored[key(run["run_root"] + "/dropout-llama-lora/adapter/adapter_model.safetensors")])
-                for run in (killed, other)]
+        [p["loss"] for p in straight["train"]["loss_curve"]], abs=1e-5
+    )
+    adapters = [
+        load(stored[key(run["run_root"] + "/dropout-llama-lora/adapter/adapter_model.safetensors")])
+        for run in (killed, other)
+    ]
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.allclose(adapters[0][k], adapters[1][k], atol=1e-5) for k in adapters[0])
 
@@ -213,15 +247,20 @@ def test_two_runs_on_a_flaky_s3_one_killed_mid_training_lose_nothing(monkeypatch
     assert roots == set(ids)
 
     folders = [k[: -len(storage.MANIFEST)] for k in stored if k.endswith("/" + storage.MANIFEST)]
-    assert {f for f in folders if f.endswith("/adapter/")} == {key(run["run_root"] + "/dropout-llama-lora/adapter/")
-                                                              for run in back.values()}
+    assert {f for f in folders if f.endswith("/adapter/")} == {
+        key(run["run_root"] + "/dropout-llama-lora/adapter/") for run in back.values()
+    }
     published = {name for name, run_id in zip("ab", ids) if run_id in releasing}
-    assert {f for f in folders if f.startswith("published/")} == {f"published/{n}/dropout-llama-lora/" for n in published}
+    assert {f for f in folders if f.startswith("published/")} == {
+        f"published/{n}/dropout-llama-lora/" for n in published
+    }
     for folder in folders:  # every adapter and bundle: each file as big as, and hashing to, what was written
         manifest = json.loads(stored[folder + storage.MANIFEST])
-        assert manifest and all(len(stored[folder + name]) == entry["size"] and
-                                hashlib.sha256(stored[folder + name]).hexdigest() == entry["sha256"]
-                                for name, entry in manifest.items()), folder
+        assert manifest and all(
+            len(stored[folder + name]) == entry["size"]
+            and hashlib.sha256(stored[folder + name]).hexdigest() == entry["sha256"]
+            for name, entry in manifest.items()
+        ), folder
     markers = [k for k in stored if k.endswith("/checkpoints/latest.json")]
     assert len(markers) == 2
     for marker in markers:  # every checkpoint the markers name is there, whole

@@ -6,13 +6,13 @@ import os
 import re
 
 import pytest
+from conftest import ROOT, render_in_chromium, rows, write_jsonl
 from metaflow import Runner
 
 from barbarossa import cli
 from barbarossa.data import instructions
 from barbarossa.decide import cards, history, leaderboard
 from barbarossa.models.runtime import choose_precision, probe
-from conftest import ROOT, render_in_chromium, rows, write_jsonl
 
 pytestmark = pytest.mark.flow
 HOST_PRECISION = choose_precision(probe(), "auto")  # what "auto" gives the flow's tasks on this machine
@@ -110,10 +110,22 @@ def finished(env, tmp_path_factory):
     probe = out / "probe"
     probe.mkdir()
     (probe / "sitecustomize.py").write_text(COUNT_TOKENIZER_LOADS)
-    counted = {**env, "BARBAROSSA_TEST_PROBE": str(probe),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")]))}
-    status, run = run_flow(counted, models="tiny,broken", profile="smoke", max_steps=3, eval_data=str(eval_file),
-                           output_root=str(out / "runs"), release_to=str(out / "published"), publish=True, merge=True)
+    counted = {
+        **env,
+        "BARBAROSSA_TEST_PROBE": str(probe),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")])),
+    }
+    status, run = run_flow(
+        counted,
+        models="tiny,broken",
+        profile="smoke",
+        max_steps=3,
+        eval_data=str(eval_file),
+        output_root=str(out / "runs"),
+        release_to=str(out / "published"),
+        publish=True,
+        merge=True,
+    )
     return status, run, out
 
 
@@ -132,11 +144,21 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
     families = ("llama", "gpt2", "t5", "bloom")
     assert set(rows_by_name) == {f"tiny-{f}{s}" for f in families for s in ("", "-lora")} | {
-        "broken", "diverges", "hub-remote", "unpinned-remote-code", "tiny-llama-big", "tiny-llama-qlora"}
+        "broken",
+        "diverges",
+        "hub-remote",
+        "unpinned-remote-code",
+        "tiny-llama-big",
+        "tiny-llama-qlora",
+    }
     large = sorted(task.data.item["name"] for task in run["tune_large"])
     assert large == ["diverges", "tiny-llama-big"]  # the size class follows the roster's resources
     diverged = rows_by_name["diverges"]
-    assert diverged["decision"] == "failed" and diverged["error"].startswith("finetune failed: TrainingDiverged") and "at step" in diverged["error"]
+    assert (
+        diverged["decision"] == "failed"
+        and diverged["error"].startswith("finetune failed: TrainingDiverged")
+        and "at step" in diverged["error"]
+    )
     refused = rows_by_name["unpinned-remote-code"]
     assert refused["decision"] == "failed" and refused["error"].startswith("refused: hub-remote needs remote code")
     assert all(task.data.item["name"] != "unpinned-remote-code" for task in tune_tasks(run))  # no compute spent
@@ -154,31 +176,43 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
         kept = history.load_per_row(row["per_row_uri"])  # what a later run pairs against when this one is released
         assert len(kept["heldout"]["bytes"]) == 7 and "vs_last_release" in row
     host = HOST_PRECISION  # fp32, or bf16 on a CPU that runs it natively (AVX512-BF16/AMX)
-    for row in rows_by_name.values():  # the runtime decision is in every row that ran, and evaluation ran where training did
+    for (
+        row
+    ) in rows_by_name.values():  # the runtime decision is in every row that ran, and evaluation ran where training did
         if row["status"] == "ok":
             runtime = row["runtime"]
             assert runtime["device"] == runtime["evaluated_on"] == "cpu" and runtime["compute"] == host
             assert runtime["quantization"] == ("nf4" if row["name"] == "tiny-llama-qlora" else "none")
             assert runtime["gpu_lease"]["gpu"] == 0 and 0 < runtime["gpu_lease"]["lease_gb"] <= 80
     baselines = {r["name"]: r["decision"] for r in run.data.leaderboard if r["kind"] == "baseline"}
-    assert baselines == {**{f"tiny-{f}": "baseline" for f in families}, "hub-remote": "failed", "tiny-llama-big": "baseline"}
+    assert baselines == {
+        **{f"tiny-{f}": "baseline" for f in families},
+        "hub-remote": "failed",
+        "tiny-llama-big": "baseline",
+    }
 
 
 def test_release_step_publishes_exactly_the_released_candidates(finished):
     _, run, out = finished
     chosen = sorted(r["name"] for r in run.data.leaderboard if r["decision"] == "release")
-    not_chosen = sorted(r["name"] for r in run.data.leaderboard if r["kind"] == "candidate" and r["decision"] != "release")
+    not_chosen = sorted(
+        r["name"] for r in run.data.leaderboard if r["kind"] == "candidate" and r["decision"] != "release"
+    )
     released = run.data.released
     assert chosen and not_chosen and sorted(b["name"] for b in released) == chosen
     published = out / "published"
-    assert sorted(p.name for p in published.iterdir()) == chosen  # exactly the released ones: nothing more, nothing less
+    assert (
+        sorted(p.name for p in published.iterdir()) == chosen
+    )  # exactly the released ones: nothing more, nothing less
     assert sorted(os.listdir(os.path.join(run.data.run_root, "release"))) == chosen  # and only they were bundled
     for bundle in released:
         folder = published / bundle["name"]
         assert bundle["published_to"] == str(folder) and bundle["merge_dtype"] == HOST_PRECISION
         if HOST_PRECISION == "fp32":  # in bf16 the release step bounds it by 5 % of the largest logit itself
             assert bundle["merge_max_logit_diff"] < 1e-3
-        assert (folder / "adapter" / "adapter_model.safetensors").exists() and (folder / "merged" / "config.json").exists()
+        assert (folder / "adapter" / "adapter_model.safetensors").exists() and (
+            folder / "merged" / "config.json"
+        ).exists()
         assert (folder / "README.md").read_text(encoding="utf-8").startswith("---\nlibrary_name: peft")
     assert not [name for name in not_chosen if (published / name).exists()]
 
@@ -191,7 +225,9 @@ def test_flow_evaluates_on_the_given_eval_file_and_records_fingerprints(finished
     assert held == rows(7, start=1000) and summary["eval_fingerprint"] == instructions.fingerprint(held)
     assert summary["train_rows"] == len(instructions.load(str(instructions.BUNDLED)).records)
     assert len(summary["train_fingerprint"]) == 16
-    assert {r["name"] for r in run.data.plan["rows"]} >= {"tiny-t5-lora", "broken"} and run.data.plan["total_tokens"] > 0
+    assert {r["name"] for r in run.data.plan["rows"]} >= {"tiny-t5-lora", "broken"} and run.data.plan[
+        "total_tokens"
+    ] > 0
 
 
 def test_flow_passes_references_not_weights(finished):
@@ -265,7 +301,9 @@ def test_bad_data_stops_the_flow_in_start(env, tmp_path):
     bad = rows(30)
     bad[16]["output"] = 7
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
-    status, run = run_flow(env, models="tiny", profile="smoke", train_data=str(path), output_root=str(tmp_path / "runs"))
+    status, run = run_flow(
+        env, models="tiny", profile="smoke", train_data=str(path), output_root=str(tmp_path / "runs")
+    )
     assert status == "failed"
     steps = [step.id for step in run]
     assert steps == ["start"]
@@ -319,8 +357,12 @@ def test_unfetchable_and_unfittable_models_become_failed_rows_before_any_compute
     rosters.mkdir()
     (rosters / "tiny.toml").write_text((ROOT / "configs" / "rosters" / "tiny.toml").read_text())
     (rosters / "offline.toml").write_text(UNFETCHABLE)
-    status, run = run_flow({**env, "BARBAROSSA_ROSTERS": str(rosters), "HF_HUB_OFFLINE": "1"},
-                           models="offline,tiny-gpt2-lora", profile="smoke", output_root=str(tmp_path / "runs"))
+    status, run = run_flow(
+        {**env, "BARBAROSSA_ROSTERS": str(rosters), "HF_HUB_OFFLINE": "1"},
+        models="offline,tiny-gpt2-lora",
+        profile="smoke",
+        output_root=str(tmp_path / "runs"),
+    )
     assert status == "successful", run["end"].task.stderr if run else status
     rows_by_name = {r["name"]: r for r in run.data.leaderboard}
     for name in ("hub-only", "hub-only-lora"):
@@ -348,7 +390,9 @@ def test_cli_leaderboard_fits_80_columns_and_wide_prints_everything(finished, mo
     assert cli.main(["leaderboard", "--run", run.id]) == 0
     text = recording.export_text()
     assert max(map(len, text.splitlines())) <= 80 and "…" not in text
-    assert all(re.search(rf"^\S*\s+{re.escape(name)}\s", text, re.M) for name in names)  # every name whole, in its column
+    assert all(
+        re.search(rf"^\S*\s+{re.escape(name)}\s", text, re.M) for name in names
+    )  # every name whole, in its column
     assert cli.main(["leaderboard", "--run", run.id, "--wide"]) == 0
     wide = recording.export_text()
     assert "…" not in wide and max(map(len, wide.splitlines())) > 80
@@ -359,8 +403,13 @@ def test_cli_leaderboard_fits_80_columns_and_wide_prints_everything(finished, mo
 @pytest.fixture(scope="module")
 def second_run(env, finished, tmp_path_factory):
     """A small run on the bundled data's own held-out split: other held-out data than `finished`'s file."""
-    status, run = run_flow(env, models="tiny-gpt2-lora", profile="smoke", max_steps=1,
-                           output_root=str(tmp_path_factory.mktemp("second") / "runs"))
+    status, run = run_flow(
+        env,
+        models="tiny-gpt2-lora",
+        profile="smoke",
+        max_steps=1,
+        output_root=str(tmp_path_factory.mktemp("second") / "runs"),
+    )
     assert status == "successful", run["end"].task.stderr if run else status
     return run
 
@@ -403,11 +452,16 @@ def test_cli_chat_answers_piped_prompts_as_the_evaluation_did(finished):
     for name in ("tiny-gpt2-lora", "tiny-gpt2"):  # a candidate, and its untuned base (no adapter)
         samples = run.data.samples[name][:2]
         lines = "".join(f"{s['instruction']}\t{s['input']}\n" for s in samples) + "Bakı haqqında iki cümlə yazın.\n"
-        done = subprocess.run([str(Path(sys.executable).with_name("barbarossa")), "chat", "--run", run.id,
-                               "--model", name], input=lines, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("barbarossa")), "chat", "--run", run.id, "--model", name],
+            input=lines,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         expected = "".join((s["generated"] or "(empty answer)") + "\n\n" for s in samples)
-        assert done.stdout.startswith(expected) and done.stdout[len(expected):].strip()  # and an answer to the last
+        assert done.stdout.startswith(expected) and done.stdout[len(expected) :].strip()  # and an answer to the last
         assert name in done.stderr and ("+ adapter" if name.endswith("-lora") else "untuned") in done.stderr
 
 
@@ -420,11 +474,15 @@ def test_cli_chat_refuses_unknown_and_failed_models_in_one_line(finished, capsys
     assert lines[1].startswith("barbarossa chat: diverges failed in") and "TrainingDiverged" in lines[1]
 
 
-KK_CHOICE = [{"question": "Қазақстанның астанасы қай қала?", "choices": ["Астана", "Алматы", "Шымкент"], "answer": 0},
-             {"question": "Бір аптада неше күн бар?", "choices": ["бес", "жеті", "он"], "answer": 1},
-             {"question": "Қыста қар жауа ма?", "choices": ["иә", "жоқ"], "answer": 0}]
-KK_PAIRS = [{"source": "The river flows to the lake.", "target": "Өзен көлге құяды."},
-            {"source": "My brother reads a book.", "target": "Ағам кітап оқиды."}]
+KK_CHOICE = [
+    {"question": "Қазақстанның астанасы қай қала?", "choices": ["Астана", "Алматы", "Шымкент"], "answer": 0},
+    {"question": "Бір аптада неше күн бар?", "choices": ["бес", "жеті", "он"], "answer": 1},
+    {"question": "Қыста қар жауа ма?", "choices": ["иә", "жоқ"], "answer": 0},
+]
+KK_PAIRS = [
+    {"source": "The river flows to the lake.", "target": "Өзен көлге құяды."},
+    {"source": "My brother reads a book.", "target": "Ағам кітап оқиды."},
+]
 
 
 def test_a_kazakh_run_uses_the_kk_pack_end_to_end_and_scores_extra_benchmarks(env, tmp_path, capsys):
@@ -432,19 +490,30 @@ def test_a_kazakh_run_uses_the_kk_pack_end_to_end_and_scores_extra_benchmarks(en
     both benchmark formats."""
     choice = write_jsonl(tmp_path / "kk_choice.jsonl", KK_CHOICE)
     pairs = write_jsonl(tmp_path / "kk_pairs.jsonl", KK_PAIRS)
-    status, run = run_flow(env, language="kk", models="tiny", profile="smoke", output_root=str(tmp_path / "runs"),
-                           extra_eval=f"{choice},{pairs}")
+    status, run = run_flow(
+        env,
+        language="kk",
+        models="tiny",
+        profile="smoke",
+        output_root=str(tmp_path / "runs"),
+        extra_eval=f"{choice},{pairs}",
+    )
     assert status == "successful", run["end"].task.stderr if run else status
     summary = run.data.data
     assert summary["language"]["code"] == "kk" and summary["train_source"] == "bundled"
-    assert summary["train_rows"] + summary["eval_rows"] == len(instructions.load("bundled", language=summary["language"]).records)
+    assert summary["train_rows"] + summary["eval_rows"] == len(
+        instructions.load("bundled", language=summary["language"]).records
+    )
     assert [b["name"] for b in summary["benchmarks"]] == ["belebele", "flores", "kk_choice", "kk_pairs"]
     rows = run.data.leaderboard
     assert {r["language"] for r in rows} == {"kk"} and all(r["status"] == "ok" for r in rows)
     assert any(r["fidelity"] is not None for r in rows) and "Kazakh answers" in " ".join(
-        reason for r in rows if r["kind"] == "candidate" for reason in r["reasons"])
+        reason for r in rows if r["kind"] == "candidate" for reason in r["reasons"]
+    )
     sample = next(r for r in run.data.samples.values() if r)[0]
-    assert sample["instruction"] in {r["instruction"] for r in instructions.load("bundled", language=summary["language"]).records}
+    assert sample["instruction"] in {
+        r["instruction"] for r in instructions.load("bundled", language=summary["language"]).records
+    }
     from metaflow.cards import get_cards
 
     data_card = _card_payload(get_cards(run["start"].task, id="data")[0].get())
@@ -453,8 +522,14 @@ def test_a_kazakh_run_uses_the_kk_pack_end_to_end_and_scores_extra_benchmarks(en
     assert cli.main(["leaderboard", "--run", run.id, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     candidate = next(r for r in printed if r["kind"] == "candidate" and r["status"] == "ok")
-    for name, metric in (("kk_choice", "accuracy"), ("kk_choice", "accuracy_norm"), ("kk_pairs", "chrf_into"),
-                         ("kk_pairs", "chrf_out"), ("belebele", "accuracy"), ("flores", "chrf_out")):
+    for name, metric in (
+        ("kk_choice", "accuracy"),
+        ("kk_choice", "accuracy_norm"),
+        ("kk_pairs", "chrf_into"),
+        ("kk_pairs", "chrf_out"),
+        ("belebele", "accuracy"),
+        ("flores", "chrf_out"),
+    ):
         scores = candidate["benchmarks"][name]
         assert {f"{metric}_ci", f"delta_{metric}_ci", f"delta_{metric}_p"} <= set(scores), (name, metric)
         assert scores[f"{metric}_ci"] is not None and scores[f"delta_{metric}_p"] is not None

@@ -7,8 +7,10 @@ from barbarossa import languages
 from barbarossa.data import prompts
 
 # the prompt exactly as it was rendered before language packs: the az pack must not change a token of it
-BEFORE = ("Aşağıda bir tapşırığı təsvir edən təlimat və əlavə məlumat verən giriş verilib. Tapşırığı lazımi şəkildə "
-          "yerinə yetirən cavab yazın.\n\n### Təlimat:\nx\n\n### Giriş:\ny\n\n### Cavab:\n")
+BEFORE = (
+    "Aşağıda bir tapşırığı təsvir edən təlimat və əlavə məlumat verən giriş verilib. Tapşırığı lazımi şəkildə "
+    "yerinə yetirən cavab yazın.\n\n### Təlimat:\nx\n\n### Giriş:\ny\n\n### Cavab:\n"
+)
 
 
 def test_the_default_pack_renders_the_template_of_earlier_runs():
@@ -26,12 +28,23 @@ def test_each_shipped_pack_has_its_own_headers_and_sample(code, header):
     assert code in languages.known()
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ('response_header = "### Жауап:"', 'response_header = "Жауап:"', r"\[template\] response_header must start with '### '"),
-    ('target = "KAZAKH"', 'target = "KLINGON"', r"\[identify\] 'KLINGON' is not a lingua language"),
-    ('sample = "data/kk_alpaca_sample.jsonl"', 'sample = "data/nowhere.jsonl"', r"sample names 'data/nowhere.jsonl', which does not exist"),
-    ('method = "lingua"', 'method = "guess"', r"\[identify\] method must be one of lingua, ngram"),
-])
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        (
+            'response_header = "### Жауап:"',
+            'response_header = "Жауап:"',
+            r"\[template\] response_header must start with '### '",
+        ),
+        ('target = "KAZAKH"', 'target = "KLINGON"', r"\[identify\] 'KLINGON' is not a lingua language"),
+        (
+            'sample = "data/kk_alpaca_sample.jsonl"',
+            'sample = "data/nowhere.jsonl"',
+            r"sample names 'data/nowhere.jsonl', which does not exist",
+        ),
+        ('method = "lingua"', 'method = "guess"', r"\[identify\] method must be one of lingua, ngram"),
+    ],
+)
 def test_a_bad_pack_is_refused_naming_file_and_key(tmp_path, old, new, message):
     path = tmp_path / "xx.toml"
     text = (languages.languages_dir() / "kk.toml").read_text(encoding="utf-8").replace('code = "kk"', 'code = "xx"')
@@ -50,4 +63,4 @@ def test_an_unknown_language_lists_the_known_ones():
 def test_the_lingua_names_a_pack_is_checked_against_are_the_installed_linguas():
     from lingua import Language
 
-    assert languages.LINGUA_NAMES == {known.name for known in Language.all()}
+    assert {known.name for known in Language.all()} == languages.LINGUA_NAMES

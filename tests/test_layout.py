@@ -12,11 +12,26 @@ from conftest import ROOT
 LIBRARY = ROOT / "barbarossa"
 # Each stage's level: a module imports its own stage or a lower level only. train and evaluate share a level, so
 # neither imports the other. The foundation modules are used by every stage; cli.py sits on top of everything.
-LEVEL = {"foundation": 0, "data": 1, "models": 2, "train": 3, "evaluate": 3, "decide": 4, "infra": 5, "translate": 6,
-         "cli": 7}
+LEVEL = {
+    "foundation": 0,
+    "data": 1,
+    "models": 2,
+    "train": 3,
+    "evaluate": 3,
+    "decide": 4,
+    "infra": 5,
+    "translate": 6,
+    "cli": 7,
+}
 STAGES = list(LEVEL)
-FOUNDATION = {"barbarossa", "barbarossa.config", "barbarossa.console", "barbarossa.errors", "barbarossa.languages",
-              "barbarossa.storage"}
+FOUNDATION = {
+    "barbarossa",
+    "barbarossa.config",
+    "barbarossa.console",
+    "barbarossa.errors",
+    "barbarossa.languages",
+    "barbarossa.storage",
+}
 
 
 def module_name(path: Path) -> str:
@@ -46,7 +61,9 @@ def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             for alias in node.names:
                 found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
     return {name for name in found if name in modules and name != module_name(path)}
@@ -63,9 +80,12 @@ def test_every_library_module_belongs_to_a_known_stage():
 
 
 def test_no_module_imports_a_later_stage_or_a_sibling():
-    upward = [f"{module} ({stage_of(module)}) imports {target} ({stage_of(target)})"
-              for module, targets in import_graph().items() for target in sorted(targets)
-              if stage_of(target) != stage_of(module) and LEVEL[stage_of(target)] >= LEVEL[stage_of(module)]]
+    upward = [
+        f"{module} ({stage_of(module)}) imports {target} ({stage_of(target)})"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if stage_of(target) != stage_of(module) and LEVEL[stage_of(target)] >= LEVEL[stage_of(module)]
+    ]
     assert not upward, "imports must point to the same stage or a lower level:\n" + "\n".join(upward)
 
 
@@ -78,7 +98,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (found := visit(target)):
                 return found
         stack.pop()

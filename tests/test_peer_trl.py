@@ -24,8 +24,14 @@ def case(tmp_path_factory):
     too_long = {"instruction": " ".join(r["instruction"] for r in records[:16]), "input": "", "output": "Bəli."}
     train_uri = tmp / "train.jsonl"
     train_uri.write_text(instructions.to_jsonl(records + [too_long]), encoding="utf-8")  # the product drops the last
-    cfg = {**config.load_profile("gpu")["train"], "max_steps": 4, "log_every": 2, "warmup_steps": 1,
-           "max_length": 128, "batch_size": 4}
+    cfg = {
+        **config.load_profile("gpu")["train"],
+        "max_steps": 4,
+        "log_every": 2,
+        "warmup_steps": 1,
+        "max_length": 128,
+        "batch_size": 4,
+    }
     return folder, {"train_uri": str(train_uri)}, cfg, tokenizer
 
 
@@ -48,8 +54,11 @@ def test_liger_without_cuda_is_a_skipped_row_not_a_run(case, monkeypatch):
     folder, split, cfg, _ = case
     monkeypatch.setattr(peer_trl, "liger_available", lambda: False)  # as here; on a GPU box the liger row trains
     row = peer_trl.train_peer(folder, split, cfg, LORA, liger=True, peak_tflops=989)
-    assert row == {"case": "tiny LoRA, TRL SFTTrainer, liger", "trainer": "trl 1.16.0",
-                   "skipped": "needs CUDA and liger-kernel"}
+    assert row == {
+        "case": "tiny LoRA, TRL SFTTrainer, liger",
+        "trainer": "trl 1.16.0",
+        "skipped": "needs CUDA and liger-kernel",
+    }
 
 
 def test_peer_trains_the_products_objective_token_for_token(case):

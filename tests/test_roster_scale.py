@@ -11,12 +11,12 @@ import re
 from html import unescape
 
 import pytest
-
-from barbarossa import cli
-from barbarossa.models import roster
-from barbarossa.decide import cards
 from conftest import render_in_chromium
 from test_flow import run_flow
+
+from barbarossa import cli
+from barbarossa.decide import cards
+from barbarossa.models import roster
 
 pytestmark = pytest.mark.flow
 
@@ -41,9 +41,14 @@ window.addEventListener('load', () => setTimeout(measure, 1000));
 @pytest.fixture(scope="module")
 def scale_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("scale")
-    status, run = run_flow({"METAFLOW_RUN_MAX_WORKERS": "2"}, infra={"compute": "local", "models": "tiny-scale",
-                                                                     "large_from_gpu_memory_gb": 40},
-                           models="tiny-scale", profile="smoke", max_steps=2, output_root=str(out / "runs"))
+    status, run = run_flow(
+        {"METAFLOW_RUN_MAX_WORKERS": "2"},
+        infra={"compute": "local", "models": "tiny-scale", "large_from_gpu_memory_gb": 40},
+        models="tiny-scale",
+        profile="smoke",
+        max_steps=2,
+        output_root=str(out / "runs"),
+    )
     assert status == "successful", run["end"].task.stderr if run else status
     return run
 
@@ -93,6 +98,8 @@ def test_orchestration_overhead_per_work_item(scale_run):
         overheads.append((task.finished_at - task.created_at).total_seconds() - busy)
     wall = (scale_run.finished_at - scale_run.created_at).total_seconds()
     mean = sum(overheads) / len(overheads)
-    print(f"\n{len(tasks)} work items, run wall {wall:.0f} s ({wall / len(tasks):.1f} s per item on 2 workers), "
-          f"orchestration overhead per item {mean:.1f} s (min {min(overheads):.1f}, max {max(overheads):.1f})")
+    print(
+        f"\n{len(tasks)} work items, run wall {wall:.0f} s ({wall / len(tasks):.1f} s per item on 2 workers), "
+        f"orchestration overhead per item {mean:.1f} s (min {min(overheads):.1f}, max {max(overheads):.1f})"
+    )
     assert len(tasks) == 36 and all(o > 0 for o in overheads)

@@ -23,9 +23,8 @@ import subprocess
 import sys
 
 import pytest
-from metaflow import Runner
-
 from conftest import ROOT, moto_s3
+from metaflow import Runner
 
 pytestmark = [pytest.mark.flow, pytest.mark.server]
 
@@ -41,8 +40,9 @@ if "step" in sys.argv[:-1]:  # a Metaflow task process: `flow.py ... step <name>
 
     def _record():
         token = os.environ.get("HF_TOKEN")  # only a hash of it leaves the task
+        digest = hashlib.sha256(token.encode()).hexdigest() if token else None
         with open(os.path.join(os.environ["BARBAROSSA_TEST_PROBE"], f"{_step}-{os.getpid()}.json"), "w") as out:
-            json.dump({"step": _step, "token_sha256": hashlib.sha256(token.encode()).hexdigest() if token else None}, out)
+            json.dump({"step": _step, "token_sha256": digest}, out)
 
     atexit.register(_record)
 """
@@ -84,14 +84,19 @@ def token_forms(token: str) -> list[str]:
     raw, forms = token.encode(), [token]
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + raw).decode()
-        forms.append(encoded[-(-8 * shift // 6):(8 * (shift + len(raw))) // 6])  # the characters the token alone decides
+        forms.append(
+            encoded[-(-8 * shift // 6) : (8 * (shift + len(raw))) // 6]
+        )  # the characters the token alone decides
     return forms
 
 
 def s3_texts(client, bucket: str, page_size: int = 50) -> tuple[list[tuple[str, str]], int]:
-    """(key, text) for every object in the bucket — gzipped Metaflow blobs unpacked, card payloads decoded — and pages read."""
+    """(key, text) for every object in the bucket — gzipped Metaflow blobs unpacked, card payloads decoded — and
+    pages read."""
     texts, pages = [], 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, PaginationConfig={"PageSize": page_size}):
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, PaginationConfig={"PageSize": page_size}
+    ):
         pages += 1
         for obj in page.get("Contents", []):
             body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
@@ -121,25 +126,47 @@ def test_hub_token_from_secrets_manager_never_leaks(tmp_path, monkeypatch):
     with moto_s3(monkeypatch) as bucket:
         endpoint = os.environ["METAFLOW_S3_ENDPOINT_URL"]
         boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1").create_secret(
-            Name="barbarossa/hf-token", SecretString=json.dumps({"HF_TOKEN": FAKE_TOKEN}))
-        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "METAFLOW_DEFAULT_SECRETS_BACKEND_TYPE": "aws-secrets-manager",
-               "AWS_SECRETS_MANAGER_DEFAULT_REGION": "us-east-1", "METAFLOW_RUN_MAX_WORKERS": "2",
-               "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow", "BARBAROSSA_TEST_PROBE": str(probe / "records"),
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")]))}
+            Name="barbarossa/hf-token", SecretString=json.dumps({"HF_TOKEN": FAKE_TOKEN})
+        )
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": endpoint,
+            "METAFLOW_DEFAULT_SECRETS_BACKEND_TYPE": "aws-secrets-manager",
+            "AWS_SECRETS_MANAGER_DEFAULT_REGION": "us-east-1",
+            "METAFLOW_RUN_MAX_WORKERS": "2",
+            "METAFLOW_DATASTORE_SYSROOT_S3": f"{bucket}/metaflow",
+            "BARBAROSSA_TEST_PROBE": str(probe / "records"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(probe), os.environ.get("PYTHONPATH")])),
+        }
         env.pop("HF_TOKEN", None)
-        infra = {"compute": "local", "models": "tiny", "large_from_gpu_memory_gb": 40, "secrets": ["barbarossa/hf-token"]}
+        infra = {
+            "compute": "local",
+            "models": "tiny",
+            "large_from_gpu_memory_gb": 40,
+            "secrets": ["barbarossa/hf-token"],
+        }
         out = f"{bucket}/runs"
         runner = Runner(FLOW, show_output=False, env=env, config_value=[("infra", infra)], datastore="s3")
-        with runner.run(models="tiny-llama-lora,tiny-t5-lora", profile="smoke", max_steps=2, output_root=out,
-                        release_to="hf:barbarossa-test") as running:
+        with runner.run(
+            models="tiny-llama-lora,tiny-t5-lora",
+            profile="smoke",
+            max_steps=2,
+            output_root=out,
+            release_to="hf:barbarossa-test",
+        ) as running:
             assert running.status == "successful", running.run["end"].task.stderr if running.run else running.status
             run_id = running.run.id
             seen = [("runner stdout", running.stdout), ("runner stderr", running.stderr)]
 
         # Metaflow reads its S3 settings when imported, so the Client runs in a process started with them.
         dump = tmp_path / "readback.json"
-        done = subprocess.run([sys.executable, "-c", READ_BACK, f"FinetuneFlow/{run_id}", str(dump)],
-                              env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", READ_BACK, f"FinetuneFlow/{run_id}", str(dump)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         back = json.loads(dump.read_text())
         assert {r["name"] for r in back["leaderboard"]} == {"tiny-llama", "tiny-llama-lora", "tiny-t5", "tiny-t5-lora"}
@@ -170,7 +197,11 @@ def test_hub_token_from_secrets_manager_never_leaks(tmp_path, monkeypatch):
         payloads = [(f"{c['task']} card {c['id']} (decoded)", "\n".join(card_payloads(c["html"]))) for c in cards]
         assert all(text for _, text in payloads)  # every card's components were found and decoded
         decoded = "\n".join(text for _, text in payloads)
-        assert "Barbarossa leaderboard" in decoded and "Training tiny-llama-lora" in decoded and "Training tiny-t5-lora" in decoded
+        assert (
+            "Barbarossa leaderboard" in decoded
+            and "Training tiny-llama-lora" in decoded
+            and "Training tiny-t5-lora" in decoded
+        )
         seen += [(where, text) for where, text in back["texts"]] + payloads
         seen += [(f"{c['task']} card {c['id']}", c["html"]) for c in cards]
         assert any(" metadata " in where for where, _ in seen) and any(" stderr" in where for where, _ in seen)
@@ -185,5 +216,7 @@ def test_hub_token_from_secrets_manager_never_leaks(tmp_path, monkeypatch):
         assert any(k.startswith("metaflow/") and "(card payload)" in k for k in keys)
         seen += objects
         forms = token_forms(FAKE_TOKEN)
-        problems += [f"the Hub token leaked into {where}" for where, text in seen if any(form in text for form in forms)]
+        problems += [
+            f"the Hub token leaked into {where}" for where, text in seen if any(form in text for form in forms)
+        ]
         assert not problems, "\n".join(problems[:40])

@@ -8,20 +8,30 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from metaflow import Run, Runner
 
 from barbarossa.data import instructions
 from barbarossa.translate import translation
-from conftest import ROOT
 
 pytestmark = pytest.mark.flow
 
 FLOW = str(ROOT / "flows" / "translate_flow.py")
-SETTINGS = {"shard_rows": 10, "qa_policy": "flag",
-            "backend": {"kind": "local", "folder": "tiny:t5", "source": "", "target": "",
-                        "prefix": "translate English to Azerbaijani: ", "max_new_tokens": 12}}
+SETTINGS = {
+    "shard_rows": 10,
+    "qa_policy": "flag",
+    "backend": {
+        "kind": "local",
+        "folder": "tiny:t5",
+        "source": "",
+        "target": "",
+        "prefix": "translate English to Azerbaijani: ",
+        "max_new_tokens": 12,
+    },
+}
 
 
 def run(output_root: str):
@@ -39,12 +49,13 @@ def test_translate_flow_writes_a_checked_versioned_dataset_and_reuses_its_cache(
     assert stats["rows"] == len(english) and stats["backend_calls"] > 0 and stats["cache_hits"] == 0
     assert counts["rows"] == len(english) and counts["flagged"] >= len(english) - counts["verbatim"] - 2
     assert counts["verbatim"] == 1 and counts["published"] == len(english) - counts["unusable"]  # "flag" keeps the rest
-    published = [json.loads(line) for line in open(dataset["uri"], encoding="utf-8")]
+    with open(dataset["uri"], encoding="utf-8") as lines:
+        published = [json.loads(line) for line in lines]
     verbatim = next(r for r in published if r["instruction"] == "`ls -la`")
     assert verbatim == {"instruction": "`ls -la`", "input": "", "output": "```\ntotal 0\n```"}
     assert all("qa" in r for r in published if r is not verbatim) and len(published) == counts["published"]
     assert dataset["uri"].endswith(f"/datasets/{dataset['fingerprint']}/az_alpaca.jsonl")
-    card = open(dataset["uri"].replace("az_alpaca.jsonl", "README.md"), encoding="utf-8").read()
+    card = Path(dataset["uri"].replace("az_alpaca.jsonl", "README.md")).read_text(encoding="utf-8")
     assert card.startswith("---\nlanguage:\n- az") and f"{counts['flagged']} flagged" in card
     assert instructions.load(dataset["uri"]).records  # the fine-tune flow can read it as training data
 
@@ -59,8 +70,13 @@ def without_aws(home) -> dict:
     for name in ("config", "credentials"):
         (home / name).write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    return {**env, "HOME": str(home), "AWS_CONFIG_FILE": str(home / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    return {
+        **env,
+        "HOME": str(home),
+        "AWS_CONFIG_FILE": str(home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
 
 
 @pytest.fixture
@@ -74,25 +90,43 @@ AWS = {"kind": "aws", "source": "en", "target": "az"}
 def test_without_aws_settings_the_flow_stops_in_start_with_one_line(tmp_path):
     """The shipped default (AWS Translate) on a machine with no AWS settings: one line in `start`, no translate task."""
     run_id = tmp_path / "run_id"
-    done = subprocess.run([sys.executable, FLOW, "run", "--run-id-file", str(run_id), "--output-root", str(tmp_path / "out")],
-                          capture_output=True, text=True, env=without_aws(tmp_path), timeout=300)
+    done = subprocess.run(
+        [sys.executable, FLOW, "run", "--run-id-file", str(run_id), "--output-root", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=without_aws(tmp_path),
+        timeout=300,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
-    line = ("translate backend 'aws': no AWS region — set AWS_DEFAULT_REGION (or region in ~/.aws/config); "
-            "no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run `aws configure`), "
-            "or use --config translate configs/translate/nllb.toml")
+    line = (
+        "translate backend 'aws': no AWS region — set AWS_DEFAULT_REGION (or region in ~/.aws/config); "
+        "no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        "(or AWS_PROFILE, or run `aws configure`), "
+        "or use --config translate configs/translate/nllb.toml"
+    )
     assert any(row.endswith(line) for row in output.splitlines()), output
     assert "Traceback" not in output and "NoRegionError" not in output
     assert [step.id for step in Run(f"TranslateFlow/{run_id.read_text()}")] == ["start"]
 
 
-@pytest.mark.parametrize("env, missing, present", [
-    ({"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}, "no AWS region — set AWS_DEFAULT_REGION", "credentials"),
-    ({"AWS_DEFAULT_REGION": "eu-west-1"}, "no AWS credentials — set AWS_ACCESS_KEY_ID", "region"),
-    # boto3 ignores AWS_REGION: the check says so rather than pass and let translate die of NoRegionError
-    ({"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
-     "no AWS region — set AWS_DEFAULT_REGION .*boto3 does not read AWS_REGION", "credentials"),
-])
+@pytest.mark.parametrize(
+    "env, missing, present",
+    [
+        (
+            {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            "no AWS region — set AWS_DEFAULT_REGION",
+            "credentials",
+        ),
+        ({"AWS_DEFAULT_REGION": "eu-west-1"}, "no AWS credentials — set AWS_ACCESS_KEY_ID", "region"),
+        # boto3 ignores AWS_REGION: the check says so rather than pass and let translate die of NoRegionError
+        (
+            {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            "no AWS region — set AWS_DEFAULT_REGION .*boto3 does not read AWS_REGION",
+            "credentials",
+        ),
+    ],
+)
 def test_check_backend_names_the_missing_aws_setting(no_aws, env, missing, present):
     os.environ.update(env)
     with pytest.raises(translation.BackendError, match=missing) as err:
@@ -114,7 +148,9 @@ def test_check_backend_reads_the_region_and_profile_from_the_aws_config_file(no_
 
 def test_check_backend_wants_a_local_model_folder_that_holds_a_config(tmp_path):
     local = {"kind": "local", "source": "eng_Latn", "target": "azj_Latn"}
-    with pytest.raises(translation.BackendError, match=r"model folder \S+/nope does not exist — set \[backend\] folder"):
+    with pytest.raises(
+        translation.BackendError, match=r"model folder \S+/nope does not exist — set \[backend\] folder"
+    ):
         translation.check_backend({**local, "folder": str(tmp_path / "nope")})
     with pytest.raises(translation.BackendError, match="holds no config.json"):
         translation.check_backend({**local, "folder": str(tmp_path)})

@@ -25,8 +25,15 @@ from pathlib import Path
 from barbarossa import languages, storage
 from barbarossa.data.instructions import DataError
 
-BELEBELE_FIELDS = ("flores_passage", "question", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4",
-                   "correct_answer_num")
+BELEBELE_FIELDS = (
+    "flores_passage",
+    "question",
+    "mc_answer1",
+    "mc_answer2",
+    "mc_answer3",
+    "mc_answer4",
+    "correct_answer_num",
+)
 KINDS = ("choice", "translation")
 ENGLISH = "eng_Latn"
 
@@ -53,30 +60,43 @@ def _belebele(row: dict, source: str, line: int) -> dict:
     answer = row.get("correct_answer_num")
     if str(answer).strip() not in {"1", "2", "3", "4"} or isinstance(answer, bool):
         raise DataError(f"{source}: line {line}, field 'correct_answer_num': must be 1–4, got {answer!r}")
-    return {"question": _text(row.get("question"), source, line, "question"),
-            "context": _text(row.get("flores_passage"), source, line, "flores_passage"),
-            "choices": choices, "answer": int(str(answer).strip()) - 1}
+    return {
+        "question": _text(row.get("question"), source, line, "question"),
+        "context": _text(row.get("flores_passage"), source, line, "flores_passage"),
+        "choices": choices,
+        "answer": int(str(answer).strip()) - 1,
+    }
 
 
 def _generic_choice(row: dict, source: str, line: int) -> dict:
     choices = row.get("choices")
     if not isinstance(choices, list) or len(choices) < 2:
-        raise DataError(f"{source}: line {line}, field 'choices': must be a list of at least 2 strings, got {choices!r}")
+        raise DataError(
+            f"{source}: line {line}, field 'choices': must be a list of at least 2 strings, got {choices!r}"
+        )
     choices = [_text(c, source, line, f"choices[{i}]") for i, c in enumerate(choices)]
     answer = row.get("answer")
     if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
-        raise DataError(f"{source}: line {line}, field 'answer': must be the index of the right choice "
-                        f"(0–{len(choices) - 1}), got {answer!r}")
+        raise DataError(
+            f"{source}: line {line}, field 'answer': must be the index of the right choice "
+            f"(0–{len(choices) - 1}), got {answer!r}"
+        )
     context = row.get("context", "")
     if not isinstance(context, str):
         raise DataError(f"{source}: line {line}, field 'context': must be a string, got {context!r}")
-    return {"question": _text(row.get("question"), source, line, "question"), "context": context.strip(),
-            "choices": choices, "answer": answer}
+    return {
+        "question": _text(row.get("question"), source, line, "question"),
+        "context": context.strip(),
+        "choices": choices,
+        "answer": answer,
+    }
 
 
 def _pair(row: dict, source: str, line: int) -> dict:
-    return {"source": _text(row.get("source"), source, line, "source"),
-            "target": _text(row.get("target"), source, line, "target")}
+    return {
+        "source": _text(row.get("source"), source, line, "source"),
+        "target": _text(row.get("target"), source, line, "target"),
+    }
 
 
 def _format_of(row: dict, source: str) -> tuple[str, callable]:
@@ -87,8 +107,10 @@ def _format_of(row: dict, source: str) -> tuple[str, callable]:
         return "choice", _generic_choice
     if {"source", "target"} <= set(row):
         return "translation", _pair
-    raise DataError(f"{source}: line 1: not a benchmark format this tool reads (fields {sorted(row)}); expected "
-                    f"Belebele's ({', '.join(BELEBELE_FIELDS)}), {{question, choices, answer}} or {{source, target}}")
+    raise DataError(
+        f"{source}: line 1: not a benchmark format this tool reads (fields {sorted(row)}); expected "
+        f"Belebele's ({', '.join(BELEBELE_FIELDS)}), {{question, choices, answer}} or {{source, target}}"
+    )
 
 
 def _jsonl(source: str) -> tuple[str, list[dict]]:
@@ -111,10 +133,13 @@ def _jsonl(source: str) -> tuple[str, list[dict]]:
 
 
 def _aligned(english: str, other: str) -> list[dict]:
-    """Pairs from two aligned one-sentence-per-line files (FLORES's layout); line i of one translates line i of the other."""
+    """Pairs from two aligned one-sentence-per-line files (FLORES's layout); line i of one translates line i of
+    the other."""
     sides = [_read(f).splitlines() for f in (english, other)]
     if len(sides[0]) != len(sides[1]):
-        raise DataError(f"{english} has {len(sides[0])} lines but {other} has {len(sides[1])}: aligned files must match")
+        raise DataError(
+            f"{english} has {len(sides[0])} lines but {other} has {len(sides[1])}: aligned files must match"
+        )
     for file, lines in zip((english, other), sides):
         for line, text in enumerate(lines, start=1):
             if not text.strip():
@@ -145,8 +170,13 @@ def read(name: str, source: str, language: dict) -> dict:
     else:
         kind, items = _jsonl(source)
     text = json.dumps(items, ensure_ascii=False, sort_keys=True)
-    return {"name": name, "kind": kind, "source": source, "items": items,
-            "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]}
+    return {
+        "name": name,
+        "kind": kind,
+        "source": source,
+        "items": items,
+        "fingerprint": hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
+    }
 
 
 def entries_for(language: dict, profile_sets: list[dict], extra_eval: str = "") -> list[dict]:
@@ -163,8 +193,10 @@ def entries_for(language: dict, profile_sets: list[dict], extra_eval: str = "") 
     names = [e["name"] for e in entries]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
-        raise DataError(f"benchmark names must be distinct; given twice: {', '.join(duplicated)} "
-                        "(the language pack's and the profile's [eval] benchmarks share one name space)")
+        raise DataError(
+            f"benchmark names must be distinct; given twice: {', '.join(duplicated)} "
+            "(the language pack's and the profile's [eval] benchmarks share one name space)"
+        )
     return entries
 
 
@@ -185,8 +217,10 @@ def write_all(sets: list[dict], out_root: str) -> list[dict]:
     for found in sets:
         text = "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in found["items"])
         uri = storage.write_text(storage.join(out_root, "benchmarks", f"{found['name']}.jsonl"), text)
-        written.append({k: found[k] for k in ("name", "kind", "source", "fingerprint")} | {"uri": uri,
-                                                                                           "items": len(found["items"])})
+        written.append(
+            {k: found[k] for k in ("name", "kind", "source", "fingerprint")}
+            | {"uri": uri, "items": len(found["items"])}
+        )
     return written
 
 
@@ -205,8 +239,10 @@ def parse_hub_spec(spec: str) -> tuple[str, str, str]:
     repo_rev, _, path = rest.partition(":")
     repo, _, revision = repo_rev.partition("@")
     if scheme != "hf" or repo.count("/") != 1 or not path:
-        raise DataError(f"{spec!r}: a benchmark to fetch is hf:<owner>/<dataset>@<revision>:<file in the repo>, "
-                        "e.g. hf:facebook/belebele@<commit>:data/azj_Latn.jsonl")
+        raise DataError(
+            f"{spec!r}: a benchmark to fetch is hf:<owner>/<dataset>@<revision>:<file in the repo>, "
+            "e.g. hf:facebook/belebele@<commit>:data/azj_Latn.jsonl"
+        )
     if not revision:
         raise DataError(f"{spec!r}: pin a revision (@<commit or tag>) so every run scores the same items")
     return repo, revision, path
@@ -240,7 +276,14 @@ def fetch(spec: str, to: str, hub=None) -> str:
     where = storage.join(to, "benchmarks", f"{repo.replace('/', '--')}@{revision}", path)
     storage.delete(where + MANIFEST_SUFFIX)
     storage.write_bytes(where, local.read_bytes())
-    manifest = {"source": spec, "repo": repo, "revision": revision, "commit": commit, "path": path,
-                "sha256": storage.sha256_file(local), "size": local.stat().st_size}
+    manifest = {
+        "source": spec,
+        "repo": repo,
+        "revision": revision,
+        "commit": commit,
+        "path": path,
+        "sha256": storage.sha256_file(local),
+        "size": local.stat().st_size,
+    }
     storage.write_text(where + MANIFEST_SUFFIX, json.dumps(manifest, indent=2) + "\n")
     return where

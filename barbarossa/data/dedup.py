@@ -85,7 +85,7 @@ def shingles(text: str, size: int = SHINGLE) -> set[str]:
     """Character n-grams of normalised text; a text shorter than n is its own single shingle."""
     if len(text) <= size:
         return {text} if text else set()
-    return {text[i:i + size] for i in range(len(text) - size + 1)}
+    return {text[i : i + size] for i in range(len(text) - size + 1)}
 
 
 def jaccard(a: set, b: set) -> float:
@@ -125,7 +125,7 @@ def _shingle_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     windows = codes.size - SHINGLE + 1
     value = np.zeros(windows, dtype=np.uint64)
     for offset in range(SHINGLE):  # a polynomial over the window's code points (wraps at 2^64)
-        value = value * np.uint64(1_000_003) + codes[offset:offset + windows]
+        value = value * np.uint64(1_000_003) + codes[offset : offset + windows]
     keep = np.ones(windows, dtype=bool)
     ends = np.cumsum(lengths)[lengths > 0]
     crossing = (ends[:, None] - np.arange(1, SHINGLE)[None, :]).ravel()  # windows that run into the next row
@@ -143,9 +143,10 @@ def signatures(texts: list[str]) -> np.ndarray:
 
 
 def band_width(threshold: float) -> int:
-    """Bins per band: the widest (fewest false candidates) that misses a pair at the threshold with probability < MISS."""
+    """Bins per band: the widest (fewest false candidates) that misses a pair at the threshold with
+    probability < MISS."""
     for width in range(BINS, 0, -1):
-        if (1 - threshold ** width) ** (BINS // width) < MISS:
+        if (1 - threshold**width) ** (BINS // width) < MISS:
             return width
     return 1
 
@@ -201,7 +202,7 @@ def find(train: list[dict], eval_sets: dict[str, list[dict]], threshold: float =
     eval_shingles: dict[int, set[str]] = {}
     matches = []
     for start in range(0, len(train), CHUNK_ROWS):
-        texts = [normalise(prompt_text(r)) for r in train[start:start + CHUNK_ROWS]]
+        texts = [normalise(prompt_text(r)) for r in train[start : start + CHUNK_ROWS]]
         found = _candidates(band_keys(signatures(texts), width), eval_keys)
         for row in sorted(found):
             mine, best = shingles(texts[row]), None
@@ -233,8 +234,12 @@ def report(matches: list[Match], train: list[dict], eval_sets: dict[str, list[di
         "near_duplicates_removed": len(matches),
         "near_duplicates_by_set": {name: sum(m.eval_set == name for m in matches) for name in eval_sets},
         "near_duplicate_examples": [
-            {"eval_set": m.eval_set, "eval_prompt": _shown(eval_sets[m.eval_set][m.eval_row]),
-             "train_prompt": _shown(train[m.train]), "similarity": m.similarity}
+            {
+                "eval_set": m.eval_set,
+                "eval_prompt": _shown(eval_sets[m.eval_set][m.eval_row]),
+                "train_prompt": _shown(train[m.train]),
+                "similarity": m.similarity,
+            }
             for m in closest
         ],
     }

@@ -14,14 +14,14 @@ import json
 import re
 import tempfile
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from json.encoder import encode_basestring as _quote
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from barbarossa import languages, storage
-from barbarossa.data import dedup
 from barbarossa.config import PROJECT_ROOT
+from barbarossa.data import dedup
 
 FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")
@@ -122,8 +122,7 @@ def _parquet_rows(path: Path, source: str) -> Iterator[tuple[int, object]]:
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise DataError(f"{source}: not a readable Parquet file ({err})") from None
     _check_columns(table.column_names, source)
-    for number, row in enumerate(table.to_pylist(), start=1):
-        yield number, row
+    yield from enumerate(table.to_pylist(), start=1)
 
 
 def _check_columns(columns: Iterable[str], source: str) -> None:
@@ -145,8 +144,7 @@ def _hf_rows(dataset_id: str) -> Iterator[tuple[int, object]]:
     except Exception as err:
         raise DataError(f"{dataset_id}: could not load Hugging Face dataset ({err})") from None
     _check_columns(dataset.column_names, dataset_id)
-    for number, row in enumerate(dataset, start=1):
-        yield number, row
+    yield from enumerate(dataset, start=1)
 
 
 def _file_rows(path: Path, source: str) -> tuple[str, Iterator[tuple[int, object]]]:
@@ -298,10 +296,10 @@ class _Rows:
     quoted: list[tuple[str, str, str]]
 
     @classmethod
-    def of(cls, records: list[dict]) -> "_Rows":
+    def of(cls, records: list[dict]) -> _Rows:
         return cls(records, [prompt_key(r) for r in records], [_quoted(r) for r in records])
 
-    def where(self, keep: list[bool]) -> "_Rows":
+    def where(self, keep: list[bool]) -> _Rows:
         pick = [i for i, k in enumerate(keep) if k]
         return _Rows([self.records[i] for i in pick], [self.keys[i] for i in pick], [self.quoted[i] for i in pick])
 
@@ -328,7 +326,13 @@ def read_jsonl(uri: str) -> list[dict]:
 def _write_extra(out_root: str, name: str, extra: Dataset) -> dict:
     rows = _Rows.of(extra.records)
     uri = storage.write_text(storage.join(out_root, "data", "extra", f"{name}.jsonl"), rows.jsonl())
-    return {"name": name, "source": extra.source, "rows": len(extra.records), "fingerprint": rows.fingerprint, "uri": uri}
+    return {
+        "name": name,
+        "source": extra.source,
+        "rows": len(extra.records),
+        "fingerprint": rows.fingerprint,
+        "uri": uri,
+    }
 
 
 def _without_near_copies(train: _Rows, eval_sets: dict[str, list[dict]], threshold: float) -> tuple[_Rows, dict]:
@@ -378,7 +382,9 @@ def prepare(
     eval_keys = set(held.keys)
     kept = train.where([key not in eval_keys for key in train.keys])
     overlap, train = len(train.records) - len(kept.records), kept
-    extras = [(entry["name"], load(entry["source"], on_bad_rows)) for entry in extra_sets or []]  # validated before any write
+    extras = [
+        (entry["name"], load(entry["source"], on_bad_rows)) for entry in extra_sets or []
+    ]  # validated before any write
     if HELD_OUT in dict(extras):
         raise DataError(f"extra eval set name {HELD_OUT!r} is taken by the main eval set; rename it")
     eval_sets = {HELD_OUT: held.records, **{name: extra.records for name, extra in extras}}
@@ -388,12 +394,18 @@ def prepare(
     dev = None
     if dev_rows:  # early stopping's dev split: from the training rows, never the held-out ones
         if dev_rows >= len(train.records) // 2:
-            raise DataError(f"{train_source}: dev_rows = {dev_rows} would take half or more of the "
-                            f"{len(train.records)} training rows")
-        ranked = sorted(range(len(train.keys)), key=lambda i: hashlib.sha256(f"dev:{seed}:{train.keys[i]}".encode()).digest())
+            raise DataError(
+                f"{train_source}: dev_rows = {dev_rows} would take half or more of the "
+                f"{len(train.records)} training rows"
+            )
+        ranked = sorted(
+            range(len(train.keys)), key=lambda i: hashlib.sha256(f"dev:{seed}:{train.keys[i]}".encode()).digest()
+        )
         chosen = set(ranked[:dev_rows])
-        dev, train = train.where([i in chosen for i in range(len(train.keys))]), train.where(
-            [i not in chosen for i in range(len(train.keys))])
+        dev, train = (
+            train.where([i in chosen for i in range(len(train.keys))]),
+            train.where([i not in chosen for i in range(len(train.keys))]),
+        )
     train_uri = storage.write_text(storage.join(out_root, "data", "train.jsonl"), train.jsonl())
     eval_uri = storage.write_text(storage.join(out_root, "data", "eval.jsonl"), held.jsonl())
     bad = train_data.bad_rows + (eval_data.bad_rows if eval_data else [])
@@ -412,8 +424,15 @@ def prepare(
         **near_report,
         "bad_rows_skipped": len(bad),
         "extra_sets": [_write_extra(out_root, name, extra) for name, extra in extras],
-        **({"dev_uri": storage.write_text(storage.join(out_root, "data", "dev.jsonl"), dev.jsonl()),
-            "dev_rows": len(dev.records), "dev_fingerprint": dev.fingerprint} if dev else {}),
+        **(
+            {
+                "dev_uri": storage.write_text(storage.join(out_root, "data", "dev.jsonl"), dev.jsonl()),
+                "dev_rows": len(dev.records),
+                "dev_fingerprint": dev.fingerprint,
+            }
+            if dev
+            else {}
+        ),
         "bad_rows": [asdict(b) | {"message": str(b)} for b in bad[:50]],
         **({"language": language} if language else {}),
     }
@@ -427,8 +446,11 @@ def length_histogram(records: list[dict], bins: tuple[int, ...] = LENGTH_BINS) -
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip(bins, bins[1:])] + [f"{bins[-1]}+"]
     counts = {(field, label): 0 for field in FIELDS for label in labels}
     for record in records:
-        for field in FIELDS:
-            words = len(record[field].split())
+        for name in FIELDS:
+            words = len(record[name].split())
             index = sum(words >= edge for edge in bins) - 1
-            counts[(field, labels[index])] += 1
-    return [{"field": field, "words": label, "order": labels.index(label), "rows": n} for (field, label), n in counts.items()]
+            counts[(name, labels[index])] += 1
+    return [
+        {"field": field, "words": label, "order": labels.index(label), "rows": n}
+        for (field, label), n in counts.items()
+    ]

@@ -7,7 +7,7 @@ every caller renders prompts and builds label masks through this module.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 IGNORE_INDEX = -100
 
@@ -56,12 +56,14 @@ class Template:
     def render(self, instruction: str, input: str = "") -> str:
         """The prompt; it ends where the answer starts."""
         if input:
-            return (f"{self.preamble_with_input}\n\n{self.instruction_header}\n{instruction}\n\n"
-                    f"{self.input_header}\n{input}\n\n{self.response_header}\n")
+            return (
+                f"{self.preamble_with_input}\n\n{self.instruction_header}\n{instruction}\n\n"
+                f"{self.input_header}\n{input}\n\n{self.response_header}\n"
+            )
         return f"{self.preamble}\n\n{self.instruction_header}\n{instruction}\n\n{self.response_header}\n"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pack_template(code: str) -> Template:
     from barbarossa import languages
 
@@ -113,7 +115,11 @@ def _response_ids(tokenizer, ids) -> list[int]:
 
 
 def build_example(
-    tokenizer, record: dict, max_length: int, min_response_tokens: int = 8, task: str = "causal",
+    tokenizer,
+    record: dict,
+    max_length: int,
+    min_response_tokens: int = 8,
+    task: str = "causal",
     template: Template | None = None,
 ) -> dict | None:
     """input_ids and labels with the prompt masked: loss is on the response and EOS only.
@@ -132,7 +138,11 @@ BATCH_ROWS = 2048  # rows per tokenizer call: per-call overhead is gone by then,
 
 
 def build_examples(
-    tokenizer, records: list[dict], max_length: int, min_response_tokens: int = 8, task: str = "causal",
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    min_response_tokens: int = 8,
+    task: str = "causal",
     template: Template | None = None,
 ) -> list[dict | None]:
     """`build_example` for every record, with two tokenizer calls per BATCH_ROWS rows instead of two per row.
@@ -142,12 +152,17 @@ def build_examples(
     """
     examples, template = [], template_of(template)
     for start in range(0, len(records), BATCH_ROWS):
-        chunk = records[start:start + BATCH_ROWS]
+        chunk = records[start : start + BATCH_ROWS]
         prompt_ids = _batch_ids(tokenizer, [template.render(r["instruction"], r["input"]) for r in chunk])
         response_ids = _batch_ids(tokenizer, [r["output"] for r in chunk], add_special_tokens=False)
         examples += [
-            _assemble(_prompt_ids(tokenizer, prompt, task), _response_ids(tokenizer, response),
-                      max_length, min_response_tokens, task)
+            _assemble(
+                _prompt_ids(tokenizer, prompt, task),
+                _response_ids(tokenizer, response),
+                max_length,
+                min_response_tokens,
+                task,
+            )
             for prompt, response in zip(prompt_ids, response_ids)
         ]
     return examples
@@ -157,7 +172,9 @@ def _batch_ids(tokenizer, texts: list[str], **options) -> list[list[int]]:
     return tokenizer(texts, return_attention_mask=False, return_token_type_ids=False, **options)["input_ids"]
 
 
-def _assemble(prompt: list[int], response: list[int], max_length: int, min_response_tokens: int, task: str) -> dict | None:
+def _assemble(
+    prompt: list[int], response: list[int], max_length: int, min_response_tokens: int, task: str
+) -> dict | None:
     """One example from prompt ids and response ids (EOS included): the rule `build_example` documents."""
     if task == "seq2seq":
         if len(prompt) > max_length:
@@ -194,8 +211,14 @@ def show_masking(tokenizer, example: dict, task: str = "causal") -> str:
     return f"«{masked}»{trained}"
 
 
-def masking_examples(tokenizer, records: list[dict], max_length: int, count: int = 2, task: str = "causal",
-                     template: Template | None = None) -> list[str]:
+def masking_examples(
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    count: int = 2,
+    task: str = "causal",
+    template: Template | None = None,
+) -> list[str]:
     """The first `count` records that fit, decoded with the masked prompt marked (for the data card)."""
     shown = []
     for record in records:

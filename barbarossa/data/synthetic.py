@@ -18,7 +18,26 @@ from barbarossa.config import PROJECT_ROOT
 
 SAMPLE = PROJECT_ROOT / "data" / "az_alpaca_sample.jsonl"
 ALPACA_ROWS = 52_002
-FALLBACK_WORDS = "Azərbaycan Bakı şəhər dəniz su günəş kitab məktəb dil söz cavab sual ölkə tarix elm insan iş gün".split()
+FALLBACK_WORDS = [
+    "Azərbaycan",
+    "Bakı",
+    "şəhər",
+    "dəniz",
+    "su",
+    "günəş",
+    "kitab",
+    "məktəb",
+    "dil",
+    "söz",
+    "cavab",
+    "sual",
+    "ölkə",
+    "tarix",
+    "elm",
+    "insan",
+    "iş",
+    "gün",
+]
 
 
 def vocabulary() -> list[str]:

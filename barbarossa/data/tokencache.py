@@ -36,7 +36,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
     identity = {
         "class": type(tokenizer).__name__,
         "definition": hashlib.sha256(definition.encode("utf-8")).hexdigest(),
-        "special_tokens": {k: v for k, v in tokenizer.special_tokens_map.items() if k != "pad_token"},  # padding: no id changes
+        "special_tokens": {
+            k: v for k, v in tokenizer.special_tokens_map.items() if k != "pad_token"
+        },  # padding: no id changes
         "eos_token_id": tokenizer.eos_token_id,
         "add_bos_token": getattr(tokenizer, "add_bos_token", None),
         "add_eos_token": getattr(tokenizer, "add_eos_token", None),
@@ -46,8 +48,13 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def _template_fingerprint(template=None) -> str:
     """Changes whenever the prompt template (its language included) or the label mask does: old tokens never reused."""
-    return _digest([prompts.render_prompt("\x00", "", template), prompts.render_prompt("\x00", "\x01", template),
-                    prompts.IGNORE_INDEX])
+    return _digest(
+        [
+            prompts.render_prompt("\x00", "", template),
+            prompts.render_prompt("\x00", "\x01", template),
+            prompts.IGNORE_INDEX,
+        ]
+    )
 
 
 def _digest(value) -> str:
@@ -55,20 +62,38 @@ def _digest(value) -> str:
 
 
 def cache_uri(
-    tokenizer, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str, min_response_tokens: int = 8,
+    tokenizer,
+    data_fingerprint: str,
+    max_length: int,
+    task: str,
+    cache_root_uri: str,
+    min_response_tokens: int = 8,
     template=None,
 ) -> str:
     """Where the examples of this tokenizer, data and settings live (local path or s3:// URI)."""
-    key = _digest({
-        "format": FORMAT_VERSION, "tokenizer": tokenizer_fingerprint(tokenizer), "template": _template_fingerprint(template),
-        "data": data_fingerprint, "max_length": max_length, "task": task, "min_response_tokens": min_response_tokens,
-    })
+    key = _digest(
+        {
+            "format": FORMAT_VERSION,
+            "tokenizer": tokenizer_fingerprint(tokenizer),
+            "template": _template_fingerprint(template),
+            "data": data_fingerprint,
+            "max_length": max_length,
+            "task": task,
+            "min_response_tokens": min_response_tokens,
+        }
+    )
     return storage.join(cache_root_uri, "tokens", f"{key}.npz")
 
 
 def warm(
-    tokenizer, train_uri: str, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str,
-    min_response_tokens: int = 8, template=None,
+    tokenizer,
+    train_uri: str,
+    data_fingerprint: str,
+    max_length: int,
+    task: str,
+    cache_root_uri: str,
+    min_response_tokens: int = 8,
+    template=None,
 ) -> str:
     """Make sure the cache file exists (tokenise and write it if not); returns its URI.
 
@@ -82,8 +107,14 @@ def warm(
 
 
 def examples_for(
-    tokenizer, train_uri: str, data_fingerprint: str, max_length: int, task: str, cache_root_uri: str,
-    min_response_tokens: int = 8, template=None,
+    tokenizer,
+    train_uri: str,
+    data_fingerprint: str,
+    max_length: int,
+    task: str,
+    cache_root_uri: str,
+    min_response_tokens: int = 8,
+    template=None,
 ) -> tuple[list[dict], int]:
     """(examples, dropped rows) of the training split: read from the cache, or tokenised and cached now.
 
@@ -97,8 +128,9 @@ def examples_for(
     return _build(tokenizer, train_uri, max_length, task, min_response_tokens, uri, template)
 
 
-def tokenize(tokenizer, records: list[dict], max_length: int, task: str = "causal",
-             min_response_tokens: int = 8, template=None) -> tuple[list[dict], int]:
+def tokenize(
+    tokenizer, records: list[dict], max_length: int, task: str = "causal", min_response_tokens: int = 8, template=None
+) -> tuple[list[dict], int]:
     """(examples, rows dropped as too long or without enough response), tokenised in batches."""
     built = prompts.build_examples(tokenizer, records, max_length, min_response_tokens, task, template)
     kept = [example for example in built if example is not None]
@@ -110,15 +142,23 @@ def training_examples(tokenizer, data_summary: dict, max_length: int, task: str)
     else tokenised here."""
     template = prompts.template_of(data_summary.get("language"))
     if data_summary.get("token_cache"):
-        return examples_for(tokenizer, data_summary["train_uri"], data_summary["train_fingerprint"], max_length, task,
-                            data_summary["token_cache"], template=template)
+        return examples_for(
+            tokenizer,
+            data_summary["train_uri"],
+            data_summary["train_fingerprint"],
+            max_length,
+            task,
+            data_summary["token_cache"],
+            template=template,
+        )
     return tokenize(tokenizer, instructions.read_jsonl(data_summary["train_uri"]), max_length, task, template=template)
 
 
 def _build(tokenizer, train_uri: str, max_length: int, task: str, min_response_tokens: int, uri: str, template=None):
     """Tokenise the split (batched) and write the file whole: a concurrent reader never sees half of it."""
-    examples, dropped = tokenize(tokenizer, instructions.read_jsonl(train_uri), max_length, task, min_response_tokens,
-                                 template)
+    examples, dropped = tokenize(
+        tokenizer, instructions.read_jsonl(train_uri), max_length, task, min_response_tokens, template
+    )
     storage.write_bytes(uri, encode(examples, dropped, task))
     return examples, dropped
 

@@ -14,27 +14,46 @@ def language_code(rows: list[dict]) -> str:
 
 
 def compact_headers(primary: str, code: str = "az") -> list[str]:
-    return ["#", "model", "base", "decision", LABELS.get(primary, primary), "95 % CI", "Δ vs base", "p",
-            "chrF++", code, "loops"]
+    return [
+        "#",
+        "model",
+        "base",
+        "decision",
+        LABELS.get(primary, primary),
+        "95 % CI",
+        "Δ vs base",
+        "p",
+        "chrF++",
+        code,
+        "loops",
+    ]
 
 
 def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
     """The leaderboard at a glance: narrow enough for 60 rows on one card; the detail tables carry the rest."""
     out = []
     for row in rows:
-        out.append([
-            row_cell(row, "rank"), row["name"], row["base"] if row["kind"] == "candidate" else "(untuned)",
-            row["decision"], show(primary, row.get(primary)), show_interval(primary, row.get(f"{primary}_ci")).strip(),
-            show(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
-            show_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
-            show("chrf", row.get("chrf")), show("fidelity", row.get("fidelity")),
-            show("degenerate_rate", row.get("degenerate_rate")),
-        ])
+        out.append(
+            [
+                row_cell(row, "rank"),
+                row["name"],
+                row["base"] if row["kind"] == "candidate" else "(untuned)",
+                row["decision"],
+                show(primary, row.get(primary)),
+                show_interval(primary, row.get(f"{primary}_ci")).strip(),
+                show(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
+                show_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
+                show("chrf", row.get("chrf")),
+                show("fidelity", row.get("fidelity")),
+                show("degenerate_rate", row.get("degenerate_rate")),
+            ]
+        )
     return out
 
 
 def grouped_by_base(rows: list[dict]) -> list[dict]:
     """Rows ordered base by base: the untuned base first, then its candidates by rank; failures without a base last."""
+
     def key(row):
         return (row["base"], row["kind"] != "baseline", row.get("rank") or 10**6, row["name"])
 
@@ -48,11 +67,17 @@ def metric_detail_rows(rows: list[dict], metric: str) -> list[list[str]]:
         if row.get(metric) is None:
             continue
         candidate = row["kind"] == "candidate"
-        out.append([row["base"], row["name"], show(metric, row[metric]),
-                    show_interval(metric, row.get(f"{metric}_ci")).strip(),
-                    show(metric, row.get(f"delta_{metric}"), signed=True) if candidate else "",
-                    show_interval(metric, row.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
-                    show_p(row[f"delta_{metric}_p"]) if candidate and row.get(f"delta_{metric}_p") is not None else ""])
+        out.append(
+            [
+                row["base"],
+                row["name"],
+                show(metric, row[metric]),
+                show_interval(metric, row.get(f"{metric}_ci")).strip(),
+                show(metric, row.get(f"delta_{metric}"), signed=True) if candidate else "",
+                show_interval(metric, row.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
+                show_p(row[f"delta_{metric}_p"]) if candidate and row.get(f"delta_{metric}_p") is not None else "",
+            ]
+        )
     return out
 
 
@@ -64,15 +89,35 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     return [[row_cell(row, column) for column in COLUMNS] for row in rows]
 
 
-COLUMNS = ["rank", "name", "kind", "family", "lora", "status", "bits_per_byte", "delta_bits_per_byte", "eval_loss",
-           "delta_eval_loss", "chrf", "delta_chrf", "bleu", "fidelity", "degenerate_rate", "fertility", "decision"]
+COLUMNS = [
+    "rank",
+    "name",
+    "kind",
+    "family",
+    "lora",
+    "status",
+    "bits_per_byte",
+    "delta_bits_per_byte",
+    "eval_loss",
+    "delta_eval_loss",
+    "chrf",
+    "delta_chrf",
+    "bleu",
+    "fidelity",
+    "degenerate_rate",
+    "fertility",
+    "decision",
+]
 
 
 def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None = None) -> dict:
     """Vega-Lite spec: every candidate's training loss; one small panel per base when `bases` maps names to bases
     (30 lines on one chart cannot be told apart; five per panel can)."""
-    values = [{"model": name, "base": (bases or {}).get(name, ""), "step": p["step"], "loss": p["loss"]}
-              for name, curve in curves.items() for p in curve]
+    values = [
+        {"model": name, "base": (bases or {}).get(name, ""), "step": p["step"], "loss": p["loss"]}
+        for name, curve in curves.items()
+        for p in curve
+    ]
     if bases:
         return {
             "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -81,19 +126,24 @@ def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None 
             "columns": 3,
             "resolve": {"scale": {"color": "independent", "y": "independent"}},
             "spec": {
-                "width": 220, "height": 130,
+                "width": 220,
+                "height": 130,
                 "mark": {"type": "line", "point": False},
                 "encoding": {
                     "x": {"field": "step", "type": "quantitative"},
                     "y": {"field": "loss", "type": "quantitative", "scale": {"zero": False}},
-                    "color": {"field": "model", "type": "nominal", "legend": {"orient": "bottom", "columns": 2,
-                                                                             "title": None, "labelLimit": 200}},
+                    "color": {
+                        "field": "model",
+                        "type": "nominal",
+                        "legend": {"orient": "bottom", "columns": 2, "title": None, "labelLimit": 200},
+                    },
                 },
             },
         }
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "width": 560, "height": 260,
+        "width": 560,
+        "height": 260,
         "data": {"values": values},
         "mark": {"type": "line", "point": False},
         "encoding": {
@@ -104,8 +154,12 @@ def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None 
     }
 
 
-CHART_METRICS = {"bits_per_byte": "bits per byte (lower is better)", "chrf": "chrF++", "fidelity": "answers in the language",
-                 "degenerate_rate": "degenerate answers (lower is better)"}
+CHART_METRICS = {
+    "bits_per_byte": "bits per byte (lower is better)",
+    "chrf": "chrF++",
+    "fidelity": "answers in the language",
+    "degenerate_rate": "degenerate answers (lower is better)",
+}
 
 
 def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
@@ -118,12 +172,18 @@ def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
     step = max(6, min(18, 900 // max(1, len(values))))  # 60 candidates still fit the card's width
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title, "width": {"step": step}, "height": 180,
+        "title": title,
+        "width": {"step": step},
+        "height": 180,
         "data": {"values": values},
         "mark": "bar",
         "encoding": {
-            "x": {"field": "candidate", "type": "nominal", "title": None,
-                  "axis": {"labelAngle": -60, "labelLimit": 160}},
+            "x": {
+                "field": "candidate",
+                "type": "nominal",
+                "title": None,
+                "axis": {"labelAngle": -60, "labelLimit": 160},
+            },
             "xOffset": {"field": "model"},
             "y": {"field": "value", "type": "quantitative", "title": None},
             "color": {"field": "model", "type": "nominal", "scale": {"range": ["#bbbbbb", "#3b7dd8"]}},
@@ -149,11 +209,21 @@ def benchmark_rows(rows: list[dict]) -> list[list[str]]:
         for name, scores in sorted((row.get("benchmarks") or {}).items()):
             for metric in (m for m in BENCHMARK_METRICS if m in scores):
                 p = scores.get(f"delta_{metric}_p")
-                out.append([row["base"], row["name"], name, metric, show(metric, scores[metric]),
-                            show_interval(metric, scores.get(f"{metric}_ci")).strip(),
-                            show(metric, scores.get(f"delta_{metric}"), signed=True) if candidate else "",
-                            show_interval(metric, scores.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
-                            show_p(p) if candidate and p is not None else ""])
+                out.append(
+                    [
+                        row["base"],
+                        row["name"],
+                        name,
+                        metric,
+                        show(metric, scores[metric]),
+                        show_interval(metric, scores.get(f"{metric}_ci")).strip(),
+                        show(metric, scores.get(f"delta_{metric}"), signed=True) if candidate else "",
+                        show_interval(metric, scores.get(f"delta_{metric}_ci"), signed=True).strip()
+                        if candidate
+                        else "",
+                        show_p(p) if candidate and p is not None else "",
+                    ]
+                )
     return out
 
 
@@ -165,16 +235,26 @@ def extra_set_rows(rows: list[dict]) -> list[list[str]]:
     core = ("eval_loss", "chrf", "bleu", "fidelity")
     for row in rows:
         if row.get("custom"):
-            lines.append([row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())])
+            lines.append(
+                [row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())]
+            )
         for name, scores in (row.get("extra_sets") or {}).items():
-            others = ", ".join(f"{k} {v}" for k, v in scores.items()
-                               if k not in core + ("rows", "degenerate_rate") and not k.endswith("_ci"))
+            others = ", ".join(
+                f"{k} {v}"
+                for k, v in scores.items()
+                if k not in core + ("rows", "degenerate_rate") and not k.endswith("_ci")
+            )
             lines.append([row["name"], name, *(format_cell(scores.get(k)) for k in core), others])
     return lines
 
 
-def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data_summary: dict,
-                           samples: dict[str, list[dict]] | None = None, primary: str = "bits_per_byte") -> list:
+def leaderboard_components(
+    rows: list[dict],
+    curves: dict[str, list[dict]],
+    data_summary: dict,
+    samples: dict[str, list[dict]] | None = None,
+    primary: str = "bits_per_byte",
+) -> list:
     """The join step's card: a compact table, the reasons, per-metric detail grouped by base, charts, samples."""
     from metaflow.cards import Markdown, Table, VegaChart
 
@@ -206,18 +286,36 @@ def leaderboard_components(rows: list[dict], curves: dict[str, list[dict]], data
             parts += [Markdown(f"### {label}"), Table(detail, headers=DETAIL_HEADERS)]
     bench = benchmark_rows(rows)
     if bench:
-        parts += [Markdown("## Benchmarks\nAccuracy (multiple choice by log-likelihood; _norm: per byte of the choice) "
-                           "and chrF++ of greedy translations (into: English → the language; out: back), with 95 % "
-                           "bootstrap intervals over items; Δ and p paired against the untuned base."),
-                  Table(bench, headers=["base", "model", "benchmark", "metric", *DETAIL_HEADERS[2:]])]
+        parts += [
+            Markdown(
+                "## Benchmarks\nAccuracy (multiple choice by log-likelihood; _norm: per byte of the choice) "
+                "and chrF++ of greedy translations (into: English → the language; out: back), with 95 % "
+                "bootstrap intervals over items; Δ and p paired against the untuned base."
+            ),
+            Table(bench, headers=["base", "model", "benchmark", "metric", *DETAIL_HEADERS[2:]]),
+        ]
     extra = extra_set_rows(rows)
     if extra:
-        parts += [Markdown("## Other eval sets and metrics"),
-                  Table(extra, headers=["model", "set", "held-out loss", "chrF++", "BLEU", f"{language_code(rows)} answers",
-                                        "other metrics"])]
+        parts += [
+            Markdown("## Other eval sets and metrics"),
+            Table(
+                extra,
+                headers=[
+                    "model",
+                    "set",
+                    "held-out loss",
+                    "chrF++",
+                    "BLEU",
+                    f"{language_code(rows)} answers",
+                    "other metrics",
+                ],
+            ),
+        ]
     if samples:
-        parts += [Markdown("## Sample answers"),
-                  Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"])]
+        parts += [
+            Markdown("## Sample answers"),
+            Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"]),
+        ]
     return parts
 
 
@@ -227,7 +325,8 @@ def histogram_spec(bins: list[dict]) -> dict:
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "data": {"values": bins},
         "mark": "bar",
-        "width": 180, "height": 140,
+        "width": 180,
+        "height": 140,
         "encoding": {
             "column": {"field": "field", "type": "nominal", "title": None},
             "x": {"field": "words", "type": "ordinal", "sort": {"field": "order"}, "title": "words"},
@@ -245,29 +344,48 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
     """The start step's data card: counts, what was dropped and why, lengths, and masking made visible."""
     from metaflow.cards import Markdown, Table, VegaChart
 
-    counts = [["training rows", summary["train_rows"]], ["held-out rows", summary["eval_rows"]],
-              ["exact duplicates removed", summary["duplicates_removed"]],
-              ["training rows removed (prompt also in the eval set)", summary["eval_overlap_removed"]],
-              [f"training rows removed (near-copy of an eval prompt, {_near_rule(summary)})",
-               summary.get("near_duplicates_removed", 0)],
-              ["bad rows skipped", summary["bad_rows_skipped"]]]
-    parts = [Markdown("# Training data"),
-             Markdown(f"Source `{summary['train_source']}` (fingerprint `{summary['source_fingerprint']}`); "
-                      f"eval: {summary['eval_source']}."),
-             Table([[k, str(v)] for k, v in counts], headers=["", "rows"])]
+    counts = [
+        ["training rows", summary["train_rows"]],
+        ["held-out rows", summary["eval_rows"]],
+        ["exact duplicates removed", summary["duplicates_removed"]],
+        ["training rows removed (prompt also in the eval set)", summary["eval_overlap_removed"]],
+        [
+            f"training rows removed (near-copy of an eval prompt, {_near_rule(summary)})",
+            summary.get("near_duplicates_removed", 0),
+        ],
+        ["bad rows skipped", summary["bad_rows_skipped"]],
+    ]
+    parts = [
+        Markdown("# Training data"),
+        Markdown(
+            f"Source `{summary['train_source']}` (fingerprint `{summary['source_fingerprint']}`); "
+            f"eval: {summary['eval_source']}."
+        ),
+        Table([[k, str(v)] for k, v in counts], headers=["", "rows"]),
+    ]
     if summary["bad_rows"]:
-        parts += [Markdown("## Bad rows (first 10)"),
-                  Table([[str(b["message"])] for b in summary["bad_rows"][:10]], headers=["problem"])]
+        parts += [
+            Markdown("## Bad rows (first 10)"),
+            Table([[str(b["message"])] for b in summary["bad_rows"][:10]], headers=["problem"]),
+        ]
     pairs = summary.get("near_duplicate_examples") or []
     if pairs:
-        parts += [Markdown(f"## Near-copies removed from training (the {len(pairs)} least similar)"),
-                  Table([[p["eval_set"], p["eval_prompt"], p["train_prompt"], f"{p['similarity']:.2f}"] for p in pairs],
-                        headers=["eval set", "eval prompt", "removed training prompt", "similarity"])]
+        parts += [
+            Markdown(f"## Near-copies removed from training (the {len(pairs)} least similar)"),
+            Table(
+                [[p["eval_set"], p["eval_prompt"], p["train_prompt"], f"{p['similarity']:.2f}"] for p in pairs],
+                headers=["eval set", "eval prompt", "removed training prompt", "similarity"],
+            ),
+        ]
     parts += [Markdown("## Lengths (training split)"), VegaChart(histogram_spec(train_bins))]
     parts += language_components(summary)
     if examples:
-        parts.append(Markdown("## What the loss sees\nThe prompt, between « and », is masked: the loss is on the "
-                              "answer after it (and its end-of-sequence token)."))
+        parts.append(
+            Markdown(
+                "## What the loss sees\nThe prompt, between « and », is masked: the loss is on the "
+                "answer after it (and its end-of-sequence token)."
+            )
+        )
         parts += [Markdown(f"```\n{text}\n```") for text in examples]
     return parts
 
@@ -280,15 +398,30 @@ def language_components(summary: dict) -> list:
     parts = []
     if language:
         template, identify = language["template"], language["identify"]
-        parts += [Markdown(f"## Language: {language['name']} (`{language['code']}`)"),
-                  Table([["instruction header", template["instruction_header"]], ["input header", template["input_header"]],
-                         ["response header", template["response_header"]], ["preamble", template["preamble"]],
-                         ["fidelity", f"{identify['target']} against {', '.join(identify['neighbours'])} "
-                                      f"({identify['method']})"]], headers=["", ""])]
+        parts += [
+            Markdown(f"## Language: {language['name']} (`{language['code']}`)"),
+            Table(
+                [
+                    ["instruction header", template["instruction_header"]],
+                    ["input header", template["input_header"]],
+                    ["response header", template["response_header"]],
+                    ["preamble", template["preamble"]],
+                    [
+                        "fidelity",
+                        f"{identify['target']} against {', '.join(identify['neighbours'])} ({identify['method']})",
+                    ],
+                ],
+                headers=["", ""],
+            ),
+        ]
     if summary.get("benchmarks"):
-        parts += [Markdown("## Benchmarks"),
-                  Table([[b["name"], b["kind"], str(b["items"]), b["source"], b["fingerprint"]] for b in summary["benchmarks"]],
-                        headers=["name", "kind", "items", "source", "fingerprint"])]
+        parts += [
+            Markdown("## Benchmarks"),
+            Table(
+                [[b["name"], b["kind"], str(b["items"]), b["source"], b["fingerprint"]] for b in summary["benchmarks"]],
+                headers=["name", "kind", "items", "source", "fingerprint"],
+            ),
+        ]
     return parts
 
 
@@ -298,23 +431,46 @@ def training_chart_spec(name: str, curve: list[dict], dev: dict | None = None) -
     if not dev:
         return loss_chart_spec({name: curve})
     points = [{"step": p["step"], "bits_per_byte": p["bits_per_byte"]} for p in dev["curve"]]
-    layers = [{"mark": {"type": "line", "point": True},
-               "encoding": {"x": {"field": "step", "type": "quantitative"},
-                            "y": {"field": "bits_per_byte", "type": "quantitative", "scale": {"zero": False},
-                                  "title": "dev bits per byte"}}}]
+    layers = [
+        {
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": "step", "type": "quantitative"},
+                "y": {
+                    "field": "bits_per_byte",
+                    "type": "quantitative",
+                    "scale": {"zero": False},
+                    "title": "dev bits per byte",
+                },
+            },
+        }
+    ]
     if dev.get("best_step"):
-        layers.append({"transform": [{"filter": f"datum.step == {dev['best_step']}"}],
-                       "mark": {"type": "point", "size": 140, "shape": "diamond", "filled": True, "color": "#d62728"},
-                       "encoding": {"x": {"field": "step", "type": "quantitative"},
-                                    "y": {"field": "bits_per_byte", "type": "quantitative"},
-                                    "tooltip": [{"field": "step", "title": "best step"}]}})
+        layers.append(
+            {
+                "transform": [{"filter": f"datum.step == {dev['best_step']}"}],
+                "mark": {"type": "point", "size": 140, "shape": "diamond", "filled": True, "color": "#d62728"},
+                "encoding": {
+                    "x": {"field": "step", "type": "quantitative"},
+                    "y": {"field": "bits_per_byte", "type": "quantitative"},
+                    "tooltip": [{"field": "step", "title": "best step"}],
+                },
+            }
+        )
     if dev.get("base") is not None:
-        layers.append({"data": {"values": [{"base": dev["base"]}]}, "mark": {"type": "rule", "strokeDash": [4, 4]},
-                       "encoding": {"y": {"field": "base", "type": "quantitative"}}})
+        layers.append(
+            {
+                "data": {"values": [{"base": dev["base"]}]},
+                "mark": {"type": "rule", "strokeDash": [4, 4]},
+                "encoding": {"y": {"field": "base", "type": "quantitative"}},
+            }
+        )
     loss = loss_chart_spec({name: curve})
     loss.pop("$schema")
-    return {"$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "vconcat": [loss, {"width": 560, "height": 160, "data": {"values": points}, "layer": layers}]}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "vconcat": [loss, {"width": 560, "height": 160, "data": {"values": points}, "layer": layers}],
+    }
 
 
 class LiveTraining:

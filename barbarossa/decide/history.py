@@ -18,7 +18,8 @@ MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer o
 
 
 def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str | None = None) -> dict[str, dict]:
-    """{model name: its row from the newest earlier successful run that released it, plus run id, date, eval fingerprint}.
+    """{model name: its row from the newest earlier successful run that released it, plus run id, date,
+    eval fingerprint}.
 
     Uses the Client's current namespace (the user's for local runs, the
     deployment's production namespace when scheduled) and, with `tag`, only runs
@@ -42,8 +43,13 @@ def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str
         fingerprint = (getattr(run.data, "data", None) or {}).get("eval_fingerprint")
         for row in rows:
             if row["name"] in names and row["name"] not in found and row.get("decision") == "release":
-                found[row["name"]] = {**row, "run_id": run.id, "date": run.created_at.strftime("%Y-%m-%d"),
-                                      "eval_fingerprint": fingerprint, "per_row": load_per_row(row.get("per_row_uri"))}
+                found[row["name"]] = {
+                    **row,
+                    "run_id": run.id,
+                    "date": run.created_at.strftime("%Y-%m-%d"),
+                    "eval_fingerprint": fingerprint,
+                    "per_row": load_per_row(row.get("per_row_uri")),
+                }
     return found
 
 
@@ -68,9 +74,12 @@ def load_per_row(uri: str | None) -> dict | None:
         return None
     try:
         return json.loads(storage.read_bytes(uri))
-    except Exception as error:  # noqa: BLE001 - a missing file costs the paired test, never the run
-        warnings.warn(f"per-row numbers of an earlier release unreadable ({uri}: {error}); "
-                      "comparing with it on the point estimate", stacklevel=2)
+    except Exception as error:
+        warnings.warn(
+            f"per-row numbers of an earlier release unreadable ({uri}: {error}); "
+            "comparing with it on the point estimate",
+            stacklevel=2,
+        )
         return None
 
 
@@ -87,9 +96,14 @@ def run_record(run, default_primary: str) -> dict:
     A run from before an artifact existed gets None (or the default ranking metric) rather than an error.
     """
     summary = getattr(run.data, "data", None) or {}
-    return {"run": run.pathspec, "finished_at": str(run.finished_at or ""), "primary": primary_of(run, default_primary),
-            "eval_fingerprint": summary.get("eval_fingerprint"), "train_fingerprint": summary.get("train_fingerprint"),
-            "rows": [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []]}
+    return {
+        "run": run.pathspec,
+        "finished_at": str(run.finished_at or ""),
+        "primary": primary_of(run, default_primary),
+        "eval_fingerprint": summary.get("eval_fingerprint"),
+        "train_fingerprint": summary.get("train_fingerprint"),
+        "rows": [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []],
+    }
 
 
 def run_item(run, name: str) -> dict:

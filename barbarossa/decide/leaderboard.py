@@ -21,10 +21,25 @@ import copy
 from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, RENAMED_METRICS, THRESHOLDS_ON
 from barbarossa.evaluate import stats
 
-COMPARED = ("bits_per_byte", "eval_loss", "perplexity", "chrf", "bleu", "fidelity", "degenerate_rate",
-            "fertility")  # base / delta
-LABELS = {"bits_per_byte": "bits per byte", "eval_loss": "held-out loss", "perplexity": "perplexity", "chrf": "chrF++",
-          "bleu": "BLEU", "fidelity": "answers in the language", "degenerate_rate": "degenerate answers"}
+COMPARED = (
+    "bits_per_byte",
+    "eval_loss",
+    "perplexity",
+    "chrf",
+    "bleu",
+    "fidelity",
+    "degenerate_rate",
+    "fertility",
+)  # base / delta
+LABELS = {
+    "bits_per_byte": "bits per byte",
+    "eval_loss": "held-out loss",
+    "perplexity": "perplexity",
+    "chrf": "chrF++",
+    "bleu": "BLEU",
+    "fidelity": "answers in the language",
+    "degenerate_rate": "degenerate answers",
+}
 SHARES = ("fidelity", "degenerate_rate", "accuracy", "accuracy_norm")  # shown as percentages
 
 
@@ -50,6 +65,8 @@ def upgraded(row: dict) -> dict:
 def fidelity_label(row: dict) -> str:
     """'Kazakh answers': the fidelity metric named for the row's language."""
     return f"{row.get('language_name') or row.get('language') or 'Azerbaijani'} answers"
+
+
 PLACES = {"bits_per_byte": 3, "eval_loss": 3, "perplexity": 2, "chrf": 1, "bleu": 1, "chrf_into": 1, "chrf_out": 1}
 
 
@@ -77,8 +94,9 @@ def task_result(item: dict, train: dict | None, metrics: dict | None, *failures,
 
 def gather(tasks) -> list[dict]:
     """Results of one foreach (Metaflow join inputs, or anything with the same attributes); idle items left out."""
-    return [task_result(t.item, t.train, t.metrics, t.failure, stage=t.stage)
-            for t in tasks if t.item["kind"] != "idle"]
+    return [
+        task_result(t.item, t.train, t.metrics, t.failure, stage=t.stage) for t in tasks if t.item["kind"] != "idle"
+    ]
 
 
 def _failure_text(failure) -> str:
@@ -136,8 +154,13 @@ def _runtime_record(train: dict, metrics: dict) -> dict | None:
     """The runtime decision of the task (training's, else evaluation's) plus where evaluation really ran."""
     record = dict(train.get("runtime") or metrics.get("runtime") or {}) or None
     if record and metrics.get("runtime"):
-        record.update({k: metrics["runtime"][k] for k in ("evaluated_on", "evaluated_dtype", "evaluated_attention",
-                                                          "gpu_lease") if k in metrics["runtime"]})
+        record.update(
+            {
+                k: metrics["runtime"][k]
+                for k in ("evaluated_on", "evaluated_dtype", "evaluated_attention", "gpu_lease")
+                if k in metrics["runtime"]
+            }
+        )
     return record
 
 
@@ -170,15 +193,21 @@ def show_p(p: float) -> str:
     return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
 
 
-def paired_with_release(mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None,
-                        policy: dict) -> dict | None:
+def paired_with_release(
+    mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None, policy: dict
+) -> dict | None:
     """{'run_id', 'ci', 'p'} for this candidate − its last release on the primary metric, rows resampled together.
 
     None unless the release was measured on the same held-out data (same eval
     fingerprint) and its per-row numbers were read back (history.last_releases).
     """
     theirs = (last or {}).get("per_row") or {}
-    if not last or last.get("eval_fingerprint") != eval_fingerprint or not theirs.get("heldout") or not mine.get("heldout"):
+    if (
+        not last
+        or last.get("eval_fingerprint") != eval_fingerprint
+        or not theirs.get("heldout")
+        or not mine.get("heldout")
+    ):
         return None
     found = (stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}).get(primary)
     return {"run_id": last["run_id"], **found} if found else None
@@ -201,12 +230,17 @@ def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerp
     if last.get(primary) is None or row.get(primary) is None:
         return True, f"not compared with the {where}: it has no {primary} (measured before that metric existed)"
     delta = row[primary] - last[primary]
-    head = f"{LABELS[primary]} {show(primary, row[primary])} vs {show(primary, last[primary])}: {show(primary, delta, True)}"
+    head = (
+        f"{LABELS[primary]} {show(primary, row[primary])} vs {show(primary, last[primary])}: "
+        f"{show(primary, delta, True)}"
+    )
     paired = row.get("vs_last_release") or {}
     if not paired.get("ci"):
         better = _gain(primary, delta) > 0
-        return better, (f"{'beats' if better else 'does not beat'} the {where}: {head}, point estimate only "
-                        f"(that release kept no per-row numbers) {'✓' if better else '✗'}")
+        return better, (
+            f"{'beats' if better else 'does not beat'} the {where}: {head}, point estimate only "
+            f"(that release kept no per-row numbers) {'✓' if better else '✗'}"
+        )
     head += f"{show_interval(primary, paired['ci'], True)}, {show_p(paired['p'])}"
     clear = min(_gain(primary, paired["ci"][0]), _gain(primary, paired["ci"][1])) > 0
     if not clear:
@@ -237,8 +271,10 @@ def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
     metric, need = policy["primary"], policy["min_gain"]
     delta = _difference(row, base, metric)
     interval, p = row.get(f"delta_{metric}_ci"), row.get(f"delta_{metric}_p")
-    head = (f"{LABELS[metric]} {show(metric, row.get(metric))} vs base {show(metric, base.get(metric))}: "
-            f"{show(metric, delta, True)}")
+    head = (
+        f"{LABELS[metric]} {show(metric, row.get(metric))} vs base {show(metric, base.get(metric))}: "
+        f"{show(metric, delta, True)}"
+    )
     needed = show(metric, need if DIRECTION[metric] else -need, True)
     asks = f" (needs {'≥' if DIRECTION[metric] else '≤'} {needed})" if need else ""
     if delta is None:
@@ -271,24 +307,37 @@ def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, s
     drop, delta = policy["max_chrf_drop"], _difference(row, base, "chrf")
     value, note = _judged(delta, row.get("delta_chrf_ci"), "chrf", policy, 0, delta=True)
     ok = value >= -drop
-    chrf = (f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
-            f"{show_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}")
+    chrf = (
+        f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
+        f"{show_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}"
+    )
     checks = [(ok, chrf)]
     value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
     ok = value >= policy["min_fidelity"]
-    checks.append((ok, f"{fidelity_label(row)} {row['fidelity']:.0%}"
-                       f"{show_interval('fidelity', row.get('fidelity_ci'))} "
-                       f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}"))
+    checks.append(
+        (
+            ok,
+            f"{fidelity_label(row)} {row['fidelity']:.0%}"
+            f"{show_interval('fidelity', row.get('fidelity_ci'))} "
+            f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}",
+        )
+    )
     value, note = _judged(row["degenerate_rate"], row.get("degenerate_rate_ci"), "degenerate_rate", policy, 1)
     ok = value <= policy["max_degenerate_rate"]
-    checks.append((ok, f"degenerate answers {row['degenerate_rate']:.0%}"
-                       f"{show_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
-                       f"(may be ≤ {policy['max_degenerate_rate']:.0%}{note}) {'✓' if ok else '✗'}"))
+    checks.append(
+        (
+            ok,
+            f"degenerate answers {row['degenerate_rate']:.0%}"
+            f"{show_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
+            f"(may be ≤ {policy['max_degenerate_rate']:.0%}{note}) {'✓' if ok else '✗'}",
+        )
+    )
     return checks
 
 
-def decide(row: dict, base: dict | None, policy: dict, last: dict | None = None,
-           eval_fingerprint: str | None = None) -> tuple[str, list[str]]:
+def decide(
+    row: dict, base: dict | None, policy: dict, last: dict | None = None, eval_fingerprint: str | None = None
+) -> tuple[str, list[str]]:
     """('release' | 'hold' | 'failed', reasons) for one candidate row (its intervals already added by `build`)."""
     policy = {**DEFAULT_POLICY, **policy}
     if row["status"] != "ok":
@@ -320,7 +369,11 @@ def _per_row(result: dict) -> dict:
 
 def bootstrap_settings(policy: dict) -> dict:
     """The stats.intervals / stats.paired keyword arguments the policy asks for."""
-    return {"confidence": policy["confidence"], "samples": policy["bootstrap_samples"], "seed": policy["bootstrap_seed"]}
+    return {
+        "confidence": policy["confidence"],
+        "samples": policy["bootstrap_samples"],
+        "seed": policy["bootstrap_seed"],
+    }
 
 
 def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
@@ -339,8 +392,11 @@ def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
         rows = (per_row.get("benchmarks") or {}).get(name)
         found = stats.intervals(rows, **settings) if rows else {}
         scores.update({f"{metric}_ci": found.get(metric) for metric in stats.BENCHMARK_METRICS if metric in scores})
-    row["bootstrap"] = {**settings, "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
-                        "generated_rows": len(stats.fidelity_rows(per_row.get("heldout") or {}))}
+    row["bootstrap"] = {
+        **settings,
+        "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
+        "generated_rows": len(stats.fidelity_rows(per_row.get("heldout") or {})),
+    }
 
 
 def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
@@ -386,8 +442,13 @@ def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
             where += ", point estimate only"
         p = scores.get(f"delta_{metric}_p")
         where += f", {show_p(p)}" if p is not None else ""
-        checks.append((not lost, f"{entry} {show(metric, scores[metric])} vs base {show(metric, scores[f'base_{metric}'])}"
-                                 f": {where}: {'a clear loss' if lost else 'no clear loss'} {'✗' if lost else '✓'}"))
+        checks.append(
+            (
+                not lost,
+                f"{entry} {show(metric, scores[metric])} vs base {show(metric, scores[f'base_{metric}'])}"
+                f": {where}: {'a clear loss' if lost else 'no clear loss'} {'✗' if lost else '✓'}",
+            )
+        )
     return checks
 
 
@@ -398,17 +459,27 @@ def check_policy(policy: dict) -> dict:
     if policy["primary"] not in DIRECTION:
         raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {policy['primary']!r}")
     if policy["thresholds_on"] not in THRESHOLDS_ON:
-        raise ValueError(f"policy.thresholds_on must be one of {', '.join(THRESHOLDS_ON)}, got {policy['thresholds_on']!r}")
+        raise ValueError(
+            f"policy.thresholds_on must be one of {', '.join(THRESHOLDS_ON)}, got {policy['thresholds_on']!r}"
+        )
     return policy
 
 
 def _rank_key(primary: str):
     """Best first on the primary metric; a row without it last."""
-    return lambda r: (r[primary] is None, 0 if r[primary] is None else (-r[primary] if DIRECTION[primary] else r[primary]))
+    return lambda r: (
+        r[primary] is None,
+        0 if r[primary] is None else (-r[primary] if DIRECTION[primary] else r[primary]),
+    )
 
 
-def build(results: list[dict], policy: dict | None = None, last_releases: dict | None = None,
-          eval_fingerprint: str | None = None, per_row_uris: dict | None = None) -> list[dict]:
+def build(
+    results: list[dict],
+    policy: dict | None = None,
+    last_releases: dict | None = None,
+    eval_fingerprint: str | None = None,
+    per_row_uris: dict | None = None,
+) -> list[dict]:
     """Rows for every task result: ranked candidates, then baselines, then failures.
 
     Each row gets bootstrap intervals from its task's per-row numbers, each
@@ -436,11 +507,18 @@ def build(results: list[dict], policy: dict | None = None, last_releases: dict |
         add_benchmark_deltas(row, base, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         last = (last_releases or {}).get(row["name"])
         row["per_row_uri"] = (per_row_uris or {}).get(row["name"])
-        row["vs_last_release"] = (paired_with_release(per_row[row["name"]], last, primary, eval_fingerprint, policy)
-                                  if row["kind"] == "candidate" else None)
+        row["vs_last_release"] = (
+            paired_with_release(per_row[row["name"]], last, primary, eval_fingerprint, policy)
+            if row["kind"] == "candidate"
+            else None
+        )
         if row["kind"] == "baseline":
             row["decision"] = "baseline" if row["status"] == "ok" else "failed"
-            row["reasons"] = ["untuned base: the row its candidates must beat"] if row["status"] == "ok" else [f"failed: {row['error']}"]
+            row["reasons"] = (
+                ["untuned base: the row its candidates must beat"]
+                if row["status"] == "ok"
+                else [f"failed: {row['error']}"]
+            )
         else:
             row["decision"], row["reasons"] = decide(row, base, policy, last, eval_fingerprint)
     ranked = sorted((r for r in rows if r["kind"] == "candidate" and r["status"] == "ok"), key=_rank_key(primary))

@@ -25,7 +25,15 @@ VERIFY_PROMPTS = [
     {"instruction": "Bu cümləni ingilis dilinə tərcümə edin.", "input": "Bu gün hava günəşlidir."},
     {"instruction": "Sağlam qidalanma üçün üç məsləhət verin.", "input": ""},
 ]
-HUB_LICENCES = {"apache-2.0", "mit", "cc-by-sa-3.0", "cc-by-nc-4.0", "cc-by-sa-4.0", "openrail", "bigscience-openrail-m"}
+HUB_LICENCES = {
+    "apache-2.0",
+    "mit",
+    "cc-by-sa-3.0",
+    "cc-by-nc-4.0",
+    "cc-by-sa-4.0",
+    "openrail",
+    "bigscience-openrail-m",
+}
 
 
 class ReleaseError(RuntimeError):
@@ -46,7 +54,9 @@ def check_target(target: str, publish: bool) -> None:
         return
     if target.startswith("hf:"):
         if not target[3:] or "/" in target[3:]:
-            raise ReleaseError(f"--release-to {target!r}: give the Hub owner only (hf:<owner>); repos are <owner>/<model>")
+            raise ReleaseError(
+                f"--release-to {target!r}: give the Hub owner only (hf:<owner>); repos are <owner>/<model>"
+            )
         if publish and not os.environ.get("HF_TOKEN"):
             raise ReleaseError("publishing to the Hugging Face Hub needs HF_TOKEN in the environment (or via @secrets)")
 
@@ -55,19 +65,41 @@ def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
     base = item["base"]
     licence = base["licence"].lower() if base["licence"].lower() in HUB_LICENCES else None
     language = languages.of_run(data_summary)
-    lines = ["---", "library_name: peft", "language:", f"- {language['code']}",
-             f"pipeline_tag: {'text2text-generation' if get_family(base['family']).task == 'seq2seq' else 'text-generation'}",
-             "tags:", "- barbarossa", "- lora", f"- {language['name'].lower()}", "- alpaca"]
+    seq2seq = get_family(base["family"]).task == "seq2seq"
+    lines = [
+        "---",
+        "library_name: peft",
+        "language:",
+        f"- {language['code']}",
+        f"pipeline_tag: {'text2text-generation' if seq2seq else 'text-generation'}",
+        "tags:",
+        "- barbarossa",
+        "- lora",
+        f"- {language['name'].lower()}",
+        "- alpaca",
+    ]
     if base["source"].startswith("hf:"):
         lines.append(f"base_model: {base['source'][3:]}")
-    lines += [f"license: {licence}"] if licence else ["license: other", f"license_name: \"{base['licence']}\""]
+    lines += [f"license: {licence}"] if licence else ["license: other", f'license_name: "{base["licence"]}"']
     source = data_summary.get("train_source", "")
-    if source and "/" in source and not any(source.endswith(s) for s in (".jsonl", ".json", ".csv", ".parquet")) \
-            and not storage.is_s3(source):
+    if (
+        source
+        and "/" in source
+        and not any(source.endswith(s) for s in (".jsonl", ".json", ".csv", ".parquet"))
+        and not storage.is_s3(source)
+    ):
         lines += ["datasets:", f"- {source.split(':')[0]}"]
-    lines += ["model-index:", f"- name: {row['name']}", "  results:", "  - task:", "      type: text-generation",
-              "    dataset:", f"      name: held-out {language['name']} instructions", "      type: barbarossa-eval",
-              "    metrics:"]
+    lines += [
+        "model-index:",
+        f"- name: {row['name']}",
+        "  results:",
+        "  - task:",
+        "      type: text-generation",
+        "    dataset:",
+        f"      name: held-out {language['name']} instructions",
+        "      type: barbarossa-eval",
+        "    metrics:",
+    ]
     for key, kind in (("eval_loss", "loss"), ("chrf", "chrf"), ("bleu", "bleu"), ("fidelity", "accuracy")):
         if row.get(key) is not None:
             lines += [f"    - type: {kind}", f"      name: {key}", f"      value: {row[key]}"]
@@ -77,7 +109,9 @@ def _front_matter(row: dict, item: dict, data_summary: dict) -> str:
 def _benchmark_note(row: dict) -> str:
     """What the card says of independent benchmarks: the ones scored, or that there were none."""
     names = ", ".join(sorted(row.get("benchmarks") or {}))
-    return f" and the benchmarks {names} (see the run's leaderboard)" if names else ", not from an independent benchmark"
+    return (
+        f" and the benchmarks {names} (see the run's leaderboard)" if names else ", not from an independent benchmark"
+    )
 
 
 def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: str) -> str:
@@ -88,15 +122,23 @@ def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: 
     example = template.render(language["example"])
     auto = "AutoModelForSeq2SeqLM" if get_family(base["family"]).task == "seq2seq" else "AutoModelForCausalLM"
     base_id = base["source"][3:] if base["source"].startswith("hf:") else "<folder with the base model>"
-    metric_lines = [f"| {label} | {row.get('base_' + key, '–')} | {row.get(key)} |" for key, label in
-                    (("eval_loss", "held-out loss"), ("chrf", "chrF++"), ("bleu", "BLEU"),
-                     ("fidelity", f"{language['name']} answers"), ("degenerate_rate", "degenerate answers"))]
+    train_source = data_summary.get("train_source")
+    metric_lines = [
+        f"| {label} | {row.get('base_' + key, '–')} | {row.get(key)} |"
+        for key, label in (
+            ("eval_loss", "held-out loss"),
+            ("chrf", "chrF++"),
+            ("bleu", "BLEU"),
+            ("fidelity", f"{language['name']} answers"),
+            ("degenerate_rate", "degenerate answers"),
+        )
+    ]
     return f"""{_front_matter(row, item, data_summary)}
-# {row['name']}
+# {row["name"]}
 
-A LoRA adapter for **{base['name']}** (`{base['source']}`, {base['family']} family; base id certainty:
-**{base['certainty']}**{' — ' + base['certainty_note'] if base.get('certainty_note') else ''}) fine-tuned on
-{language['name']} instructions with Barbarossa (run `{run}`).
+A LoRA adapter for **{base["name"]}** (`{base["source"]}`, {base["family"]} family; base id certainty:
+**{base["certainty"]}**{" — " + base["certainty_note"] if base.get("certainty_note") else ""}) fine-tuned on
+{language["name"]} instructions with Barbarossa (run `{run}`).
 
 ## Prompt
 
@@ -123,28 +165,28 @@ print(tokenizer.decode(out[0], skip_special_tokens=True))
 
 ## Evaluation
 
-Held-out split of the training data ({data_summary.get('eval_rows')} rows, fingerprint
-`{data_summary.get('eval_fingerprint')}`), greedy decoding, same protocol for the untuned base:
+Held-out split of the training data ({data_summary.get("eval_rows")} rows, fingerprint
+`{data_summary.get("eval_fingerprint")}`), greedy decoding, same protocol for the untuned base:
 
 | metric | base | this model |
 |---|---|---|
 {chr(10).join(metric_lines)}
 
-Release decision: **{row['decision']}** — {'; '.join(row.get('reasons') or [])}
+Release decision: **{row["decision"]}** — {"; ".join(row.get("reasons") or [])}
 
 ## Training
 
-LoRA r={lora.get('r')}, α={lora.get('alpha')}, dropout {lora.get('dropout')}, targets {lora.get('targets')};
-{row.get('steps')} steps, batch {train_cfg.get('batch_size')} × {train_cfg.get('grad_accum', 1)}, learning rate
-{train_cfg.get('learning_rate')}, max length {train_cfg.get('max_length')}. Training data: `{data_summary.get('train_source')}`
-({data_summary.get('train_rows')} rows, fingerprint `{data_summary.get('train_fingerprint')}`).
+LoRA r={lora.get("r")}, α={lora.get("alpha")}, dropout {lora.get("dropout")}, targets {lora.get("targets")};
+{row.get("steps")} steps, batch {train_cfg.get("batch_size")} × {train_cfg.get("grad_accum", 1)}, learning rate
+{train_cfg.get("learning_rate")}, max length {train_cfg.get("max_length")}. Training data: `{train_source}`
+({data_summary.get("train_rows")} rows, fingerprint `{data_summary.get("train_fingerprint")}`).
 
 ## Limitations
 
-- The training data is Alpaca-style instructions in {language['name']}; where it was machine-translated from
+- The training data is Alpaca-style instructions in {language["name"]}; where it was machine-translated from
   English it carries translation errors and English-centric content.
 - Metrics come from a small held-out split of the same data{_benchmark_note(row)}.
-- Licence: the base model's ({base['licence']}); check it before use.
+- Licence: the base model's ({base["licence"]}); check it before use.
 """
 
 
@@ -197,8 +239,10 @@ def merge_verified(base: dict, adapter_dir: Path, out: Path) -> float:
     difference = float((_logits(merged, tokenizer, seq2seq) - expected).abs().max())
     tolerance = merge_tolerance(decision.weight_dtype, expected)
     if difference > tolerance:
-        raise ReleaseError(f"{base['name']}: merged weights disagree with base + adapter "
-                           f"(max |Δlogit| {difference:.2e} > {tolerance:.1e}, {decision.weight_dtype})")
+        raise ReleaseError(
+            f"{base['name']}: merged weights disagree with base + adapter "
+            f"(max |Δlogit| {difference:.2e} > {tolerance:.1e}, {decision.weight_dtype})"
+        )
     merged.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return difference
@@ -216,8 +260,15 @@ def build_bundle(entry: dict, data_summary: dict, train_cfg: dict, run: str, des
         files = sorted(str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file())
         size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
         uri = storage.upload_dir(bundle, storage.join(dest_uri, row["name"]))
-    return {"name": row["name"], "bundle_uri": uri, "files": files, "bytes": size, "merged": merge,
-            "merge_max_logit_diff": difference, "merge_dtype": merge_runtime(item["base"]).weight_dtype if merge else None}
+    return {
+        "name": row["name"],
+        "bundle_uri": uri,
+        "files": files,
+        "bytes": size,
+        "merged": merge,
+        "merge_max_logit_diff": difference,
+        "merge_dtype": merge_runtime(item["base"]).weight_dtype if merge else None,
+    }
 
 
 def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
@@ -243,13 +294,30 @@ def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
     return {**bundle, "published_to": destination, "would_publish_to": None}
 
 
-def release_all(entries: list[dict], data_summary: dict, train_cfg: dict, run: str, run_root: str,
-                merge: bool, target: str, publish: bool) -> list[dict]:
+def release_all(
+    entries: list[dict],
+    data_summary: dict,
+    train_cfg: dict,
+    run: str,
+    run_root: str,
+    merge: bool,
+    target: str,
+    publish: bool,
+) -> list[dict]:
     """Bundle every selected model under `<run_root>/release/`, then publish (or dry-run) to `target`."""
     released = []
     for entry in entries:
-        bundle = build_bundle(entry, data_summary, roster.settings_for(entry["item"], train_cfg), run,
-                              storage.join(run_root, "release"), merge)
-        released.append(publish_bundle(bundle, target, dry_run=not publish) if target else
-                        {**bundle, "published_to": None, "would_publish_to": None})
+        bundle = build_bundle(
+            entry,
+            data_summary,
+            roster.settings_for(entry["item"], train_cfg),
+            run,
+            storage.join(run_root, "release"),
+            merge,
+        )
+        released.append(
+            publish_bundle(bundle, target, dry_run=not publish)
+            if target
+            else {**bundle, "published_to": None, "would_publish_to": None}
+        )
     return released

@@ -47,13 +47,16 @@ def choose(nlls: list[float], sizes: list[int]) -> tuple[int, int]:
 def score_choice(items: list[dict], scorer) -> tuple[dict, dict]:
     """(scores, per-item rows) of a multiple-choice set; `scorer(records)` returns response_nll's rows for them
     (`nll`, and `bytes` > 0 where the whole choice was scored)."""
-    records = [{"instruction": item["question"], "input": item["context"], "output": choice}
-               for item in items for choice in item["choices"]]
+    records = [
+        {"instruction": item["question"], "input": item["context"], "output": choice}
+        for item in items
+        for choice in item["choices"]
+    ]
     rows = scorer(records)
     correct, correct_norm, unfit, at = [], [], 0, 0
     for item in items:
         count = len(item["choices"])
-        nlls, scored_whole = rows["nll"][at:at + count], rows["bytes"][at:at + count]
+        nlls, scored_whole = rows["nll"][at : at + count], rows["bytes"][at : at + count]
         sizes = [len(c.encode("utf-8")) for c in item["choices"]]
         at += count
         if not all(scored_whole):  # a choice cut short (or not scored at all) would be compared on a part of it
@@ -64,8 +67,12 @@ def score_choice(items: list[dict], scorer) -> tuple[dict, dict]:
         raw, per_byte = choose(nlls, sizes)
         correct.append(int(raw == item["answer"]))
         correct_norm.append(int(per_byte == item["answer"]))
-    scores = {"accuracy": round(sum(correct) / len(items), 4), "accuracy_norm": round(sum(correct_norm) / len(items), 4),
-              "items": len(items), "unfit": unfit}
+    scores = {
+        "accuracy": round(sum(correct) / len(items), 4),
+        "accuracy_norm": round(sum(correct_norm) / len(items), 4),
+        "items": len(items),
+        "unfit": unfit,
+    }
     return scores, {"correct": correct, "correct_norm": correct_norm}
 
 
@@ -73,8 +80,10 @@ def score_translation(items: list[dict], language: dict, translate) -> tuple[dic
     """(scores, per-item rows) of English → language (`into`) and back (`out`); `translate(records)` answers them."""
     chrf = load_metric("chrf")
     scores, rows = {"items": len(items)}, {}
-    for direction, instruction, given, wanted in (("into", language["translate_into"], "source", "target"),
-                                                   ("out", language["translate_out"], "target", "source")):
+    for direction, instruction, given, wanted in (
+        ("into", language["translate_into"], "source", "target"),
+        ("out", language["translate_out"], "target", "source"),
+    ):
         records = [{"instruction": instruction, "input": item[given], "output": item[wanted]} for item in items]
         answers = translate(records)
         found = chrf.compute(predictions=answers, references=[r["output"] for r in records])
@@ -83,8 +92,9 @@ def score_translation(items: list[dict], language: dict, translate) -> tuple[dic
     return scores, rows
 
 
-def score_all(model, tokenizer, benchmark_sets: list[dict], language: dict, eval_cfg: dict, base: dict,
-              decision=None) -> tuple[dict, dict]:
+def score_all(
+    model, tokenizer, benchmark_sets: list[dict], language: dict, eval_cfg: dict, base: dict, decision=None
+) -> tuple[dict, dict]:
     """({name: scores}, {name: per-item rows}) of every benchmark set of the run (data/benchmarks.py references)."""
     template = prompts.template_of(language)
     max_length = min(MAX_LENGTH, base.get("max_length") or UNKNOWN_MODEL_LENGTH)
@@ -94,13 +104,16 @@ def score_all(model, tokenizer, benchmark_sets: list[dict], language: dict, eval
         started = time.time()
         items = sets_data.read_items(found["uri"])
         if found["kind"] == "choice":
+
             def scorer(records):
                 batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(records))
-                return response_nll(model, tokenizer, records, max_length, batch, decision, template,
-                                    share_prompts=share)  # an item's prompt runs once for all its choices
+                return response_nll(
+                    model, tokenizer, records, max_length, batch, decision, template, share_prompts=share
+                )  # an item's prompt runs once for all its choices
 
             scores[found["name"]], per_row[found["name"]] = score_choice(items, scorer)
         else:
+
             def translate(records):
                 longest = max(len(prompts.encode_response(tokenizer, r["output"])) for r in records)
                 new_tokens = min(MAX_NEW_TOKENS, 8 + longest * 3 // 2)
@@ -108,5 +121,7 @@ def score_all(model, tokenizer, benchmark_sets: list[dict], language: dict, eval
                 return generate(model, tokenizer, records, new_tokens, batch, decision, template)
 
             scores[found["name"]], per_row[found["name"]] = score_translation(items, language, translate)
-        scores[found["name"]].update(kind=found["kind"], source=found["source"], seconds=round(time.time() - started, 1))
+        scores[found["name"]].update(
+            kind=found["kind"], source=found["source"], seconds=round(time.time() - started, 1)
+        )
     return scores, per_row

@@ -1,9 +1,10 @@
-"""Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks (benchmarks.py)."""
+"""Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks
+(benchmarks.py)."""
 
 from __future__ import annotations
 
 import contextlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from barbarossa.data import prompts
@@ -13,7 +14,7 @@ from barbarossa.models.scoring import device_of, is_seq2seq
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str):
     """A local `evaluate` module: a name from barbarossa/evaluate/metrics/, or a path to a user's module file.
 
@@ -24,8 +25,15 @@ def load_metric(name: str):
     return evaluate.load(name if name.endswith(".py") else str(METRICS_DIR / f"{name}.py"))
 
 
-def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_size: int,
-             decision: runtime.Runtime | None = None, template=None) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    records: list[dict],
+    max_new_tokens: int,
+    batch_size: int,
+    decision: runtime.Runtime | None = None,
+    template=None,
+) -> list[str]:
     """Greedy answers, batched with left padding and the KV cache, on the model's device.
 
     Generation stops at EOS or when the answer starts the template's next
@@ -41,17 +49,24 @@ def generate(model, tokenizer, records: list[dict], max_new_tokens: int, batch_s
     order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
     answers: dict[int, str] = {}
     device = device_of(model)
-    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
+    with torch.no_grad(), runtime.autocast(decision) if decision else contextlib.nullcontext():
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             batch = prompts.pad_batch([{"input_ids": encoded[i]} for i in chunk], tokenizer.pad_token_id, side="left")
             generated = model.generate(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                stop_strings=[prompts.SECTION_START], tokenizer=tokenizer,
+                input_ids=batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                stop_strings=[prompts.SECTION_START],
+                tokenizer=tokenizer,
             )
-            new = generated if seq2seq else generated[:, batch["input_ids"].shape[1]:]  # seq2seq returns only the answer
+            new = (
+                generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
+            )  # seq2seq returns only the answer
             for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
                 answers[i] = prompts.cut_at_next_section(text)
     return [answers[i] for i in range(len(records))]

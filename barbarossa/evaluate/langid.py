@@ -44,13 +44,15 @@ def language_of(text: str, identify: dict) -> str:
 def _lingua(target: str, neighbours: tuple[str, ...]):
     from lingua import Language, LanguageDetectorBuilder
 
-    return LanguageDetectorBuilder.from_languages(*(getattr(Language, n.upper()) for n in (target, *neighbours))).build()
+    return LanguageDetectorBuilder.from_languages(
+        *(getattr(Language, n.upper()) for n in (target, *neighbours))
+    ).build()
 
 
 def grams(text: str) -> Counter:
     """Character n-grams of the lower-cased text, words padded with a space on each side."""
     padded = " " + " ".join(text.lower().split()) + " "
-    return Counter(padded[i:i + n] for n in ORDERS for i in range(len(padded) - n + 1))
+    return Counter(padded[i : i + n] for n in ORDERS for i in range(len(padded) - n + 1))
 
 
 class NgramIdentifier:
@@ -75,6 +77,10 @@ class NgramIdentifier:
 def _ngram(files: tuple[tuple[str, str], ...]) -> NgramIdentifier:
     texts = {}
     for lang, file in files:
-        rows = [json.loads(line) for line in languages.resolve(file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [
+            json.loads(line)
+            for line in languages.resolve(file).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         texts[lang] = [row[field] for row in rows for field in ("instruction", "input", "output") if row.get(field)]
     return NgramIdentifier(texts)

@@ -32,7 +32,6 @@ test a candidate against its base on the same rows.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import time
@@ -42,9 +41,10 @@ from barbarossa import languages, storage
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
 from barbarossa.evaluate import benchmarks, stats
-from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric  # noqa: F401  (protocol.generate: the API)
+from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
 from barbarossa.models import kernels, loading, roster, runtime
-from barbarossa.models.scoring import device_of, is_seq2seq, response_nll
+from barbarossa.models.scoring import device_of, response_nll
+
 
 def extra_metric_scores(modules: list[str], predictions: list[str], references: list[str]) -> dict:
     """Scores of user metric modules, keyed '<module>' (one number) or '<module>.<key>' (several)."""
@@ -55,8 +55,11 @@ def extra_metric_scores(modules: list[str], predictions: list[str], references: 
         numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if not numbers:
             raise ValueError(f"metric module {module}: compute() returned no numbers ({result!r})")
-        scores.update({stem: round(float(v), 5)} if len(numbers) == 1 else
-                      {f"{stem}.{k}": round(float(v), 5) for k, v in numbers.items()})
+        if len(numbers) == 1:
+            (value,) = numbers.values()
+            scores[stem] = round(float(value), 5)
+        else:
+            scores.update({f"{stem}.{k}": round(float(v), 5) for k, v in numbers.items()})
     return scores
 
 
@@ -83,9 +86,12 @@ def score_generations(predictions: list[str], references: list[str], language: d
         "languages": fidelity["languages"],
         "degenerate_rate": round(degenerate["score"], 4),
     }
-    per_row = {"chrf": [list(map(int, s)) for s in chrf_result["segments"]],
-               "bleu": [list(map(int, s)) for s in bleu_result["segments"]],
-               "fidelity": list(fidelity["segments"]), "degenerate": list(degenerate["segments"])}
+    per_row = {
+        "chrf": [list(map(int, s)) for s in chrf_result["segments"]],
+        "bleu": [list(map(int, s)) for s in bleu_result["segments"]],
+        "fidelity": list(fidelity["segments"]),
+        "degenerate": list(degenerate["segments"]),
+    }
     return scores, per_row
 
 
@@ -102,8 +108,15 @@ def fertility(tokenizer, texts: list[str], word_pattern: str = r"\S+") -> float:
     return tokens / max(words, 1)
 
 
-def response_loss(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                  decision: runtime.Runtime | None = None, template=None) -> tuple[float, int]:
+def response_loss(
+    model,
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    batch_size: int,
+    decision: runtime.Runtime | None = None,
+    template=None,
+) -> tuple[float, int]:
     """(token-weighted mean cross-entropy over response tokens, tokens scored): the per-token view of response_nll."""
     rows = response_nll(model, tokenizer, records, max_length, batch_size, decision, template)
     count = sum(rows["tokens"])
@@ -117,8 +130,10 @@ def loss_metrics(per_row: dict) -> dict:
     """
     found = stats.point(per_row)
     digits = {"eval_loss": 5, "perplexity": 3, "bits_per_byte": 5}
-    return {name: round(found[name], places) if math.isfinite(found.get(name, math.nan)) else None
-            for name, places in digits.items()}
+    return {
+        name: round(found[name], places) if math.isfinite(found.get(name, math.nan)) else None
+        for name, places in digits.items()
+    }
 
 
 def _rounded_loss_rows(rows: dict) -> dict:
@@ -126,9 +141,17 @@ def _rounded_loss_rows(rows: dict) -> dict:
     return {"nll": [round(v, 4) for v in rows["nll"]], "tokens": rows["tokens"], "bytes": rows["bytes"]}
 
 
-def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict,
-              decision: runtime.Runtime | None = None, language: dict | None = None) -> dict:
-    """One eval set under the shared protocol: response loss, greedy answers, their scores, user metrics, per-row numbers."""
+def _protocol(
+    model,
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    eval_cfg: dict,
+    decision: runtime.Runtime | None = None,
+    language: dict | None = None,
+) -> dict:
+    """One eval set under the shared protocol: response loss, greedy answers, their scores, user metrics,
+    per-row numbers."""
     template = prompts.template_of(language)
     scored = records[: eval_cfg["max_loss_rows"]]
     asked = records[: eval_cfg["generate_rows"]]
@@ -141,21 +164,37 @@ def _protocol(model, tokenizer, records: list[dict], max_length: int, eval_cfg: 
     references = [r["output"] for r in asked]
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     scores, generation_rows = score_generations(answers, references, language)
-    return {"loss": loss_metrics(loss_rows), "tokens": sum(loss_rows["tokens"]),
-            "bytes": sum(loss_rows["bytes"]), "asked": asked, "answers": answers, "scores": scores,
-            "per_row": {**loss_rows, **generation_rows},
-            "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references),
-            "generation": {"seconds": round(seconds, 2), "answer_tokens": new_tokens,
-                           "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1), "batch_size": gen_batch}}
+    return {
+        "loss": loss_metrics(loss_rows),
+        "tokens": sum(loss_rows["tokens"]),
+        "bytes": sum(loss_rows["bytes"]),
+        "asked": asked,
+        "answers": answers,
+        "scores": scores,
+        "per_row": {**loss_rows, **generation_rows},
+        "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references),
+        "generation": {
+            "seconds": round(seconds, 2),
+            "answer_tokens": new_tokens,
+            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1),
+            "batch_size": gen_batch,
+        },
+    }
 
 
-def _extra_set(model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision,
-               language: dict | None) -> tuple[dict, dict]:
+def _extra_set(
+    model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision, language: dict | None
+) -> tuple[dict, dict]:
     """A user's extra eval set: (the flat scores the leaderboard row keeps for it, its per-row numbers)."""
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision, language)
     scores = {k: v for k, v in run["scores"].items() if k != "languages"}
-    flat = {"eval_loss": run["loss"]["eval_loss"], "bits_per_byte": run["loss"]["bits_per_byte"], **scores,
-            **run["custom"], "rows": len(records)}
+    flat = {
+        "eval_loss": run["loss"]["eval_loss"],
+        "bits_per_byte": run["loss"]["bits_per_byte"],
+        **scores,
+        **run["custom"],
+        "rows": len(records),
+    }
     return flat, run["per_row"]
 
 
@@ -169,8 +208,9 @@ def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: dict):
     return tokenizer, model, decision
 
 
-def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict, trained=None,
-             train_cfg: dict | None = None) -> dict:
+def evaluate(
+    item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict, trained=None, train_cfg: dict | None = None
+) -> dict:
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter.
 
     `trained` (a `training.Trained`) is the model the same task just trained:
@@ -191,22 +231,33 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision, language)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
     shown = {k: "–" if v is None else f"{v:.4f}" for k, v in loss.items()}
-    log(f"{item['name']}: held-out loss {shown['eval_loss']} over {run['tokens']} response tokens, "
-        f"{shown['bits_per_byte']} bits per byte over {run['bytes']} bytes ({decision.compute} on {decision.device})")
-    log(f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, {language['name']} {scores['fidelity']:.0%}, "
+    log(
+        f"{item['name']}: held-out loss {shown['eval_loss']} over {run['tokens']} response tokens, "
+        f"{shown['bits_per_byte']} bits per byte over {run['bytes']} bytes ({decision.compute} on {decision.device})"
+    )
+    log(
+        f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, "
+        f"{language['name']} {scores['fidelity']:.0%}, "
         f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations "
-        f"({run['generation']['tokens_per_second']:,.0f} tok/s)")
+        f"({run['generation']['tokens_per_second']:,.0f} tok/s)"
+    )
     samples = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
         for r, a in list(zip(asked, run["answers"]))[: eval_cfg["samples"]]
     ]
-    extra = {entry["name"]: _extra_set(model, tokenizer, instructions.read_jsonl(entry["uri"]), max_length, eval_cfg,
-                                       decision, language)
-             for entry in data_summary.get("extra_sets", [])}
-    bench_scores, bench_rows = benchmarks.score_all(model, tokenizer, data_summary.get("benchmarks") or [], language,
-                                                    eval_cfg, base, decision)
+    extra = {
+        entry["name"]: _extra_set(
+            model, tokenizer, instructions.read_jsonl(entry["uri"]), max_length, eval_cfg, decision, language
+        )
+        for entry in data_summary.get("extra_sets", [])
+    }
+    bench_scores, bench_rows = benchmarks.score_all(
+        model, tokenizer, data_summary.get("benchmarks") or [], language, eval_cfg, base, decision
+    )
     for name, found in bench_scores.items():
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in found.items() if k in ("accuracy", "accuracy_norm", "chrf_into", "chrf_out"))
+        shown = ", ".join(
+            f"{k} {v:.3f}" for k, v in found.items() if k in ("accuracy", "accuracy_norm", "chrf_into", "chrf_out")
+        )
         log(f"{item['name']}: {name} ({found['items']} items): {shown}")
     return {
         **loss,
@@ -217,16 +268,22 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: 
         "extra_sets": {name: flat for name, (flat, _) in extra.items()},
         "benchmarks": bench_scores,
         # per eval row, for intervals and paired tests (stats.py); the leaderboard keeps them out of its rows
-        "per_row": {"heldout": run["per_row"], "extra_sets": {name: rows for name, (_, rows) in extra.items()},
-                    "benchmarks": bench_rows},
+        "per_row": {
+            "heldout": run["per_row"],
+            "extra_sets": {name: rows for name, (_, rows) in extra.items()},
+            "benchmarks": bench_rows,
+        },
         "eval_tokens": run["tokens"],
         "eval_bytes": run["bytes"],
         "generated": len(asked),
         "generation": run["generation"],
         "samples": samples,
-        "runtime": {**decision.as_dict(), "evaluated_on": str(device_of(model)),
-                    "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch."),
-                    "evaluated_attention": loading.attention_of(kernels.base_of(model))},
+        "runtime": {
+            **decision.as_dict(),
+            "evaluated_on": str(device_of(model)),
+            "evaluated_dtype": str(_weight_dtype(model)).removeprefix("torch."),
+            "evaluated_attention": loading.attention_of(kernels.base_of(model)),
+        },
         "eval_seconds": round(time.time() - started, 1),
     }
 
@@ -240,5 +297,10 @@ def _weight_dtype(model):
 
 
 # A base evaluated outside a training task (no profile at hand): the runtime's defaults.
-_DEFAULT_TRAIN = {"precision": "auto", "quantization": "none", "gradient_checkpointing": False, "max_length": 512,
-                  "batch_size": 8}
+_DEFAULT_TRAIN = {
+    "precision": "auto",
+    "quantization": "none",
+    "gradient_checkpointing": False,
+    "max_length": 512,
+    "batch_size": 8,
+}

@@ -54,7 +54,7 @@ def chrf_from_stats(sums: np.ndarray) -> np.ndarray:
         recall = np.where(counted, match / np.where(ref > 0, ref, 1), 0.0).sum(1)
         orders = counted.sum(1)
         precision, recall = precision / np.maximum(orders, 1), recall / np.maximum(orders, 1)
-        factor = CHRF_BETA ** 2
+        factor = CHRF_BETA**2
         score = 100 * (1 + factor) * precision * recall / (factor * precision + recall)
     return np.where(precision + recall > 0, score, 0.0)
 
@@ -68,12 +68,12 @@ def bleu_from_stats(sums: np.ndarray) -> np.ndarray:
     """
     sums = np.asarray(sums, dtype=float)
     hyp_len, ref_len = sums[:, 0], sums[:, 1]
-    correct, total = sums[:, 2:2 + BLEU_ORDER], sums[:, 2 + BLEU_ORDER:]
+    correct, total = sums[:, 2 : 2 + BLEU_ORDER], sums[:, 2 + BLEU_ORDER :]
     present = np.cumprod(total > 0, axis=1).astype(bool)  # sacrebleu stops at the first order with no n-grams
     unmatched = present & (correct == 0)
     halvings = np.cumsum(unmatched, axis=1)
     safe_total = np.where(total > 0, total, 1)
-    precision = np.where(unmatched, 100.0 / (2.0 ** halvings * safe_total), 100.0 * correct / safe_total)
+    precision = np.where(unmatched, 100.0 / (2.0**halvings * safe_total), 100.0 * correct / safe_total)
     precision = np.where(present, precision, 0.0)
     with np.errstate(divide="ignore"):
         logs = np.where(precision > 0, np.log(np.where(precision > 0, precision, 1)), -9999999999.0)
@@ -97,8 +97,15 @@ def _generation_columns(per_row: dict) -> np.ndarray | None:
     if not flags:
         return None
     ones = np.ones(len(flags))
-    return np.column_stack([ones, np.asarray(per_row["chrf"], dtype=float), np.asarray(per_row["bleu"], dtype=float),
-                            np.asarray(flags, dtype=float), np.asarray(per_row["degenerate"], dtype=float)])
+    return np.column_stack(
+        [
+            ones,
+            np.asarray(per_row["chrf"], dtype=float),
+            np.asarray(per_row["bleu"], dtype=float),
+            np.asarray(flags, dtype=float),
+            np.asarray(per_row["degenerate"], dtype=float),
+        ]
+    )
 
 
 def fidelity_rows(per_row: dict) -> list:
@@ -115,17 +122,26 @@ def _loss_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
 
 def _generation_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
     chrf_width = 3 * (CHRF_CHAR_ORDER + CHRF_WORD_ORDER)
-    rows, chrf, rest = sums[:, 0], sums[:, 1:1 + chrf_width], sums[:, 1 + chrf_width:]
-    return {"chrf": chrf_from_stats(chrf), "bleu": bleu_from_stats(rest[:, :2 + 2 * BLEU_ORDER]),
-            "fidelity": rest[:, -2] / rows, "degenerate_rate": rest[:, -1] / rows}
+    rows, chrf, rest = sums[:, 0], sums[:, 1 : 1 + chrf_width], sums[:, 1 + chrf_width :]
+    return {
+        "chrf": chrf_from_stats(chrf),
+        "bleu": bleu_from_stats(rest[:, : 2 + 2 * BLEU_ORDER]),
+        "fidelity": rest[:, -2] / rows,
+        "degenerate_rate": rest[:, -1] / rows,
+    }
 
 
 def _choice_columns(per_row: dict) -> np.ndarray | None:
     """Per multiple-choice item: [1, correct, correct by length-normalised NLL]."""
     if not per_row.get("correct"):
         return None
-    return np.column_stack([np.ones(len(per_row["correct"])), np.asarray(per_row["correct"], dtype=float),
-                            np.asarray(per_row["correct_norm"], dtype=float)])
+    return np.column_stack(
+        [
+            np.ones(len(per_row["correct"])),
+            np.asarray(per_row["correct"], dtype=float),
+            np.asarray(per_row["correct_norm"], dtype=float),
+        ]
+    )
 
 
 def _choice_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
@@ -134,6 +150,7 @@ def _choice_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
 
 def _chrf_group(key: str):
     """A group for one direction of a translation benchmark: its chrF++ segment statistics per sentence."""
+
     def columns(per_row: dict) -> np.ndarray | None:
         return np.asarray(per_row[key], dtype=float) if per_row.get(key) else None
 
@@ -143,8 +160,13 @@ def _chrf_group(key: str):
     return columns, metrics
 
 
-GROUPS = ((_loss_columns, _loss_metrics), (_generation_columns, _generation_metrics),
-          (_choice_columns, _choice_metrics), _chrf_group("chrf_into"), _chrf_group("chrf_out"))
+GROUPS = (
+    (_loss_columns, _loss_metrics),
+    (_generation_columns, _generation_metrics),
+    (_choice_columns, _choice_metrics),
+    _chrf_group("chrf_into"),
+    _chrf_group("chrf_out"),
+)
 
 
 @lru_cache(maxsize=4)
@@ -198,11 +220,18 @@ def aligned(candidate: dict, base: dict) -> bool:
     and chrF's reference n-gram counts.
     """
     shared = [k for k, v in candidate.items() if isinstance(v, list) and isinstance(base.get(k), list)]
-    rows = lambda per_row: [len(per_row[k]) for k in shared] + [len(per_row.get("tokens") or [])]  # noqa: E731
-    ref_counts = lambda per_row: {k: [s[1::3] for s in per_row.get(k) or []]  # noqa: E731
-                                  for k in ("chrf", "chrf_into", "chrf_out")}
-    return (candidate.get("bytes") == base.get("bytes") and rows(candidate) == rows(base)
-            and ref_counts(candidate) == ref_counts(base))
+
+    def rows(per_row: dict) -> list[int]:
+        return [len(per_row[k]) for k in shared] + [len(per_row.get("tokens") or [])]
+
+    def ref_counts(per_row: dict) -> dict:
+        return {k: [s[1::3] for s in per_row.get(k) or []] for k in ("chrf", "chrf_into", "chrf_out")}
+
+    return (
+        candidate.get("bytes") == base.get("bytes")
+        and rows(candidate) == rows(base)
+        and ref_counts(candidate) == ref_counts(base)
+    )
 
 
 def p_value(deltas: np.ndarray) -> float:
@@ -219,8 +248,9 @@ def p_value(deltas: np.ndarray) -> float:
     return float(min(1.0, 2 * min(below, above)))
 
 
-def paired(candidate: dict, base: dict, confidence: float = 0.95, samples: int = 1000,
-           seed: int = 0) -> dict[str, dict] | None:
+def paired(
+    candidate: dict, base: dict, confidence: float = 0.95, samples: int = 1000, seed: int = 0
+) -> dict[str, dict] | None:
     """{metric: {'ci': [lo, hi], 'p': p}} for candidate − base, rows resampled together; None if rows differ."""
     if not aligned(candidate, base):
         return None

@@ -36,10 +36,24 @@ CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
 COMPUTE = ("local", "kubernetes", "batch")
 DEFAULT_INFRA = PROJECT_ROOT / "configs" / "infra" / "local.toml"
 IDLE_BOX = {"gpus": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 4, "disk_gb": 10, "timeout_hours": 1}
-_SCHEMA = {"compute": str, "models": str, "large_from_gpu_memory_gb": int, "kubernetes": dict, "batch": dict,
-           "secrets": list, "trigger_event": str, "output_root": str}
-_KUBERNETES = {"image": str, "service_account": str, "node_selector": dict, "tolerations": list,
-               "secrets": list, "gpu_node_selector": dict}
+_SCHEMA = {
+    "compute": str,
+    "models": str,
+    "large_from_gpu_memory_gb": int,
+    "kubernetes": dict,
+    "batch": dict,
+    "secrets": list,
+    "trigger_event": str,
+    "output_root": str,
+}
+_KUBERNETES = {
+    "image": str,
+    "service_account": str,
+    "node_selector": dict,
+    "tolerations": list,
+    "secrets": list,
+    "gpu_node_selector": dict,
+}
 _BATCH = {"image": str, "queue": str, "iam_role": str}
 _REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
 
@@ -96,19 +110,20 @@ def validate_infra(infra: dict) -> dict:
                 raise InfraError(f"infra config: [{table}] '{key}' must be {schema[key].__name__}, got {value!r}")
     unknown = set(infra.get("kubernetes", {}).get("gpu_node_selector", {})) - set(CLASSES)
     if unknown:
-        raise InfraError(f"infra config: [kubernetes.gpu_node_selector] unknown size class(es) {', '.join(sorted(unknown))}")
+        raise InfraError(
+            f"infra config: [kubernetes.gpu_node_selector] unknown size class(es) {', '.join(sorted(unknown))}"
+        )
     infra.setdefault("output_root", "runs")  # the flow's --output-root default
     if infra.get("trigger_event") and infra["compute"] == "batch":
-        raise InfraError("infra config: trigger_event needs Argo Workflows (compute = \"kubernetes\"); "
-                         "Step Functions refuses @trigger")
+        raise InfraError(
+            'infra config: trigger_event needs Argo Workflows (compute = "kubernetes"); Step Functions refuses @trigger'
+        )
     return infra
 
 
 def load_infra(path: str | Path = DEFAULT_INFRA) -> dict:
     """A validated infra file, without `check_environment`: reading a config needs no cluster settings."""
     return validate_infra(_read(Path(path).read_text(encoding="utf-8")))
-
-
 
 
 def aws_problems() -> list[str]:
@@ -129,8 +144,10 @@ def aws_problems() -> list[str]:
         ignored = "; boto3 does not read AWS_REGION" if os.environ.get("AWS_REGION") else ""
         problems.append(f"no AWS region — set AWS_DEFAULT_REGION (or region in ~/.aws/config{ignored})")
     if session.get_credentials() is None:
-        problems.append("no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                        "(or AWS_PROFILE, or run `aws configure`)")
+        problems.append(
+            "no AWS credentials — set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE, or run `aws configure`)"
+        )
     return problems
 
 
@@ -138,8 +155,10 @@ def check_output_root(infra: dict, output_root: str) -> None:
     """Remote tasks each run in their own container: the splits `start` writes and the adapters the fine-tunes
     write must be where every container reads them, not in a folder of one container."""
     if infra["compute"] != "local" and not storage.is_s3(output_root):
-        raise InfraError(f"--output-root {output_root!r} is a local folder, but compute = \"{infra['compute']}\" runs each "
-                         "task in its own container: give an s3:// prefix (--output-root, or output_root in the infra config)")
+        raise InfraError(
+            f'--output-root {output_root!r} is a local folder, but compute = "{infra["compute"]}" runs each '
+            "task in its own container: give an s3:// prefix (--output-root, or output_root in the infra config)"
+        )
 
 
 # What a remote task can read the run's artifacts and code package from (Metaflow's own rule per decorator).
@@ -189,9 +208,11 @@ def environment_problems(infra: dict, argv: list[str] | None = None) -> list[str
         problems.append("no Batch job queue — set [batch] queue in the infra config (or METAFLOW_BATCH_JOB_QUEUE)")
     store = datastore(argv)
     if store not in REMOTE_DATASTORES[kind]:
-        problems.append(f"Metaflow's datastore is {store!r}, which a remote task cannot read — set "
-                        f"METAFLOW_DEFAULT_DATASTORE=s3 and METAFLOW_DATASTORE_SYSROOT_S3=s3://<bucket>/metaflow "
-                        f"(or run `metaflow configure aws`)")
+        problems.append(
+            f"Metaflow's datastore is {store!r}, which a remote task cannot read — set "
+            f"METAFLOW_DEFAULT_DATASTORE=s3 and METAFLOW_DATASTORE_SYSROOT_S3=s3://<bucket>/metaflow "
+            f"(or run `metaflow configure aws`)"
+        )
     elif store == "s3" and not _metaflow_setting("DATASTORE_SYSROOT_S3"):
         problems.append("no S3 datastore root — set METAFLOW_DATASTORE_SYSROOT_S3=s3://<bucket>/metaflow")
     if kind == "batch":
@@ -210,7 +231,9 @@ def check_environment(infra: dict, argv: list[str] | None = None) -> dict:
         return infra
     problems = environment_problems(infra, argv)
     if problems:
-        raise InfraError(f"infra config: compute = \"{infra['compute']}\" cannot launch from here: " + "; ".join(problems))
+        raise InfraError(
+            f'infra config: compute = "{infra["compute"]}" cannot launch from here: ' + "; ".join(problems)
+        )
     return infra
 
 
@@ -280,8 +303,10 @@ def _misfit(item: dict, box: dict) -> str | None:
     if not short:
         return None
     wanted = ", ".join(f"{key} {need[key]} > {box[key]}" for key in short)
-    return (f"this deployment's box is too small ({wanted}); the deployment was sized for another roster "
-            f"selection: redeploy with this model in the infra config's `models`")
+    return (
+        f"this deployment's box is too small ({wanted}); the deployment was sized for another roster "
+        f"selection: redeploy with this model in the infra config's `models`"
+    )
 
 
 def assign(items: list[dict], infra: dict, deployed: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:

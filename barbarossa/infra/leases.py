@@ -92,8 +92,13 @@ def inventory() -> list[Gpu]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(Gpu(i, round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1),
-                            name.decode() if isinstance(name, bytes) else name))
+            gpus.append(
+                Gpu(
+                    i,
+                    round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1),
+                    name.decode() if isinstance(name, bytes) else name,
+                )
+            )
         return gpus
     finally:
         pynvml.nvmlShutdown()
@@ -128,7 +133,7 @@ def _live(folder: Path, suffix: str) -> list[dict]:
 
 def _hold(path: Path, record: dict):
     """Create `path` with `record`, locked by this process until the handle closes (or the process dies)."""
-    handle = open(path, "w")
+    handle = open(path, "w")  # noqa: SIM115  (the handle holds the lock: the caller closes it)
     fcntl.flock(handle, fcntl.LOCK_EX)
     handle.write(json.dumps(record))
     handle.flush()
@@ -176,8 +181,13 @@ class Lease:
     waited_s: float
 
     def as_dict(self) -> dict:
-        return {"gpu": self.gpu.index, "gpu_name": self.gpu.name, "gpu_memory_gb": self.gpu.memory_gb,
-                "lease_gb": self.gb, "waited_s": round(self.waited_s, 1)}
+        return {
+            "gpu": self.gpu.index,
+            "gpu_name": self.gpu.name,
+            "gpu_memory_gb": self.gpu.memory_gb,
+            "lease_gb": self.gb,
+            "waited_s": round(self.waited_s, 1),
+        }
 
 
 @contextlib.contextmanager
@@ -212,16 +222,21 @@ def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None
             if handle is None:
                 if not said:
                     free = free_memory(gpus, leases)
-                    log(f"{label}: waiting for {gb:.1f} GB on a GPU (free now: "
-                        + ", ".join(f"GPU {i} {f:.1f} GB" for i, f in free.items()) + ")")
+                    log(
+                        f"{label}: waiting for {gb:.1f} GB on a GPU (free now: "
+                        + ", ".join(f"GPU {i} {f:.1f} GB" for i, f in free.items())
+                        + ")"
+                    )
                     said = True
                 time.sleep(poll)
         ticket.close()
         (folder / f"{me['id']}.waiting").unlink(missing_ok=True)
         gpu = next(g for g in gpus if g.index == index)
         lease = Lease(gpu, gb, time.time() - started)
-        log(f"{label}: leased {gb:.1f} GB of GPU {gpu.index} ({gpu.name}, {gpu.memory_gb:.0f} GB)"
-            + (f" after waiting {lease.waited_s:.0f} s" if said else ""))
+        log(
+            f"{label}: leased {gb:.1f} GB of GPU {gpu.index} ({gpu.name}, {gpu.memory_gb:.0f} GB)"
+            + (f" after waiting {lease.waited_s:.0f} s" if said else "")
+        )
         saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", BUDGET_ENV)}
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
         os.environ[BUDGET_ENV] = f"{gb:.3f}"

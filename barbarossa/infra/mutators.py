@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from metaflow import FlowMutator
 
-from barbarossa.infra import compute
 from barbarossa.config import PROJECT_ROOT
+from barbarossa.infra import compute
 
 
 class FollowInfra(FlowMutator):
@@ -31,8 +31,9 @@ class FollowInfra(FlowMutator):
             step.add_decorator("resources", deco_kwargs=compute.resources_kwargs(box), duplicates=step.OVERRIDE)
             step.add_decorator("timeout", deco_kwargs=compute.timeout_kwargs(box), duplicates=step.OVERRIDE)
         release = mutable_flow.release
-        release.add_decorator("resources", deco_kwargs=compute.resources_kwargs(compute.release_box(boxes)),
-                              duplicates=release.OVERRIDE)
+        release.add_decorator(
+            "resources", deco_kwargs=compute.resources_kwargs(compute.release_box(boxes)), duplicates=release.OVERRIDE
+        )
         for name, step in mutable_flow.steps:
             backend = compute.compute_decorator(infra, name.removeprefix("tune_") if name.startswith("tune_") else None)
             if backend:
@@ -64,6 +65,11 @@ class ShipLibrary(FlowMutator):
 def shipped_files():
     """The library's sources and the data files it reads at run time (all under the project root; the GPU checks
     calibrate the plan's MFU)."""
-    for pattern in ("barbarossa/**/*.py", "configs/**/*.toml", "data/*.jsonl", "data/benchmarks/**/*.*",
-                    "benchmarks/results/gpu-check-*.json"):
+    for pattern in (
+        "barbarossa/**/*.py",
+        "configs/**/*.toml",
+        "data/*.jsonl",
+        "data/benchmarks/**/*.*",
+        "benchmarks/results/gpu-check-*.json",
+    ):
         yield from sorted(PROJECT_ROOT.glob(pattern))

@@ -21,7 +21,9 @@ def wheel_file(spec: str) -> Path:
     module, _, filename = spec.partition("/")
     found = importlib.util.find_spec(module)  # locate without importing: the module may need extras
     if found is None or not found.submodule_search_locations:
-        raise FileNotFoundError(f"package {module!r} is not installed (pip install --no-deps {module.replace('_', '-')})")
+        raise FileNotFoundError(
+            f"package {module!r} is not installed (pip install --no-deps {module.replace('_', '-')})"
+        )
     path = Path(list(found.submodule_search_locations)[0]) / filename
     if not path.exists():
         raise FileNotFoundError(f"{path} not found in the installed {module!r} package")
@@ -68,7 +70,9 @@ def resolve(source: str, revision: str | None = None) -> Path:
     path = Path(source).expanduser()
     if (path / "config.json").exists():
         return path
-    raise FileNotFoundError(f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'")
+    raise FileNotFoundError(
+        f"model source {source!r}: not a model folder, 'hf:<id>', 'tiny:<family>' or 'wheel-gguf:<module>/<file>'"
+    )
 
 
 def load_base(base: dict, runtime=None):
@@ -112,9 +116,10 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
 
     Weights go straight to the device in their final dtype (no fp32 copy in
     host memory first). An attention kernel the architecture does not support
-    (flex_attention on GPT-2, sdpa on BLOOM, MPT, ...) falls back to sdpa, then eager; `model.config._attn_implementation`
-    says what runs. `remote_code` comes from the roster entry, which the
-    registry has already checked (opted in, revision pinned).
+    (flex_attention on GPT-2, sdpa on BLOOM, MPT, ...) falls back to sdpa, then
+    eager; `model.config._attn_implementation` says what runs. `remote_code`
+    comes from the roster entry, which the registry has already checked (opted
+    in, revision pinned).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -127,8 +132,11 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=runtime.autocast_dtype)
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=runtime.autocast_dtype,
+            )
     attention = runtime.attention if runtime else None
     fallbacks = list(dict.fromkeys((attention, "sdpa", "eager"))) if attention else [None]
     for tried in fallbacks:  # the decision's kernel, else SDPA, else eager: the first the architecture supports

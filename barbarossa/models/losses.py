@@ -25,14 +25,17 @@ def response_token_losses(model, hidden, labels, targets=None):
     `targets` (from `target_positions`, found before the batch went to the
     device) saves the device sync that finding them there would cost.
     """
-    import torch.nn.functional as F
-
     import torch
+    import torch.nn.functional as F
 
     if targets is None:
         targets = target_positions(labels)
     at = targets + targets // (labels.shape[1] - 1)  # (row, col) of labels[:, 1:] → flat index of hidden / labels
-    head, kept, wanted = model.get_output_embeddings(), hidden.reshape(-1, hidden.shape[-1])[at], labels.reshape(-1)[at + 1]
+    head, kept, wanted = (
+        model.get_output_embeddings(),
+        hidden.reshape(-1, hidden.shape[-1])[at],
+        labels.reshape(-1)[at + 1],
+    )
     fused = kernels.fused_linear_cross_entropy(model)
     if fused is not None and torch.is_grad_enabled() and head.bias is None:  # training: no logits in memory
         return fused(head.weight, kept, wanted)
@@ -40,12 +43,18 @@ def response_token_losses(model, hidden, labels, targets=None):
 
 
 def padded_token_losses(model, batch: dict):
-    """Per-token cross-entropy of a right-padded causal batch, the LM head applied only where a response token follows."""
+    """Per-token cross-entropy of a right-padded causal batch, the LM head applied only where a response token
+    follows."""
     import torch
 
     labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device),
+    )
     return response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))
 
 
@@ -54,6 +63,11 @@ def packed_token_losses(model, batch: dict):
     import torch
 
     labels = batch["labels"]
-    out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False,
-                output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device))
+    out = model(
+        input_ids=batch["input_ids"],
+        position_ids=batch["position_ids"],
+        use_cache=False,
+        output_hidden_states=True,
+        logits_to_keep=torch.empty(0, dtype=torch.long, device=labels.device),
+    )
     return response_token_losses(model, out.hidden_states[-1], labels, batch.get("targets"))

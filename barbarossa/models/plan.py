@@ -80,6 +80,7 @@ def shape_of(params: float, vocab: int = 50_000) -> Shape:
 
 def shape_from_config(config: dict, params: float) -> Shape:
     """The dimensions of a transformers config.json (the names differ by family)."""
+
     def first(*keys, default=None):
         for key in keys:
             if config.get(key) is not None:
@@ -103,8 +104,9 @@ def lora_params(shape: Shape, targets, r: int) -> int:
     return per_layer * shape.layers
 
 
-def activation_bytes_per_token(shape: Shape, family: str, targets, dropout: float, length: int, checkpointing: bool,
-                               quantized: bool = False) -> float:
+def activation_bytes_per_token(
+    shape: Shape, family: str, targets, dropout: float, length: int, checkpointing: bool, quantized: bool = False
+) -> float:
     """Bytes autograd keeps per token for the backward pass, over all layers.
 
     k-bit preparation (QLoRA) upcasts the embeddings and norms to fp32, so the
@@ -123,8 +125,18 @@ def activation_bytes_per_token(shape: Shape, family: str, targets, dropout: floa
     return layer * shape.layers
 
 
-def memory_parts(shape: Shape, family: str, *, batch: int, length: int, supervised: int, weight_dtype: str,
-                 quantization: str, checkpointing: bool, lora: dict) -> dict:
+def memory_parts(
+    shape: Shape,
+    family: str,
+    *,
+    batch: int,
+    length: int,
+    supervised: int,
+    weight_dtype: str,
+    quantization: str,
+    checkpointing: bool,
+    lora: dict,
+) -> dict:
     """GB per component for one micro-batch of `batch` × `length` tokens, `supervised` of them response tokens."""
     bytes_per = {"bf16": 2, "fp16": 2, "fp32": 4}[weight_dtype]
     embeddings = shape.vocab * shape.hidden * 2  # input embeddings + LM head (counted untied: the worst case)
@@ -133,23 +145,47 @@ def memory_parts(shape: Shape, family: str, *, batch: int, length: int, supervis
     else:
         weights = shape.params * bytes_per
     trainable = lora_params(shape, lora.get("targets", "attention"), lora.get("r", 16))
-    activations = batch * length * activation_bytes_per_token(
-        shape, family, lora.get("targets", "attention"), lora.get("dropout", 0.0), length, checkpointing,
-        quantized=quantization == "nf4")
+    activations = (
+        batch
+        * length
+        * activation_bytes_per_token(
+            shape,
+            family,
+            lora.get("targets", "attention"),
+            lora.get("dropout", 0.0),
+            length,
+            checkpointing,
+            quantized=quantization == "nf4",
+        )
+    )
     logits = supervised * shape.vocab * LOGIT_BYTES
-    parts = {"weights": weights, "lora_and_optimizer": trainable * OPTIMIZER_BYTES, "activations": activations,
-             "logits": logits}
+    parts = {
+        "weights": weights,
+        "lora_and_optimizer": trainable * OPTIMIZER_BYTES,
+        "activations": activations,
+        "logits": logits,
+    }
     return {key: round(value / 1e9, 3) for key, value in parts.items()}
 
 
 def need_fn(shape: Shape, family: str, train: dict, lora: dict, length: int):
-    """`runtime.decide`'s memory_need: total GB (with CUDA context) for a dtype / quantisation / checkpointing choice."""
+    """`runtime.decide`'s memory_need: total GB (with CUDA context) for a dtype / quantisation / checkpointing
+    choice."""
     batch = train["batch_size"]
     supervised = int(batch * length * RESPONSE_SHARE)
 
     def need(weight_dtype: str, quantization: str, checkpointing: bool) -> float:
-        parts = memory_parts(shape, family, batch=batch, length=length, supervised=supervised,
-                             weight_dtype=weight_dtype, quantization=quantization, checkpointing=checkpointing, lora=lora)
+        parts = memory_parts(
+            shape,
+            family,
+            batch=batch,
+            length=length,
+            supervised=supervised,
+            weight_dtype=weight_dtype,
+            quantization=quantization,
+            checkpointing=checkpointing,
+            lora=lora,
+        )
         return sum(parts.values()) + CONTEXT_GB
 
     return need
@@ -170,8 +206,13 @@ def fits_label(decision: runtime.Runtime, need_gb: float, budget_gb: float) -> s
     return label + (" + checkpointing" if decision.gradient_checkpointing else "")
 
 
-def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | None = None,
-                   calibrated: "schedule.Calibration | None" = None) -> dict:
+def candidate_plan(
+    candidate: Candidate,
+    train: dict,
+    gpu: str,
+    shape: Shape | None = None,
+    calibrated: schedule.Calibration | None = None,
+) -> dict:
     peak_tflops = GPUS.get(gpu, (0,))[0]
     base = candidate.base
     cfg = {**train, **candidate.train}
@@ -203,8 +244,9 @@ def candidate_plan(candidate: Candidate, train: dict, gpu: str, shape: Shape | N
     }
 
 
-def build(candidates: list[Candidate], train: dict, gpu: str = "A100-80GB",
-          calibrated: "schedule.Calibration | None" = None) -> dict:
+def build(
+    candidates: list[Candidate], train: dict, gpu: str = "A100-80GB", calibrated: schedule.Calibration | None = None
+) -> dict:
     """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step.
 
     `calibrated`: MFU per model size measured by `make gpu-check` (schedule.calibration()); else MFU is assumed.
@@ -219,30 +261,45 @@ def build(candidates: list[Candidate], train: dict, gpu: str = "A100-80GB",
         "total_gpu_hours": round(sum(r["gpu_hours"] for r in rows), 2),
         "not_fitting": [r["name"] for r in rows if r["fits"] == "no"],
         "early_stopping_saving": early_stopping_saving(train),
-        "assumptions": ASSUMPTIONS.replace(f"MFU {MFU:.0%} of the GPU's bf16 dense peak",
-                                           calibrated.describe() + " (of the GPU's bf16 dense peak)")
-                       if calibrated else ASSUMPTIONS,
+        "assumptions": ASSUMPTIONS.replace(
+            f"MFU {MFU:.0%} of the GPU's bf16 dense peak", calibrated.describe() + " (of the GPU's bf16 dense peak)"
+        )
+        if calibrated
+        else ASSUMPTIONS,
     }
 
 
 def refusals(result: dict) -> dict[str, str]:
     """{candidate: reason} for every candidate the trainer could not run on the planned GPU."""
-    return {row["name"]: (f"does not fit the {row['gpu']} box ({min(row['declared_gpu_gb'], GPUS[row['gpu']][1])} GB): "
-                          f"{row['runtime']['why'] or 'needs ' + str(row['planned_gb']) + ' GB'}")
-            for row in result["rows"] if row["fits"] == "no"}
+    return {
+        row["name"]: (
+            f"does not fit the {row['gpu']} box ({min(row['declared_gpu_gb'], GPUS[row['gpu']][1])} GB): "
+            f"{row['runtime']['why'] or 'needs ' + str(row['planned_gb']) + ' GB'}"
+        )
+        for row in result["rows"]
+        if row["fits"] == "no"
+    }
 
 
 def describe(row: dict) -> list[str]:
     """Cells for a console table."""
-    return [row["name"], format_params(row["params"]), f"{row['tokens']:,}", f"{row['gpu_hours']:.2f}",
-            f"{row['lora_gb']:.1f}", f"{row['qlora_gb']:.1f}", f"{row['planned_gb']:.1f}", str(row["declared_gpu_gb"]),
-            row["fits"]]
+    return [
+        row["name"],
+        format_params(row["params"]),
+        f"{row['tokens']:,}",
+        f"{row['gpu_hours']:.2f}",
+        f"{row['lora_gb']:.1f}",
+        f"{row['qlora_gb']:.1f}",
+        f"{row['planned_gb']:.1f}",
+        str(row["declared_gpu_gb"]),
+        row["fits"],
+    ]
 
 
 def params_from_config(config: dict) -> float:
     """A parameter count when the roster entry gives none (12·L·d² + embeddings)."""
     shape = shape_from_config(config, 0)
-    return 12 * shape.layers * shape.hidden ** 2 + 2 * shape.vocab * shape.hidden
+    return 12 * shape.layers * shape.hidden**2 + 2 * shape.vocab * shape.hidden
 
 
 def early_stopping_saving(train: dict) -> list[float] | None:

@@ -134,12 +134,16 @@ def _base(entry: dict, where: str) -> Base:
     name = values["name"]
     family = FAMILIES.get(values["family"])
     if family is None:
-        raise RosterError(f"{where}: base {name!r}: unknown family {values['family']!r}; known: {', '.join(sorted(FAMILIES))}")
+        raise RosterError(
+            f"{where}: base {name!r}: unknown family {values['family']!r}; known: {', '.join(sorted(FAMILIES))}"
+        )
     if values["certainty"] not in CERTAINTY:
         raise RosterError(f"{where}: base {name!r}: certainty must be one of {', '.join(CERTAINTY)}")
     values.setdefault("task", family.task)
     if values["task"] != family.task:
-        raise RosterError(f"{where}: base {name!r}: task {values['task']!r} does not match family {family.name!r} ({family.task})")
+        raise RosterError(
+            f"{where}: base {name!r}: task {values['task']!r} does not match family {family.name!r} ({family.task})"
+        )
     for key, parse in (("params", parse_params), ("resources", lambda table: Resources(**table))):
         try:
             values[key] = parse(values.get(key, {}))
@@ -199,14 +203,18 @@ def all_rosters() -> dict[str, Roster]:
     folder = rosters_dir()
     files = sorted(folder.glob("*.toml"))
     if not files:  # an installed package with no checkout around it, and BARBAROSSA_HOME not set
-        raise RosterError(f"no roster files in {folder}: run from a checkout, or set BARBAROSSA_HOME to a folder "
-                          "holding configs/ and data/ (the image sets /opt/barbarossa)")
+        raise RosterError(
+            f"no roster files in {folder}: run from a checkout, or set BARBAROSSA_HOME to a folder "
+            "holding configs/ and data/ (the image sets /opt/barbarossa)"
+        )
     rosters = {p.stem: load_roster(p) for p in files}
     seen: dict[str, str] = {}
     for roster_name, roster in rosters.items():
         for c in roster.candidates:
             if c.name in seen:
-                raise RosterError(f"candidate {c.name!r} is declared in both {seen[c.name]!r} and {roster_name!r} rosters")
+                raise RosterError(
+                    f"candidate {c.name!r} is declared in both {seen[c.name]!r} and {roster_name!r} rosters"
+                )
             seen[c.name] = roster_name
     return rosters
 
@@ -270,8 +278,10 @@ def refusal(base: Base) -> str | None:
     """
     from_hub = base.source.startswith("hf:")
     if base.remote_code and from_hub and not (base.revision and _SHA.match(base.revision)):
-        return (f"{base.name} needs remote code (trust_remote_code) but its roster entry pins no commit; "
-                f"set revision = \"<40-hex commit sha>\" for {base.source} after reviewing that code")
+        return (
+            f"{base.name} needs remote code (trust_remote_code) but its roster entry pins no commit; "
+            f'set revision = "<40-hex commit sha>" for {base.source} after reviewing that code'
+        )
     if FAMILIES[base.family].remote_code and not base.remote_code:
         return f"{base.name}: family {base.family!r} needs remote code; set remote_code = true and pin a revision"
     return None
@@ -280,8 +290,11 @@ def refusal(base: Base) -> str | None:
 def runnable(items: list[dict]) -> tuple[list[dict], list[dict]]:
     """(items that may run, refused results) — refused before any compute is spent."""
     allowed = [item for item in items if not item["refusal"]]
-    refused = [{"item": item, "train": None, "metrics": None, "error": f"refused: {item['refusal']}"}
-               for item in items if item["refusal"]]
+    refused = [
+        {"item": item, "train": None, "metrics": None, "error": f"refused: {item['refusal']}"}
+        for item in items
+        if item["refusal"]
+    ]
     if not allowed:
         raise NothingToRun(nothing_to_run(items))
     return allowed, refused
@@ -294,7 +307,8 @@ def nothing_to_run(items: list[dict]) -> str:
         name = item["name"] if item["kind"] == "candidate" else f"its untuned base {item['name']}"
         by_reason.setdefault(" ".join(item["refusal"].split()), []).append(name)
     return "every selected model was refused — " + "; ".join(
-        f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+        f"{', '.join(names)}: {reason}" for reason, names in by_reason.items()
+    )
 
 
 def work_items(candidates: list[Candidate]) -> list[dict]:
@@ -303,10 +317,21 @@ def work_items(candidates: list[Candidate]) -> list[dict]:
     Items are plain dicts so they travel as small Metaflow artifacts.
     """
     bases = {c.base.name: c.base for c in candidates}
-    items = [{"name": b.name, "kind": "baseline", "base": asdict(b), "lora": None, "refusal": refusal(b)}
-             for b in bases.values()]
-    items += [{"name": c.name, "kind": "candidate", "base": asdict(c.base), "lora": asdict(c.lora), "train": c.train,
-               "refusal": refusal(c.base)} for c in candidates]
+    items = [
+        {"name": b.name, "kind": "baseline", "base": asdict(b), "lora": None, "refusal": refusal(b)}
+        for b in bases.values()
+    ]
+    items += [
+        {
+            "name": c.name,
+            "kind": "candidate",
+            "base": asdict(c.base),
+            "lora": asdict(c.lora),
+            "train": c.train,
+            "refusal": refusal(c.base),
+        }
+        for c in candidates
+    ]
     return items
 
 

@@ -39,11 +39,9 @@ Rules, and why:
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
-
 import importlib.util
-from dataclasses import field
+import os
+from dataclasses import asdict, dataclass, field
 
 from barbarossa.config import ADAPTER_DTYPES, ATTENTIONS, CHECKPOINTING, COMPILE, KERNELS, PRECISIONS, QUANTIZATIONS
 
@@ -107,8 +105,12 @@ def probe() -> Hardware:
         props = torch.cuda.get_device_properties(0)
         memory = round(props.total_memory / 1e9, 1)
         leased = os.environ.get("BARBAROSSA_GPU_BUDGET_GB")  # a local task shares its GPU: its lease is its budget
-        return Hardware("cuda", props.name, min(memory, float(leased)) if leased else memory,
-                        torch.cuda.is_bf16_supported(including_emulation=False))
+        return Hardware(
+            "cuda",
+            props.name,
+            min(memory, float(leased)) if leased else memory,
+            torch.cuda.is_bf16_supported(including_emulation=False),
+        )
     cpu = torch.cpu
     native = any(getattr(cpu, p, lambda: False)() for p in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
@@ -142,7 +144,7 @@ def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runti
     if quant not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
     if checkpointing not in CHECKPOINTING:
-        raise ValueError(f"gradient_checkpointing must be true, false or \"auto\", got {checkpointing!r}")
+        raise ValueError(f'gradient_checkpointing must be true, false or "auto", got {checkpointing!r}')
     if quant != "none" and family.task != "causal":
         if quant == "nf4":
             raise ValueError(f"{base['name']}: 4-bit training is supported for causal families only, not {family.name}")
@@ -205,8 +207,10 @@ def _attention(requested: str, hardware: Hardware, family, cfg: dict, not_taken:
     if not packs or not family.varlen_attention:
         return "sdpa"
     if hardware.device != "cuda":
-        not_taken["attention"] = ("flex_attention / flash_attention_2 need CUDA (FlexAttention has no backward on a "
-                                  "CPU): SDPA with a dense block mask per packed row")
+        not_taken["attention"] = (
+            "flex_attention / flash_attention_2 need CUDA (FlexAttention has no backward on a "
+            "CPU): SDPA with a dense block mask per packed row"
+        )
         return "sdpa"
     if "flash_attention_2" in family.varlen_attention and installed("flash_attn"):
         return "flash_attention_2"
@@ -221,7 +225,9 @@ def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict)
     if _choice(requested, COMPILE, "compile") != "auto":
         return bool(requested)
     if hardware.device != "cuda":
-        not_taken["compile"] = "off on a CPU: compiling costs more than a short CPU run saves (compile = true forces it)"
+        not_taken["compile"] = (
+            "off on a CPU: compiling costs more than a short CPU run saves (compile = true forces it)"
+        )
         return False
     if family.remote_code:
         not_taken["compile"] = f"{family.name} runs the hub's own code: not compiled"
@@ -236,12 +242,14 @@ def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str
     """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed."""
     if _choice(requested, KERNELS, "kernels") == "torch":
         return "torch"
-    reasons = [(not family.liger, f"Liger has no kernels for {family.name}"),
-               (hardware.device != "cuda", "Liger's kernels are Triton: CUDA only"),
-               (not installed("liger_kernel"), "liger-kernel is not installed")]
+    reasons = [
+        (not family.liger, f"Liger has no kernels for {family.name}"),
+        (hardware.device != "cuda", "Liger's kernels are Triton: CUDA only"),
+        (not installed("liger_kernel"), "liger-kernel is not installed"),
+    ]
     reason = next((why for missing, why in reasons if missing), "")
     if reason and requested == "liger":
-        raise ValueError(f"kernels = \"liger\" cannot run here: {reason}")
+        raise ValueError(f'kernels = "liger" cannot run here: {reason}')
     if reason:
         not_taken["kernels"] = reason
         return "torch"
@@ -261,9 +269,15 @@ def _fit(need, dtype: str, quant, checkpointing, budget: float) -> tuple[str, bo
     for q in quants:
         for c in checks:
             gb = need(dtype, q, c)
-            tried.append(f"{'QLoRA nf4' if q == 'nf4' else dtype + ' LoRA'}{' + checkpointing' if c else ''} {gb:.1f} GB")
+            tried.append(
+                f"{'QLoRA nf4' if q == 'nf4' else dtype + ' LoRA'}{' + checkpointing' if c else ''} {gb:.1f} GB"
+            )
             if gb <= budget:
-                return q, c, f"{tried[-1]} fits {budget:.0f} GB" + (f" (not: {'; '.join(tried[:-1])})" if tried[:-1] else "")
+                return (
+                    q,
+                    c,
+                    f"{tried[-1]} fits {budget:.0f} GB" + (f" (not: {'; '.join(tried[:-1])})" if tried[:-1] else ""),
+                )
     return quants[-1], checks[-1], f"nothing fits {budget:.0f} GB: {'; '.join(tried)}"
 
 

@@ -37,8 +37,10 @@ class Calibration:
     def describe(self) -> str:
         points = ", ".join(f"{_size(p)} {m:.1%}" for p, m in self.lora)
         extra = f"; QLoRA {', '.join(f'{_size(p)} {m:.1%}' for p, m in self.qlora)}" if self.qlora else ""
-        return (f"MFU measured by make gpu-check ({self.source}): LoRA {points}{extra}, interpolated in log(params), "
-                f"clamped outside, assumed the same on other GPUs")
+        return (
+            f"MFU measured by make gpu-check ({self.source}): LoRA {points}{extra}, interpolated in log(params), "
+            f"clamped outside, assumed the same on other GPUs"
+        )
 
 
 def _size(params: float) -> str:
@@ -92,8 +94,7 @@ def wall_clock(rows: list[dict], count: int, memory_gb: float, ceiling: float) -
     when alone. Rows start longest first, each on the GPU where its lease fits most tightly; on one GPU
     the running rows progress at min(1, ceiling / Σ their MFU) of their solo speed.
     """
-    waiting = sorted((r for r in rows if r.get("fits") != "no" and r["gpu_hours"] > 0),
-                     key=lambda r: -r["gpu_hours"])
+    waiting = sorted((r for r in rows if r.get("fits") != "no" and r["gpu_hours"] > 0), key=lambda r: -r["gpu_hours"])
     running: list[list] = [[] for _ in range(count)]  # per GPU: [remaining solo hours, lease GB, mfu]
     now = busy = 0.0
     while waiting or any(running):
@@ -114,5 +115,9 @@ def wall_clock(rows: list[dict], count: int, memory_gb: float, ceiling: float) -
             for r in gpu:
                 r[0] -= step * rate
             gpu[:] = [r for r in gpu if r[0] > 1e-9]
-    return {"gpus": count, "wall_hours": round(now, 3), "busy_gpu_hours": round(busy, 3),
-            "work_gpu_hours": round(sum(r["gpu_hours"] for r in rows if r.get("fits") != "no"), 3)}
+    return {
+        "gpus": count,
+        "wall_hours": round(now, 3),
+        "busy_gpu_hours": round(busy, 3),
+        "work_gpu_hours": round(sum(r["gpu_hours"] for r in rows if r.get("fits") != "no"), 3),
+    }

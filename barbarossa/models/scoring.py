@@ -44,13 +44,25 @@ def _batch_token_losses(model, batch: dict, task: str):
     if task == "causal":
         return losses.padded_token_losses(model, batch)
     logits = model(**batch).logits.float()  # seq2seq: every decoder position is a response token
-    token_losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"].reshape(-1),
-                                                     ignore_index=prompts.IGNORE_INDEX, reduction="none")
+    token_losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        batch["labels"].reshape(-1),
+        ignore_index=prompts.IGNORE_INDEX,
+        reduction="none",
+    )
     return token_losses[batch["labels"].reshape(-1) != prompts.IGNORE_INDEX]
 
 
-def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_size: int,
-                 decision: runtime.Runtime | None = None, template=None, share_prompts: bool = False) -> dict[str, list]:
+def response_nll(
+    model,
+    tokenizer,
+    records: list[dict],
+    max_length: int,
+    batch_size: int,
+    decision: runtime.Runtime | None = None,
+    template=None,
+    share_prompts: bool = False,
+) -> dict[str, list]:
     """Per record, in record order: response NLL in nats (EOS included), tokens scored, and the
     reference's UTF-8 bytes when its whole response (and EOS) was scored, else 0 (see module docstring).
     Prompts are rendered in `template` (a prompts.Template or a language pack; None: the default pack's).
@@ -74,16 +86,18 @@ def response_nll(model, tokenizer, records: list[dict], max_length: int, batch_s
     kept = [i for i, e in enumerate(examples) if e]
     order = kept if shared else sorted(kept, key=lambda i: len(examples[i]["input_ids"]))
     device = device_of(model)
-    with torch.no_grad(), (runtime.autocast(decision) if decision else contextlib.nullcontext()):
+    with torch.no_grad(), runtime.autocast(decision) if decision else contextlib.nullcontext():
         for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
+            chunk = order[start : start + batch_size]
             if shared:
                 batch = sharing.shared_prefix_batch([examples[i] for i in chunk], tokenizer.pad_token_id)
                 chunk = [chunk[row] for part in batch["chunks"] for row in part["rows"]]  # the order losses come in
                 token_losses = sharing.shared_prefix_losses(model, batch)
             else:
-                batch = {k: v.to(device) for k, v in prompts.pad_batch([examples[i] for i in chunk],
-                                                                        tokenizer.pad_token_id).items()}
+                batch = {
+                    k: v.to(device)
+                    for k, v in prompts.pad_batch([examples[i] for i in chunk], tokenizer.pad_token_id).items()
+                }
                 token_losses = _batch_token_losses(model, batch, task)
             counts = [_scored_tokens(examples[i], task) for i in chunk]
             for i, total, count in zip(chunk, row_sums(token_losses, counts), counts):

@@ -82,7 +82,7 @@ def length_chunks(lengths: list[int], call_cost: int = CALL_COST) -> list[list[i
                 best[end], start[end] = cost, first
     chunks, end = [], n
     while end:
-        chunks.append(order[start[end]:end])
+        chunks.append(order[start[end] : end])
         end = start[end]
     return chunks[::-1]
 
@@ -95,8 +95,10 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     """
     seqs = [e["input_ids"] for e in examples]
     # the position that predicts the first response token must run in the chunk call, where the LM head is applied
-    caps = [next((i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX), len(e["labels"])) - 1
-            for e in examples]
+    caps = [
+        next((i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX), len(e["labels"])) - 1
+        for e in examples
+    ]
     groups = [(members, shared) for members, shared in prefix_groups(seqs, caps) if shared]
     group_of = {i: g for g, (members, _) in enumerate(groups) for i in members}
     shared = [groups[group_of[i]][1] if i in group_of else 0 for i in range(len(examples))]
@@ -104,14 +106,16 @@ def shared_prefix_batch(examples: list[dict], pad_id: int, call_cost: int = CALL
     tails = [seq[cut:] for seq, cut in zip(seqs, shared)]
     chunks = []
     for chunk in length_chunks([len(t) for t in tails], call_cost):
-        chunks.append({
-            "input_ids": pad_rows([tails[i] for i in chunk], pad_id),
-            "labels": pad_rows([examples[i]["labels"][shared[i]:] for i in chunk], IGNORE_INDEX),
-            "mask": pad_rows([[1] * len(tails[i]) for i in chunk], 0),
-            "start": [shared[i] for i in chunk],  # position of the first remaining token
-            "group": [group_of.get(i, len(groups)) for i in chunk],  # len(groups): no prefix
-            "rows": list(chunk),  # which examples, in the order their losses come back
-        })
+        chunks.append(
+            {
+                "input_ids": pad_rows([tails[i] for i in chunk], pad_id),
+                "labels": pad_rows([examples[i]["labels"][shared[i] :] for i in chunk], IGNORE_INDEX),
+                "mask": pad_rows([[1] * len(tails[i]) for i in chunk], 0),
+                "start": [shared[i] for i in chunk],  # position of the first remaining token
+                "group": [group_of.get(i, len(groups)) for i in chunk],  # len(groups): no prefix
+                "rows": list(chunk),  # which examples, in the order their losses come back
+            }
+        )
     computed = sum(len(c["input_ids"]) * len(c["input_ids"][0]) for c in chunks)
     if prefixes:
         computed += len(prefixes) * max(len(p) for p in prefixes)
@@ -149,8 +153,13 @@ def shared_prefix_losses(model, batch: dict):
         prefixes = batch["prefixes"]
         prefix_mask = tensor(pad_rows([[1] * len(p) for p in prefixes], 0, "left"))
         positions = tensor(pad_rows([list(range(len(p))) for p in prefixes], 0, "left"))
-        cache = model(input_ids=tensor(pad_rows(prefixes, 0, "left")), attention_mask=prefix_mask,
-                      position_ids=positions, use_cache=True, logits_to_keep=no_logits).cache
+        cache = model(
+            input_ids=tensor(pad_rows(prefixes, 0, "left")),
+            attention_mask=prefix_mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=no_logits,
+        ).cache
         prefix_mask = _with_zero_row(prefix_mask)
         padded_layers = [(_with_zero_row(layer.keys), _with_zero_row(layer.values)) for layer in cache.layers]
     losses = []
@@ -162,7 +171,13 @@ def shared_prefix_losses(model, batch: dict):
             rows = tensor(chunk["group"])
             extra = {"use_cache": True, "cache": _rows_of(cache, padded_layers, rows)}
             mask = torch.cat([prefix_mask[rows], mask], dim=1)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, output_hidden_states=True,
-                    logits_to_keep=no_logits, **extra)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            output_hidden_states=True,
+            logits_to_keep=no_logits,
+            **extra,
+        )
         losses.append(response_token_losses(model, out.hidden_states[-1], labels))
     return torch.cat(losses)

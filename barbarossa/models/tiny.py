@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from barbarossa import languages
-from barbarossa.data import prompts
 from barbarossa.config import PROJECT_ROOT
+from barbarossa.data import prompts
 
 VERSION = 4  # 4: the tokenizer learns every language pack's sample (2048 entries), not only Azerbaijani
 EOS = "<|endoftext|>"
@@ -42,7 +42,10 @@ def build_tokenizer(vocab_size: int = 2048):  # five languages, two scripts: 102
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     core.train_from_iterator(_corpus(), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=EOS, bos_token=EOS)
@@ -54,29 +57,75 @@ def config_for(family: str, vocab_size: int):
 
     common = {"vocab_size": vocab_size, "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
     builders = {
-        "llama": lambda: tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                        tie_word_embeddings=True, **common),
-        "mistral": lambda: tf.MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2,
-                                            max_position_embeddings=512, **common),
+        "llama": lambda: tf.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+            **common,
+        ),
+        "mistral": lambda: tf.MistralConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        ),
         "gpt2": lambda: tf.GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=512, **common),
-        "gpt_neo": lambda: tf.GPTNeoConfig(hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512,
-                                           attention_types=[[["global", "local"], 1]], window_size=64, **common),
-        "gpt_neox": lambda: tf.GPTNeoXConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                             num_attention_heads=4, max_position_embeddings=512, **common),
-        "opt": lambda: tf.OPTConfig(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                                    word_embed_proj_dim=64, max_position_embeddings=512, **common),
+        "gpt_neo": lambda: tf.GPTNeoConfig(
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            max_position_embeddings=512,
+            attention_types=[[["global", "local"], 1]],
+            window_size=64,
+            **common,
+        ),
+        "gpt_neox": lambda: tf.GPTNeoXConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+            **common,
+        ),
+        "opt": lambda: tf.OPTConfig(
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            word_embed_proj_dim=64,
+            max_position_embeddings=512,
+            **common,
+        ),
         "bloom": lambda: tf.BloomConfig(hidden_size=64, n_layer=2, n_head=4, **common),
         "mpt": lambda: tf.MptConfig(d_model=64, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=512, **common),
-        "stablelm": lambda: tf.StableLmConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                              num_attention_heads=4, num_key_value_heads=2,
-                                              max_position_embeddings=512, **common),
-        "t5": lambda: tf.T5Config(d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16,
-                                  decoder_start_token_id=0, **common),
-        "deci": lambda: tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                       **common),
+        "stablelm": lambda: tf.StableLmConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        ),
+        "t5": lambda: tf.T5Config(
+            d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, decoder_start_token_id=0, **common
+        ),
+        "deci": lambda: tf.LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **common,
+        ),
     }
     if family not in builders:
         raise ValueError(f"no tiny config for family {family!r}; known: {', '.join(sorted(builders))}")
@@ -107,12 +156,16 @@ def _as_remote_code_deci(out: Path) -> None:
     (out / "configuration_deci.py").write_text(DECI_CONFIG_PY)
     (out / "modeling_deci.py").write_text(DECI_MODELING_PY)
     config = json.loads((out / "config.json").read_text())
-    config.update({
-        "model_type": "deci",
-        "architectures": ["DeciForCausalLM"],
-        "auto_map": {"AutoConfig": "configuration_deci.DeciConfig",
-                     "AutoModelForCausalLM": "modeling_deci.DeciForCausalLM"},
-    })
+    config.update(
+        {
+            "model_type": "deci",
+            "architectures": ["DeciForCausalLM"],
+            "auto_map": {
+                "AutoConfig": "configuration_deci.DeciConfig",
+                "AutoModelForCausalLM": "modeling_deci.DeciForCausalLM",
+            },
+        }
+    )
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
 

@@ -20,7 +20,7 @@ import glob
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from barbarossa import storage
@@ -93,8 +93,10 @@ def _reason(err: Exception, revision: str | None) -> tuple[str, str]:
     if status in (401, 403):
         return f"access refused ({status})", "set HF_TOKEN to a token that may read it"
     first = (str(err).strip().split(". ")[0].splitlines() or [""])[0][:160]  # its first sentence, not its story
-    return (f"the hub did not serve it and the hub cache does not hold it ({type(err).__name__}: {first})",
-            "run where the hub is reachable")
+    return (
+        f"the hub did not serve it and the hub cache does not hold it ({type(err).__name__}: {first})",
+        "run where the hub is reachable",
+    )
 
 
 def unavailable(base: dict, err: Exception, mirror: str | None = None) -> WeightsUnavailable:
@@ -105,7 +107,8 @@ def unavailable(base: dict, err: Exception, mirror: str | None = None) -> Weight
     which = f"{base['name']} ({base['source']}, " if base.get("name") else f"{base['source']} ("
     return WeightsUnavailable(
         f"weights of {which}revision {revision or 'default branch'}) unavailable: {missing}{reason}. "
-        f"To fix: {todo}, or set {ENV} to a mirror made with `barbarossa fetch --models ... --to ...`.")
+        f"To fix: {todo}, or set {ENV} to a mirror made with `barbarossa fetch --models ... --to ...`."
+    )
 
 
 def _hub_errors() -> tuple[type[Exception], ...]:
@@ -203,8 +206,10 @@ def _check_sizes(folder: Path, files: list[dict], where: str) -> Path:
     for entry in files:
         path = folder / entry["name"]
         if not path.is_file() or path.stat().st_size != entry["size"]:
-            raise WeightsUnavailable(f"mirror {where}: {entry['name']} is missing or not {entry['size']} bytes; "
-                                     f"fetch it again with `barbarossa fetch`")
+            raise WeightsUnavailable(
+                f"mirror {where}: {entry['name']} is missing or not {entry['size']} bytes; "
+                f"fetch it again with `barbarossa fetch`"
+            )
     return folder
 
 
@@ -247,8 +252,10 @@ def fetch_base(base: dict, to: str, hub=None) -> str:
         patterns = hub_patterns(files, base.get("remote_code", False))
         names = [f for f in files if _matches(f, patterns)]
         if not _weight_files(names):
-            raise WeightsUnavailable(f"{base.get('name') or repo} ({base['source']}): the repo has no transformers "
-                                     f"weights (model*.safetensors or pytorch_model*.bin) at {commit}")
+            raise WeightsUnavailable(
+                f"{base.get('name') or repo} ({base['source']}): the repo has no transformers "
+                f"weights (model*.safetensors or pytorch_model*.bin) at {commit}"
+            )
         folder = hub.download(repo, commit, patterns)
     except _hub_errors() as err:
         raise unavailable(base, err) from None
@@ -259,9 +266,11 @@ def fetch_base(base: dict, to: str, hub=None) -> str:
             os.symlink((folder / name).resolve(), Path(staging, name))
         storage.upload_dir(Path(staging), where)
     manifest = {
-        "source": base["source"], "revision": revision, "commit": commit,
+        "source": base["source"],
+        "revision": revision,
+        "commit": commit,
         "files": [{"name": n, "size": (folder / n).stat().st_size} for n in names],
-        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     storage.write_text(storage.join(where, MANIFEST), json.dumps(manifest, indent=2) + "\n")
     return where

@@ -48,8 +48,11 @@ def save(out_uri: str, model, optimizer, progress: dict) -> str:
     state = {
         "weights": {name: p.detach().cpu() for name, p in model.named_parameters() if p.requires_grad},
         "optimizer": optimizer.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
         "progress": progress,
     }
     buffer = io.BytesIO()
@@ -59,7 +62,7 @@ def save(out_uri: str, model, optimizer, progress: dict) -> str:
     storage.write_bytes(uri, payload)
     entry = {"step": progress["step"], "uri": uri, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     before = _entries(_latest(out_uri))
-    kept = [entry] + [e for e in before if e["uri"] != uri][:KEEP - 1]
+    kept = [entry] + [e for e in before if e["uri"] != uri][: KEEP - 1]
     _write_marker(out_uri, kept)
     for old in before:
         if old["uri"] not in {e["uri"] for e in kept}:
@@ -69,8 +72,9 @@ def save(out_uri: str, model, optimizer, progress: dict) -> str:
 
 def _write_marker(out_uri: str, entries: list[dict]) -> None:
     """The marker: `step` and `uri` of the latest (what older readers look at) and every kept entry, newest first."""
-    storage.write_text(_marker(out_uri), json.dumps({"step": entries[0]["step"], "uri": entries[0]["uri"],
-                                                     "checkpoints": entries}))
+    storage.write_text(
+        _marker(out_uri), json.dumps({"step": entries[0]["step"], "uri": entries[0]["uri"], "checkpoints": entries})
+    )
 
 
 def _entries(marker: dict | None) -> list[dict]:
@@ -109,7 +113,7 @@ def _load_verified(entry: dict):
     try:
         state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         missing = {"weights", "optimizer", "rng", "progress"} - set(state)
-    except Exception as error:  # noqa: BLE001  any unreadable file is a bad checkpoint, whatever torch raises
+    except Exception as error:
         return None, f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
     if missing:
         return None, f"incomplete (no {', '.join(sorted(missing))})"
@@ -138,7 +142,7 @@ def restore(out_uri: str, model, optimizer) -> dict | None:
         state, why = _load_verified(entry)
         if state is not None:
             break
-        rest = entries[index + 1:]
+        rest = entries[index + 1 :]
         then = f"resuming from step {rest[0]['step']} instead" if rest else "starting from step 0"
         _warn(f"checkpoint {entry['uri']} (step {entry['step']}) is {why}; {then}")
     if state is None:

@@ -45,12 +45,15 @@ def update(state: dict, step: int, bits: float, cfg: dict) -> bool:
         state["checked_base"] = True
         if state["best"] >= state["base"]:
             state["stopped"] = "fail_fast"
-            state["reason"] = (f"no gain on dev after {step} steps: {state['best']:.2f} vs base {state['base']:.2f} "
-                               "bits per byte")
+            state["reason"] = (
+                f"no gain on dev after {step} steps: {state['best']:.2f} vs base {state['base']:.2f} bits per byte"
+            )
             return improved
     patience = cfg.get("patience", 0)
     if patience and state["bad"] >= patience:
         state["stopped"] = "patience"
-        state["reason"] = (f"dev bits per byte did not improve by {cfg.get('min_delta', 0.0)} for {patience} evaluations; "
-                           f"best {state['best']:.3f} at step {state['best_step']}")
+        state["reason"] = (
+            f"dev bits per byte did not improve by {cfg.get('min_delta', 0.0)} for {patience} evaluations; "
+            f"best {state['best']:.3f} at step {state['best_step']}"
+        )
     return improved

@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barbarossa import storage
+from barbarossa.console import log
 from barbarossa.data import instructions, prompts, tokencache
 from barbarossa.models import kernels, loading, losses, roster, runtime, scoring, sharing
-from barbarossa.train import checkpoints, early, master
-from barbarossa.console import log
 from barbarossa.models.families import get_family
+from barbarossa.train import checkpoints, early, master
 
 
 class TrainingDiverged(RuntimeError):
@@ -141,8 +141,13 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
 
     flatten = DataCollatorWithFlattening(separator_id=prompts.IGNORE_INDEX)
     groups = pack_rows([len(e["input_ids"]) for e in examples], row_tokens) if row_tokens else [range(len(examples))]
-    rows = [flatten([{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]} for i in group],
-                    return_tensors="np") for group in groups]
+    rows = [
+        flatten(
+            [{"input_ids": examples[i]["input_ids"], "labels": examples[i]["labels"]} for i in group],
+            return_tensors="np",
+        )
+        for group in groups
+    ]
     width = max(row["input_ids"].shape[1] for row in rows)
     if bucket:
         width = -(-width // bucket) * bucket
@@ -150,9 +155,13 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
     def stacked(key, pad):
         return torch.tensor([list(row[key][0]) + [pad] * (width - row[key].shape[1]) for row in rows])
 
-    return {"input_ids": stacked("input_ids", pad_id), "labels": stacked("labels", prompts.IGNORE_INDEX),
-            "position_ids": torch.tensor([list(row["position_ids"][0]) + list(range(width - row["position_ids"].shape[1]))
-                                          for row in rows])}
+    return {
+        "input_ids": stacked("input_ids", pad_id),
+        "labels": stacked("labels", prompts.IGNORE_INDEX),
+        "position_ids": torch.tensor(
+            [list(row["position_ids"][0]) + list(range(width - row["position_ids"].shape[1])) for row in rows]
+        ),
+    }
 
 
 def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
@@ -165,8 +174,12 @@ def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
     """
     if family.task != "causal":
         return "padded"
-    if (family.shares_prefix and cfg.get("share_prefix", True) and not cfg.get("gradient_checkpointing")
-            and device == "cpu"):
+    if (
+        family.shares_prefix
+        and cfg.get("share_prefix", True)
+        and not cfg.get("gradient_checkpointing")
+        and device == "cpu"
+    ):
         return "shared-prefix"
     return "packed" if family.packs and cfg.get("packing", True) else "padded"
 
@@ -180,13 +193,22 @@ def packing_of(decision: runtime.Runtime, max_length: int) -> dict:
     return {"row_tokens": None if varlen else max_length, "bucket": kernels.BUCKET if bucket else 0}
 
 
-def make_batch(layout: str, examples: list[dict], max_length: int, pad_id: int, device: str,
-               task: str = "causal", packing: dict | None = None) -> dict:
+def make_batch(
+    layout: str,
+    examples: list[dict],
+    max_length: int,
+    pad_id: int,
+    device: str,
+    task: str = "causal",
+    packing: dict | None = None,
+) -> dict:
     """The examples in the given layout, ready for `batch_loss` on `device` (`packing`: from `packing_of`)."""
     if layout == "shared-prefix":
         return sharing.shared_prefix_batch(examples, pad_id)
     packing = packing or {"row_tokens": max_length}
-    batch = pack_batch(examples, pad_id=pad_id, **packing) if layout == "packed" else prompts.pad_batch(examples, pad_id)
+    batch = (
+        pack_batch(examples, pad_id=pad_id, **packing) if layout == "packed" else prompts.pad_batch(examples, pad_id)
+    )
     if task == "causal" and "labels" in batch:  # a seq2seq loss scores every decoder position: no targets to find
         batch["targets"] = losses.target_positions(batch["labels"])  # found on the host: no device sync
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -216,8 +238,9 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str,
-                     tokenizers: dict[str, object]) -> dict:
+def warm_token_cache(
+    items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str, tokenizers: dict[str, object]
+) -> dict:
     """Tokenise the training split once per distinct (tokenizer, max_length, task) of the candidates; the summary
     with `token_cache` set, so every fine-tune task reads its examples instead of tokenising them again."""
     done = set()
@@ -229,9 +252,15 @@ def warm_token_cache(items: list[dict], data_summary: dict, train_cfg: dict, cac
         key = (base["source"], base.get("revision"), max_length)
         if key not in done:
             done.add(key)
-            tokencache.warm(tokenizers[base["name"]], data_summary["train_uri"],
-                            data_summary["train_fingerprint"], max_length, get_family(base["family"]).task, cache_root,
-                            template=prompts.template_of(data_summary.get("language")))
+            tokencache.warm(
+                tokenizers[base["name"]],
+                data_summary["train_uri"],
+                data_summary["train_fingerprint"],
+                max_length,
+                get_family(base["family"]).task,
+                cache_root,
+                template=prompts.template_of(data_summary.get("language")),
+            )
     return {**data_summary, "token_cache": cache_root}
 
 
@@ -251,13 +280,15 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_
     while True:
         rng.shuffle(order)
         cut = list(range(0, len(order) - batch_size + 1 if len(order) >= batch_size else 1, batch_size))
-        groups = [order[start:start + batch_size] for start in cut]
+        groups = [order[start : start + batch_size] for start in cut]
         if by_length:
             groups = []
             for first in range(0, len(cut) * batch_size, window):
-                part = sorted(order[first:min(first + window, len(cut) * batch_size)],
-                              key=lambda i: len(examples[i]["input_ids"]))
-                groups += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+                part = sorted(
+                    order[first : min(first + window, len(cut) * batch_size)],
+                    key=lambda i: len(examples[i]["input_ids"]),
+                )
+                groups += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
             rng.shuffle(groups)
         for group in groups:
             served += 1
@@ -265,8 +296,9 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_
                 yield [examples[i] for i in group]
 
 
-def masking_preview(item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2,
-                    template=None) -> list[str]:
+def masking_preview(
+    item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2, template=None
+) -> list[str]:
     """Two training examples in the run's template, decoded by the item's tokenizer, the masked prompt marked «…»
     (for the data card)."""
     base = item["base"]
@@ -289,16 +321,29 @@ def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
     if decision.quantization == "nf4":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=decision.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=decision.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
     elif decision.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return lora_model(model, item["base"]["family"], item["lora"])
 
 
-def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decision: runtime.Runtime, layout: str,
-                    max_length: int, pad_id: int, task: str, after_backward=None) -> tuple:
+def accumulate_step(
+    model,
+    chunks: list[list[dict]],
+    micro: int,
+    scaler,
+    decision: runtime.Runtime,
+    layout: str,
+    max_length: int,
+    pad_id: int,
+    task: str,
+    after_backward=None,
+) -> tuple:
     """Forward and backward one optimizer step's batches, each cut into micro-batches of `micro` examples.
 
     Returns (the step's loss as a device tensor, positions computed). Each batch's
@@ -313,7 +358,7 @@ def accumulate_step(model, chunks: list[list[dict]], micro: int, scaler, decisio
     step_loss, computed = torch.zeros((), device=decision.device), 0
     packing = packing_of(decision, max_length)
     for chunk in chunks:
-        pieces = [chunk[start:start + micro] for start in range(0, len(chunk), micro)]
+        pieces = [chunk[start : start + micro] for start in range(0, len(chunk), micro)]
         counts = [sum(supervised_targets(e, task) for e in piece) for piece in pieces]
         for piece, count in zip(pieces, counts):
             batch = make_batch(layout, piece, max_length, pad_id, decision.device, task, packing)
@@ -334,8 +379,9 @@ def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_l
     return train(item, data_summary, train_cfg, out_uri, on_log).result
 
 
-def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None,
-          hardware: runtime.Hardware | None = None) -> Trained:
+def train(
+    item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None, hardware: runtime.Hardware | None = None
+) -> Trained:
     """Train one candidate's LoRA adapter and publish it under `out_uri`.
 
     Resumes from the latest checkpoint under `out_uri` if there is one (a
@@ -369,9 +415,11 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     layout = choose_layout(family, {**cfg, "gradient_checkpointing": decision.gradient_checkpointing}, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+
     def adamw(tensors):
-        return torch.optim.AdamW(tensors, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0),
-                                 fused=device == "cuda")
+        return torch.optim.AdamW(
+            tensors, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0), fused=device == "cuda"
+        )
 
     optimizer = master.MasterWeights(params, decision.torch_dtype, adamw) if decision.master_weights else adamw(params)
     stepped = optimizer.trained() if decision.master_weights else params  # what clipping reads
@@ -380,7 +428,12 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
     steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
     batch_size = cfg["batch_size"]
     progress = checkpoints.restore(out_uri, model, optimizer) or {
-        "step": 0, "curve": [], "supervised_tokens": 0, "real_tokens": 0, "computed_tokens": 0}
+        "step": 0,
+        "curve": [],
+        "supervised_tokens": 0,
+        "real_tokens": 0,
+        "computed_tokens": 0,
+    }
     resumed_from = progress["step"]
     # the data stream stays in batches of `batch_size` (so resuming skips the same batches whatever the micro-batch);
     # each is cut into micro-batches of `micro` examples, smaller after an out-of-memory back-off (kept in checkpoints)
@@ -394,8 +447,9 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         def dev_bits() -> float:
             model.eval()
             with kernels.evaluating(model):
-                rows = scoring.response_nll(model, tokenizer, dev_records, max_eval, batch_size, decision,
-                                            data_summary.get("language"))
+                rows = scoring.response_nll(
+                    model, tokenizer, dev_records, max_eval, batch_size, decision, data_summary.get("language")
+                )
             model.train()
             bits = scoring.bits_per_byte(rows)
             if bits is None:
@@ -407,10 +461,12 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
                 progress["early"] = early.new_state(dev_bits())
         watch = progress["early"]
     stream = batches(examples, batch_size, cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
-    log(f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
+    log(
+        f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
         f"{steps} steps × {batch_size}×{accum}, {layout} batches, {describe(decision)}"
         + (f", resuming after step {resumed_from}" if resumed_from else "")
-        + (f", micro-batch {micro}" if micro < batch_size else ""))
+        + (f", micro-batch {micro}" if micro < batch_size else "")
+    )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
@@ -422,8 +478,18 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         chunks = [next(stream) for _ in range(accum)]
         while True:  # redone with a smaller micro-batch after running out of memory: nothing is counted twice
             try:
-                step_loss, computed = accumulate_step(model, chunks, micro, scaler, decision, layout, max_length,
-                                                      tokenizer.pad_token_id, family.task, after_backward)
+                step_loss, computed = accumulate_step(
+                    model,
+                    chunks,
+                    micro,
+                    scaler,
+                    decision,
+                    layout,
+                    max_length,
+                    tokenizer.pad_token_id,
+                    family.task,
+                    after_backward,
+                )
                 break
             except RuntimeError as error:
                 if not is_out_of_memory(error):
@@ -437,13 +503,17 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
                 raise TrainingOutOfMemory(
                     f"{item['name']}: out of memory at micro-batch 1 (started at {batch_size}) on {device_name(device)}"
                     f" in step {step + 1}, longest example {longest} tokens ({reason}); lower max_length, or enable"
-                    " gradient checkpointing or QLoRA, or use a device with more memory")
+                    " gradient checkpointing or QLoRA, or use a device with more memory"
+                )
             micro = max(1, micro // 2)
             progress["micro_batch"], progress["oom_backoffs"] = micro, progress["oom_backoffs"] + 1
-            log(f"[yellow]{item['name']}: out of memory in step {step + 1}; redoing it with micro-batch {micro} × "
-                f"{accum * math.ceil(batch_size / micro)} accumulated (effective batch {batch_size * accum})[/]")
-        progress["supervised_tokens"] += sum(label != prompts.IGNORE_INDEX
-                                             for chunk in chunks for e in chunk for label in e["labels"])
+            log(
+                f"[yellow]{item['name']}: out of memory in step {step + 1}; redoing it with micro-batch {micro} × "
+                f"{accum * math.ceil(batch_size / micro)} accumulated (effective batch {batch_size * accum})[/]"
+            )
+        progress["supervised_tokens"] += sum(
+            label != prompts.IGNORE_INDEX for chunk in chunks for e in chunk for label in e["labels"]
+        )
         progress["real_tokens"] += sum(len(e["input_ids"]) for chunk in chunks for e in chunk)
         progress["computed_tokens"] += computed
         step_loss = step_loss.item()
@@ -459,10 +529,13 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         if watch is not None and early.due(cfg, step + 1, steps):
             bits = dev_bits()
             if early.update(watch, step + 1, bits, cfg):  # the best so far: its weights are the ones to keep
-                progress["best_weights"] = {name: p.detach().cpu().clone() for name, p in model.named_parameters()
-                                            if p.requires_grad}
-            log(f"{item['name']}: dev {bits:.4f} bits per byte at step {step + 1} (base {watch['base']:.4f}, "
-                f"best {watch['best']:.4f} at step {watch['best_step']})")
+                progress["best_weights"] = {
+                    name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad
+                }
+            log(
+                f"{item['name']}: dev {bits:.4f} bits per byte at step {step + 1} (base {watch['base']:.4f}, "
+                f"best {watch['best']:.4f} at step {watch['best_step']})"
+            )
             if on_log:
                 on_log(step + 1, progress["curve"], dev=watch)
         stopping = watch is not None and watch["stopped"]
@@ -515,8 +588,11 @@ def train(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=
         "max_steps": steps,
         "early": {k: watch[k] for k in ("base", "curve", "best", "best_step", "stopped", "reason")} if watch else None,
         # the steps not run, at this run's pace: what stopping early saved against max_steps
-        "gpu_seconds_saved": round((steps - progress["step"]) * loop_seconds / max(1, progress["step"] - resumed_from), 1)
-        if watch is not None else None,
+        "gpu_seconds_saved": round(
+            (steps - progress["step"]) * loop_seconds / max(1, progress["step"] - resumed_from), 1
+        )
+        if watch is not None
+        else None,
     }
     return Trained(result, model, tokenizer, decision)
 

@@ -30,7 +30,6 @@ class MasterWeights:
         import torch
 
         self.params = list(params)
-        device = self.params[0].device
         sizes = [p.numel() for p in self.params]
         # the master from the weights as initialised (fp32 before the cast): the exact start
         self.master = torch.nn.Parameter(torch.cat([p.detach().reshape(-1).float() for p in self.params]))
@@ -39,8 +38,8 @@ class MasterWeights:
         self.flat_grad = torch.zeros_like(self.flat)
         offset = 0
         for p, size in zip(self.params, sizes):
-            p.data = self.flat[offset:offset + size].view_as(p)
-            p.grad = self.flat_grad[offset:offset + size].view_as(p)  # autograd accumulates into it in place
+            p.data = self.flat[offset : offset + size].view_as(p)
+            p.grad = self.flat_grad[offset : offset + size].view_as(p)  # autograd accumulates into it in place
             offset += size
         self.optimizer = make_optimizer([self.master])
 
@@ -73,10 +72,11 @@ class MasterWeights:
         import torch
 
         if "master" not in state:
-            raise ValueError("checkpoint was written without fp32 master weights (adapter_dtype fp32): "
-                             "resume it with adapter_dtype = \"fp32\"")
+            raise ValueError(
+                "checkpoint was written without fp32 master weights (adapter_dtype fp32): "
+                'resume it with adapter_dtype = "fp32"'
+            )
         with torch.no_grad():
             self.master.copy_(state["master"].to(self.master.device))
             self.flat.copy_(self.master)
         self.optimizer.load_state_dict(state["optimizer"])
-

@@ -50,8 +50,9 @@ def restore(translated: str, spans: list[dict]) -> tuple[str, list[str]]:
     invented = sorted({i for i in found if i >= len(spans)})
     if invented:
         problems.append(f"unknown markers {invented}")
-    restored = _MARKER.sub(lambda m: spans[int(m.group(1))]["text"] if int(m.group(1)) < len(spans) else m.group(0),
-                           translated)
+    restored = _MARKER.sub(
+        lambda m: spans[int(m.group(1))]["text"] if int(m.group(1)) < len(spans) else m.group(0), translated
+    )
     return restored, problems
 
 

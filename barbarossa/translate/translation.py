@@ -21,14 +21,13 @@ import tomllib
 from pathlib import Path
 
 from barbarossa import languages, storage
-from barbarossa.evaluate import langid
-from barbarossa.translate import protect
-from barbarossa.infra.compute import Misconfigured, aws_problems
 from barbarossa.data.instructions import FIELDS
+from barbarossa.evaluate import langid
+from barbarossa.infra.compute import Misconfigured, aws_problems
 from barbarossa.models.families import FAMILIES
+from barbarossa.translate import protect
 
-THROTTLED = ("ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException",
-             "LimitExceededException")
+THROTTLED = ("ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException", "LimitExceededException")
 AWS_MAX_BYTES = 10_000  # TranslateText request limit (UTF-8 bytes)
 
 
@@ -37,13 +36,14 @@ class AwsTranslate:
 
     name = "aws-translate"
 
-    def __init__(self, source: str = "en", target: str = "az", client=None, max_attempts: int = 6,
-                 sleep=time.sleep):
+    def __init__(self, source: str = "en", target: str = "az", client=None, max_attempts: int = 6, sleep=time.sleep):
         import boto3
         from botocore.config import Config
 
         self.source, self.target, self.model = source, target, "aws-translate"
-        self.client = client or boto3.client("translate", config=Config(retries={"mode": "adaptive", "max_attempts": 3}))
+        self.client = client or boto3.client(
+            "translate", config=Config(retries={"mode": "adaptive", "max_attempts": 3})
+        )
         self.max_attempts, self.sleep, self.calls = max_attempts, sleep, 0
 
     def _call(self, text: str) -> str:
@@ -52,12 +52,13 @@ class AwsTranslate:
         for attempt in range(self.max_attempts):
             try:
                 self.calls += 1
-                return self.client.translate_text(Text=text, SourceLanguageCode=self.source,
-                                                  TargetLanguageCode=self.target)["TranslatedText"]
+                return self.client.translate_text(
+                    Text=text, SourceLanguageCode=self.source, TargetLanguageCode=self.target
+                )["TranslatedText"]
             except ClientError as err:
                 if err.response["Error"]["Code"] not in THROTTLED or attempt == self.max_attempts - 1:
                     raise
-                self.sleep(min(30.0, 0.5 * 2 ** attempt))  # exponential back-off on throttling
+                self.sleep(min(30.0, 0.5 * 2**attempt))  # exponential back-off on throttling
         raise AssertionError("unreachable")
 
     def translate(self, texts: list[str]) -> list[str]:
@@ -77,7 +78,7 @@ def split_for_limit(text: str, limit: int) -> list[str]:
         while len(paragraph.encode()) > limit:
             cut = paragraph.encode()[:limit].decode(errors="ignore")
             pieces.append(cut)
-            paragraph = paragraph[len(cut):]
+            paragraph = paragraph[len(cut) :]
         current = paragraph
     return pieces + ([current] if current else [])
 
@@ -87,8 +88,15 @@ class LocalSeq2Seq:
 
     name = "local-seq2seq"
 
-    def __init__(self, folder: str, source: str = "eng_Latn", target: str = "azj_Latn", prefix: str = "",
-                 batch_size: int = 8, max_new_tokens: int = 256):
+    def __init__(
+        self,
+        folder: str,
+        source: str = "eng_Latn",
+        target: str = "azj_Latn",
+        prefix: str = "",
+        batch_size: int = 8,
+        max_new_tokens: int = 256,
+    ):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         from barbarossa.models import loading
@@ -111,12 +119,13 @@ class LocalSeq2Seq:
 
         out = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = [self.prefix + t for t in texts[start:start + self.batch_size]]
+            chunk = [self.prefix + t for t in texts[start : start + self.batch_size]]
             self.calls += 1
             batch = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=512)
             with torch.no_grad():
-                generated = self.net.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                              forced_bos_token_id=self._forced_bos())
+                generated = self.net.generate(
+                    **batch, max_new_tokens=self.max_new_tokens, do_sample=False, forced_bos_token_id=self._forced_bos()
+                )
             out += self.tokenizer.batch_decode(generated, skip_special_tokens=True)
         return out
 
@@ -130,7 +139,9 @@ def parse_settings(text: str) -> dict:
     if settings["qa_policy"] not in ("drop", "flag"):
         raise ValueError(f"translate config: qa_policy must be 'drop' or 'flag', got {settings['qa_policy']!r}")
     if settings["backend"].get("kind") not in ("aws", "local"):
-        raise ValueError(f"translate config: [backend] kind must be 'aws' or 'local', got {settings['backend'].get('kind')!r}")
+        raise ValueError(
+            f"translate config: [backend] kind must be 'aws' or 'local', got {settings['backend'].get('kind')!r}"
+        )
     return settings
 
 
@@ -158,8 +169,9 @@ def check_backend(spec: dict) -> None:
     if kind == "aws":
         problems = aws_problems()
         if problems:
-            raise BackendError(f"translate backend 'aws': {'; '.join(problems)}, "
-                               f"or use --config translate {LOCAL_CONFIG}")
+            raise BackendError(
+                f"translate backend 'aws': {'; '.join(problems)}, or use --config translate {LOCAL_CONFIG}"
+            )
     elif kind == "local":
         folder = spec.get("folder")
         fix = "set [backend] folder in the translate config to a downloaded seq2seq checkpoint (NLLB, M2M-100)"
@@ -168,12 +180,16 @@ def check_backend(spec: dict) -> None:
         if ":" in folder and not folder.startswith("/"):  # a roster-style source, as LocalSeq2Seq resolves it
             scheme, _, family = folder.partition(":")
             if scheme == "tiny" and getattr(FAMILIES.get(family), "task", None) != "seq2seq":
-                raise BackendError(f"translate backend 'local': {folder!r} is no tiny seq2seq model — use tiny:t5, or {fix}")
+                raise BackendError(
+                    f"translate backend 'local': {folder!r} is no tiny seq2seq model — use tiny:t5, or {fix}"
+                )
             return
         if not Path(folder).is_dir():
             raise BackendError(f"translate backend 'local': model folder {folder} does not exist — {fix}")
         if not (Path(folder) / "config.json").is_file():
-            raise BackendError(f"translate backend 'local': {folder} holds no config.json, so it is no model folder — {fix}")
+            raise BackendError(
+                f"translate backend 'local': {folder} holds no config.json, so it is no model folder — {fix}"
+            )
     else:
         raise BackendError(f"translate backend kind must be 'aws' or 'local', got {kind!r} — set [backend] kind")
 
@@ -302,8 +318,13 @@ def apply_policy(results: list[dict], policy: str) -> tuple[list[dict], dict]:
     if policy not in ("drop", "flag"):
         raise ValueError(f"QA policy must be 'drop' or 'flag', got {policy!r}")
     kept = []
-    counts = {"rows": len(results), "flagged": 0, "verbatim": 0, "unusable": 0,
-              "by_check": {check: 0 for check in CHECKS}}
+    counts = {
+        "rows": len(results),
+        "flagged": 0,
+        "verbatim": 0,
+        "unusable": 0,
+        "by_check": dict.fromkeys(CHECKS, 0),
+    }
     for result in results:
         counts["verbatim"] += result["verbatim"]
         for check in {f["check"] for f in result["flags"]}:
@@ -323,7 +344,7 @@ def apply_policy(results: list[dict], policy: str) -> tuple[list[dict], dict]:
 def shards(rows: list[dict], size: int) -> list[list[dict]]:
     if size < 1:
         raise ValueError(f"shard_rows must be positive, got {size}")
-    return [rows[i:i + size] for i in range(0, len(rows), size)]
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
 
 
 def dataset_card(summary: dict, counts: dict, backend: dict, policy: str, language: dict | None = None) -> str:
@@ -332,7 +353,7 @@ def dataset_card(summary: dict, counts: dict, backend: dict, policy: str, langua
     checks = "\n".join(f"| {check} | {n} |" for check, n in counts["by_check"].items())
     return f"""---
 language:
-- {language['code']}
+- {language["code"]}
 task_categories:
 - text-generation
 tags:
@@ -340,13 +361,13 @@ tags:
 - machine-translated
 - barbarossa
 ---
-# {language['name']} Alpaca-style instructions (machine-translated)
+# {language["name"]} Alpaca-style instructions (machine-translated)
 
-Translated from `{summary['source']}` (fingerprint `{summary['source_fingerprint']}`) with
-`{backend.get('kind')}` ({backend.get('folder', backend.get('source', ''))} → {backend.get('target', '')}).
-Rows: {counts['rows']} in, {counts['published']} published (QA policy `{policy}`), {counts['flagged']} flagged
-({counts['unusable']} unusable: empty instruction or output, never published), {counts['verbatim']} kept verbatim
-(pure code or numbers). Fingerprint of this file: `{summary['fingerprint']}`.
+Translated from `{summary["source"]}` (fingerprint `{summary["source_fingerprint"]}`) with
+`{backend.get("kind")}` ({backend.get("folder", backend.get("source", ""))} → {backend.get("target", "")}).
+Rows: {counts["rows"]} in, {counts["published"]} published (QA policy `{policy}`), {counts["flagged"]} flagged
+({counts["unusable"]} unusable: empty instruction or output, never published), {counts["verbatim"]} kept verbatim
+(pure code or numbers). Fingerprint of this file: `{summary["fingerprint"]}`.
 
 Code blocks, inline code, URLs, e-mail addresses, numbers and placeholders were protected during
 translation and restored after; a row whose protected spans did not survive is flagged.
@@ -369,8 +390,9 @@ def publish_dataset(rows: list[dict], summary: dict, counts: dict, settings: dic
     folder = storage.join(root, "datasets", fingerprint)
     language = languages.load(settings.get("language", languages.DEFAULT))
     uri = storage.write_text(storage.join(folder, f"{language['code']}_alpaca.jsonl"), instructions.to_jsonl(rows))
-    card = dataset_card({**summary, "fingerprint": fingerprint}, counts, settings["backend"], settings["qa_policy"],
-                        language)
+    card = dataset_card(
+        {**summary, "fingerprint": fingerprint}, counts, settings["backend"], settings["qa_policy"], language
+    )
     storage.write_text(storage.join(folder, "README.md"), card)
     return {"uri": uri, "fingerprint": fingerprint, "rows": len(rows)}
 
@@ -379,15 +401,26 @@ def qa_card(counts: dict, results: list[dict], dataset: dict, examples: int = 3)
     """The join step's card: counts per check and a few flagged rows before/after."""
     from metaflow.cards import Markdown, Table
 
-    parts = [Markdown("# Translation QA"),
-             Markdown(f"{counts['rows']} rows, {counts['flagged']} flagged, {counts['verbatim']} verbatim, "
-                      f"{counts['published']} published → `{dataset['uri']}`"),
-             Table([[check, str(n)] for check, n in counts["by_check"].items()], headers=["check", "rows"])]
+    parts = [
+        Markdown("# Translation QA"),
+        Markdown(
+            f"{counts['rows']} rows, {counts['flagged']} flagged, {counts['verbatim']} verbatim, "
+            f"{counts['published']} published → `{dataset['uri']}`"
+        ),
+        Table([[check, str(n)] for check, n in counts["by_check"].items()], headers=["check", "rows"]),
+    ]
     flagged = [r for r in results if r["flags"]][:examples]
     if flagged:
-        parts += [Markdown("## Flagged examples"),
-                  Table([[r["source"]["instruction"], r["row"]["instruction"], "; ".join(f["reason"] for f in r["flags"])]
-                         for r in flagged], headers=["English", "translation", "why"])]
+        parts += [
+            Markdown("## Flagged examples"),
+            Table(
+                [
+                    [r["source"]["instruction"], r["row"]["instruction"], "; ".join(f["reason"] for f in r["flags"])]
+                    for r in flagged
+                ],
+                headers=["English", "translation", "why"],
+            ),
+        ]
     return parts
 
 

@@ -1,6 +1,7 @@
 """Benchmark sets in the formats they ship in: read, normalised, and refused with file, line and field."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,9 +9,19 @@ from barbarossa import languages
 from barbarossa.data import benchmarks
 from barbarossa.data.instructions import DataError
 
-BELEBELE = {"link": "x", "question_number": 1, "flores_passage": "Bakı Xəzərin sahilindədir.", "question": "Bakı haradadır?",
-            "mc_answer1": "Dağda", "mc_answer2": "Xəzərin sahilində", "mc_answer3": "Səhrada", "mc_answer4": "Adada",
-            "correct_answer_num": "2", "dialect": "azj_Latn", "ds": "2023-05-03"}
+BELEBELE = {
+    "link": "x",
+    "question_number": 1,
+    "flores_passage": "Bakı Xəzərin sahilindədir.",
+    "question": "Bakı haradadır?",
+    "mc_answer1": "Dağda",
+    "mc_answer2": "Xəzərin sahilində",
+    "mc_answer3": "Səhrada",
+    "mc_answer4": "Adada",
+    "correct_answer_num": "2",
+    "dialect": "azj_Latn",
+    "ds": "2023-05-03",
+}
 
 
 def jsonl(path, rows):
@@ -19,15 +30,24 @@ def jsonl(path, rows):
 
 
 def test_belebele_rows_become_choice_items_with_a_zero_based_answer(tmp_path):
-    found = benchmarks.read("belebele", jsonl(tmp_path / "azj_Latn.jsonl", [BELEBELE, {**BELEBELE, "correct_answer_num": 4}]),
-                            languages.load("az"))
+    found = benchmarks.read(
+        "belebele",
+        jsonl(tmp_path / "azj_Latn.jsonl", [BELEBELE, {**BELEBELE, "correct_answer_num": 4}]),
+        languages.load("az"),
+    )
     assert found["kind"] == "choice" and [i["answer"] for i in found["items"]] == [1, 3]
-    assert found["items"][0] == {"question": "Bakı haradadır?", "context": "Bakı Xəzərin sahilindədir.",
-                                 "choices": ["Dağda", "Xəzərin sahilində", "Səhrada", "Adada"], "answer": 1}
+    assert found["items"][0] == {
+        "question": "Bakı haradadır?",
+        "context": "Bakı Xəzərin sahilindədir.",
+        "choices": ["Dağda", "Xəzərin sahilində", "Səhrada", "Adada"],
+        "answer": 1,
+    }
 
 
 def test_generic_choice_and_translation_jsonl(tmp_path):
-    choice = benchmarks.read("mc", jsonl(tmp_path / "mc.jsonl", [{"question": "2+2?", "choices": ["3", "4"], "answer": 1}]), {})
+    choice = benchmarks.read(
+        "mc", jsonl(tmp_path / "mc.jsonl", [{"question": "2+2?", "choices": ["3", "4"], "answer": 1}]), {}
+    )
     assert choice["kind"] == "choice" and choice["items"][0]["context"] == "" and choice["items"][0]["answer"] == 1
     pairs = benchmarks.read("tr", jsonl(tmp_path / "tr.jsonl", [{"source": "Hello.", "target": "Salam."}]), {})
     assert pairs["kind"] == "translation" and pairs["items"] == [{"source": "Hello.", "target": "Salam."}]
@@ -38,16 +58,23 @@ def test_aligned_files_and_a_flores_folder_give_the_same_pairs(tmp_path):
     (tmp_path / "kaz_Cyrl.dev").write_text("Бір.\nЕкі.\n", encoding="utf-8")
     aligned = benchmarks.read("f", f"{tmp_path}/eng_Latn.dev+{tmp_path}/kaz_Cyrl.dev", {})
     folder = benchmarks.read("f", str(tmp_path), languages.load("kk"))
-    assert aligned["items"] == folder["items"] == [{"source": "One.", "target": "Бір."}, {"source": "Two.", "target": "Екі."}]
+    assert (
+        aligned["items"]
+        == folder["items"]
+        == [{"source": "One.", "target": "Бір."}, {"source": "Two.", "target": "Екі."}]
+    )
     assert aligned["fingerprint"] == folder["fingerprint"]
     with pytest.raises(DataError, match="no eng_Latn.<split> beside a azj_Latn.<split>"):
         benchmarks.read("f", str(tmp_path), languages.load("az"))
 
 
-@pytest.mark.parametrize("row, message", [
-    ({**BELEBELE, "correct_answer_num": "5"}, "line 2, field 'correct_answer_num': must be 1–4"),
-    ({**BELEBELE, "mc_answer3": ""}, "line 2, field 'mc_answer3': must be a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({**BELEBELE, "correct_answer_num": "5"}, "line 2, field 'correct_answer_num': must be 1–4"),
+        ({**BELEBELE, "mc_answer3": ""}, "line 2, field 'mc_answer3': must be a non-empty string"),
+    ],
+)
 def test_a_bad_belebele_row_is_refused_with_its_line_and_field(tmp_path, row, message):
     path = jsonl(tmp_path / "b.jsonl", [BELEBELE, row])
     with pytest.raises(DataError, match=f"{path}: {message}"):
@@ -108,8 +135,8 @@ def test_fetch_mirrors_a_benchmark_file_at_its_pinned_revision_with_a_manifest(t
     where = benchmarks.fetch("hf:facebook/belebele@v1:data/azj_Latn.jsonl", str(tmp_path / "mirror"), hub)
     assert where == str(tmp_path / "mirror" / "benchmarks" / "facebook--belebele@v1" / "data" / "azj_Latn.jsonl")
     assert hub.asked == [("facebook/belebele", "a" * 40, "data/azj_Latn.jsonl")]  # downloaded at the resolved commit
-    manifest = json.loads(open(where + benchmarks.MANIFEST_SUFFIX).read())
-    assert manifest["commit"] == "a" * 40 and manifest["size"] == len(open(where, "rb").read())
+    manifest = json.loads(Path(where + benchmarks.MANIFEST_SUFFIX).read_text())
+    assert manifest["commit"] == "a" * 40 and manifest["size"] == len(Path(where).read_bytes())
     assert benchmarks.read("belebele", where, {})["items"][0]["answer"] == 1  # the mirror reads as a benchmark
     with pytest.raises(DataError, match="pin a revision"):
         benchmarks.fetch("hf:facebook/belebele:data/azj_Latn.jsonl", str(tmp_path), hub)

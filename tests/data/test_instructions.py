@@ -5,11 +5,10 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from barbarossa.data import instructions, dedup, synthetic
-from barbarossa.decide import cards
 from conftest import rows, write_jsonl
 
+from barbarossa.data import dedup, instructions, synthetic
+from barbarossa.decide import cards
 
 # ---------------------------------------------------------------- formats
 
@@ -47,7 +46,7 @@ def _error(path) -> str:
 
 def test_malformed_json_line(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(rows(1)[0]) + "\n{\"instruction\": \"x\",\n", encoding="utf-8")
+    path.write_text(json.dumps(rows(1)[0]) + '\n{"instruction": "x",\n', encoding="utf-8")
     assert _error(path).startswith(f"{path}: line 2: malformed JSON")  # no field: the line is no object at all
 
 
@@ -126,7 +125,9 @@ def test_wrong_columns_parquet(tmp_path):
 
 def test_unknown_path_is_a_clear_error(tmp_path):
     assert _error(tmp_path / "nope.jsonl").startswith(f"{tmp_path / 'nope.jsonl'}: no such file")
-    assert _error("data/typo.jsonl").startswith("data/typo.jsonl: no such file")  # looks like owner/name, but is a missing file
+    assert _error("data/typo.jsonl").startswith(
+        "data/typo.jsonl: no such file"
+    )  # looks like owner/name, but is a missing file
 
 
 def test_strict_mode_counts_further_bad_rows(tmp_path):
@@ -134,8 +135,9 @@ def test_strict_mode_counts_further_bad_rows(tmp_path):
     bad[1]["output"] = ""
     bad[3]["instruction"] = None
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
-    assert _error(path) == (f"{path}: line 2, field 'output': empty (and 1 more bad rows). "
-                            "Fix the data or pass --on-bad-rows skip.")
+    assert _error(path) == (
+        f"{path}: line 2, field 'output': empty (and 1 more bad rows). Fix the data or pass --on-bad-rows skip."
+    )
 
 
 def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
@@ -145,8 +147,10 @@ def test_skip_mode_drops_and_reports_bad_rows(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", bad)
     loaded = instructions.load(str(path), on_bad_rows="skip")
     assert loaded.records == [bad[i] for i in (0, 2, 4)]
-    assert [str(b) for b in loaded.bad_rows] == [f"{path}: line 2, field 'output': empty",
-                                                 f"{path}: line 4, field 'input': expected a string, got list"]
+    assert [str(b) for b in loaded.bad_rows] == [
+        f"{path}: line 2, field 'output': empty",
+        f"{path}: line 4, field 'input': expected a string, got list",
+    ]
 
 
 def test_exact_duplicates_removed_and_counted(tmp_path):
@@ -212,8 +216,10 @@ def test_bundled_sample_meets_its_description():
 
 
 def test_length_histogram_counts_every_field_of_every_row_into_one_bin():
-    records = [{"instruction": "bir iki üç", "input": "", "output": " ".join(["söz"] * 400)},
-               {"instruction": "bir", "input": "a b c d e f", "output": "x"}]
+    records = [
+        {"instruction": "bir iki üç", "input": "", "output": " ".join(["söz"] * 400)},
+        {"instruction": "bir", "input": "a b c d e f", "output": "x"},
+    ]
     bins = {(b["field"], b["words"]): b["rows"] for b in instructions.length_histogram(records)}
     assert bins[("instruction", "0-4")] == 2 and bins[("input", "0-4")] == 1 and bins[("input", "5-9")] == 1
     assert bins[("output", "320+")] == 1 and bins[("output", "0-4")] == 1
@@ -241,25 +247,38 @@ def test_prepare_at_scale_matches_the_plain_definitions(tmp_path):
     source = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + generated[:40])  # 40 exact duplicates
     records = instructions.load(str(source)).records
     assert len(records) == 5000 and records[10]["instruction"].startswith("şərt ")
-    summary = instructions.prepare(str(source), None, str(tmp_path / "out"), eval_fraction=0.1, seed=7,
-                           extra_sets=[{"name": "sample", "source": "bundled"}])
+    summary = instructions.prepare(
+        str(source),
+        None,
+        str(tmp_path / "out"),
+        eval_fraction=0.1,
+        seed=7,
+        extra_sets=[{"name": "sample", "source": "bundled"}],
+    )
     held = [r for r in records if _reference_held_out(r, 0.1, 7)]
     train = [r for r in records if not _reference_held_out(r, 0.1, 7)]
-    assert instructions.read_jsonl(summary["eval_uri"]) == held and instructions.read_jsonl(summary["train_uri"]) == train
+    assert (
+        instructions.read_jsonl(summary["eval_uri"]) == held and instructions.read_jsonl(summary["train_uri"]) == train
+    )
     assert (tmp_path / "out" / "data" / "train.jsonl").read_text(encoding="utf-8") == instructions.to_jsonl(train)
     assert summary["duplicates_removed"] == 40 and summary["eval_overlap_removed"] == 0
     assert summary["train_fingerprint"] == _reference_fingerprint(train)
     assert summary["eval_fingerprint"] == _reference_fingerprint(held)
     assert summary["source_fingerprint"] == _reference_fingerprint(records) == instructions.fingerprint(records)
     [extra] = summary["extra_sets"]
-    assert extra["source"] == str(instructions.BUNDLED) and extra["fingerprint"] == _reference_fingerprint(instructions.load("bundled").records)
+    assert extra["source"] == str(instructions.BUNDLED) and extra["fingerprint"] == _reference_fingerprint(
+        instructions.load("bundled").records
+    )
 
 
 def test_prepare_with_an_eval_file_removes_the_overlap_by_prompt(tmp_path):
     generated = synthetic.alpaca_rows(600, seed=4)
     eval_rows = generated[500:] + [dict(generated[0], output="Başqa cavab.")]  # same prompt as a training row
-    summary = instructions.prepare(str(synthetic.write_jsonl(tmp_path / "train.jsonl", generated[:500])),
-                           str(synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)), str(tmp_path / "out"))
+    summary = instructions.prepare(
+        str(synthetic.write_jsonl(tmp_path / "train.jsonl", generated[:500])),
+        str(synthetic.write_jsonl(tmp_path / "eval.jsonl", eval_rows)),
+        str(tmp_path / "out"),
+    )
     assert summary["eval_overlap_removed"] == 1 and summary["train_rows"] == 499
     assert instructions.read_jsonl(summary["train_uri"]) == generated[1:500]
     assert summary["eval_fingerprint"] == _reference_fingerprint(eval_rows)
@@ -279,15 +298,27 @@ def test_synthetic_rows_are_alpaca_shaped_and_reproducible():
 # ---------------------------------------------------------------- near-duplicate decontamination
 
 EVAL_PROMPTS = [
-    {"instruction": "Aşağıdakı mətni qısa şəkildə xülasə edin və əsas fikirləri üç bənddə sadalayın.",
-     "input": "Bakı Azərbaycanın paytaxtı və ən böyük şəhəridir. Şəhər Xəzər dənizinin sahilində yerləşir və "
-              "2 milyondan çox əhalisi var.", "output": "Bakı paytaxtdır."},
-    {"instruction": "İngilis dilindən Azərbaycan dilinə tərcümə edin.",
-     "input": "The weather in Baku is windy in autumn, but the sea is still warm.", "output": "Bakıda payız küləkli olur."},
-    {"instruction": "Sağlam qidalanma üçün beş sadə məsləhət verin və hər birini bir cümlə ilə izah edin.", "input": "",
-     "output": "Tərəvəz yeyin."},
-    {"instruction": "Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir nümunə göstərin.",
-     "input": "", "output": "Kranı bağlayın."},
+    {
+        "instruction": "Aşağıdakı mətni qısa şəkildə xülasə edin və əsas fikirləri üç bənddə sadalayın.",
+        "input": "Bakı Azərbaycanın paytaxtı və ən böyük şəhəridir. Şəhər Xəzər dənizinin sahilində yerləşir və "
+        "2 milyondan çox əhalisi var.",
+        "output": "Bakı paytaxtdır.",
+    },
+    {
+        "instruction": "İngilis dilindən Azərbaycan dilinə tərcümə edin.",
+        "input": "The weather in Baku is windy in autumn, but the sea is still warm.",
+        "output": "Bakıda payız küləkli olur.",
+    },
+    {
+        "instruction": "Sağlam qidalanma üçün beş sadə məsləhət verin və hər birini bir cümlə ilə izah edin.",
+        "input": "",
+        "output": "Tərəvəz yeyin.",
+    },
+    {
+        "instruction": "Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir nümunə göstərin.",
+        "input": "",
+        "output": "Kranı bağlayın.",
+    },
     {"instruction": "Ana haqqında dörd misralıq şeir yazın.", "input": "", "output": "Ana, sən..."},
 ]
 
@@ -298,8 +329,13 @@ def near_copies() -> list[dict]:
     return [
         dict(first, input=first["input"].replace("2 milyondan", "3 milyondan"), output="Başqa cavab."),
         dict(second, instruction=second["instruction"].upper(), input=second["input"].lower()),
-        dict(third, instruction="Sağlam qidalanma üçün beş sadə məsləhət verin, və hər birini bir cümlə ilə izah edin!"),
-        dict(fourth, instruction="Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir göstərin nümunə."),
+        dict(
+            third, instruction="Sağlam qidalanma üçün beş sadə məsləhət verin, və hər birini bir cümlə ilə izah edin!"
+        ),
+        dict(
+            fourth,
+            instruction="Gündəlik həyatda suya qənaət etməyin yollarını sadalayın, hər yol üçün bir göstərin nümunə.",
+        ),
     ]
 
 
@@ -315,10 +351,16 @@ def different_prompts() -> list[dict]:
 
 
 def test_normalisation_ignores_case_punctuation_numbers_and_spacing():
-    assert dedup.normalise("  İNGİLİS   dilinə, tərcümə edin!!\n(12-ci cümlə)") == "ingilis dilinə tərcümə edin 0 ci cümlə"
+    assert (
+        dedup.normalise("  İNGİLİS   dilinə, tərcümə edin!!\n(12-ci cümlə)") == "ingilis dilinə tərcümə edin 0 ci cümlə"
+    )
     assert dedup.normalise("Qiymət: 1 250,75 AZN") == dedup.normalise("qiymət 3 999 99 azn") == "qiymət 0 0 0 azn"
     assert dedup.normalise("s\u0327ə") == dedup.normalise("Şə") == "şə"  # NFC either way
-    assert dedup.shingles("abc") == {"abc"} and dedup.shingles("abcdef") == {"abcde", "bcdef"} and dedup.shingles("") == set()
+    assert (
+        dedup.shingles("abc") == {"abc"}
+        and dedup.shingles("abcdef") == {"abcde", "bcdef"}
+        and dedup.shingles("") == set()
+    )
 
 
 def test_near_copies_of_eval_prompts_leave_training_and_are_counted(tmp_path):
@@ -333,30 +375,49 @@ def test_near_copies_of_eval_prompts_leave_training_and_are_counted(tmp_path):
     assert summary["near_duplicates_removed"] == 4 and summary["near_duplicates_by_set"] == {instructions.HELD_OUT: 4}
     assert summary["train_rows"] == 304 and summary["eval_overlap_removed"] == 0
     pairs = summary["near_duplicate_examples"]
-    assert len(pairs) == 4 and all(p["eval_set"] == instructions.HELD_OUT and 0.8 <= p["similarity"] <= 1 for p in pairs)
+    assert len(pairs) == 4 and all(
+        p["eval_set"] == instructions.HELD_OUT and 0.8 <= p["similarity"] <= 1 for p in pairs
+    )
     reordered = pairs[0]  # the least similar first: the reordered words
-    assert reordered["eval_prompt"] == EVAL_PROMPTS[3]["instruction"] and reordered["train_prompt"].endswith("göstərin nümunə.")
+    assert reordered["eval_prompt"] == EVAL_PROMPTS[3]["instruction"] and reordered["train_prompt"].endswith(
+        "göstərin nümunə."
+    )
     assert 0.8 <= reordered["similarity"] < 0.9 and len(json.dumps(summary)) < 4000  # small enough for an artifact
     off = instructions.prepare(str(train_path), str(eval_path), str(tmp_path / "off"), near_duplicate_threshold=0)
     assert off["train_rows"] == 308 and off["near_duplicates_removed"] == 0 and off["near_duplicate_examples"] == []
     card = json.dumps([part.render() for part in cards.data_components(summary, [], [])], ensure_ascii=False)
     assert "near-copy of an eval prompt, Jaccard ≥ 0.8 of 5-character shingles" in card
     assert "Near-copies removed from training (the 4 least similar)" in card and "göstərin nümunə." in card
-    assert "near-copy of an eval prompt, check off" in json.dumps([part.render() for part in cards.data_components(off, [], [])])
+    assert "near-copy of an eval prompt, check off" in json.dumps(
+        [part.render() for part in cards.data_components(off, [], [])]
+    )
 
 
 def test_near_copies_of_extra_eval_sets_leave_training_too(tmp_path):
     generated = synthetic.alpaca_rows(400, seed=6)
     train_path = synthetic.write_jsonl(tmp_path / "train.jsonl", generated + near_copies())
     extra_path = synthetic.write_jsonl(tmp_path / "extra.jsonl", EVAL_PROMPTS)
-    summary = instructions.prepare(str(train_path), None, str(tmp_path / "out"), near_duplicate_threshold=0.8,
-                           extra_sets=[{"name": "az-qa", "source": str(extra_path)}])
+    summary = instructions.prepare(
+        str(train_path),
+        None,
+        str(tmp_path / "out"),
+        near_duplicate_threshold=0.8,
+        extra_sets=[{"name": "az-qa", "source": str(extra_path)}],
+    )
     assert summary["near_duplicates_by_set"] == {instructions.HELD_OUT: 0, "az-qa": 4}
     train = instructions.read_jsonl(summary["train_uri"])
-    assert not any(row in train for row in near_copies()) and len(train) == summary["train_rows"] == 400 - summary["eval_rows"]
+    assert (
+        not any(row in train for row in near_copies())
+        and len(train) == summary["train_rows"] == 400 - summary["eval_rows"]
+    )
     assert instructions.read_jsonl(summary["extra_sets"][0]["uri"]) == EVAL_PROMPTS
     with pytest.raises(instructions.DataError, match="taken by the main eval set"):
-        instructions.prepare(str(train_path), None, str(tmp_path / "x"), extra_sets=[{"name": instructions.HELD_OUT, "source": str(extra_path)}])
+        instructions.prepare(
+            str(train_path),
+            None,
+            str(tmp_path / "x"),
+            extra_sets=[{"name": instructions.HELD_OUT, "source": str(extra_path)}],
+        )
 
 
 def test_data_without_near_copies_splits_and_fingerprints_as_before(tmp_path):
@@ -366,7 +427,9 @@ def test_data_without_near_copies_splits_and_fingerprints_as_before(tmp_path):
     assert on["near_duplicates_removed"] == 0
     for key in ("train_rows", "eval_rows", "train_fingerprint", "eval_fingerprint", "source_fingerprint"):
         assert on[key] == off[key]
-    assert (tmp_path / "on" / "data" / "train.jsonl").read_bytes() == (tmp_path / "off" / "data" / "train.jsonl").read_bytes()
+    assert (tmp_path / "on" / "data" / "train.jsonl").read_bytes() == (
+        tmp_path / "off" / "data" / "train.jsonl"
+    ).read_bytes()
 
 
 def _reworded(record: dict, rng: random.Random, words: list[str], changes: int) -> dict:

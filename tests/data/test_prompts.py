@@ -1,8 +1,8 @@
 import pytest
+from conftest import CountingTokenizer, eos_appending
 
 from barbarossa.data import prompts
 from barbarossa.models import loading
-from conftest import CountingTokenizer, eos_appending
 
 
 def test_prompt_without_input():
@@ -13,7 +13,8 @@ def test_prompt_without_input():
 
 def test_prompt_with_input():
     assert prompts.render_prompt("Tərcümə edin.", "Good morning") == (
-        f"{prompts.template_of(None).preamble_with_input}\n\n### Təlimat:\nTərcümə edin.\n\n### Giriş:\nGood morning\n\n### Cavab:\n"
+        f"{prompts.template_of(None).preamble_with_input}\n\n"
+        "### Təlimat:\nTərcümə edin.\n\n### Giriş:\nGood morning\n\n### Cavab:\n"
     )
 
 
@@ -54,7 +55,10 @@ def test_masking_examples_mark_the_prompt_for_both_tasks(tiny_llama):
     assert masked.rstrip().endswith(prompts.template_of(None).response_header) and records[0]["output"][:20] in answer
     t5 = loading.load_tokenizer(loading.resolve("tiny:t5"))
     [text] = prompts.masking_examples(t5, records, 256, count=1, task="seq2seq")
-    assert prompts.template_of(None).response_header in text.split("»")[0] and records[0]["output"][:20] in text.split("»")[1]
+    assert (
+        prompts.template_of(None).response_header in text.split("»")[0]
+        and records[0]["output"][:20] in text.split("»")[1]
+    )
 
 
 # ---------------------------------------------------------------- batched tokenisation

@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from conftest import moto_s3, rows
 
 from barbarossa import storage
 from barbarossa.data import instructions
-from conftest import moto_s3, rows
 
 pytestmark = pytest.mark.server
 
@@ -27,9 +27,14 @@ def test_s3_data_and_outputs_round_trip(s3_server, tmp_path):
     assert train and held and (len(train), len(held)) == (summary["train_rows"], summary["eval_rows"])
     # every input row comes back exactly once, unchanged, in its split, in input order
     assert held == [r for r in sample if r in held] and train == [r for r in sample if r not in held]
-    assert summary["train_fingerprint"] == instructions.fingerprint(train) and summary["eval_fingerprint"] == instructions.fingerprint(held)
-    files = {"adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": bytes(range(256)) * 300,
-             "tokenizer/vocab.txt": "ə ş ç ğ ı ö ü\n".encode()}
+    assert summary["train_fingerprint"] == instructions.fingerprint(train) and summary[
+        "eval_fingerprint"
+    ] == instructions.fingerprint(held)
+    files = {
+        "adapter_config.json": b'{"r": 4}',
+        "adapter_model.safetensors": bytes(range(256)) * 300,
+        "tokenizer/vocab.txt": "ə ş ç ğ ı ö ü\n".encode(),
+    }
     folder = tmp_path / "adapter"
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -43,5 +48,7 @@ def test_bad_row_in_s3_file_names_the_uri(s3_server):
     bad = rows(3)
     bad[1]["instruction"] = ""
     storage.write_text(f"{s3_server}/bad.jsonl", "".join(json.dumps(r) + "\n" for r in bad))
-    with pytest.raises(instructions.DataError, match=r"s3://barbarossa-test/bad.jsonl: line 2, field 'instruction': empty"):
+    with pytest.raises(
+        instructions.DataError, match=r"s3://barbarossa-test/bad.jsonl: line 2, field 'instruction': empty"
+    ):
         instructions.load(f"{s3_server}/bad.jsonl")

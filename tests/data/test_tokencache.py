@@ -4,11 +4,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, CountingTokenizer, eos_appending, moto_s3
 
 from barbarossa import storage
 from barbarossa.data import instructions, prompts, tokencache
 from barbarossa.models import loading, tiny
-from conftest import ROOT, CountingTokenizer, eos_appending, moto_s3
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,9 @@ def split(tmp_path_factory):
 
 
 def _cached(tokenizer, split, root, max_length=128, task="causal"):
-    return tokencache.examples_for(tokenizer, split["train_uri"], split["train_fingerprint"], max_length, task, str(root))
+    return tokencache.examples_for(
+        tokenizer, split["train_uri"], split["train_fingerprint"], max_length, task, str(root)
+    )
 
 
 def _tokenised(tokenizer, split, max_length=128, task="causal"):
@@ -42,7 +44,9 @@ def test_warm_writes_the_file_the_training_tasks_read(tiny_gpt2, split, tmp_path
     tokenizer = CountingTokenizer(loading.load_tokenizer(tiny_gpt2))
     uri = tokencache.warm(tokenizer, split["train_uri"], split["train_fingerprint"], 128, "causal", str(tmp_path))
     assert storage.exists(uri) and tokenizer.calls == 2
-    assert tokencache.warm(tokenizer, split["train_uri"], split["train_fingerprint"], 128, "causal", str(tmp_path)) == uri
+    assert (
+        tokencache.warm(tokenizer, split["train_uri"], split["train_fingerprint"], 128, "causal", str(tmp_path)) == uri
+    )
     assert tokenizer.calls == 2  # warm twice (two bases, one tokenizer): tokenised once
     assert _cached(tokenizer, split, tmp_path) == _tokenised(tokenizer.tokenizer, split) and tokenizer.calls == 2
 
@@ -52,16 +56,26 @@ def test_the_key_follows_tokenizer_data_and_settings(tiny_gpt2):
     uri = lambda tok=tokenizer, fp="f1", length=128, task="causal": tokencache.cache_uri(tok, fp, length, task, "root")  # noqa: E731
     assert uri() == uri(loading.load_tokenizer(tiny_gpt2))  # same files, another object
     assert uri().startswith(storage.join("root", "tokens", "")) and uri().endswith(".npz")
-    others = [uri(fp="f2"), uri(length=256), uri(task="seq2seq"), uri(eos_appending(loading.load_tokenizer(tiny_gpt2))),
-              uri(tiny.build_tokenizer(vocab_size=512))]
+    others = [
+        uri(fp="f2"),
+        uri(length=256),
+        uri(task="seq2seq"),
+        uri(eos_appending(loading.load_tokenizer(tiny_gpt2))),
+        uri(tiny.build_tokenizer(vocab_size=512)),
+    ]
     assert len({uri(), *others}) == 1 + len(others)
 
 
 def test_tokenizer_fingerprint_is_the_same_in_another_process(tiny_gpt2):
     here = tokencache.tokenizer_fingerprint(loading.load_tokenizer(tiny_gpt2))
-    code = ("import sys; from pathlib import Path; from barbarossa.data import tokencache; from barbarossa.models import loading; "
-            "print(tokencache.tokenizer_fingerprint(loading.load_tokenizer(Path(sys.argv[1]))))")
-    there = subprocess.run([sys.executable, "-c", code, str(tiny_gpt2)], capture_output=True, text=True, cwd=ROOT, check=True)
+    code = (
+        "import sys; from pathlib import Path; "
+        "from barbarossa.data import tokencache; from barbarossa.models import loading; "
+        "print(tokencache.tokenizer_fingerprint(loading.load_tokenizer(Path(sys.argv[1]))))"
+    )
+    there = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_gpt2)], capture_output=True, text=True, cwd=ROOT, check=True
+    )
     assert there.stdout.strip() == here
 
 
@@ -78,7 +92,9 @@ def test_cache_on_s3(tiny_gpt2, monkeypatch):
     with moto_s3(monkeypatch) as bucket:
         split = instructions.prepare(str(instructions.BUNDLED), None, f"{bucket}/runs/1")
         tokenizer = CountingTokenizer(loading.load_tokenizer(tiny_gpt2))
-        uri = tokencache.warm(tokenizer, split["train_uri"], split["train_fingerprint"], 128, "causal", f"{bucket}/cache")
+        uri = tokencache.warm(
+            tokenizer, split["train_uri"], split["train_fingerprint"], 128, "causal", f"{bucket}/cache"
+        )
         assert uri.startswith(f"{bucket}/cache/tokens/") and storage.exists(uri) and tokenizer.calls == 2
         assert _cached(tokenizer, split, f"{bucket}/cache") == _tokenised(tokenizer.tokenizer, split)
         assert tokenizer.calls == 2

@@ -2,27 +2,66 @@
 
 import pytest
 import yaml
-
-from barbarossa.data import prompts
-from barbarossa.train import loop
-from barbarossa.decide import release
 from conftest import moto_s3, rows, write_jsonl
 
-TRAIN = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "learning_rate": 5e-2, "warmup_steps": 0,
-         "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "fp32", "seed": 0, "log_every": 2}
+from barbarossa.data import prompts
+from barbarossa.decide import release
+from barbarossa.train import loop
+
+TRAIN = {
+    "max_steps": 2,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 5e-2,
+    "warmup_steps": 0,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "fp32",
+    "seed": 0,
+    "log_every": 2,
+}
 
 
 def entry(family: str, tmp_path) -> dict:
-    base = {"name": f"tiny-{family}", "source": f"tiny:{family}", "family": family, "max_length": 512,
-            "licence": "Apache-2.0", "certainty": "confirmed", "certainty_note": ""}
-    item = {"name": f"tiny-{family}-lora", "kind": "candidate", "base": base,
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
-    summary = {"train_uri": str(write_jsonl(tmp_path / "train.jsonl", rows(8))), "train_source": "owner/az-alpaca",
-               "train_rows": 8, "eval_rows": 2, "train_fingerprint": "f" * 16, "eval_fingerprint": "e" * 16}
+    base = {
+        "name": f"tiny-{family}",
+        "source": f"tiny:{family}",
+        "family": family,
+        "max_length": 512,
+        "licence": "Apache-2.0",
+        "certainty": "confirmed",
+        "certainty_note": "",
+    }
+    item = {
+        "name": f"tiny-{family}-lora",
+        "kind": "candidate",
+        "base": base,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+    }
+    summary = {
+        "train_uri": str(write_jsonl(tmp_path / "train.jsonl", rows(8))),
+        "train_source": "owner/az-alpaca",
+        "train_rows": 8,
+        "eval_rows": 2,
+        "train_fingerprint": "f" * 16,
+        "eval_fingerprint": "e" * 16,
+    }
     trained = loop.finetune(item, summary, TRAIN, str(tmp_path / "out"))
-    row = {"name": item["name"], "decision": "release", "reasons": ["chrF++ +6.1 over base ✓"], "eval_loss": 3.1,
-           "base_eval_loss": 3.5, "chrf": 20.0, "base_chrf": 14.0, "bleu": 5.0, "fidelity": 0.97,
-           "degenerate_rate": 0.1, "steps": 2, "adapter_uri": trained["adapter_uri"]}
+    row = {
+        "name": item["name"],
+        "decision": "release",
+        "reasons": ["chrF++ +6.1 over base ✓"],
+        "eval_loss": 3.1,
+        "base_eval_loss": 3.5,
+        "chrf": 20.0,
+        "base_chrf": 14.0,
+        "bleu": 5.0,
+        "fidelity": 0.97,
+        "degenerate_rate": 0.1,
+        "steps": 2,
+        "adapter_uri": trained["adapter_uri"],
+    }
     return {"row": row, "item": item, "summary": summary}
 
 
@@ -37,7 +76,9 @@ def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     assert values == {"eval_loss": 3.1, "chrf": 20.0, "bleu": 5.0, "fidelity": 0.97}
     assert prompts.render_prompt("Azərbaycanın paytaxtı hansı şəhərdir?") in card  # the exact template
     assert "chrF++ +6.1 over base" in card and "## Limitations" in card and "PeftModel.from_pretrained" in card
-    assert "with Barbarossa (run `FinetuneFlow/1/release/9`)" in card and "](http" not in card  # no link to a wrong place
+    assert (
+        "with Barbarossa (run `FinetuneFlow/1/release/9`)" in card and "](http" not in card
+    )  # no link to a wrong place
 
 
 def _independent_merge(base_params: dict, adapter_dir) -> dict:
@@ -88,10 +129,16 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
     bundle = release.build_bundle(e, e["summary"], TRAIN, "run", str(tmp_path / "release"), merge=True)
     assert bundle["merge_max_logit_diff"] < 1e-3
     folder = tmp_path / "release" / f"tiny-{family}-lora"
-    assert {"README.md", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
-            "merged/config.json", "merged/model.safetensors"} <= set(bundle["files"])
+    assert {
+        "README.md",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "merged/config.json",
+        "merged/model.safetensors",
+    } <= set(bundle["files"])
     with safe_open(folder / "merged" / "model.safetensors", "pt") as stored:
-        assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}  # served in bf16
+        # served in bf16 (safe_open handles have keys() but are neither iterable nor containers)
+        assert {stored.get_slice(k).get_dtype() for k in stored.keys()} == {"BF16"}  # noqa: SIM118
     reloaded = loading.load_model(folder / "merged", family).eval()  # from_pretrained: a plain model, no peft needed
     assert not any("lora" in name for name, _ in reloaded.named_parameters())
 
@@ -111,8 +158,13 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
     changed = [n for n in want if not torch.equal(want[n], base_params[n])]
     assert changed and all(".weight" in n for n in changed)
     for name, weight in want.items():  # equal up to the bf16 rounding of the stored copy (one unit in the last place)
-        torch.testing.assert_close(got[name].detach(), weight.to(torch.bfloat16).float(), rtol=2 ** -7, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            got[name].detach(),
+            weight.to(torch.bfloat16).float(),
+            rtol=2**-7,
+            atol=1e-6,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
 def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):
@@ -129,7 +181,9 @@ def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
 
     e = entry("llama", tmp_path)
     with moto_s3(monkeypatch) as bucket:
-        [out] = release.release_all([e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, f"{bucket}/models", True)
+        [out] = release.release_all(
+            [e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, f"{bucket}/models", True
+        )
         assert out["published_to"] == f"{bucket}/models/tiny-llama-lora"
         assert storage.exists(f"{bucket}/models/tiny-llama-lora/adapter/adapter_model.safetensors")
         assert storage.read_bytes(f"{bucket}/models/tiny-llama-lora/README.md").startswith(b"---\nlibrary_name: peft")

@@ -11,16 +11,20 @@ from barbarossa.models import loading
 
 
 def items(answers: list[int], choices=("Bakı", "Gəncə", "Sumqayıt", "Şəki")) -> list[dict]:
-    return [{"question": f"Sual {i}?", "context": "Mətn.", "choices": list(choices), "answer": a}
-            for i, a in enumerate(answers)]
+    return [
+        {"question": f"Sual {i}?", "context": "Mətn.", "choices": list(choices), "answer": a}
+        for i, a in enumerate(answers)
+    ]
 
 
 def favours(index: int, bad: float = 5.0, good: float = 1.0):
     """A scorer whose model always prefers choice `index` (lowest NLL), every choice scored whole."""
+
     def scorer(records):
         per_item = len(items([0])[0]["choices"])
         nll = [good if i % per_item == index else bad for i in range(len(records))]
         return {"nll": nll, "tokens": [3] * len(records), "bytes": [len(r["output"].encode()) for r in records]}
+
     return scorer
 
 
@@ -58,8 +62,10 @@ def test_an_item_whose_choice_was_not_scored_whole_counts_as_wrong():
 
 def test_translation_scores_both_directions_with_per_sentence_chrf_rows():
     pack = languages.load("az")
-    pairs = [{"source": "The weather is sunny today.", "target": "Bu gün hava günəşlidir."},
-             {"source": "I like reading books.", "target": "Mən kitab oxumağı sevirəm."}]
+    pairs = [
+        {"source": "The weather is sunny today.", "target": "Bu gün hava günəşlidir."},
+        {"source": "I like reading books.", "target": "Mən kitab oxumağı sevirəm."},
+    ]
     asked = []
 
     def translate(records):

@@ -29,12 +29,23 @@ def test_the_kazakh_pack_judges_kazakh_against_russian_and_english():
     assert langid.target_code(identify) == "kk"
     assert accuracy(identify, {"kk": "kk", "en": "en"}) >= 0.9
     fidelity = protocol.load_metric("fidelity").compute(
-        predictions=SENTENCES["kk"][:10] + SENTENCES["en"][:10] + [""], identify=identify)
+        predictions=SENTENCES["kk"][:10] + SENTENCES["en"][:10] + [""], identify=identify
+    )
     assert fidelity["segments"][:10].count(1) >= 9 and sum(fidelity["segments"][10:]) == 0
     assert fidelity["score"] == pytest.approx(sum(fidelity["segments"]) / 21)
 
 
 def test_the_same_answer_counts_for_one_pack_and_against_another():
     answer = SENTENCES["tr"][0]
-    assert protocol.load_metric("fidelity").compute(predictions=[answer], identify=languages.load("tr")["identify"])["score"] == 1
-    assert protocol.load_metric("fidelity").compute(predictions=[answer], identify=languages.load("az")["identify"])["score"] == 0
+    assert (
+        protocol.load_metric("fidelity").compute(predictions=[answer], identify=languages.load("tr")["identify"])[
+            "score"
+        ]
+        == 1
+    )
+    assert (
+        protocol.load_metric("fidelity").compute(predictions=[answer], identify=languages.load("az")["identify"])[
+            "score"
+        ]
+        == 0
+    )

@@ -4,9 +4,8 @@ import pytest
 
 from barbarossa import languages
 from barbarossa.data import instructions, prompts
-from barbarossa.evaluate import langid
+from barbarossa.evaluate import langid, protocol
 from barbarossa.models import loading
-from barbarossa.evaluate import protocol
 
 AZ_IDENTIFY = languages.load("az")["identify"]
 
@@ -14,12 +13,17 @@ AZ_IDENTIFY = languages.load("az")["identify"]
 def language_of(text: str) -> str:
     return langid.language_of(text, AZ_IDENTIFY)
 
-AZ = ["Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
-      "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
-      "Şəhərin mərkəzində yeni bir park salınıb və axşamlar orada çoxlu adam gəzir."]
-TR = ["Bugün hava çok soğuk, bu yüzden kalın giysiler giymek gerekiyor.",
-      "Ben kitap okumayı ve arkadaşlarımla sohbet etmeyi çok seviyorum.",
-      "Şehrin merkezinde yeni bir park yapıldı ve akşamları orada birçok insan geziyor."]
+
+AZ = [
+    "Bu gün hava çox soyuqdur, ona görə də qalın paltar geyinmək lazımdır.",
+    "Mən kitab oxumağı və dostlarımla söhbət etməyi çox sevirəm.",
+    "Şəhərin mərkəzində yeni bir park salınıb və axşamlar orada çoxlu adam gəzir.",
+]
+TR = [
+    "Bugün hava çok soğuk, bu yüzden kalın giysiler giymek gerekiyor.",
+    "Ben kitap okumayı ve arkadaşlarımla sohbet etmeyi çok seviyorum.",
+    "Şehrin merkezinde yeni bir park yapıldı ve akşamları orada birçok insan geziyor.",
+]
 EN = ["The weather is very cold today, so warm clothes are needed."]
 RU = ["Сегодня очень холодно, поэтому нужно надеть тёплую одежду."]
 
@@ -30,14 +34,17 @@ def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
     assert result["score"] == pytest.approx(3 / 9)
 
 
-@pytest.mark.parametrize("text, degenerate", [
-    ("", True),
-    ("   ", True),
-    ("səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində", True),
-    ("Nə üçün göy mavi görünür. Nə üçün göy mavi görünür. Nə üçün göy mavi görünür.", True),
-    ("Göy mavi görünür, çünki atmosfer qısa dalğalı mavi işığı daha çox səpələyir.", False),
-    ("Bakı.", False),
-])
+@pytest.mark.parametrize(
+    "text, degenerate",
+    [
+        ("", True),
+        ("   ", True),
+        ("səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində səviyyəsində", True),
+        ("Nə üçün göy mavi görünür. Nə üçün göy mavi görünür. Nə üçün göy mavi görünür.", True),
+        ("Göy mavi görünür, çünki atmosfer qısa dalğalı mavi işığı daha çox səpələyir.", False),
+        ("Bakı.", False),
+    ],
+)
 def test_degenerate_answers(text, degenerate):
     assert protocol.load_metric("degenerate").compute(predictions=[text])["score"] == float(degenerate)
 
@@ -73,7 +80,9 @@ def test_language_identifier_separates_azerbaijani_from_turkish_on_sixty_sentenc
     assert not training & set(sentences["az"])
     right = sum(language_of(s) == "az" for s in sentences["az"]) + sum(language_of(s) == "tr" for s in sentences["tr"])
     assert right / (len(sentences["az"]) + len(sentences["tr"])) >= 0.95
-    fidelity = protocol.load_metric("fidelity").compute(predictions=sentences["az"] + sentences["tr"], identify=AZ_IDENTIFY)
+    fidelity = protocol.load_metric("fidelity").compute(
+        predictions=sentences["az"] + sentences["tr"], identify=AZ_IDENTIFY
+    )
     assert fidelity["score"] == pytest.approx(sum(language_of(s) == "az" for s in sentences["az"]) / 120)
 
 
@@ -93,4 +102,6 @@ def test_metric_modules_return_the_per_answer_numbers_their_corpus_scores_are_bu
     loops = protocol.load_metric("degenerate").compute(predictions=predictions)
     assert loops["segments"] == [0, 0, 0, 1, 1] and loops["score"] == pytest.approx(0.4)
     scores, per_row = protocol.score_generations(predictions, references)
-    assert per_row["fidelity"] == fidelity["segments"] and scores["fidelity"] == pytest.approx(sum(fidelity["segments"]) / 5)
+    assert per_row["fidelity"] == fidelity["segments"] and scores["fidelity"] == pytest.approx(
+        sum(fidelity["segments"]) / 5
+    )

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from barbarossa.data import instructions, prompts
-from barbarossa.models import loading, scoring
 from barbarossa.evaluate import protocol
+from barbarossa.models import loading, scoring
 
 
 def test_chrf_metric_module_scores_identity_and_mismatch():
@@ -83,23 +83,38 @@ def test_bits_per_byte_does_not_depend_on_the_tokenizer_per_token_loss_does():
     assert found[257]["bits_per_byte"] == pytest.approx(found[1024]["bits_per_byte"], rel=1e-6)
 
 
-AZ_TEXTS = ["Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir.",
-            "Şəhərin mərkəzində yeni bir park salınıb.", "Çörək, pendir və çay."]
+AZ_TEXTS = [
+    "Bakı Azərbaycanın paytaxtıdır və Xəzər dənizinin sahilində yerləşir.",
+    "Şəhərin mərkəzində yeni bir park salınıb.",
+    "Çörək, pendir və çay.",
+]
 
 
 def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_llama, tmp_path):
-    """End to end: bits per byte = eval_loss × tokens / (ln 2 × bytes); a response cut at max_length adds nothing to it."""
+    """End to end: bits per byte = eval_loss × tokens / (ln 2 × bytes); a response cut at max_length adds nothing
+    to it."""
     from conftest import write_jsonl
 
     records = instructions.load(str(instructions.BUNDLED)).records[:8]
     summary = {"eval_uri": str(write_jsonl(tmp_path / "eval.jsonl", records))}
-    item = {"name": "tiny-llama", "kind": "baseline",
-            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 1024}}
-    cfg = {"max_length": 1024, "max_loss_rows": 8, "generate_rows": 2, "max_new_tokens": 2, "batch_size": 3, "samples": 1}
+    item = {
+        "name": "tiny-llama",
+        "kind": "baseline",
+        "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 1024},
+    }
+    cfg = {
+        "max_length": 1024,
+        "max_loss_rows": 8,
+        "generate_rows": 2,
+        "max_new_tokens": 2,
+        "batch_size": 3,
+        "samples": 1,
+    }
     whole = protocol.evaluate(item, None, summary, cfg)
     assert whole["eval_bytes"] == sum(len(r["output"].encode("utf-8")) for r in records)
     assert whole["bits_per_byte"] == pytest.approx(
-        whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4)
+        whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4
+    )
     rows = whole["per_row"]["heldout"]
     assert len(rows["nll"]) == len(rows["tokens"]) == 8 and len(rows["chrf"]) == len(rows["fidelity"]) == 2
 
@@ -112,8 +127,11 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
     assert kept and scored_in_part
     assert cut["eval_bytes"] == sum(rows["bytes"]) < whole["eval_bytes"]
     assert cut["bits_per_byte"] == pytest.approx(
-        sum(rows["nll"][i] for i in kept) / (math.log(2) * sum(rows["bytes"][i] for i in kept)), rel=1e-5)
-    assert cut["eval_loss"] == pytest.approx(sum(rows["nll"]) / sum(rows["tokens"]), rel=1e-5)  # cut rows still count here
+        sum(rows["nll"][i] for i in kept) / (math.log(2) * sum(rows["bytes"][i] for i in kept)), rel=1e-5
+    )
+    assert cut["eval_loss"] == pytest.approx(
+        sum(rows["nll"]) / sum(rows["tokens"]), rel=1e-5
+    )  # cut rows still count here
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_gpt2):
@@ -124,7 +142,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_gpt2):
     assert batched == single and len(batched) == 4
 
 
-USER_METRIC = '''
+USER_METRIC = """
 import datasets
 import evaluate
 
@@ -137,7 +155,7 @@ class Lengths(evaluate.Metric):
 
     def _compute(self, predictions, references):
         return {"count": len(predictions), "reference_words": sum(len(r.split()) for r in references), "note": "x"}
-'''
+"""
 
 
 def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path):
@@ -146,23 +164,66 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
     module = tmp_path / "lengths.py"
     module.write_text(USER_METRIC)
     records = instructions.load(str(instructions.BUNDLED)).records
-    summary = instructions.prepare(str(write_jsonl(tmp_path / "train.jsonl", records[:40])), None, str(tmp_path / "run"),
-                           eval_fraction=0.2, extra_sets=[{"name": "numbers", "source": str(write_jsonl(tmp_path / "n.jsonl", rows(5)))}])
+    summary = instructions.prepare(
+        str(write_jsonl(tmp_path / "train.jsonl", records[:40])),
+        None,
+        str(tmp_path / "run"),
+        eval_fraction=0.2,
+        extra_sets=[{"name": "numbers", "source": str(write_jsonl(tmp_path / "n.jsonl", rows(5)))}],
+    )
     [extra] = summary["extra_sets"]
     assert extra["name"] == "numbers" and extra["rows"] == 5 and instructions.read_jsonl(extra["uri"]) == rows(5)
-    item = {"name": "tiny-llama", "kind": "baseline",
-            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512}}
-    cfg = {"max_length": 128, "max_loss_rows": 4, "generate_rows": 3, "max_new_tokens": 4, "batch_size": 2, "samples": 1,
-           "extra_metrics": [str(module)]}
+    item = {
+        "name": "tiny-llama",
+        "kind": "baseline",
+        "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
+    }
+    cfg = {
+        "max_length": 128,
+        "max_loss_rows": 4,
+        "generate_rows": 3,
+        "max_new_tokens": 4,
+        "batch_size": 2,
+        "samples": 1,
+        "extra_metrics": [str(module)],
+    }
     metrics = protocol.evaluate(item, None, summary, cfg)
     main_refs = instructions.read_jsonl(summary["eval_uri"])[:3]
-    assert metrics["custom"] == {"lengths.count": 3.0, "lengths.reference_words": float(sum(len(r["output"].split()) for r in main_refs))}
+    assert metrics["custom"] == {
+        "lengths.count": 3.0,
+        "lengths.reference_words": float(sum(len(r["output"].split()) for r in main_refs)),
+    }
     numbers = metrics["extra_sets"]["numbers"]
     assert numbers["rows"] == 5 and numbers["lengths.count"] == 3.0 and numbers["eval_loss"] > 0
     assert numbers["bits_per_byte"] > 0
-    assert "nll" not in numbers and len(metrics["per_row"]["extra_sets"]["numbers"]["nll"]) == 4  # per-row numbers apart
+    assert (
+        "nll" not in numbers and len(metrics["per_row"]["extra_sets"]["numbers"]["nll"]) == 4
+    )  # per-row numbers apart
     assert {"chrf", "bleu", "fidelity", "degenerate_rate"} <= set(numbers)
     assert numbers["lengths.reference_words"] == sum(len(r["output"].split()) for r in rows(5)[:3])
+
+
+ONE_NUMBER_METRIC = """
+import datasets
+import evaluate
+
+
+class Exact(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="exact matches", citation="", inputs_description="",
+                                   features=datasets.Features({"predictions": datasets.Value("string"),
+                                                               "references": datasets.Value("string")}))
+
+    def _compute(self, predictions, references):
+        return {"matches": sum(p == r for p, r in zip(predictions, references)), "note": "not a number"}
+"""
+
+
+def test_a_metric_module_with_one_number_is_keyed_by_its_file_name(tmp_path):
+    module = tmp_path / "exact_matches.py"
+    module.write_text(ONE_NUMBER_METRIC)
+    scores = protocol.extra_metric_scores([str(module)], ["Bakı", "Gəncə", "Şəki"], ["Bakı", "Sumqayıt", "Şəki"])
+    assert scores == {"exact_matches": 2.0}
 
 
 def test_a_bad_row_in_an_extra_eval_set_stops_before_anything_is_written(tmp_path):
@@ -171,6 +232,10 @@ def test_a_bad_row_in_an_extra_eval_set_stops_before_anything_is_written(tmp_pat
     bad = rows(4)
     bad[2]["output"] = ""
     with pytest.raises(instructions.DataError, match=r"x.jsonl: line 3, field 'output': empty"):
-        instructions.prepare(str(write_jsonl(tmp_path / "train.jsonl", rows(30))), None, str(tmp_path / "run"),
-                     extra_sets=[{"name": "x", "source": str(write_jsonl(tmp_path / "x.jsonl", bad))}])
+        instructions.prepare(
+            str(write_jsonl(tmp_path / "train.jsonl", rows(30))),
+            None,
+            str(tmp_path / "run"),
+            extra_sets=[{"name": "x", "source": str(write_jsonl(tmp_path / "x.jsonl", bad))}],
+        )
     assert not (tmp_path / "run").exists()

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 from sacrebleu.metrics import BLEU, CHRF
+from test_metrics import AZ, TR
 
 from barbarossa.evaluate import protocol, stats
-from test_metrics import AZ, TR
 
 HYPOTHESES = [AZ[0], TR[1], "", "Bakı", AZ[2][:20], "çox çox çox çox", AZ[1]]
 REFERENCES = [AZ[0], AZ[1], AZ[2], "Bakı gözəl şəhərdir.", AZ[2], AZ[1], TR[1]]
@@ -19,7 +19,9 @@ def segment_stats(metric, hypotheses, references):
     return np.array(metric._extract_corpus_statistics(hypotheses, [references]), dtype=float)
 
 
-@pytest.mark.parametrize("metric, score", [(CHRF(word_order=2), stats.chrf_from_stats), (BLEU(), stats.bleu_from_stats)])
+@pytest.mark.parametrize(
+    "metric, score", [(CHRF(word_order=2), stats.chrf_from_stats), (BLEU(), stats.bleu_from_stats)]
+)
 def test_vectorised_corpus_scores_equal_sacrebleu_on_every_resample(metric, score):
     rng = random.Random(0)
     samples = [list(range(len(HYPOTHESES)))] + [[rng.randrange(len(HYPOTHESES)) for _ in HYPOTHESES] for _ in range(30)]
@@ -70,8 +72,15 @@ def test_interval_surrounds_the_point_narrows_with_rows_and_is_reproducible():
 
 
 def test_constant_rows_give_a_zero_width_interval():
-    rows = {"nll": [math.log(2) * 10] * 20, "tokens": [5] * 20, "bytes": [10] * 20, "fidelity": [1] * 20, "degenerate": [0] * 20,
-            "chrf": [[3, 3, 3] * 8] * 20, "bleu": [[4, 4, 4, 3, 2, 1, 4, 3, 2, 1]] * 20}
+    rows = {
+        "nll": [math.log(2) * 10] * 20,
+        "tokens": [5] * 20,
+        "bytes": [10] * 20,
+        "fidelity": [1] * 20,
+        "degenerate": [0] * 20,
+        "chrf": [[3, 3, 3] * 8] * 20,
+        "bleu": [[4, 4, 4, 3, 2, 1, 4, 3, 2, 1]] * 20,
+    }
     found = stats.intervals(rows)
     assert found["bits_per_byte"] == [1.0, 1.0] and found["fidelity"] == [1.0, 1.0] and found["chrf"] == [100.0, 100.0]
 
@@ -119,7 +128,9 @@ def test_rows_that_differ_are_not_paired():
     base = per_row_for(TR, AZ, nll=[3.0, 4.0], tokens=[2, 2], sizes=[5, 6])
     assert stats.paired(base, base) is not None
     assert stats.paired({**base, "bytes": [5, 7]}, base) is None  # another eval set
-    assert stats.paired(per_row_for(TR, [AZ[1], AZ[0], AZ[2]], nll=[3.0, 4.0], tokens=[2, 2], sizes=[5, 6]), base) is None
+    assert (
+        stats.paired(per_row_for(TR, [AZ[1], AZ[0], AZ[2]], nll=[3.0, 4.0], tokens=[2, 2], sizes=[5, 6]), base) is None
+    )
 
 
 def test_p_value_is_twice_the_far_tail_and_never_zero():

@@ -7,11 +7,11 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+from conftest import ROOT
 
-from barbarossa.models import roster
 from barbarossa.decide import leaderboard
 from barbarossa.infra import compute
-from conftest import ROOT
+from barbarossa.models import roster
 
 INFRA = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40}
 
@@ -23,8 +23,12 @@ def test_each_class_gets_the_largest_need_of_its_members_and_an_empty_class_no_g
     assert boxes["large"]["timeout_hours"] == tulu.timeout_hours > boxes["small"]["timeout_hours"]
     only_small = compute.deployed_boxes({**INFRA, "models": "az-gpt2-alpaca"})
     assert only_small["large"] == compute.IDLE_BOX and only_small["large"]["gpus"] == 0
-    assert compute.resources_kwargs(boxes["large"]) == {"gpu": 1, "cpu": tulu.cpu, "memory": tulu.memory_gb * 1024,
-                                                        "disk": tulu.disk_gb * 1024}
+    assert compute.resources_kwargs(boxes["large"]) == {
+        "gpu": 1,
+        "cpu": tulu.cpu,
+        "memory": tulu.memory_gb * 1024,
+        "disk": tulu.disk_gb * 1024,
+    }
     assert compute.timeout_kwargs({"timeout_hours": 0.5}) == {"minutes": 30}
 
 
@@ -47,20 +51,25 @@ def test_a_model_bigger_than_the_deployed_box_is_refused_on_a_cluster_but_not_lo
 
 def test_gather_leaves_idle_items_out_and_names_the_failed_stage():
     def task(name, kind="candidate", failure=None, stage="evaluate"):
-        return SimpleNamespace(item={"name": name, "kind": kind}, train=None, metrics=None, failure=failure, stage=stage)
+        return SimpleNamespace(
+            item={"name": name, "kind": kind}, train=None, metrics=None, failure=failure, stage=stage
+        )
 
     results = leaderboard.gather([task("(no large models)", "idle"), task("ok"), task("bad", failure="OOM")])
     assert [r["item"]["name"] for r in results] == ["ok", "bad"]
     assert results[0]["error"] is None and results[1]["error"] == "evaluate failed: OOM"
 
 
-@pytest.mark.parametrize("text, message", [
-    ('compute = "local"\nmodels = "local"', "missing key 'large_from_gpu_memory_gb'"),
-    (json.dumps({**INFRA, "compute": "slurm"}), "compute must be one of local, kubernetes, batch"),
-    (json.dumps({**INFRA, "gpus": 2}), "unknown key 'gpus'"),
-    (json.dumps({**INFRA, "large_from_gpu_memory_gb": "40"}), "'large_from_gpu_memory_gb' must be int"),
-    ("compute = ", "neither TOML nor a JSON object"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('compute = "local"\nmodels = "local"', "missing key 'large_from_gpu_memory_gb'"),
+        (json.dumps({**INFRA, "compute": "slurm"}), "compute must be one of local, kubernetes, batch"),
+        (json.dumps({**INFRA, "gpus": 2}), "unknown key 'gpus'"),
+        (json.dumps({**INFRA, "large_from_gpu_memory_gb": "40"}), "'large_from_gpu_memory_gb' must be int"),
+        ("compute = ", "neither TOML nor a JSON object"),
+    ],
+)
 def test_bad_infra_config_is_rejected_with_the_key(text, message):
     with pytest.raises(compute.InfraError, match=message):
         compute.parse_infra(text)
@@ -71,21 +80,33 @@ def test_shipped_infra_config_parses():
 
 
 def test_compute_decorator_merges_the_class_gpu_node_selector():
-    infra = {**INFRA, "kubernetes": {"image": "img", "node_selector": {"pool": "ml"},
-                                     "gpu_node_selector": {"large": {"gpu": "a100"}}}}
-    assert compute.compute_decorator(infra, "large") == ("kubernetes", {"image": "img", "node_selector": {"pool": "ml", "gpu": "a100"}})
+    infra = {
+        **INFRA,
+        "kubernetes": {
+            "image": "img",
+            "node_selector": {"pool": "ml"},
+            "gpu_node_selector": {"large": {"gpu": "a100"}},
+        },
+    }
+    assert compute.compute_decorator(infra, "large") == (
+        "kubernetes",
+        {"image": "img", "node_selector": {"pool": "ml", "gpu": "a100"}},
+    )
     assert compute.compute_decorator(infra, None) == ("kubernetes", {"image": "img", "node_selector": {"pool": "ml"}})
     assert compute.compute_decorator({**INFRA, "compute": "local"}, "large") is None
     batch = {**INFRA, "compute": "batch", "batch": {"queue": "q", "image": "img"}}
     assert compute.compute_decorator(batch, "small") == ("batch", {"queue": "q", "image": "img"})
 
 
-@pytest.mark.parametrize("infra, message", [
-    ({**INFRA, "compute": "batch", "trigger_event": "x"}, "Step Functions refuses @trigger"),
-    ({**INFRA, "kubernetes": {"namespace": "ml"}}, r"\[kubernetes\] unknown key 'namespace'"),
-    ({**INFRA, "kubernetes": {"gpu_node_selector": {"huge": {}}}}, "unknown size class"),
-    ({**INFRA, "batch": {"queue": 3}}, r"\[batch\] 'queue' must be str"),
-])
+@pytest.mark.parametrize(
+    "infra, message",
+    [
+        ({**INFRA, "compute": "batch", "trigger_event": "x"}, "Step Functions refuses @trigger"),
+        ({**INFRA, "kubernetes": {"namespace": "ml"}}, r"\[kubernetes\] unknown key 'namespace'"),
+        ({**INFRA, "kubernetes": {"gpu_node_selector": {"huge": {}}}}, "unknown size class"),
+        ({**INFRA, "batch": {"queue": 3}}, r"\[batch\] 'queue' must be str"),
+    ],
+)
 def test_bad_compute_tables_are_rejected(infra, message):
     with pytest.raises(compute.InfraError, match=message):
         compute.validate_infra(infra)
@@ -104,9 +125,15 @@ def _new_machine(home) -> dict:
     for name in ("config", "credentials"):
         (home / name).write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "METAFLOW_"))}
-    return {**env, "HOME": str(home), "METAFLOW_HOME": str(home), "AWS_CONFIG_FILE": str(home / "config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"), "AWS_EC2_METADATA_DISABLED": "true",
-            "METAFLOW_DATASTORE_SYSROOT_LOCAL": os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"]}
+    return {
+        **env,
+        "HOME": str(home),
+        "METAFLOW_HOME": str(home),
+        "AWS_CONFIG_FILE": str(home / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"],
+    }
 
 
 @pytest.fixture
@@ -124,15 +151,31 @@ KUBE = {**INFRA, "kubernetes": {"image": "registry.example/barbarossa:abc"}}
 BATCH = {**INFRA, "compute": "batch", "batch": {"image": "img", "queue": "gpu"}}
 
 
-@pytest.mark.parametrize("infra, env, missing", [
-    (KUBE, {}, "Metaflow's datastore is 'local', which a remote task cannot read — set METAFLOW_DEFAULT_DATASTORE=s3"),
-    (KUBE, {"METAFLOW_DEFAULT_DATASTORE": "s3"}, "no S3 datastore root — set METAFLOW_DATASTORE_SYSROOT_S3"),
-    (INFRA, S3, r"no container image — set \[kubernetes\] image in the infra config \(or METAFLOW_KUBERNETES_CONTAINER_IMAGE\)"),
-    ({**BATCH, "batch": {"queue": "gpu"}}, {**S3, **AWS}, r"no container image — set \[batch\] image"),
-    ({**BATCH, "batch": {"image": "img"}}, {**S3, **AWS}, r"no Batch job queue — set \[batch\] queue"),
-    (BATCH, {**S3, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}, "no AWS region — set AWS_DEFAULT_REGION"),
-    (BATCH, {**S3, "AWS_DEFAULT_REGION": "us-east-1"}, "no AWS credentials — set AWS_ACCESS_KEY_ID"),
-])
+@pytest.mark.parametrize(
+    "infra, env, missing",
+    [
+        (
+            KUBE,
+            {},
+            "Metaflow's datastore is 'local', which a remote task cannot read — set METAFLOW_DEFAULT_DATASTORE=s3",
+        ),
+        (KUBE, {"METAFLOW_DEFAULT_DATASTORE": "s3"}, "no S3 datastore root — set METAFLOW_DATASTORE_SYSROOT_S3"),
+        (
+            INFRA,
+            S3,
+            r"no container image — set \[kubernetes\] image in the infra config "
+            r"\(or METAFLOW_KUBERNETES_CONTAINER_IMAGE\)",
+        ),
+        ({**BATCH, "batch": {"queue": "gpu"}}, {**S3, **AWS}, r"no container image — set \[batch\] image"),
+        ({**BATCH, "batch": {"image": "img"}}, {**S3, **AWS}, r"no Batch job queue — set \[batch\] queue"),
+        (
+            BATCH,
+            {**S3, "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
+            "no AWS region — set AWS_DEFAULT_REGION",
+        ),
+        (BATCH, {**S3, "AWS_DEFAULT_REGION": "us-east-1"}, "no AWS credentials — set AWS_ACCESS_KEY_ID"),
+    ],
+)
 def test_remote_compute_names_what_this_machine_lacks_in_one_line(new_machine, infra, env, missing):
     os.environ.update(env)
     with pytest.raises(compute.InfraError, match=missing) as err:
@@ -165,14 +208,27 @@ def test_local_compute_and_remote_tasks_are_not_checked(new_machine):
 @pytest.mark.flow
 def test_a_remote_infra_config_fails_at_load_in_one_line_without_a_traceback(tmp_path):
     """`run` with the Kubernetes example on a new machine: Metaflow prints our line, nothing is launched."""
-    done = subprocess.run([sys.executable, str(ROOT / "flows" / "finetune_flow.py"), "--config", "infra",
-                           str(ROOT / "configs" / "infra" / "kubernetes.example.toml"), "run"],
-                          capture_output=True, text=True, env=_new_machine(tmp_path), timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "flows" / "finetune_flow.py"),
+            "--config",
+            "infra",
+            str(ROOT / "configs" / "infra" / "kubernetes.example.toml"),
+            "run",
+        ],
+        capture_output=True,
+        text=True,
+        env=_new_machine(tmp_path),
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 1 and "Traceback" not in output and "Workflow starting" not in output, output
     headline, line = [row.strip() for row in output.splitlines() if row.strip()]  # Metaflow's headline, our line
     assert headline == "Infra config:", output
-    assert line.startswith('infra config: compute = "kubernetes" cannot launch from here: Metaflow\'s datastore is \'local\'')
+    assert line.startswith(
+        "infra config: compute = \"kubernetes\" cannot launch from here: Metaflow's datastore is 'local'"
+    )
 
 
 def test_remote_compute_wants_an_s3_output_root_and_local_takes_a_folder():
@@ -180,4 +236,7 @@ def test_remote_compute_wants_an_s3_output_root_and_local_takes_a_folder():
     compute.check_output_root({"compute": "kubernetes"}, "s3://bucket/barbarossa")
     with pytest.raises(compute.InfraError, match="'runs' is a local folder, but compute = \"batch\""):
         compute.check_output_root({"compute": "batch"}, "runs")
-    assert compute.validate_infra({"compute": "local", "models": "local", "large_from_gpu_memory_gb": 40})["output_root"] == "runs"
+    assert (
+        compute.validate_infra({"compute": "local", "models": "local", "large_from_gpu_memory_gb": 40})["output_root"]
+        == "runs"
+    )

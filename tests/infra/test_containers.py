@@ -17,7 +17,9 @@ def test_every_pin_in_the_dockerfile_and_makefile_is_the_constraints_pin():
     for path in ("containers/Dockerfile", "Makefile"):
         for name, version in PIN.findall((ROOT / path).read_text()):
             public = version.split("+")[0]  # torch==2.13.0+cu128 is the CUDA build of constraints' torch==2.13.0
-            assert pins.get(name.lower()) == public, f"{path}: {name}=={version} vs constraints.txt {pins.get(name.lower())}"
+            assert pins.get(name.lower()) == public, (
+                f"{path}: {name}=={version} vs constraints.txt {pins.get(name.lower())}"
+            )
 
 
 def test_direct_dependencies_agree_with_constraints():
@@ -87,6 +89,8 @@ def test_base_image_is_cuda_base_of_torch_s_cuda_version_without_its_own_cuda_li
     image = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-([a-z-]+)-ubuntu(\d+)\.04", args["BASE_IMAGE"])
     assert image, "BASE_IMAGE defaults to nvidia/cuda:<version>-base-ubuntu<version>"
     major, minor, flavour, ubuntu = image.groups()
-    assert flavour == "base", f"{flavour}: torch's wheels bring cuDNN and the CUDA libraries; a runtime image doubles them"
+    assert flavour == "base", (
+        f"{flavour}: torch's wheels bring cuDNN and the CUDA libraries; a runtime image doubles them"
+    )
     assert args["TORCH_BUILD"].endswith(f"+cu{major}{minor}"), "the image's CUDA version is the torch build's"
     assert int(ubuntu) >= 24, "Ubuntu 22.04's python3.11 is a release candidate (3.11.0~rc1)"

@@ -13,13 +13,21 @@ from containers import argo, batch
 
 
 def template(name, command, inputs=(), outputs=(), retries=None):
-    t = {"name": name, "serviceAccountName": "barbarossa",
-         "inputs": {"parameters": [{"name": n} for n in inputs]},
-         "outputs": {"parameters": [{"name": n, "valueFrom": {"path": f"/mnt/out/{n}"}} for n in outputs]},
-         "container": {"image": "barbarossa:check", "command": ["bash", "-c", command],
-                       "env": [{"name": "RUN", "value": "argo-{{workflow.name}}"},
-                               {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-                       "volumeMounts": [{"name": "out", "mountPath": "/mnt/out"}]}}
+    t = {
+        "name": name,
+        "serviceAccountName": "barbarossa",
+        "inputs": {"parameters": [{"name": n} for n in inputs]},
+        "outputs": {"parameters": [{"name": n, "valueFrom": {"path": f"/mnt/out/{n}"}} for n in outputs]},
+        "container": {
+            "image": "barbarossa:check",
+            "command": ["bash", "-c", command],
+            "env": [
+                {"name": "RUN", "value": "argo-{{workflow.name}}"},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ],
+            "volumeMounts": [{"name": "out", "mountPath": "/mnt/out"}],
+        },
+    }
     if retries is not None:
         t["retryStrategy"] = {"limit": retries}
     return t
@@ -27,29 +35,84 @@ def template(name, command, inputs=(), outputs=(), retries=None):
 
 def workflow_template():
     """Metaflow's shape: start → fan (a foreach over num-splits) → a DAG template per split → join."""
-    dag = {"name": "Flow", "dag": {"tasks": [
-        {"name": "join", "template": "join", "depends": "fan-foreach.Succeeded",
-         "arguments": {"parameters": [{"name": "input-paths", "value": "x/fan/{{tasks.fan.outputs.parameters.task-id}}"}]}},
-        {"name": "fan", "template": "fan", "depends": "start.Succeeded",
-         "arguments": {"parameters": [{"name": "input-paths", "value": "x/start/{{tasks.start.outputs.parameters.task-id}}"}]}},
-        {"name": "start", "template": "start", "depends": "",
-         "arguments": {"parameters": [{"name": "input-paths", "value": ""}]}},
-        {"name": "fan-foreach", "template": "fan-foreach", "depends": "fan.Succeeded",
-         "withParam": "{{tasks.fan.outputs.parameters.num-splits}}",
-         "arguments": {"parameters": [{"name": "split-index", "value": "{{item}}"}]}},
-    ]}}
-    inner = {"name": "fan-foreach", "inputs": {"parameters": [{"name": "split-index"}]}, "dag": {"tasks": [
-        {"name": "tune", "template": "tune",
-         "arguments": {"parameters": [{"name": "split-index", "value": "{{inputs.parameters.split-index}}"}]}}]}}
-    return {"metadata": {"name": "barbarossa.finetuneflow", "namespace": "ml"}, "spec": {
-        "entrypoint": "Flow",
-        "arguments": {"parameters": [{"name": "profile", "value": json.dumps("cpu")}]},
-        "templates": [dag, inner,
-                      template("start", "step start --p {{=toBase64(workflow.parameters['profile'])}}", outputs=["task-id"]),
-                      template("fan", "step fan --at {{workflow.creationTimestamp}}", ["input-paths"], ["task-id", "num-splits"]),
-                      template("tune", "step tune --split {{inputs.parameters.split-index}} --retry {{retries}}",
-                               ["split-index"], ["task-id"], retries=2),
-                      template("join", "step join --in {{inputs.parameters.input-paths}}", ["input-paths"], ["task-id"])]}}
+    dag = {
+        "name": "Flow",
+        "dag": {
+            "tasks": [
+                {
+                    "name": "join",
+                    "template": "join",
+                    "depends": "fan-foreach.Succeeded",
+                    "arguments": {
+                        "parameters": [
+                            {"name": "input-paths", "value": "x/fan/{{tasks.fan.outputs.parameters.task-id}}"}
+                        ]
+                    },
+                },
+                {
+                    "name": "fan",
+                    "template": "fan",
+                    "depends": "start.Succeeded",
+                    "arguments": {
+                        "parameters": [
+                            {"name": "input-paths", "value": "x/start/{{tasks.start.outputs.parameters.task-id}}"}
+                        ]
+                    },
+                },
+                {
+                    "name": "start",
+                    "template": "start",
+                    "depends": "",
+                    "arguments": {"parameters": [{"name": "input-paths", "value": ""}]},
+                },
+                {
+                    "name": "fan-foreach",
+                    "template": "fan-foreach",
+                    "depends": "fan.Succeeded",
+                    "withParam": "{{tasks.fan.outputs.parameters.num-splits}}",
+                    "arguments": {"parameters": [{"name": "split-index", "value": "{{item}}"}]},
+                },
+            ]
+        },
+    }
+    inner = {
+        "name": "fan-foreach",
+        "inputs": {"parameters": [{"name": "split-index"}]},
+        "dag": {
+            "tasks": [
+                {
+                    "name": "tune",
+                    "template": "tune",
+                    "arguments": {
+                        "parameters": [{"name": "split-index", "value": "{{inputs.parameters.split-index}}"}]
+                    },
+                }
+            ]
+        },
+    }
+    return {
+        "metadata": {"name": "barbarossa.finetuneflow", "namespace": "ml"},
+        "spec": {
+            "entrypoint": "Flow",
+            "arguments": {"parameters": [{"name": "profile", "value": json.dumps("cpu")}]},
+            "templates": [
+                dag,
+                inner,
+                template("start", "step start --p {{=toBase64(workflow.parameters['profile'])}}", outputs=["task-id"]),
+                template(
+                    "fan", "step fan --at {{workflow.creationTimestamp}}", ["input-paths"], ["task-id", "num-splits"]
+                ),
+                template(
+                    "tune",
+                    "step tune --split {{inputs.parameters.split-index}} --retry {{retries}}",
+                    ["split-index"],
+                    ["task-id"],
+                    retries=2,
+                ),
+                template("join", "step join --in {{inputs.parameters.input-paths}}", ["input-paths"], ["task-id"]),
+            ],
+        },
+    }
 
 
 class Recorder:
@@ -73,12 +136,20 @@ class Recorder:
 
 def test_the_dag_runs_in_dependency_order_with_argo_s_placeholders_filled(tmp_path):
     record = Recorder()
-    flow = argo.Workflow(workflow_template(), {"profile": "smoke"}, {"METAFLOW_S3_ENDPOINT_URL": "http://s3"},
-                         tmp_path, record, say=lambda _: None)
+    flow = argo.Workflow(
+        workflow_template(),
+        {"profile": "smoke"},
+        {"METAFLOW_S3_ENDPOINT_URL": "http://s3"},
+        tmp_path,
+        record,
+        say=lambda _: None,
+    )
     flow.run()
     commands = [r["command"] for r in record.runs]
     assert [c.split()[1] for c in commands] == ["start", "fan", "tune", "tune", "join"]
-    assert commands[0] == "step start --p " + __import__("base64").b64encode(b'"smoke"').decode()  # as `trigger` passes it
+    assert (
+        commands[0] == "step start --p " + __import__("base64").b64encode(b'"smoke"').decode()
+    )  # as `trigger` passes it
     assert commands[1].startswith("step fan --at 20") and commands[1].endswith("Z")
     assert commands[2:4] == ["step tune --split 0 --retry 0", "step tune --split 1 --retry 0"]
     assert commands[4] == "step join --in x/fan/t-fan"
@@ -113,7 +184,19 @@ def test_step_functions_paths_resolve_as_step_functions_does():
     assert batch.json_path("$.Parameters.['metaflow.run_id']", data, context) == "r1"
     assert batch.json_path("$.all.[0].JobId", data, context) == "j0"
     assert batch.json_path("$$.Execution.Name", data, context) == "e1"
-    resolved = batch.resolve({"JobId.$": "$.JobId", "Index.$": "$$.Map.Item.Value", "Fixed": 1,
-                              "Environment": [{"Name": "METAFLOW_RUN_ID", "Value.$": "$.Parameters.['metaflow.run_id']"}]},
-                             data, context)
-    assert resolved == {"JobId": "j1", "Index": "0", "Fixed": 1, "Environment": [{"Name": "METAFLOW_RUN_ID", "Value": "r1"}]}
+    resolved = batch.resolve(
+        {
+            "JobId.$": "$.JobId",
+            "Index.$": "$$.Map.Item.Value",
+            "Fixed": 1,
+            "Environment": [{"Name": "METAFLOW_RUN_ID", "Value.$": "$.Parameters.['metaflow.run_id']"}],
+        },
+        data,
+        context,
+    )
+    assert resolved == {
+        "JobId": "j1",
+        "Index": "0",
+        "Fixed": 1,
+        "Environment": [{"Name": "METAFLOW_RUN_ID", "Value": "r1"}],
+    }

@@ -6,12 +6,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from barbarossa.infra import leases
-from conftest import ROOT
 
 HOLDER = """
 import json, sys, time
@@ -23,7 +22,8 @@ with leases.gpu_lease(gb, label, folder, poll=0.05) as lease:
     start = time.time()
     with open(events, "a") as out:
         out.write(json.dumps({"label": label, "gb": gb, "gpu": lease.gpu.index, "start": start,
-                              "cuda": os.environ["CUDA_VISIBLE_DEVICES"], "budget": os.environ["BARBAROSSA_GPU_BUDGET_GB"]}) + "\\n")
+                              "cuda": os.environ["CUDA_VISIBLE_DEVICES"],
+                              "budget": os.environ["BARBAROSSA_GPU_BUDGET_GB"]}) + "\\n")
     time.sleep(hold)
     with open(events, "a") as out:
         out.write(json.dumps({"label": label, "end": time.time()}) + "\\n")
@@ -33,8 +33,20 @@ with leases.gpu_lease(gb, label, folder, poll=0.05) as lease:
 def holder(tmp_path, gb, label, hold, inventory="1x80"):
     """A process that leases `gb`, holds it `hold` seconds and logs when it got and gave back the lease."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), leases.INVENTORY_ENV: inventory}
-    return subprocess.Popen([sys.executable, "-c", HOLDER, str(gb), label, str(tmp_path / "leases"), str(hold),
-                             str(tmp_path / "events.jsonl")], env=env, stdout=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOLDER,
+            str(gb),
+            label,
+            str(tmp_path / "leases"),
+            str(hold),
+            str(tmp_path / "events.jsonl"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def intervals(tmp_path) -> dict[str, dict]:
@@ -47,8 +59,10 @@ def intervals(tmp_path) -> dict[str, dict]:
 
 def most_at_once(spans) -> tuple[int, float]:
     """The most leases held at one moment, and the most GB held then."""
-    points = sorted([(s["start"], 1, s["gb"]) for s in spans] + [(s["end"], -1, -s["gb"]) for s in spans],
-                    key=lambda p: (p[0], p[1]))
+    points = sorted(
+        [(s["start"], 1, s["gb"]) for s in spans] + [(s["end"], -1, -s["gb"]) for s in spans],
+        key=lambda p: (p[0], p[1]),
+    )
     count = gb = best = best_gb = 0
     for _, step, size in points:
         count, gb = count + step, gb + size
@@ -77,7 +91,9 @@ def test_the_rule_packs_small_items_by_best_fit_and_keeps_big_gpus_for_big_items
     assert leases.choose(box, [], [], entry("a", 20, 0)) == 0  # the small GPU, leaving the 80 GB one whole
     assert leases.choose(box, [], [], entry("a", 30, 0)) == 1
     assert leases.choose(box, [entry("x", 20, 0, gpu=0), entry("y", 50, 0, gpu=1)], [], entry("a", 20, 1)) == 1
-    assert leases.choose(gpus("1x80"), [entry("x", 30, 0, gpu=0), entry("y", 30, 0, gpu=0)], [], entry("a", 30, 1)) is None
+    assert (
+        leases.choose(gpus("1x80"), [entry("x", 30, 0, gpu=0), entry("y", 30, 0, gpu=0)], [], entry("a", 30, 1)) is None
+    )
 
 
 def test_an_older_waiter_that_does_not_fit_reserves_its_gpu_against_younger_ones():
@@ -93,9 +109,11 @@ def test_an_older_waiter_that_does_not_fit_reserves_its_gpu_against_younger_ones
 
 
 def test_an_item_no_gpu_can_hold_is_refused_at_once(tmp_path):
-    with pytest.raises(leases.LeaseError, match="needs 90.0 GB .* largest GPU has 80 GB"):
-        with leases.gpu_lease(90, "huge", tmp_path, gpus=gpus("2x80")):
-            pass
+    with (
+        pytest.raises(leases.LeaseError, match="needs 90.0 GB .* largest GPU has 80 GB"),
+        leases.gpu_lease(90, "huge", tmp_path, gpus=gpus("2x80")),
+    ):
+        pass
     with leases.gpu_lease(90, "cpu-only", tmp_path, gpus=[]) as lease:
         assert lease is None  # no GPUs: nothing to lease, the task runs on the CPU
 
@@ -146,11 +164,17 @@ def test_a_large_item_waiting_behind_small_ones_gets_its_gpu_before_later_small_
 def test_an_item_leases_its_plan_estimate_over_the_runtime_headroom():
     from barbarossa.models.runtime import HEADROOM
 
-    plan = {"rows": [{"name": "b-lora-all", "base": "b", "planned_gb": 18.0},
-                     {"name": "b-lora-attn", "base": "b", "planned_gb": 9.0}]}
+    plan = {
+        "rows": [
+            {"name": "b-lora-all", "base": "b", "planned_gb": 18.0},
+            {"name": "b-lora-attn", "base": "b", "planned_gb": 9.0},
+        ]
+    }
     base = {"name": "b", "resources": {"gpu_memory_gb": 24}}
     assert leases.need_gb({"name": "b-lora-all", "base": base}, plan) == round(18.0 / HEADROOM, 1)
-    assert leases.need_gb({"name": "b", "base": base}, plan) == round(9.0 / HEADROOM, 1)  # evaluation only: the smallest
+    assert leases.need_gb({"name": "b", "base": base}, plan) == round(
+        9.0 / HEADROOM, 1
+    )  # evaluation only: the smallest
     assert leases.need_gb({"name": "c", "base": {"name": "c", "resources": {"gpu_memory_gb": 16}}}, plan) == 16
 
 

@@ -7,15 +7,26 @@ remote-code path.
 """
 
 import pytest
-
-from barbarossa.data import instructions
-from barbarossa.models import families, losses, roster
-from barbarossa.train import loop
-from barbarossa.evaluate import protocol
 from conftest import write_jsonl
 
-TRAIN = {"max_steps": 6, "batch_size": 4, "grad_accum": 1, "learning_rate": 2e-2, "warmup_steps": 1,
-         "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 160, "precision": "auto", "seed": 0, "log_every": 3}
+from barbarossa.data import instructions
+from barbarossa.evaluate import protocol
+from barbarossa.models import families, losses, roster
+from barbarossa.train import loop
+
+TRAIN = {
+    "max_steps": 6,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 2e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 160,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": 3,
+}
 EVAL = {"max_length": 160, "max_loss_rows": 4, "generate_rows": 2, "max_new_tokens": 4, "batch_size": 2, "samples": 1}
 
 
@@ -23,7 +34,9 @@ EVAL = {"max_length": 160, "max_loss_rows": 4, "generate_rows": 2, "max_new_toke
 def repeated_batch(tmp_path_factory):
     """Four short rows: with batch size 4 every step sees the same batch."""
     out = tmp_path_factory.mktemp("fam")
-    records = sorted(instructions.load(str(instructions.BUNDLED)).records, key=lambda r: len(r["output"]) + len(r["input"]))[:4]
+    records = sorted(
+        instructions.load(str(instructions.BUNDLED)).records, key=lambda r: len(r["output"]) + len(r["input"])
+    )[:4]
     path = str(write_jsonl(out / "four.jsonl", records))
     return {"train_uri": path, "eval_uri": path}  # deliberately the same rows: this checks plumbing, not learning
 
@@ -36,10 +49,19 @@ def test_every_roster_family_is_covered():
 @pytest.mark.parametrize("family", sorted(families.FAMILIES))
 def test_family_fine_tunes_reloads_and_generates(family, repeated_batch, tmp_path):
     spec = families.get_family(family)
-    base = {"name": f"tiny-{family}", "source": f"tiny:{family}", "family": family, "max_length": 512,
-            "remote_code": spec.remote_code}
-    item = {"name": f"tiny-{family}-lora", "kind": "candidate", "base": base,
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
+    base = {
+        "name": f"tiny-{family}",
+        "source": f"tiny:{family}",
+        "family": family,
+        "max_length": 512,
+        "remote_code": spec.remote_code,
+    }
+    item = {
+        "name": f"tiny-{family}-lora",
+        "kind": "candidate",
+        "base": base,
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+    }
     summary = repeated_batch
     result = loop.finetune(item, summary, TRAIN, str(tmp_path))
     curve = [p["loss"] for p in result["loss_curve"]]
@@ -81,7 +103,9 @@ def _per_example_losses(family: str, packed: bool) -> list[float]:
 
 @pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.packs))
 def test_packed_row_gives_each_example_the_loss_it_has_alone(family):
-    assert _per_example_losses(family, packed=True) == pytest.approx(_per_example_losses(family, packed=False), abs=1e-5)
+    assert _per_example_losses(family, packed=True) == pytest.approx(
+        _per_example_losses(family, packed=False), abs=1e-5
+    )
 
 
 LEAK = 1e-4  # a loss change this large is no float noise: layouts that separate examples agree to ~1e-6
@@ -114,7 +138,9 @@ def _second_example_losses(family: str):
     return packed, padded, alone
 
 
-@pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.task == "causal" and not spec.packs))
+@pytest.mark.parametrize(
+    "family", sorted(f for f, spec in families.FAMILIES.items() if spec.task == "causal" and not spec.packs)
+)
 def test_families_marked_not_packing_really_would_leak_across_examples(family):
     """OPT / BLOOM / MPT ignore restarting position ids: packed, example B attends to example A, so they pad.
 
@@ -123,11 +149,11 @@ def test_families_marked_not_packing_really_would_leak_across_examples(family):
     packed, padded, alone = _second_example_losses(family)
     assert float((packed[0] - packed[1]).abs().max()) > LEAK  # what A says reaches B
     assert float((packed[0] - alone).abs().max()) > LEAK
-    for losses in padded:
-        assert float((losses - alone).abs().max()) < 1e-6
+    for row in padded:
+        assert float((row - alone).abs().max()) < 1e-6
 
 
 def test_the_leak_measure_finds_none_where_packing_separates_examples():
     packed, padded, alone = _second_example_losses("llama")  # a family that packs: position ids restart per example
-    for losses in packed + padded:
-        assert float((losses - alone).abs().max()) < 1e-5
+    for row in packed + padded:
+        assert float((row - alone).abs().max()) < 1e-5

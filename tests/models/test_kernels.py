@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from conftest import write_jsonl
 from transformers import AutoModelForCausalLM
 
 from barbarossa import config
 from barbarossa.data import instructions, prompts
 from barbarossa.models import kernels, loading, losses, runtime
 from barbarossa.train import loop
-from conftest import write_jsonl
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
 CPU = runtime.Hardware("cpu", "cpu", 24.0, False)
@@ -45,7 +45,11 @@ def test_fp16_qlora_and_remote_code_keep_the_proven_path_and_say_why(monkeypatch
 def test_a_cpu_takes_none_of_the_cuda_levers_and_records_each_as_not_taken():
     decision = runtime.decide(CPU, {}, LLAMA)
     assert (decision.compiled, decision.kernels, decision.attention, decision.master_weights) == (
-        False, "torch", "sdpa", False)
+        False,
+        "torch",
+        "sdpa",
+        False,
+    )
     assert set(decision.not_taken) == {"compile", "kernels", "attention"}
     assert "CUDA only" in decision.not_taken["kernels"] and "no backward on a CPU" in decision.not_taken["attention"]
     assert decision.as_dict()["not_taken"] == decision.not_taken  # in the leaderboard row
@@ -100,14 +104,20 @@ def test_compiling_after_metaflow_s_vendored_typing_extensions_still_imports_ind
     import subprocess
     import sys
 
-    script = ("import torch, metaflow._vendor.typing_extensions\n"
-              "from barbarossa.models import kernels\n"
-              "kernels._site_typing_extensions()\n"
-              "import torch._inductor.compile_fx\n")
+    script = (
+        "import torch, metaflow._vendor.typing_extensions\n"
+        "from barbarossa.models import kernels\n"
+        "kernels._site_typing_extensions()\n"
+        "import torch._inductor.compile_fx\n"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    unfixed = subprocess.run([sys.executable, "-c", script.replace("kernels._site_typing_extensions()", "pass")],
-                             capture_output=True, text=True, timeout=300)
+    unfixed = subprocess.run(
+        [sys.executable, "-c", script.replace("kernels._site_typing_extensions()", "pass")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "follows type parameter with a default" in unfixed.stderr  # the failure this guards against, still real
 
 
@@ -121,12 +131,19 @@ def test_compiled_decoder_layers_give_the_eager_loss_and_gradients(tiny_llama, e
             assert kernels.compile_layers(model) == 2
         grads[mode] = []
         for batch_examples in (found, found[1:]):  # two packed shapes, bucketed to the same width
-            batch = loop.make_batch("packed", batch_examples, 256, tokenizer.pad_token_id, "cpu",
-                                    packing={"row_tokens": None, "bucket": kernels.BUCKET})
+            batch = loop.make_batch(
+                "packed",
+                batch_examples,
+                256,
+                tokenizer.pad_token_id,
+                "cpu",
+                packing={"row_tokens": None, "bucket": kernels.BUCKET},
+            )
             loss = losses.packed_token_losses(model, batch).mean()
             loss.backward()
-            grads[mode].append((loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()
-                                              if p.requires_grad}))
+            grads[mode].append(
+                (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+            )
             model.zero_grad()
     for (eager_loss, eager), (compiled_loss, compiled) in zip(grads["eager"], grads["compiled"]):
         assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
@@ -143,14 +160,16 @@ def test_flex_attention_keeps_packed_examples_apart_without_a_dense_mask(tiny_ll
     model = lora_llama(tiny_llama, "flex_attention")
     assert loading.attention_of(model) == "flex_attention"
     with torch.no_grad():
-        batch = loop.make_batch("packed", found, 256, tokenizer.pad_token_id, "cpu",
-                                packing={"row_tokens": None, "bucket": kernels.BUCKET})
+        batch = loop.make_batch(
+            "packed", found, 256, tokenizer.pad_token_id, "cpu", packing={"row_tokens": None, "bucket": kernels.BUCKET}
+        )
         assert batch["input_ids"].shape[0] == 1
         packed = losses.packed_token_losses(model, batch)
         with kernels.evaluating(model):
             assert loading.attention_of(kernels.base_of(model)) == "sdpa"
-            alone = torch.cat([losses.padded_token_losses(model, prompts.pad_batch([e], tokenizer.pad_token_id))
-                               for e in found])
+            alone = torch.cat(
+                [losses.padded_token_losses(model, prompts.pad_batch([e], tokenizer.pad_token_id)) for e in found]
+            )
         assert loading.attention_of(kernels.base_of(model)) == "flex_attention"
     assert torch.allclose(packed, alone, atol=1e-4)
     kernels.for_evaluation(model)
@@ -161,11 +180,25 @@ def test_flex_attention_keeps_packed_examples_apart_without_a_dense_mask(tiny_ll
 def test_a_forced_compile_trains_as_eager_does_and_the_row_records_it(tmp_path, tiny_llama):
     rows = instructions.load("bundled").records[:24]
     split = {"train_uri": str(write_jsonl(tmp_path / "train.jsonl", rows)), "train_fingerprint": "kernels-test"}
-    settings = {"max_steps": 3, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0, "weight_decay": 0.0,
-                "max_grad_norm": 1.0, "max_length": 128, "precision": "fp32", "seed": 0, "log_every": 1,
-                "share_prefix": False}
-    item = {"name": "tiny-llama-lora", "kind": "candidate", "lora": LORA,
-            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 2048}}
+    settings = {
+        "max_steps": 3,
+        "batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_steps": 0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+        "max_length": 128,
+        "precision": "fp32",
+        "seed": 0,
+        "log_every": 1,
+        "share_prefix": False,
+    }
+    item = {
+        "name": "tiny-llama-lora",
+        "kind": "candidate",
+        "lora": LORA,
+        "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 2048},
+    }
     curves = {}
     for compiled in (False, True):
         trained = loop.train(item, split, {**settings, "compile": compiled}, str(tmp_path / f"out-{compiled}"))

@@ -35,7 +35,9 @@ def test_memory_grows_with_size_and_qlora_saves_most_of_it():
 def test_the_plan_says_what_the_trainer_will_do_on_the_box():
     _, rows = by_name("az-galpaca,az-llama2,az-bloom", gpu="T4")  # 16 GB, no native bf16: fp16
     assert rows["az-galpaca"]["fits"] == "no"
-    assert rows["az-llama2"]["fits"] == "QLoRA + checkpointing" and rows["az-llama2"]["runtime"]["quantization"] == "nf4"
+    assert (
+        rows["az-llama2"]["fits"] == "QLoRA + checkpointing" and rows["az-llama2"]["runtime"]["quantization"] == "nf4"
+    )
     assert rows["az-bloom"]["fits"] == "LoRA" and rows["az-bloom"]["runtime"]["weight_dtype"] == "fp16"
     result, rows = by_name("az-galpaca,az-llama2", gpu="T4", profile="cpu")  # a profile that never quantises
     assert rows["az-llama2"]["fits"] == "no" and result["not_fitting"] == ["az-galpaca", "az-llama2"]
@@ -43,8 +45,9 @@ def test_the_plan_says_what_the_trainer_will_do_on_the_box():
     assert reasons["az-llama2"].startswith("does not fit the T4 box (16 GB)")
     for row in by_name("seed", gpu="A100-80GB")[0]["rows"]:  # never 'fits' with a setting the runtime would not take
         assert row["fits"] == "no" or row["planned_gb"] <= 80 * 0.9
-        label = ("QLoRA" if row["runtime"]["quantization"] == "nf4" else "LoRA") + \
-            (" + checkpointing" if row["runtime"]["gradient_checkpointing"] else "")
+        label = ("QLoRA" if row["runtime"]["quantization"] == "nf4" else "LoRA") + (
+            " + checkpointing" if row["runtime"]["gradient_checkpointing"] else ""
+        )
         assert row["fits"] in ("no", label)
 
 
@@ -66,10 +69,22 @@ def saved_bytes_per_token(family: str, length: int = 128, batch: int = 2) -> tup
 
     hidden, layers, heads, vocab = 256, 2, 4, 512
     configs = {
-        "llama": lambda: tf.LlamaConfig(hidden_size=hidden, intermediate_size=688, num_hidden_layers=layers,
-                                        num_attention_heads=heads, num_key_value_heads=heads, vocab_size=vocab),
-        "opt": lambda: tf.OPTConfig(hidden_size=hidden, ffn_dim=4 * hidden, num_hidden_layers=layers,
-                                    num_attention_heads=heads, vocab_size=vocab, word_embed_proj_dim=hidden),
+        "llama": lambda: tf.LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=688,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            vocab_size=vocab,
+        ),
+        "opt": lambda: tf.OPTConfig(
+            hidden_size=hidden,
+            ffn_dim=4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            vocab_size=vocab,
+            word_embed_proj_dim=hidden,
+        ),
         "bloom": lambda: tf.BloomConfig(hidden_size=hidden, n_layer=layers, n_head=heads, vocab_size=vocab),
     }
     torch.manual_seed(0)
@@ -85,8 +100,11 @@ def saved_bytes_per_token(family: str, length: int = 128, batch: int = 2) -> tup
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
-        model(input_ids=torch.randint(0, vocab, (batch, length)), use_cache=False,
-              logits_to_keep=torch.empty(0, dtype=torch.long))
+        model(
+            input_ids=torch.randint(0, vocab, (batch, length)),
+            use_cache=False,
+            logits_to_keep=torch.empty(0, dtype=torch.long),
+        )
     return sum(seen.values()) / (batch * length), plan.Shape(0, layers, hidden, heads, vocab, 4 * hidden)
 
 

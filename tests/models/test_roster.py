@@ -4,8 +4,10 @@ from metaflow.exception import MetaflowException
 from barbarossa import config
 from barbarossa.models import roster
 
-BASE = ('[[base]]\nname = "b"\nsource = "tiny:llama"\nfamily = "llama"\ncertainty = "confirmed"\n'
-        'licence = "MIT"\nparams = "1.3B"\n')
+BASE = (
+    '[[base]]\nname = "b"\nsource = "tiny:llama"\nfamily = "llama"\ncertainty = "confirmed"\n'
+    'licence = "MIT"\nparams = "1.3B"\n'
+)
 CAND = '[[candidate]]\nname = "c"\nbase = "b"\nlora = { r = 4, alpha = 8, targets = "attention" }\n'
 
 
@@ -31,25 +33,36 @@ def test_valid_roster_parses(tmp_path):
 def test_a_candidate_may_override_optional_train_keys_too(tmp_path):
     text = BASE + CAND + "train = { gradient_checkpointing = false, share_prefix = true }\n"
     assert roster.load_roster(write(tmp_path, text)).candidates[0].train == {
-        "gradient_checkpointing": False, "share_prefix": True}
+        "gradient_checkpointing": False,
+        "share_prefix": True,
+    }
 
 
-@pytest.mark.parametrize("text, message", [  # every error names the file, the entry and the field it is about
-    (BASE.replace("llama\"", "llamaa\""), "{path}: base 'b': unknown family 'llamaa'"),
-    (BASE + BASE + CAND, "{path}: duplicate base name 'b'"),
-    (BASE + CAND + CAND, "{path}: duplicate name 'c'"),
-    (BASE.replace('source = "tiny:llama"\n', ""), "{path}: base 'b': missing field 'source'"),
-    (BASE.replace('certainty = "confirmed"', 'certainty = "probably"') + CAND, "{path}: base 'b': certainty must be one of"),
-    (BASE.replace('params = "1.3B"', 'params = "big"') + CAND, "{path}: base 'b': field 'params': not a parameter count: 'big'"),
-    (BASE + "resources = { gpu = 1 }\n" + CAND, "{path}: base 'b': field 'resources': "),
-    (BASE + 'task = "seq2seq"\n' + CAND, "{path}: base 'b': task 'seq2seq' does not match family 'llama'"),
-    (BASE + 'licens = "MIT"\n' + CAND, "{path}: base 'b': unknown field(s) licens"),
-    (BASE + CAND.replace('base = "b"', 'base = "x"'), "{path}: candidate 'c': unknown base 'x'"),
-    (BASE + CAND.replace("r = 4", "rank = 4"), "{path}: candidate 'c': bad lora table"),
-    (BASE, "{path}: no [[candidate]] entries"),
-    (BASE + CAND + "train = { lr = 1.0 }\n", "{path}: candidate 'c': unknown train override(s) lr"),
-    ("name = ", "{path}: not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [  # every error names the file, the entry and the field it is about
+        (BASE.replace('llama"', 'llamaa"'), "{path}: base 'b': unknown family 'llamaa'"),
+        (BASE + BASE + CAND, "{path}: duplicate base name 'b'"),
+        (BASE + CAND + CAND, "{path}: duplicate name 'c'"),
+        (BASE.replace('source = "tiny:llama"\n', ""), "{path}: base 'b': missing field 'source'"),
+        (
+            BASE.replace('certainty = "confirmed"', 'certainty = "probably"') + CAND,
+            "{path}: base 'b': certainty must be one of",
+        ),
+        (
+            BASE.replace('params = "1.3B"', 'params = "big"') + CAND,
+            "{path}: base 'b': field 'params': not a parameter count: 'big'",
+        ),
+        (BASE + "resources = { gpu = 1 }\n" + CAND, "{path}: base 'b': field 'resources': "),
+        (BASE + 'task = "seq2seq"\n' + CAND, "{path}: base 'b': task 'seq2seq' does not match family 'llama'"),
+        (BASE + 'licens = "MIT"\n' + CAND, "{path}: base 'b': unknown field(s) licens"),
+        (BASE + CAND.replace('base = "b"', 'base = "x"'), "{path}: candidate 'c': unknown base 'x'"),
+        (BASE + CAND.replace("r = 4", "rank = 4"), "{path}: candidate 'c': bad lora table"),
+        (BASE, "{path}: no [[candidate]] entries"),
+        (BASE + CAND + "train = { lr = 1.0 }\n", "{path}: candidate 'c': unknown train override(s) lr"),
+        ("name = ", "{path}: not valid TOML"),
+    ],
+)
 def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(roster.RosterError) as err:
@@ -58,8 +71,13 @@ def test_invalid_rosters_are_refused_with_the_reason(tmp_path, text, message):
 
 
 def test_select_by_roster_and_candidate_name():
-    assert [c.name for c in roster.select("tiny")] == ["tiny-llama-lora", "tiny-gpt2-lora", "tiny-t5-lora", "tiny-bloom-lora",
-                                                      "tiny-llama-qlora"]
+    assert [c.name for c in roster.select("tiny")] == [
+        "tiny-llama-lora",
+        "tiny-gpt2-lora",
+        "tiny-t5-lora",
+        "tiny-bloom-lora",
+        "tiny-llama-qlora",
+    ]
     assert [c.name for c in roster.select("tiny-gpt2-lora")] == ["tiny-gpt2-lora"]
     with pytest.raises(roster.RosterError, match="neither a roster"):
         roster.select("gpt-5")
@@ -106,7 +124,12 @@ def test_seed_roster_declares_the_29_original_models_honestly():
     by_name = {c.name: c for c in seed.candidates}
     # the roster notes: only five ids are confirmed by the adapters themselves
     assert {n for n, c in by_name.items() if c.base.certainty == "confirmed"} == {
-        "az-longchat", "az-tinyllama", "az-openchat", "az-vicgalle-gpt2", "az-tulu"}
+        "az-longchat",
+        "az-tinyllama",
+        "az-openchat",
+        "az-vicgalle-gpt2",
+        "az-tulu",
+    }
     assert by_name["az-flan-t5"].base.task == "seq2seq"
     assert by_name["az-tinyllama"].lora == roster.Lora(r=16, alpha=64, dropout=0.1, targets=("q_proj", "v_proj"))
     assert by_name["az-galpaca"].base.params == 30e9 and by_name["az-galpaca"].base.resources.gpu_memory_gb == 80
@@ -137,15 +160,27 @@ def test_refused_items_become_results_before_any_compute():
     assert isinstance(refused_whole.value, MetaflowException)  # Metaflow prints it without a traceback
 
 
-@pytest.mark.parametrize("spec, expected", [
-    ("family:gpt2", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt", "az-cerebras", "tiny-gpt2-lora",
-                     *(f"scale-gpt2-{recipe}" for recipe in ("r4", "r8", "r16", "r8-all", "r8-drop"))}),
-    ("seed+family:gpt2+size:<1B", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt"}),
-    ("seed+size:>=13B", {"az-tulu", "az-wizardlm", "az-alpacagpt", "az-galpaca"}),
-    ("certainty:inferred", {"az-longchat-base", "az-mpt", "az-opt"}),
-    ("tiny+family:gpt2,az-bloom", {"tiny-gpt2-lora", "az-bloom"}),
-    ("tag:seed+family:t5", {"az-flan-t5"}),
-])
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        (
+            "family:gpt2",
+            {
+                "az-gpt2-alpaca",
+                "az-vicgalle-gpt2",
+                "az-instruct-gpt",
+                "az-cerebras",
+                "tiny-gpt2-lora",
+                *(f"scale-gpt2-{recipe}" for recipe in ("r4", "r8", "r16", "r8-all", "r8-drop")),
+            },
+        ),
+        ("seed+family:gpt2+size:<1B", {"az-gpt2-alpaca", "az-vicgalle-gpt2", "az-instruct-gpt"}),
+        ("seed+size:>=13B", {"az-tulu", "az-wizardlm", "az-alpacagpt", "az-galpaca"}),
+        ("certainty:inferred", {"az-longchat-base", "az-mpt", "az-opt"}),
+        ("tiny+family:gpt2,az-bloom", {"tiny-gpt2-lora", "az-bloom"}),
+        ("tag:seed+family:t5", {"az-flan-t5"}),
+    ],
+)
 def test_select_by_tags_filters_and_names(spec, expected):
     assert {c.name for c in roster.select(spec)} == expected
 
@@ -197,12 +232,22 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
         path.write_text(base.replace("[eval]\n", "[eval]\n" + extra + "\n"))
         return path
 
-    good = config.load_profile(str(profile('extra_sets = [{ name = "qa", source = "s3://b/qa.jsonl" }]\n'
-                                           'extra_metrics = ["barbarossa/evaluate/metrics/chrf.py"]')))
-    assert good["eval"]["extra_sets"][0]["name"] == "qa" and good["eval"]["extra_metrics"][0].endswith("metrics/chrf.py")
-    for extra, message in [('extra_sets = [{ name = "qa" }]', "extra_sets entry 1"),
-                           ('extra_sets = [{ name = "a", source = "x" }, { name = "a", source = "y" }]', "distinct"),
-                           ('extra_metrics = ["no/such/metric.py"]', "not an existing .py metric module")]:
+    good = config.load_profile(
+        str(
+            profile(
+                'extra_sets = [{ name = "qa", source = "s3://b/qa.jsonl" }]\n'
+                'extra_metrics = ["barbarossa/evaluate/metrics/chrf.py"]'
+            )
+        )
+    )
+    assert good["eval"]["extra_sets"][0]["name"] == "qa" and good["eval"]["extra_metrics"][0].endswith(
+        "metrics/chrf.py"
+    )
+    for extra, message in [
+        ('extra_sets = [{ name = "qa" }]', "extra_sets entry 1"),
+        ('extra_sets = [{ name = "a", source = "x" }, { name = "a", source = "y" }]', "distinct"),
+        ('extra_metrics = ["no/such/metric.py"]', "not an existing .py metric module"),
+    ]:
         with pytest.raises(config.ConfigError, match=message):
             config.load_profile(str(profile(extra)))
 
@@ -220,12 +265,21 @@ def test_profile_benchmarks_and_must_not_lose_are_validated(tmp_path):
 
     def profile(eval_extra: str = "", policy_extra: str = ""):
         path = tmp_path / "p.toml"
-        path.write_text(base.replace("[eval]\n", "[eval]\n" + eval_extra + "\n")
-                        .replace("[policy]\n", "[policy]\n" + policy_extra + "\n"))
+        path.write_text(
+            base.replace("[eval]\n", "[eval]\n" + eval_extra + "\n").replace(
+                "[policy]\n", "[policy]\n" + policy_extra + "\n"
+            )
+        )
         return path
 
-    good = config.load_profile(str(profile('benchmarks = [{ name = "arc", source = "s3://b/arc_az.jsonl" }]',
-                                           'must_not_lose = ["belebele.accuracy", "flores.chrf_into"]')))
+    good = config.load_profile(
+        str(
+            profile(
+                'benchmarks = [{ name = "arc", source = "s3://b/arc_az.jsonl" }]',
+                'must_not_lose = ["belebele.accuracy", "flores.chrf_into"]',
+            )
+        )
+    )
     assert good["eval"]["benchmarks"][0]["name"] == "arc" and good["policy"]["must_not_lose"][1] == "flores.chrf_into"
     with pytest.raises(config.ConfigError, match="benchmarks entry 1 must be"):
         config.load_profile(str(profile('benchmarks = [{ source = "x.jsonl" }]')))

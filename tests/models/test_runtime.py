@@ -1,17 +1,18 @@
-"""The one runtime decision: device, dtype, quantisation and checkpointing, and that training, evaluation and release obey it."""
+"""The one runtime decision: device, dtype, quantisation and checkpointing, and that training, evaluation and
+release obey it."""
 
 import json
 
 import pytest
 import torch
+from conftest import write_jsonl
 
 from barbarossa import config
 from barbarossa.data import instructions
+from barbarossa.decide import release
+from barbarossa.evaluate import protocol
 from barbarossa.models import loading, runtime
 from barbarossa.train import loop
-from barbarossa.evaluate import protocol
-from barbarossa.decide import release
-from conftest import write_jsonl
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
 T4 = runtime.Hardware("cuda", "T4", 16.0, False)
@@ -43,12 +44,15 @@ def fake_need(sizes):
     return lambda dtype, quant, checkpointing: sizes[(quant, checkpointing)]
 
 
-@pytest.mark.parametrize("sizes, expected", [
-    ({("none", False): 30, ("none", True): 20, ("nf4", False): 12, ("nf4", True): 8}, ("none", False)),
-    ({("none", False): 90, ("none", True): 60, ("nf4", False): 40, ("nf4", True): 20}, ("none", True)),
-    ({("none", False): 190, ("none", True): 160, ("nf4", False): 70, ("nf4", True): 50}, ("nf4", False)),
-    ({("none", False): 190, ("none", True): 160, ("nf4", False): 95, ("nf4", True): 50}, ("nf4", True)),
-])
+@pytest.mark.parametrize(
+    "sizes, expected",
+    [
+        ({("none", False): 30, ("none", True): 20, ("nf4", False): 12, ("nf4", True): 8}, ("none", False)),
+        ({("none", False): 90, ("none", True): 60, ("nf4", False): 40, ("nf4", True): 20}, ("none", True)),
+        ({("none", False): 190, ("none", True): 160, ("nf4", False): 70, ("nf4", True): 50}, ("nf4", False)),
+        ({("none", False): 190, ("none", True): 160, ("nf4", False): 95, ("nf4", True): 50}, ("nf4", True)),
+    ],
+)
 def test_auto_takes_the_fastest_setting_that_fits(sizes, expected):
     decision = runtime.decide(H100, {"quantization": "auto", "gradient_checkpointing": "auto"}, LLAMA, fake_need(sizes))
     assert (decision.quantization, decision.gradient_checkpointing) == expected
@@ -67,9 +71,11 @@ def test_fixed_settings_are_not_changed_and_a_cpu_never_quantises_by_itself():
 
 def test_profiles_validate_the_runtime_keys(tmp_path):
     text = (config.profiles_dir() / "smoke.toml").read_text()
-    for bad, message in (('quantization = "int3"', "quantization must be one of"),
-                         ('gradient_checkpointing = "sometimes"', "gradient_checkpointing must be one of"),
-                         ('precision = "fp8"', "precision must be one of")):
+    for bad, message in (
+        ('quantization = "int3"', "quantization must be one of"),
+        ('gradient_checkpointing = "sometimes"', "gradient_checkpointing must be one of"),
+        ('precision = "fp8"', "precision must be one of"),
+    ):
         key = bad.split(" = ")[0]
         lines = [line for line in text.splitlines() if not line.startswith(f"{key} ")]
         path = tmp_path / "bad.toml"
@@ -79,24 +85,46 @@ def test_profiles_validate_the_runtime_keys(tmp_path):
     assert config.load_profile("gpu")["train"]["gradient_checkpointing"] == "auto"
 
 
-SETTINGS = {"max_steps": 4, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-2, "warmup_steps": 1,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "auto", "seed": 0,
-            "log_every": 2}
+SETTINGS = {
+    "max_steps": 4,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": 2,
+}
 EVAL = {"max_length": 128, "max_loss_rows": 12, "generate_rows": 2, "max_new_tokens": 4, "batch_size": 4, "samples": 1}
 
 
 def item(name="tiny-llama-x", **train):
-    return {"name": name, "kind": "candidate", "train": train,
-            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512,
-                     "licence": "none", "certainty": "confirmed"},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": "attention"}}
+    return {
+        "name": name,
+        "kind": "candidate",
+        "train": train,
+        "base": {
+            "name": "tiny-llama",
+            "source": "tiny:llama",
+            "family": "llama",
+            "max_length": 512,
+            "licence": "none",
+            "certainty": "confirmed",
+        },
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": "attention"},
+    }
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("rt")
     records = instructions.load(str(instructions.BUNDLED)).records[:40]
-    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.3)
+    return instructions.prepare(
+        str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.3
+    )
 
 
 def test_bf16_weights_are_loaded_as_bf16(tiny_llama):
@@ -121,8 +149,9 @@ def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(
 
 
 def test_evaluation_without_a_trained_model_decides_and_loads_as_training_would(split):
-    metrics = protocol.evaluate({**item(), "kind": "baseline"}, None, split, EVAL,
-                                  train_cfg={**SETTINGS, "precision": "bf16"})
+    metrics = protocol.evaluate(
+        {**item(), "kind": "baseline"}, None, split, EVAL, train_cfg={**SETTINGS, "precision": "bf16"}
+    )
     assert metrics["runtime"]["evaluated_dtype"] == "bfloat16" and metrics["runtime"]["weight_dtype"] == "bf16"
 
 
@@ -135,8 +164,13 @@ def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, f
     assert all(torch.isfinite(torch.tensor(curve)))
     adapter = trained.result["adapter_uri"]
     base = item()["base"]
-    reloaded = protocol.evaluate(item("tiny-llama-qlora", quantization="nf4"), adapter, split, EVAL,
-                                   train_cfg={**SETTINGS, "quantization": "nf4"})  # adapter onto a fresh 4-bit base
+    reloaded = protocol.evaluate(
+        item("tiny-llama-qlora", quantization="nf4"),
+        adapter,
+        split,
+        EVAL,
+        train_cfg={**SETTINGS, "quantization": "nf4"},
+    )  # adapter onto a fresh 4-bit base
     assert reloaded["runtime"]["quantization"] == "nf4" and reloaded["eval_loss"] > 0
     difference = release.merge_verified(base, adapter, tmp_path / "merged")
     assert difference < 1e-3

@@ -17,12 +17,20 @@ def write_check(folder, rows, cuda=True):
 
 
 def test_mfu_is_interpolated_in_log_params_between_measured_sizes_and_clamped_outside(tmp_path):
-    folder = write_check(tmp_path / "results", [
-        {"case": "small LoRA", "params": 1e8, "mfu": 0.02, "runtime": {"quantization": "none"}},
-        {"case": "big LoRA", "params": 1e10, "mfu": 0.40, "runtime": {"quantization": "none"}},
-        {"case": "big LoRA, shared-prefix layout", "params": 1e10, "mfu": 0.05, "runtime": {"quantization": "none"}},
-        {"case": "big QLoRA", "params": 1e10, "mfu": 0.30, "runtime": {"quantization": "nf4"}},
-    ])
+    folder = write_check(
+        tmp_path / "results",
+        [
+            {"case": "small LoRA", "params": 1e8, "mfu": 0.02, "runtime": {"quantization": "none"}},
+            {"case": "big LoRA", "params": 1e10, "mfu": 0.40, "runtime": {"quantization": "none"}},
+            {
+                "case": "big LoRA, shared-prefix layout",
+                "params": 1e10,
+                "mfu": 0.05,
+                "runtime": {"quantization": "none"},
+            },
+            {"case": "big QLoRA", "params": 1e10, "mfu": 0.30, "runtime": {"quantization": "nf4"}},
+        ],
+    )
     calibrated = schedule.calibration(folder)
     assert calibrated.lora == ((1e8, 0.02), (1e10, 0.40))  # the layout variant is not the profile's shape
     assert schedule.mfu_at(calibrated, 1e9) == pytest.approx(0.21)  # halfway in log(params)
@@ -37,8 +45,9 @@ def test_the_shipped_h200_check_calibrates_the_plan_and_says_so():
     from barbarossa import config
     from barbarossa.models import roster
 
-    result = plan.build(roster.select("az-gpt2-alpaca,az-tulu"), config.load_profile("gpu")["train"], "A100-80GB",
-                        calibrated)
+    result = plan.build(
+        roster.select("az-gpt2-alpaca,az-tulu"), config.load_profile("gpu")["train"], "A100-80GB", calibrated
+    )
     rows = {r["name"]: r for r in result["rows"]}
     assert rows["az-gpt2-alpaca"]["mfu"] < rows["az-tulu"]["mfu"]  # small models run at a small share of the peak
     tulu = rows["az-tulu"]
@@ -80,7 +89,7 @@ def test_plan_prints_gpu_hours_and_wall_clock_for_an_inventory(gpus, capsys):
     count, gpu = gpus.split("x")
     box = result["inventory"]
     assert result["gpu"] == gpu and box["gpus"] == int(count)
-    assert 0 < box["wall_hours"] and math.isclose(box["work_gpu_hours"], result["total_gpu_hours"], rel_tol=1e-3)
+    assert box["wall_hours"] > 0 and math.isclose(box["work_gpu_hours"], result["total_gpu_hours"], rel_tol=1e-3)
     if int(count) == 1:
         assert box["wall_hours"] <= box["work_gpu_hours"]  # small models share the one GPU
     assert cli.main(["plan", "--models", "seed", "--gpus", gpus]) == 0
@@ -90,5 +99,8 @@ def test_plan_prints_gpu_hours_and_wall_clock_for_an_inventory(gpus, capsys):
 def test_early_stopping_s_saving_is_a_range_from_nothing_to_the_earliest_stop_the_rules_allow():
     train = {"max_steps": 5000, "dev_rows": 64, "eval_every": 250, "patience": 4, "fail_fast_steps": 0}
     assert plan.early_stopping_saving(train) == [0.0, 0.75]  # patience: best at 250, four more evaluations → 1250
-    assert plan.early_stopping_saving({**train, "fail_fast_steps": 900}) == [0.0, 0.8]  # fail-fast's first evaluation: 1000
+    assert plan.early_stopping_saving({**train, "fail_fast_steps": 900}) == [
+        0.0,
+        0.8,
+    ]  # fail-fast's first evaluation: 1000
     assert plan.early_stopping_saving({**train, "dev_rows": 0}) is None

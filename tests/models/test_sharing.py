@@ -54,10 +54,12 @@ def test_a_shared_prefix_batch_holds_every_example_exactly_once():
     batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
     rebuilt = []
     for chunk in batch["chunks"]:
-        for ids, labels, mask, start, group in zip(chunk["input_ids"], chunk["labels"], chunk["mask"], chunk["start"], chunk["group"]):
+        for ids, labels, mask, start, group in zip(
+            chunk["input_ids"], chunk["labels"], chunk["mask"], chunk["start"], chunk["group"]
+        ):
             prefix = batch["prefixes"][group] if group < len(batch["prefixes"]) else []
             assert len(prefix) == start
-            rebuilt.append((prefix + ids[:sum(mask)], [prompts.IGNORE_INDEX] * start + labels[:sum(mask)]))
+            rebuilt.append((prefix + ids[: sum(mask)], [prompts.IGNORE_INDEX] * start + labels[: sum(mask)]))
     assert sorted(rebuilt) == sorted((e["input_ids"], e["labels"]) for e in examples)
     assert batch["computed"] < sum(len(e["input_ids"]) for e in examples)
 
@@ -79,7 +81,9 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
     examples = _examples(tokenizer)
     batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
     lengths = {len(p) for p in batch["prefixes"]}
-    assert len(lengths) == 2 and any(len(batch["prefixes"]) in c["group"] for c in batch["chunks"])  # two preambles + a loner
+    assert len(lengths) == 2 and any(
+        len(batch["prefixes"]) in c["group"] for c in batch["chunks"]
+    )  # two preambles + a loner
 
     def loss_and_grads(loss):
         loss.backward()
@@ -96,7 +100,8 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
 
 def test_every_causal_family_but_remote_code_shares_prefixes():
     assert {f for f, spec in families.FAMILIES.items() if spec.shares_prefix} == {
-        f for f, spec in families.FAMILIES.items() if spec.task == "causal"} - {"deci"}
+        f for f, spec in families.FAMILIES.items() if spec.task == "causal"
+    } - {"deci"}
 
 
 def test_layout_follows_family_and_settings():
@@ -110,9 +115,14 @@ def test_layout_follows_family_and_settings():
     assert loop.choose_layout(t5, {"share_prefix": True}) == "padded"
 
 
-CHOICE_ITEMS = [("Bakı hansı dənizin sahilindədir?", "Bakı Xəzər dənizinin sahilində, Abşeron yarımadasındadır.",
-                 ["Qara dənizin", "Xəzər dənizinin", "Aralıq dənizinin sahilində yerləşir", "Heç birinin"]),
-                ("Su neçə dərəcədə qaynayır?", "", ["100", "50 dərəcədə", "0", "200 dərəcədə, təzyiqdən asılı olmayaraq"])]
+CHOICE_ITEMS = [
+    (
+        "Bakı hansı dənizin sahilindədir?",
+        "Bakı Xəzər dənizinin sahilində, Abşeron yarımadasındadır.",
+        ["Qara dənizin", "Xəzər dənizinin", "Aralıq dənizinin sahilində yerləşir", "Heç birinin"],
+    ),
+    ("Su neçə dərəcədə qaynayır?", "", ["100", "50 dərəcədə", "0", "200 dərəcədə, təzyiqdən asılı olmayaraq"]),
+]
 
 
 @pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.shares_prefix))
@@ -124,8 +134,11 @@ def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(
     folder = loading.resolve(f"tiny:{family}")
     tokenizer = loading.load_tokenizer(folder, remote_code=spec.remote_code)
     model = loading.load_model(folder, family, remote_code=spec.remote_code).eval()
-    records = [{"instruction": q, "input": context, "output": choice} for q, context, choices in CHOICE_ITEMS
-               for choice in choices]
+    records = [
+        {"instruction": q, "input": context, "output": choice}
+        for q, context, choices in CHOICE_ITEMS
+        for choice in choices
+    ]
     alone = scoring.response_nll(model, tokenizer, records, 512, 8)
     shared = scoring.response_nll(model, tokenizer, records, 512, 8, share_prompts=True)
     assert shared["tokens"] == alone["tokens"] and shared["bytes"] == alone["bytes"] and all(alone["bytes"])

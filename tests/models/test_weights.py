@@ -9,53 +9,117 @@ import re
 import shutil
 
 import pytest
+from conftest import moto_s3
 
 from barbarossa import cli
 from barbarossa.models import cache, loading, weights
-from conftest import moto_s3
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TOKENIZER = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
 
 
 def test_safetensors_win_over_bin_and_other_runtimes_are_left_out():
-    gpt2 = ["config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5", "flax_model.msgpack",
-            "rust_model.ot", "64-8bits.tflite", "merges.txt", "vocab.json", "README.md", ".gitattributes",
-            "onnx/config.json", "onnx/decoder_model.onnx", "onnx/tokenizer.json", *TOKENIZER]
-    assert weights.hub_patterns(gpt2) == sorted(["config.json", "model.safetensors", "merges.txt", "vocab.json",
-                                                 *TOKENIZER])
+    gpt2 = [
+        "config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "rust_model.ot",
+        "64-8bits.tflite",
+        "merges.txt",
+        "vocab.json",
+        "README.md",
+        ".gitattributes",
+        "onnx/config.json",
+        "onnx/decoder_model.onnx",
+        "onnx/tokenizer.json",
+        *TOKENIZER,
+    ]
+    assert weights.hub_patterns(gpt2) == sorted(
+        ["config.json", "model.safetensors", "merges.txt", "vocab.json", *TOKENIZER]
+    )
 
 
 def test_sharded_safetensors_keep_their_index_and_skip_consolidated_and_bin_shards():
-    mistral = ["config.json", "consolidated.safetensors", "params.json", "tokenizer.model", "tokenizer.model.v3",
-               "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-               "model-00003-of-00003.safetensors", "model.safetensors.index.json",
-               "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
-               "original/consolidated.00.pth", "original/params.json", *TOKENIZER]
+    mistral = [
+        "config.json",
+        "consolidated.safetensors",
+        "params.json",
+        "tokenizer.model",
+        "tokenizer.model.v3",
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "original/consolidated.00.pth",
+        "original/params.json",
+        *TOKENIZER,
+    ]
     chosen = weights.hub_patterns(mistral)
     assert [p for p in chosen if "safetensors" in p] == [
-        "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors",
-        "model.safetensors.index.json"]
+        "model-00001-of-00003.safetensors",
+        "model-00002-of-00003.safetensors",
+        "model-00003-of-00003.safetensors",
+        "model.safetensors.index.json",
+    ]
     assert "tokenizer.model" in chosen and not any(".bin" in p or "/" in p or "consolidated" in p for p in chosen)
 
 
 def test_bin_only_repo_takes_its_bin_shards_and_index_but_not_training_args():
-    old = ["config.json", "pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin",
-           "pytorch_model.bin.index.json", "training_args.bin", "vocab.txt", "added_tokens.json", *TOKENIZER]
-    assert weights.hub_patterns(old) == sorted(["config.json", "pytorch_model-00001-of-00002.bin",
-                                                "pytorch_model-00002-of-00002.bin", "pytorch_model.bin.index.json",
-                                                "vocab.txt", "added_tokens.json", *TOKENIZER])
+    old = [
+        "config.json",
+        "pytorch_model-00001-of-00002.bin",
+        "pytorch_model-00002-of-00002.bin",
+        "pytorch_model.bin.index.json",
+        "training_args.bin",
+        "vocab.txt",
+        "added_tokens.json",
+        *TOKENIZER,
+    ]
+    assert weights.hub_patterns(old) == sorted(
+        [
+            "config.json",
+            "pytorch_model-00001-of-00002.bin",
+            "pytorch_model-00002-of-00002.bin",
+            "pytorch_model.bin.index.json",
+            "vocab.txt",
+            "added_tokens.json",
+            *TOKENIZER,
+        ]
+    )
 
 
 def test_t5_keeps_its_sentencepiece_model_and_code_comes_only_with_remote_code():
-    t5 = ["config.json", "spiece.model", "model.safetensors", "pytorch_model.bin", "tf_model.h5",
-          "flax_model.msgpack", "tokenizer.json", "generation_config.json"]
-    assert weights.hub_patterns(t5) == ["config.json", "generation_config.json", "model.safetensors", "spiece.model",
-                                        "tokenizer.json"]
+    t5 = [
+        "config.json",
+        "spiece.model",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "tf_model.h5",
+        "flax_model.msgpack",
+        "tokenizer.json",
+        "generation_config.json",
+    ]
+    assert weights.hub_patterns(t5) == [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "spiece.model",
+        "tokenizer.json",
+    ]
     deci = ["config.json", "configuration_decilm.py", "modeling_decilm.py", "model.safetensors", "qwen.tiktoken"]
     assert "modeling_decilm.py" not in weights.hub_patterns(deci)
-    assert weights.hub_patterns(deci, remote_code=True) == ["config.json", "configuration_decilm.py",
-                                                             "model.safetensors", "modeling_decilm.py", "qwen.tiktoken"]
+    assert weights.hub_patterns(deci, remote_code=True) == [
+        "config.json",
+        "configuration_decilm.py",
+        "model.safetensors",
+        "modeling_decilm.py",
+        "qwen.tiktoken",
+    ]
 
 
 def test_hub_errors_become_one_line_saying_what_to_do():
@@ -64,9 +128,11 @@ def test_hub_errors_become_one_line_saying_what_to_do():
 
     base = {"name": "gated-llama", "source": "hf:org/llama", "revision": "v9"}
     response = httpx2.Response(404, request=httpx2.Request("GET", "https://hub.invalid/api/models/org/llama"))
-    for err, says in [(errors.GatedRepoError("gated", response=response), "gated.*HF_TOKEN"),
-                      (errors.RevisionNotFoundError("no rev", response=response), "revision 'v9' does not exist"),
-                      (errors.RepositoryNotFoundError("none", response=response), "does not exist or is private")]:
+    for err, says in [
+        (errors.GatedRepoError("gated", response=response), "gated.*HF_TOKEN"),
+        (errors.RevisionNotFoundError("no rev", response=response), "revision 'v9' does not exist"),
+        (errors.RepositoryNotFoundError("none", response=response), "does not exist or is private"),
+    ]:
         message = str(weights.unavailable(base, err))
         assert "\n" not in message and "gated-llama (hf:org/llama, revision v9)" in message
         assert "BARBAROSSA_WEIGHTS" in message and "barbarossa fetch" in message
@@ -92,7 +158,9 @@ def test_offline_with_an_empty_cache_raises_one_clear_error(offline_hub):
     assert "weights of hf:EleutherAI/gpt-neo-125m (revision main)" in message and "the hub did not serve it" in message
     assert "BARBAROSSA_WEIGHTS" in message and "barbarossa fetch" in message
     base = {"name": "gpt-neo-125m", "source": "hf:EleutherAI/gpt-neo-125m", "revision": None}
-    with pytest.raises(weights.WeightsUnavailable, match=r"gpt-neo-125m \(hf:EleutherAI/gpt-neo-125m, revision default"):
+    with pytest.raises(
+        weights.WeightsUnavailable, match=r"gpt-neo-125m \(hf:EleutherAI/gpt-neo-125m, revision default"
+    ):
         loading.load_base_tokenizer(base)
 
 
@@ -105,8 +173,9 @@ def test_offline_a_warm_hub_cache_serves_what_loading_needs(offline_hub, tiny_gp
     (repo / "refs" / "main").write_text(COMMIT)
     listed = [p.name for p in snapshot.iterdir()] + ["pytorch_model.bin", "onnx/config.json", "onnx/model.onnx"]
     (repo / "trees").mkdir()
-    (repo / "trees" / f"{COMMIT}.json").write_text(json.dumps(
-        {"format_version": 1, "files": {name: {"size": 1, "blob_id": "0" * 40} for name in listed}}))
+    (repo / "trees" / f"{COMMIT}.json").write_text(
+        json.dumps({"format_version": 1, "files": {name: {"size": 1, "blob_id": "0" * 40} for name in listed}})
+    )
     assert loading.resolve("hf:test-org/tiny-gpt2") == snapshot
     assert loading.load_base_tokenizer({"source": "hf:test-org/tiny-gpt2"}).eos_token
 
@@ -156,8 +225,11 @@ def write_roster(folder, monkeypatch):
         f'[[base]]\nname = "tiny-hub-pinned"\nsource = "hf:test-org/tiny-gpt2"\nrevision = "v1"\n{base}'
         f'[[base]]\nname = "tiny-local"\nsource = "tiny:gpt2"\n{base}'
         f'[[base]]\nname = "gone"\nsource = "hf:test-org/gone"\n{base}'
-        + "".join(f'[[candidate]]\nname = "{n}-a"\nbase = "{n}"\n[[candidate]]\nname = "{n}-b"\nbase = "{n}"\n'
-                  for n in ("tiny-hub", "tiny-hub-pinned", "tiny-local", "gone")))
+        + "".join(
+            f'[[candidate]]\nname = "{n}-a"\nbase = "{n}"\n[[candidate]]\nname = "{n}-b"\nbase = "{n}"\n'
+            for n in ("tiny-hub", "tiny-hub-pinned", "tiny-local", "gone")
+        )
+    )
     monkeypatch.setenv("BARBAROSSA_ROSTERS", str(folder))
 
 
@@ -170,7 +242,9 @@ def test_fetch_mirrors_each_base_once_and_models_load_from_the_folder(fake_hub, 
     assert "tiny-hub: " in out and "MB" in out and "commit 0123456789ab" in out
     folder = mirror / "test-org--tiny-gpt2@default"
     manifest = json.loads((folder / "MANIFEST.json").read_text())
-    assert manifest["source"] == "hf:test-org/tiny-gpt2" and manifest["revision"] is None and manifest["commit"] == COMMIT
+    assert (
+        manifest["source"] == "hf:test-org/tiny-gpt2" and manifest["revision"] is None and manifest["commit"] == COMMIT
+    )
     names = sorted(f["name"] for f in manifest["files"])
     assert names == sorted(p.name for p in folder.iterdir() if p.name != "MANIFEST.json")
     assert "model.safetensors" in names and "config.json" in names

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.train import checkpoints, loop
-from conftest import write_jsonl
 
 
 def tiny_run(out: str, steps: int):
@@ -48,15 +48,20 @@ def test_the_marker_keeps_the_latest_two_with_their_hashes(tmp_path):
     tiny_run(out, 3)
     marker = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
     assert [e["step"] for e in marker["checkpoints"]] == [3, 2] and marker["step"] == 3
-    assert all(len(e["sha256"]) == 64 and e["size"] == ckpt(out, e["step"]).stat().st_size for e in marker["checkpoints"])
+    assert all(
+        len(e["sha256"]) == 64 and e["size"] == ckpt(out, e["step"]).stat().st_size for e in marker["checkpoints"]
+    )
     assert not ckpt(out, 1).exists() and ckpt(out, 2).exists() and checkpoints.latest_step(out) == 3
 
 
-@pytest.mark.parametrize("damage, why", [
-    pytest.param(lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated", id="truncated"),
-    pytest.param(flip_a_byte, "corrupt", id="corrupt"),
-    pytest.param(lambda p: p.unlink(), "missing", id="missing"),
-])
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "truncated", id="truncated"),
+        pytest.param(flip_a_byte, "corrupt", id="corrupt"),
+        pytest.param(lambda p: p.unlink(), "missing", id="missing"),
+    ],
+)
 def test_a_bad_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage, why):
     out = str(tmp_path)
     weights = tiny_run(out, 3)
@@ -67,7 +72,10 @@ def test_a_bad_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage
     assert progress["step"] == 2 and torch.equal(model.weight, weights[2])
     assert checkpoints.latest_step(out) == 2  # the marker no longer points at the bad file
     checkpoints.save(out, model, optimizer, {"step": 3, "curve": []})
-    assert [e["step"] for e in json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["checkpoints"]] == [3, 2]
+    assert [e["step"] for e in json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["checkpoints"]] == [
+        3,
+        2,
+    ]
 
 
 def test_both_checkpoints_bad_means_a_clean_start_with_a_warning(tmp_path):
@@ -99,19 +107,35 @@ def test_an_old_marker_without_hashes_still_loads(tmp_path):
         assert checkpoints.restore(out, *fresh()) is None
 
 
-SETTINGS = {"max_steps": 6, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-2, "warmup_steps": 1,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "auto", "seed": 0,
-            "log_every": 3, "checkpoint_every": 3}
-DROPPING = {"name": "tiny-llama", "kind": "candidate",
-            "base": {"name": "llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": "attention"}}
+SETTINGS = {
+    "max_steps": 6,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": 3,
+    "checkpoint_every": 3,
+}
+DROPPING = {
+    "name": "tiny-llama",
+    "kind": "candidate",
+    "base": {"name": "llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "targets": "attention"},
+}
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     records = instructions.load(str(instructions.BUNDLED)).records[:24]
-    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
+    return instructions.prepare(
+        str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2
+    )
 
 
 class Killed(Exception):
@@ -133,8 +157,9 @@ def test_a_resumed_run_with_lora_dropout_matches_an_uninterrupted_one(tmp_path, 
     torch.manual_seed(1234)  # whatever the RNG holds now must not matter
     resumed = loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"))
     assert resumed["resumed_from_step"] == 3 and [p["step"] for p in resumed["loss_curve"]] == list(range(1, 7))
-    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in straight["loss_curve"]],
-                                                                      abs=1e-5)
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in straight["loss_curve"]], abs=1e-5
+    )
     a = load_file(tmp_path / "resumed" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

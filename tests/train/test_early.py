@@ -2,18 +2,29 @@
 
 import pytest
 import torch
+from conftest import write_jsonl
 from safetensors.torch import load_file
 
 from barbarossa.data import instructions
 from barbarossa.decide import leaderboard
 from barbarossa.models import scoring
 from barbarossa.train import early, loop
-from conftest import write_jsonl
 
 CFG = {"dev_rows": 6, "eval_every": 1, "patience": 2, "min_delta": 0.01, "fail_fast_steps": 0}
-SETTINGS = {"max_steps": 8, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-2, "warmup_steps": 1,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "fp32", "seed": 0,
-            "log_every": 4, "checkpoint_every": 0}
+SETTINGS = {
+    "max_steps": 8,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "fp32",
+    "seed": 0,
+    "log_every": 4,
+    "checkpoint_every": 0,
+}
 
 
 def run_rule(values, base=3.0, **cfg):
@@ -45,8 +56,13 @@ def test_fail_fast_stops_a_candidate_no_better_than_its_base_on_dev_once():
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     records = instructions.load(str(instructions.BUNDLED)).records[:60]
-    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"),
-                                eval_fraction=0.2, dev_rows=CFG["dev_rows"])
+    return instructions.prepare(
+        str(write_jsonl(out / "train.jsonl", records)),
+        None,
+        str(out / "run"),
+        eval_fraction=0.2,
+        dev_rows=CFG["dev_rows"],
+    )
 
 
 def test_the_dev_split_comes_from_the_training_rows_never_the_held_out_ones(split):
@@ -57,9 +73,12 @@ def test_the_dev_split_comes_from_the_training_rows_never_the_held_out_ones(spli
 
 
 def item():
-    return {"name": "tiny-llama-lora", "kind": "candidate",
-            "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
+    return {
+        "name": "tiny-llama-lora",
+        "kind": "candidate",
+        "base": {"name": "tiny-llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+    }
 
 
 def scripted_dev(monkeypatch, values):
@@ -97,11 +116,19 @@ def test_a_fail_fast_candidate_stops_and_its_row_is_held_with_the_reason(split, 
     cfg = {**SETTINGS, **CFG, "patience": 0, "fail_fast_steps": 2}
     result = loop.train(item(), split, cfg, str(tmp_path / "out")).result
     assert result["steps"] == 2 and result["early"]["stopped"] == "fail_fast"
-    metrics = {"bits_per_byte": 3.1, "eval_loss": 2.0, "perplexity": 7.4, "chrf": 1.0, "bleu": 0.1, "fidelity": 1.0,
-               "degenerate_rate": 0.0}
+    metrics = {
+        "bits_per_byte": 3.1,
+        "eval_loss": 2.0,
+        "perplexity": 7.4,
+        "chrf": 1.0,
+        "bleu": 0.1,
+        "fidelity": 1.0,
+        "degenerate_rate": 0.0,
+    }
     base_item = {**item(), "name": "tiny-llama", "kind": "baseline", "lora": None}
-    rows = leaderboard.build([leaderboard.task_result(item(), result, metrics),
-                              leaderboard.task_result(base_item, None, metrics)])
+    rows = leaderboard.build(
+        [leaderboard.task_result(item(), result, metrics), leaderboard.task_result(base_item, None, metrics)]
+    )
     row = next(r for r in rows if r["name"] == "tiny-llama-lora")
     assert row["decision"] == "hold" and row["stopped"] == "fail_fast"
     assert row["reasons"] == ["no gain on dev after 2 steps: 3.10 vs base 3.00 bits per byte"]

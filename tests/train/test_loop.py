@@ -2,28 +2,43 @@
 
 import pytest
 import torch
+from conftest import write_jsonl
 
 from barbarossa.data import instructions, prompts
 from barbarossa.models import families, loading
 from barbarossa.train import loop
-from conftest import write_jsonl
 
-SETTINGS = {"max_steps": 8, "batch_size": 4, "grad_accum": 1, "learning_rate": 1e-2, "warmup_steps": 1,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "auto", "seed": 0,
-            "log_every": 4}
+SETTINGS = {
+    "max_steps": 8,
+    "batch_size": 4,
+    "grad_accum": 1,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": 4,
+}
 
 
 def item(family, targets="attention"):
-    return {"name": f"tiny-{family}", "kind": "candidate",
-            "base": {"name": family, "source": f"tiny:{family}", "family": family, "max_length": 512},
-            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": targets}}
+    return {
+        "name": f"tiny-{family}",
+        "kind": "candidate",
+        "base": {"name": family, "source": f"tiny:{family}", "family": family, "max_length": 512},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": targets},
+    }
 
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     records = instructions.load(str(instructions.BUNDLED)).records[:40]
-    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
+    return instructions.prepare(
+        str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2
+    )
 
 
 @pytest.mark.parametrize("family, targets", [("llama", "attention"), ("gpt2", "attention"), ("llama", "all-linear")])
@@ -71,8 +86,11 @@ def test_pack_rows_fills_rows_first_fit_longest_first():
 
 
 def test_packed_rows_pad_after_the_last_example_with_ignored_labels():
-    examples = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]},
-                {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]}]
+    examples = [
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+        {"input_ids": [8, 9], "labels": [-100, 9]},
+        {"input_ids": [1, 2, 3, 4], "labels": [-100, -100, 3, 4]},
+    ]
     batch = loop.pack_batch(examples, row_tokens=5, pad_id=0)
     assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 0], [5, 6, 7, 8, 9]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0], [0, 1, 2, 0, 1]]
@@ -80,7 +98,9 @@ def test_packed_rows_pad_after_the_last_example_with_ignored_labels():
 
 
 def test_packed_batch_is_one_row_without_padding():
-    batch = loop.pack_batch([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}])
+    batch = loop.pack_batch(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8, 9], "labels": [-100, 9]}]
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9]]
@@ -112,8 +132,9 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     import sys
     import time
 
-    from barbarossa.train import checkpoints
     from conftest import ROOT
+
+    from barbarossa.train import checkpoints
 
     cfg = {**SETTINGS, "max_steps": 60, "checkpoint_every": 5, "batch_size": 8, "log_every": 100}
     script = tmp_path / "train.py"
@@ -136,7 +157,9 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
 
     straight = loop.finetune(item("llama"), split, cfg, str(tmp_path / "straight"))
     assert straight["resumed_from_step"] == 0
-    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx([p["loss"] for p in straight["loss_curve"]], abs=1e-4)
+    assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in straight["loss_curve"]], abs=1e-4
+    )
     from safetensors.torch import load_file
 
     a = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
@@ -150,8 +173,10 @@ def test_padded_families_take_the_response_only_loss_without_full_vocabulary_log
     from barbarossa.models import loading as m
 
     model = m.load_model(m.resolve(f"tiny:{family}"), family).eval()
-    examples = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]},
-                {"input_ids": [10, 11, 12], "labels": [-100, 11, 12]}]
+    examples = [
+        {"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9]},
+        {"input_ids": [10, 11, 12], "labels": [-100, 11, 12]},
+    ]
     batch = loop.make_batch("padded", examples, 64, 0, "cpu")
     assert "targets" in batch  # found on the host, before the batch went to its device
     with torch.no_grad():

@@ -15,8 +15,9 @@ STEPS, LR = 6, 2e-4  # the gpu profile's learning rate: Adam moves each weight b
 
 def train_adapter(variant: str, examples, tokenizer) -> dict:
     """LoRA weights after STEPS steps in bf16: "fp32" adapters (autocast casts them), "master" or "naive" bf16."""
-    decision = runtime.decide(CPU, {"precision": "bf16", "adapter_dtype": "fp32" if variant == "fp32" else "auto"},
-                              LLAMA)
+    decision = runtime.decide(
+        CPU, {"precision": "bf16", "adapter_dtype": "fp32" if variant == "fp32" else "auto"}, LLAMA
+    )
     assert decision.master_weights == (variant != "fp32")
     _, model = loading.load_base(LLAMA, decision)
     torch.manual_seed(0)
@@ -38,15 +39,16 @@ def train_adapter(variant: str, examples, tokenizer) -> dict:
         optimizer = adamw(params)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     for step in range(STEPS):
-        chunk = examples[step % 2 * 4: step % 2 * 4 + 4]
-        loop.accumulate_step(model, [chunk], 4, scaler, decision, "packed", 256, tokenizer.pad_token_id, "causal",
-                             after_backward)
+        chunk = examples[step % 2 * 4 : step % 2 * 4 + 4]
+        loop.accumulate_step(
+            model, [chunk], 4, scaler, decision, "packed", 256, tokenizer.pad_token_id, "causal", after_backward
+        )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if variant == "master":  # the fp32 weights the optimizer holds, laid out as the parameters
         offset, weights = 0, {}
-        for (name, p) in ((n, p) for n, p in model.named_parameters() if p.requires_grad):
-            weights[name] = optimizer.master.detach()[offset:offset + p.numel()].view_as(p).clone()
+        for name, p in ((n, p) for n, p in model.named_parameters() if p.requires_grad):
+            weights[name] = optimizer.master.detach()[offset : offset + p.numel()].view_as(p).clone()
             offset += p.numel()
     else:
         weights = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -8,19 +8,32 @@ from the first batch on, or only later, when part of a step's gradient is in.
 
 import pytest
 import torch
-
-from barbarossa.models import loading
-from barbarossa.data import instructions
-from barbarossa.train import loop
-from barbarossa.decide import leaderboard
 from conftest import write_jsonl
 
-SETTINGS = {"max_steps": 2, "batch_size": 4, "grad_accum": 2, "learning_rate": 1e-2, "warmup_steps": 1,
-            "weight_decay": 0.0, "max_grad_norm": 1.0, "max_length": 128, "precision": "auto", "seed": 0,
-            "log_every": 100}
-ITEM = {"name": "tiny-llama", "kind": "candidate",
-        "base": {"name": "llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}}
+from barbarossa.data import instructions
+from barbarossa.decide import leaderboard
+from barbarossa.models import loading
+from barbarossa.train import loop
+
+SETTINGS = {
+    "max_steps": 2,
+    "batch_size": 4,
+    "grad_accum": 2,
+    "learning_rate": 1e-2,
+    "warmup_steps": 1,
+    "weight_decay": 0.0,
+    "max_grad_norm": 1.0,
+    "max_length": 128,
+    "precision": "auto",
+    "seed": 0,
+    "log_every": 100,
+}
+ITEM = {
+    "name": "tiny-llama",
+    "kind": "candidate",
+    "base": {"name": "llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+}
 LAYOUTS = {"shared-prefix": {}, "packed": {"share_prefix": False}, "padded": {"share_prefix": False, "packing": False}}
 
 
@@ -28,7 +41,9 @@ LAYOUTS = {"shared-prefix": {}, "packed": {"share_prefix": False}, "padded": {"s
 def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     records = instructions.load(str(instructions.BUNDLED)).records[:40]
-    return instructions.prepare(str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2)
+    return instructions.prepare(
+        str(write_jsonl(out / "train.jsonl", records)), None, str(out / "run"), eval_fraction=0.2
+    )
 
 
 def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
@@ -48,7 +63,9 @@ def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
         def limited(*a, **k):
             out = forward(*a, **k)
             if seen["examples"] > limit and seen["batches"] >= from_batch:
-                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB ({seen['examples']} rows)")
+                raise torch.OutOfMemoryError(
+                    f"CUDA out of memory. Tried to allocate 2.00 GiB ({seen['examples']} rows)"
+                )
             return out
 
         model.forward = limited  # peft's wrapper calls the base model's forward through the instance
@@ -59,8 +76,9 @@ def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_path, split, monkeypatch, layout,
-                                                                           fp32_cpu):
+def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(
+    tmp_path, split, monkeypatch, layout, fp32_cpu
+):
     from safetensors.torch import load_file
 
     cfg = {**SETTINGS, **LAYOUTS[layout]}
@@ -74,8 +92,9 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_
     assert squeezed["micro_batch"] * squeezed["grad_accum"] == cfg["batch_size"] * cfg["grad_accum"]
     assert [p["step"] for p in squeezed["loss_curve"]] == [1, 2]  # the interrupted step is redone, not added
     assert squeezed["supervised_tokens"] == straight["supervised_tokens"]  # and its tokens are counted once
-    assert [p["loss"] for p in squeezed["loss_curve"]] == pytest.approx([p["loss"] for p in straight["loss_curve"]],
-                                                                       abs=1e-4)
+    assert [p["loss"] for p in squeezed["loss_curve"]] == pytest.approx(
+        [p["loss"] for p in straight["loss_curve"]], abs=1e-4
+    )
     a = load_file(tmp_path / "squeezed" / "adapter" / "adapter_model.safetensors")
     b = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
@@ -85,8 +104,9 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(tmp_
 
 def test_out_of_memory_at_a_micro_batch_of_one_fails_the_row_with_a_clear_reason(tmp_path, split, monkeypatch):
     run_out_of_memory_above(monkeypatch, 0)
-    with pytest.raises(loop.TrainingOutOfMemory, match=r"out of memory at micro-batch 1 \(started at 4\) on cpu"
-                       ) as caught:
+    with pytest.raises(
+        loop.TrainingOutOfMemory, match=r"out of memory at micro-batch 1 \(started at 4\) on cpu"
+    ) as caught:
         loop.finetune(ITEM, split, SETTINGS, str(tmp_path / "out"))
     error = leaderboard.task_result(ITEM, None, None, caught.value, stage="finetune")["error"]
     assert error.startswith("finetune failed: TrainingOutOfMemory: tiny-llama: out of memory at micro-batch 1")

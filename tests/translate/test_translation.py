@@ -1,5 +1,7 @@
 """Translation backends, cache and QA: AWS Translate against recorded responses, a counting local backend."""
 
+from pathlib import Path
+
 import pytest
 from botocore.stub import Stubber
 
@@ -18,12 +20,20 @@ def test_aws_backend_retries_throttling_with_back_off():
     backend, client = aws(sleeps)
     with Stubber(client) as stub:
         request = {"Text": "Hello", "SourceLanguageCode": "en", "TargetLanguageCode": "az"}
-        stub.add_client_error("translate_text", service_error_code="ThrottlingException", http_status_code=400,
-                              expected_params=request)
-        stub.add_client_error("translate_text", service_error_code="TooManyRequestsException", http_status_code=429,
-                              expected_params=request)
-        stub.add_response("translate_text", {"TranslatedText": "Salam", "SourceLanguageCode": "en",
-                                             "TargetLanguageCode": "az"}, expected_params=request)
+        stub.add_client_error(
+            "translate_text", service_error_code="ThrottlingException", http_status_code=400, expected_params=request
+        )
+        stub.add_client_error(
+            "translate_text",
+            service_error_code="TooManyRequestsException",
+            http_status_code=429,
+            expected_params=request,
+        )
+        stub.add_response(
+            "translate_text",
+            {"TranslatedText": "Salam", "SourceLanguageCode": "en", "TargetLanguageCode": "az"},
+            expected_params=request,
+        )
         assert backend.translate(["Hello"]) == ["Salam"]
         stub.assert_no_pending_responses()
     assert backend.calls == 3 and sleeps == [0.5, 1.0]
@@ -32,7 +42,9 @@ def test_aws_backend_retries_throttling_with_back_off():
 def test_aws_backend_does_not_retry_other_errors():
     backend, client = aws([])
     with Stubber(client) as stub:
-        stub.add_client_error("translate_text", service_error_code="UnsupportedLanguagePairException", http_status_code=400)
+        stub.add_client_error(
+            "translate_text", service_error_code="UnsupportedLanguagePairException", http_status_code=400
+        )
         with pytest.raises(Exception, match="UnsupportedLanguagePairException"):
             backend.translate(["Hello"])
     assert backend.calls == 1
@@ -61,11 +73,16 @@ class Echo:
 
 
 def test_cache_is_content_addressed_and_shared_across_runs(tmp_path):
-    rows = [{"instruction": "Say hello.", "input": "", "output": "Hello there, visit https://example.com today."},
-            {"instruction": "Say hello.", "input": "12", "output": "```\nprint(1)\n```"}]
+    rows = [
+        {"instruction": "Say hello.", "input": "", "output": "Hello there, visit https://example.com today."},
+        {"instruction": "Say hello.", "input": "12", "output": "```\nprint(1)\n```"},
+    ]
     first = Echo()
     results = translation.translate_shard(rows, first, translation.Cache(str(tmp_path), first))
-    assert first.texts == ["Say hello.", "Hello there, visit ⟦0⟧ today."]  # each distinct text once; code/numbers not sent
+    assert first.texts == [
+        "Say hello.",
+        "Hello there, visit ⟦0⟧ today.",
+    ]  # each distinct text once; code/numbers not sent
     assert results[0]["row"]["output"] == "AZ Hello there, visit https://example.com today."
     assert results[1]["row"] == {"instruction": "AZ Say hello.", "input": "12", "output": "```\nprint(1)\n```"}
     again = Echo()
@@ -82,8 +99,14 @@ def test_qa_flags_each_problem_with_a_reason():
     good = {"instruction": "Bayrağın iki rəngini sadalayın.", "input": "", "output": "- Mavi\n- Qırmızı və yaşıl"}
     detector = lambda text: "en" if "the" in text.split() else "az"  # noqa: E731
     assert translation.qa_checks(source, good, {}, detector) == []
-    bad = {"instruction": "List the two colours of the flag please.", "input": "", "output": "- Mavi, qırmızı və yaşıl rənglər bayraqda var və çox gözəldir, həqiqətən çox"}
-    checks = {f["check"]: f["reason"] for f in translation.qa_checks(source, bad, {"output": ["url 'x' lost"]}, detector)}
+    bad = {
+        "instruction": "List the two colours of the flag please.",
+        "input": "",
+        "output": "- Mavi, qırmızı və yaşıl rənglər bayraqda var və çox gözəldir, həqiqətən çox",
+    }
+    checks = {
+        f["check"]: f["reason"] for f in translation.qa_checks(source, bad, {"output": ["url 'x' lost"]}, detector)
+    }
     assert checks == {  # each reason names the field it is about
         "untranslated": "instruction: still English",
         "protected_span": "output: protected span damaged (url 'x' lost)",
@@ -95,10 +118,17 @@ def test_qa_flags_each_problem_with_a_reason():
 
 
 def test_policy_drops_or_flags_and_counts_per_check():
-    results = [{"row": {"instruction": "a", "input": "", "output": "b"}, "flags": [], "verbatim": False},
-               {"row": {"instruction": "c", "input": "", "output": "d"}, "verbatim": True,
-                "flags": [{"check": "empty", "reason": "output: empty translation"},
-                          {"check": "empty", "reason": "input: empty translation"}]}]
+    results = [
+        {"row": {"instruction": "a", "input": "", "output": "b"}, "flags": [], "verbatim": False},
+        {
+            "row": {"instruction": "c", "input": "", "output": "d"},
+            "verbatim": True,
+            "flags": [
+                {"check": "empty", "reason": "output: empty translation"},
+                {"check": "empty", "reason": "input: empty translation"},
+            ],
+        },
+    ]
     kept, counts = translation.apply_policy(results, "drop")
     assert kept == [results[0]["row"]] and counts["flagged"] == 1 and counts["by_check"]["empty"] == 1
     kept, counts = translation.apply_policy(results, "flag")
@@ -114,7 +144,10 @@ def test_the_language_pack_names_the_backends_target_unless_the_config_does():
 
     kazakh = languages.load("kk")
     assert translation.backend_spec({"kind": "aws", "source": "en"}, kazakh)["target"] == "kk"
-    assert translation.backend_spec({"kind": "local", "folder": "/m", "source": "eng_Latn"}, kazakh)["target"] == "kaz_Cyrl"
+    assert (
+        translation.backend_spec({"kind": "local", "folder": "/m", "source": "eng_Latn"}, kazakh)["target"]
+        == "kaz_Cyrl"
+    )
     assert translation.backend_spec({"kind": "local", "folder": "/m", "target": "kk"}, kazakh)["target"] == "kk"
     assert translation.backend_spec({"kind": "local", "folder": "tiny:t5", "target": ""}, kazakh)["target"] == ""
 
@@ -122,9 +155,21 @@ def test_the_language_pack_names_the_backends_target_unless_the_config_does():
 def test_qa_judges_untranslated_rows_by_the_packs_identifier():
     from barbarossa import languages
 
-    rows = [{"source": {"instruction": "Name the capital of the country.", "input": "", "output": "Astana is the capital."},
-             "row": {"instruction": "Name the capital of the country now.", "input": "",
-                     "output": "Астана — Қазақстанның астанасы."}, "problems": {}}]
+    rows = [
+        {
+            "source": {
+                "instruction": "Name the capital of the country.",
+                "input": "",
+                "output": "Astana is the capital.",
+            },
+            "row": {
+                "instruction": "Name the capital of the country now.",
+                "input": "",
+                "output": "Астана — Қазақстанның астанасы.",
+            },
+            "problems": {},
+        }
+    ]
     [checked] = translation.check_shard(rows, identify=languages.load("kk")["identify"])
     assert [f["check"] for f in checked["flags"]] == ["untranslated"]
 
@@ -136,5 +181,5 @@ def test_a_translated_dataset_is_named_and_described_for_its_language(tmp_path):
     settings = {"backend": {"kind": "aws", "source": "en", "target": "kk"}, "qa_policy": "flag", "language": "kk"}
     dataset = translation.publish_dataset(rows, summary, counts, settings, str(tmp_path))
     assert dataset["uri"].endswith("/kk_alpaca.jsonl")
-    card = open(dataset["uri"].replace("kk_alpaca.jsonl", "README.md"), encoding="utf-8").read()
+    card = Path(dataset["uri"].replace("kk_alpaca.jsonl", "README.md")).read_text(encoding="utf-8")
     assert "- kk\n" in card and "# Kazakh Alpaca-style instructions" in card

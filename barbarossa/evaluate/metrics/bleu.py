@@ -11,8 +11,10 @@ class Bleu(evaluate.Metric):
             description="Corpus-level BLEU (sacrebleu defaults: 13a tokenisation, exponential smoothing).",
             citation="Papineni et al., BLEU (ACL 2002); Post, A Call for Clarity in Reporting BLEU Scores (WMT 2018)",
             inputs_description="predictions: list of strings; references: one reference string per prediction. Returns "
-                               "{'score': 0..100, 'segments': [hyp_len, ref_len, correct×4, total×4] per prediction}.",
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            "{'score': 0..100, 'segments': [hyp_len, ref_len, correct×4, total×4] per prediction}.",
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):

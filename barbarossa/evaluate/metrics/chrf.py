@@ -23,7 +23,9 @@ class Chrf(evaluate.Metric):
             description=_DESCRIPTION,
             citation="Popović, chrF++: words helping character n-grams (WMT 2017)",
             inputs_description=_KWARGS,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references, word_order: int = 2):

@@ -16,7 +16,7 @@ def is_degenerate(text: str) -> bool:
         return True
     if len(words) >= 6 and max(words.count(w) for w in set(words)) > len(words) / 2:
         return True
-    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     return len(words) >= 8 and len(set(grams)) < len(grams) / 2
 
 
@@ -26,7 +26,7 @@ class Degenerate(evaluate.Metric):
             description="Share of predictions that are empty or loop (see module docstring).",
             citation="",
             inputs_description="predictions: list of generated strings. Returns {'score': 0..1, 'segments': 1 per "
-                               "degenerate prediction, else 0}.",
+            "degenerate prediction, else 0}.",
             features=datasets.Features({"predictions": datasets.Value("string")}),
         )
 

@@ -17,8 +17,8 @@ class Fidelity(evaluate.Metric):
             description="Share of predictions identified as the language pack's language (vs its neighbours).",
             citation="lingua-language-detector (Peter M. Stahl); character n-gram naive Bayes for languages it lacks",
             inputs_description="predictions: list of generated strings; identify: a language pack's [identify] table. "
-                               "Returns {'score': 0..1, 'languages': {...}, 'segments': 1 per prediction in the "
-                               "language, else 0}.",
+            "Returns {'score': 0..1, 'languages': {...}, 'segments': 1 per prediction in the "
+            "language, else 0}.",
             features=datasets.Features({"predictions": datasets.Value("string")}),
         )
 
@@ -26,5 +26,8 @@ class Fidelity(evaluate.Metric):
         target = langid.target_code(identify)
         found = [langid.language_of(p, identify) for p in predictions]
         counts = {code: found.count(code) for code in sorted(set(found))}
-        return {"score": found.count(target) / max(len(found), 1), "languages": counts,
-                "segments": [int(code == target) for code in found]}
+        return {
+            "score": found.count(target) / max(len(found), 1),
+            "languages": counts,
+            "segments": [int(code == target) for code in found],
+        }
