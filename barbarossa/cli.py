@@ -377,11 +377,12 @@ def cmd_chat(args) -> int:
     adapter = row.get("adapter_uri") if row["kind"] == "candidate" else None
     if row["kind"] == "candidate" and not (adapter and storage.exists(storage.join(adapter, "adapter_config.json"))):
         raise LookupError(f"{args.model}: its adapter is gone from {adapter} (was the run's output root deleted?)")
-    item, settings = history.run_item(run, args.model), run.data.settings
+    item = history.run_item(run, args.model)
+    settings = history.settings_of(run, item)
     template = prompts.template_of((run.data.data or {}).get("language"))  # the run's language (before packs: az)
-    new_tokens = args.max_new_tokens or settings["eval"]["max_new_tokens"]
+    new_tokens = args.max_new_tokens or settings.eval.max_new_tokens
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
-        tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings["train"])
+        tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings.train)
     model.eval()
     errors.print(
         f"{args.model} ({run.pathspec}): {item['base']['source']}"
@@ -526,13 +527,13 @@ def cmd_plan(args) -> int:
     profile = config.load_profile(args.profile)
     count, gpu = schedule.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)
     calibrated = schedule.calibration()
-    result = plan.build(roster.select(args.models), profile["train"], gpu, calibrated)
+    result = plan.build(roster.select(args.models), profile, gpu, calibrated)
     ceiling = calibrated.ceiling if calibrated else plan.MFU
     result["inventory"] = schedule.wall_clock(result["rows"], count, plan.GPUS[gpu][1], ceiling)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print_plan(result, profile["name"])
+    print_plan(result, profile.name)
     return 0
 
 

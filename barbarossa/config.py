@@ -1,14 +1,22 @@
-"""Training/evaluation profiles (`configs/profiles/<name>.toml`), validated on load.
+"""Settings: every key a profile may set, with its type, default and help, validated once when it is read.
 
-The flow's `start` step reads the profile once and passes the plain dict on,
-so remote tasks never need the config files.
+A profile (`configs/profiles/<name>.toml`) has four tables, each a frozen dataclass below: `[train]`,
+`[early_stopping]`, `[eval]` and `[policy]`. TOML is merged into the dataclass and checked on load
+(type, allowed values, ranges), so the code receives typed objects and never restates a default. Each
+work item's effective settings — the profile with the roster entry's overrides, lengths capped at the
+base's context — are resolved once (`Profile.for_item`) and used by training, the masking preview,
+the plan and the model card alike. `docs/settings.md` is generated from these classes (`python -m
+barbarossa.config`; a test keeps it current).
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import os
 import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from barbarossa.errors import UserError
@@ -26,15 +34,15 @@ def find_project_root(package: Path, home: str | None) -> Path:
 
 PROJECT_ROOT = find_project_root(Path(__file__).resolve().parent, os.environ.get("BARBAROSSA_HOME"))
 
-# What a profile may choose; the code that reads a value checks it against the same tuple.
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # weights and compute (models/runtime.py)
+# What a profile may choose for the keys with a few allowed values (models/runtime.py decides each "auto").
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "nf4", "auto")
 CHECKPOINTING = (True, False, "auto")
-# How a step runs on CUDA (models/runtime.py decides "auto"; train/speed.py and models/kernels.py apply it)
-COMPILE = (True, False, "auto")  # decoder layers through torch.compile
-KERNELS = ("auto", "liger", "torch")  # Liger's fused RMSNorm / rotary / SwiGLU where the family has them
+COMPILE = (True, False, "auto")
+KERNELS = ("auto", "liger", "torch")
 ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
-ADAPTER_DTYPES = ("auto", "fp32")  # auto: LoRA weights in the compute dtype with fp32 master copies (bf16)
+ADAPTER_DTYPES = ("auto", "fp32")
+THRESHOLDS_ON = ("point", "bound")
 # The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
 DIRECTION = {
     "bits_per_byte": False,
@@ -45,123 +53,9 @@ DIRECTION = {
     "fidelity": True,
     "degenerate_rate": False,
 }
-THRESHOLDS_ON = ("point", "bound")
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
 # What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
 BENCHMARK_DIRECTION = {"accuracy": True, "accuracy_norm": True, "chrf_into": True, "chrf_out": True}
-DEFAULT_POLICY = {
-    "primary": "bits_per_byte",
-    "min_gain": 0.015,
-    "max_chrf_drop": 2.0,
-    "min_fidelity": 0.9,
-    "max_degenerate_rate": 0.2,
-    "must_beat_last_release": True,
-    "confidence": 0.95,
-    "bootstrap_samples": 1000,
-    "bootstrap_seed": 0,
-    "thresholds_on": "point",
-    "must_not_lose": [],
-}
-
-SCHEMA = {
-    "train": {
-        "max_steps": int,
-        "batch_size": int,
-        "grad_accum": int,
-        "learning_rate": float,
-        "warmup_steps": int,
-        "weight_decay": float,
-        "max_grad_norm": float,
-        "max_length": int,
-        "precision": str,
-        "seed": int,
-        "log_every": int,
-        "packing": bool,
-        "gradient_checkpointing": (bool, str),
-        "checkpoint_every": int,
-    },
-    "eval": {
-        "eval_fraction": float,
-        "split_seed": int,
-        "max_length": int,
-        "max_loss_rows": int,
-        "generate_rows": int,
-        "max_new_tokens": int,
-        "batch_size": int,
-        "samples": int,
-    },
-    "policy": {
-        "primary": str,
-        "min_gain": float,
-        "max_chrf_drop": float,
-        "min_fidelity": float,
-        "max_degenerate_rate": float,
-        "must_beat_last_release": bool,
-    },
-}
-
-
-# Keys a profile may leave out: (type, default).
-OPTIONAL = {
-    "train": {
-        "share_prefix": (bool, True),
-        "quantization": (str, "none"),
-        # early stopping / fail-fast on a dev split carved from the training data (train/early.py); 0: off
-        "dev_rows": (int, 0),
-        "eval_every": (int, 0),
-        "patience": (int, 0),
-        "min_delta": (float, 0.0),
-        "fail_fast_steps": (int, 0),
-        # the step's speed levers (README "GPU speed"): "auto" takes each where it is measured to pay
-        "compile": ((bool, str), "auto"),
-        "kernels": (str, "auto"),
-        "attention": (str, "auto"),
-        "adapter_dtype": (str, "auto"),
-    },
-    "eval": {
-        "extra_sets": (list, []),
-        "extra_metrics": (list, []),
-        "near_duplicate_threshold": (float, 0.8),
-        # public benchmarks scored beside the held-out set (evaluate/benchmarks.py), on top of the language
-        # pack's own: {name, source} tables; benchmark_rows caps the items of each (0: all)
-        "benchmarks": (list, []),
-        "benchmark_rows": (int, 0),
-    },
-    # how sure "improves on its base" must be (leaderboard.py, stats.py)
-    "policy": {
-        "confidence": (float, DEFAULT_POLICY["confidence"]),
-        "bootstrap_samples": (int, DEFAULT_POLICY["bootstrap_samples"]),
-        "bootstrap_seed": (int, DEFAULT_POLICY["bootstrap_seed"]),
-        "thresholds_on": (str, DEFAULT_POLICY["thresholds_on"]),
-        # benchmark metrics a candidate must not clearly lose against its base ("belebele.accuracy")
-        "must_not_lose": (list, []),
-    },
-}
-
-
-# Keys that were replaced: a profile still using one is told what took its place.
-RENAMED = {
-    ("policy", "min_loss_improvement"): "min_gain: the smallest gain of the primary metric over the base, in the "
-    "primary's units (bits per byte by default: 0.015 is about 0.02 nats per token "
-    "for SmolLM2 on Azerbaijani, ~2 bytes per token)",
-}
-
-
-# Keys whose value must be one of a few.
-CHOICES = {
-    ("train", "precision"): PRECISIONS,
-    ("train", "quantization"): QUANTIZATIONS,
-    ("train", "gradient_checkpointing"): CHECKPOINTING,
-    ("train", "compile"): COMPILE,
-    ("train", "kernels"): KERNELS,
-    ("train", "attention"): ATTENTIONS,
-    ("train", "adapter_dtype"): ADAPTER_DTYPES,
-    ("policy", "thresholds_on"): THRESHOLDS_ON,
-}
-
-
-def _type_name(kind) -> str:
-    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 class ConfigError(UserError):
@@ -170,12 +64,352 @@ class ConfigError(UserError):
     headline = "Profile"
 
 
+class SettingError(ValueError):
+    """A value a section refuses; `key` names it, so the loader can say which file and table it came from."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key} {message}")
+        self.key = key
+
+
+def setting(default, help: str, *, choices: tuple = (), required: bool = False):
+    """A field with its default, one line of help, the values it may take, and whether a profile must state it.
+
+    `required` keys have a default for code (tests, a base evaluated without a profile) but a profile file
+    must set them: they decide what a run costs, and a forgotten one should not pass silently.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "required": required})
+
+
+def _shown(choice) -> str:
+    return f'"{choice}"' if isinstance(choice, str) else str(choice).lower()
+
+
+def _kind_name(hint) -> str:
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_kind_name(arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return "list"
+    return hint.__name__
+
+
+def _conforms(value, hint) -> bool:
+    if isinstance(hint, types.UnionType):
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+
+
+@dataclass(frozen=True)
+class Section:
+    """A table of settings: its fields are checked (type, allowed values) when built, then by `check`."""
+
+    TABLE: typing.ClassVar[str] = ""
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            value, hint = getattr(self, spec.name), hints[spec.name]
+            if isinstance(value, list) and typing.get_origin(hint) is tuple:
+                object.__setattr__(self, spec.name, value := tuple(value))
+            if not _conforms(value, hint):
+                raise SettingError(spec.name, f"must be {_kind_name(hint)}, got {value!r}")
+            if hint is float:
+                object.__setattr__(self, spec.name, float(value))
+            choices = spec.metadata.get("choices")
+            if choices and value not in choices:
+                raise SettingError(spec.name, f"must be one of {', '.join(map(_shown, choices))}, got {value!r}")
+        self.check()
+
+    def check(self) -> None:
+        """Checks across fields or of ranges; raise SettingError naming the key."""
+
+    @classmethod
+    def from_table(cls, table: dict, where: str, *, required: bool = True):
+        """Build from a TOML table: unknown keys, missing required keys and bad values name file, table and key."""
+        names = {spec.name for spec in dataclasses.fields(cls)}
+        for key in table:
+            if (cls.TABLE, key) in RENAMED:
+                raise ConfigError(f"{where}: [{cls.TABLE}] {key} was replaced by {RENAMED[cls.TABLE, key]}")
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise ConfigError(f"{where}: [{cls.TABLE}] unknown key(s) {', '.join(unknown)}")
+        for spec in dataclasses.fields(cls):
+            if required and spec.metadata.get("required") and spec.name not in table:
+                raise ConfigError(f"{where}: [{cls.TABLE}] missing key '{spec.name}'")
+        try:
+            return cls(**table)
+        except SettingError as error:
+            raise ConfigError(f"{where}: [{cls.TABLE}] {error}") from None
+
+    def replace(self, **changes):
+        """A copy with `changes`, checked like a loaded table."""
+        return dataclasses.replace(self, **changes)
+
+    # TRANSITIONAL (removed before landing): dict-style reads while callers move to attributes
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+    def keys(self):
+        return [spec.name for spec in dataclasses.fields(self)]
+
+
+@dataclass(frozen=True)
+class Train(Section):
+    """How one LoRA fine-tune runs (a roster candidate's `train = {...}` overrides any of these)."""
+
+    TABLE = "train"
+    max_steps: int = setting(16, "optimizer steps per candidate (--max-steps overrides)", required=True)
+    batch_size: int = setting(8, "examples per optimizer step before accumulation", required=True)
+    grad_accum: int = setting(1, "batches accumulated into one optimizer step", required=True)
+    learning_rate: float = setting(2e-4, "peak learning rate (LoRA tolerates ~10x a full fine-tune's)", required=True)
+    warmup_steps: int = setting(0, "linear warm-up steps before the cosine decay", required=True)
+    weight_decay: float = setting(0.0, "AdamW weight decay on the LoRA weights", required=True)
+    max_grad_norm: float = setting(1.0, "gradient norm clipped to this", required=True)
+    max_length: int = setting(512, "tokens per example (prompt + response + EOS); capped at the base's", required=True)
+    precision: str = setting(
+        "auto",
+        "weights and compute: auto = bf16 where native, fp16 on older GPUs, else fp32",
+        choices=PRECISIONS,
+        required=True,
+    )
+    seed: int = setting(0, "seed of the data order and LoRA initialisation", required=True)
+    log_every: int = setting(10, "steps between log lines and live-card updates", required=True)
+    packing: bool = setting(
+        True, "pack examples into rows (position ids restart) where the family supports it", required=True
+    )
+    gradient_checkpointing: bool | str = setting(
+        False,
+        "recompute activations in backward; auto: only where the plan says they would not fit",
+        choices=CHECKPOINTING,
+        required=True,
+    )
+    checkpoint_every: int = setting(0, "steps between resumable checkpoints; 0: only the last", required=True)
+    share_prefix: bool = setting(True, "the prompt preamble common to a batch's examples runs once (KV cache)")
+    quantization: str = setting(
+        "none",
+        "nf4: QLoRA (4-bit base); auto: nf4 only where 16-bit LoRA would not fit the GPU",
+        choices=QUANTIZATIONS,
+    )
+    compile: bool | str = setting("auto", "decoder layers through torch.compile (auto: on CUDA)", choices=COMPILE)
+    kernels: str = setting("auto", "Liger's fused kernels for the families it covers (auto: on CUDA)", choices=KERNELS)
+    attention: str = setting(
+        "auto",
+        "attention kernel (auto: a variable-length one for packed rows on CUDA, else SDPA)",
+        choices=ATTENTIONS,
+    )
+    adapter_dtype: str = setting(
+        "auto",
+        "auto: LoRA weights in bf16 with fp32 master copies where compute is bf16",
+        choices=ADAPTER_DTYPES,
+    )
+
+    def check(self) -> None:
+        for key in ("max_steps", "batch_size", "grad_accum", "max_length", "log_every"):
+            if getattr(self, key) < 1:
+                raise SettingError(key, f"must be at least 1, got {getattr(self, key)}")
+        for key in ("warmup_steps", "checkpoint_every"):
+            if getattr(self, key) < 0:
+                raise SettingError(key, f"must be 0 or more, got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class EarlyStopping(Section):
+    """Early stopping and fail-fast on a dev split carved from the training rows (train/early.py); 0: off."""
+
+    TABLE = "early_stopping"
+    dev_rows: int = setting(0, "training rows set aside as the dev split (never held-out rows); 0: off")
+    eval_every: int = setting(0, "steps between dev evaluations (bits per byte); 0: off")
+    patience: int = setting(0, "stop after this many evaluations without a gain of min_delta; 0: never")
+    min_delta: float = setting(0.0, "the smallest dev gain that counts, in bits per byte")
+    fail_fast_steps: int = setting(0, "a candidate not below its untuned base on dev by this step stops; 0: never")
+
+    @property
+    def enabled(self) -> bool:
+        return self.dev_rows > 0 and self.eval_every > 0
+
+    def check(self) -> None:
+        for spec in dataclasses.fields(self):
+            if getattr(self, spec.name) < 0:
+                raise SettingError(spec.name, f"must be 0 or more, got {getattr(self, spec.name)}")
+
+
+def _sources(entries: tuple, key: str) -> None:
+    """Named sources are {name, source} tables with distinct names."""
+    for number, entry in enumerate(entries, start=1):
+        if not (isinstance(entry, dict) and set(entry) == {"name", "source"}) or not all(
+            isinstance(v, str) for v in entry.values()
+        ):
+            raise SettingError(f"{key} entry {number}", f'must be {{ name = "...", source = "..." }}, got {entry!r}')
+    names = [entry["name"] for entry in entries]
+    if len(set(names)) != len(names):
+        raise SettingError(key, f"names must be distinct, got {names}")
+
+
+@dataclass(frozen=True)
+class Eval(Section):
+    """The evaluation every work item gets, the same for all (evaluate/protocol.py)."""
+
+    TABLE = "eval"
+    eval_fraction: float = setting(0.1, "held-out share carved from the training data by content hash", required=True)
+    split_seed: int = setting(0, "seed of the held-out split", required=True)
+    max_length: int = setting(512, "tokens per scored example; capped at the base's", required=True)
+    max_loss_rows: int = setting(64, "held-out rows scored for loss and bits per byte", required=True)
+    generate_rows: int = setting(16, "held-out rows answered greedily (chrF++, BLEU, fidelity)", required=True)
+    max_new_tokens: int = setting(48, "tokens generated per answer", required=True)
+    batch_size: int = setting(8, "rows per batch, lowered to fit the device's memory", required=True)
+    samples: int = setting(3, "answers kept per model for review", required=True)
+    near_duplicate_threshold: float = setting(
+        0.8, "training rows this similar (Jaccard of 5-char shingles) to an eval prompt are removed; 0: off"
+    )
+    extra_sets: tuple[dict, ...] = setting((), "more held-out sets: [{ name, source }] (file, s3:// or HF id)")
+    extra_metrics: tuple[str, ...] = setting((), "more metric modules (.py files, `evaluate` style) scored on answers")
+    benchmarks: tuple[dict, ...] = setting((), "public benchmarks beside the language pack's own: [{ name, source }]")
+    benchmark_rows: int = setting(0, "items scored per benchmark; 0: all")
+
+    def check(self) -> None:
+        if not 0 < self.eval_fraction < 1:
+            raise SettingError("eval_fraction", "must be between 0 and 1")
+        _sources(self.extra_sets, "extra_sets")
+        _sources(self.benchmarks, "benchmarks")
+        resolved = []
+        for number, module in enumerate(self.extra_metrics, start=1):
+            path = Path(module) if Path(module).is_absolute() else PROJECT_ROOT / module
+            if path.suffix != ".py" or not path.exists():
+                raise SettingError(f"extra_metrics entry {number}:", f"{module!r} is not an existing .py metric module")
+            resolved.append(str(path))
+        object.__setattr__(self, "extra_metrics", tuple(resolved))
+
+
+@dataclass(frozen=True)
+class Policy(Section):
+    """Which candidates are released: the gates a candidate must pass against its base (decide/leaderboard.py)."""
+
+    TABLE = "policy"
+    primary: str = setting(
+        "bits_per_byte",
+        "ranking metric: " + " | ".join(DIRECTION),
+        required=True,
+    )
+    min_gain: float = setting(0.015, "the primary must improve on the base by this, in its own units", required=True)
+    max_chrf_drop: float = setting(2.0, "chrF++ points a candidate may lose against its base", required=True)
+    min_fidelity: float = setting(0.9, "share of answers identified as the run's language", required=True)
+    max_degenerate_rate: float = setting(0.2, "share of empty or looping answers a release may have", required=True)
+    must_beat_last_release: bool = setting(True, "also beat the newest earlier release of the same name", required=True)
+    confidence: float = setting(0.95, "level of the paired bootstrap intervals")
+    bootstrap_samples: int = setting(1000, "resamples of the eval rows per interval")
+    bootstrap_seed: int = setting(0, "seed of the resampling")
+    thresholds_on: str = setting(
+        "point",
+        "bound: the gates judge the interval's conservative end, not the point estimate",
+        choices=THRESHOLDS_ON,
+    )
+    must_not_lose: tuple[str, ...] = setting(
+        (), "benchmark metrics ('<benchmark>.<metric>') a candidate must not clearly lose against its base"
+    )
+
+    def check(self) -> None:
+        object.__setattr__(self, "primary", RENAMED_METRICS.get(self.primary, self.primary))
+        if self.primary not in DIRECTION:
+            raise SettingError("primary", f"must be one of {', '.join(DIRECTION)}")
+        if not 0 < self.confidence < 1:
+            raise SettingError("confidence", f"must be between 0 and 1, got {self.confidence}")
+        if self.bootstrap_samples < 100:
+            raise SettingError("bootstrap_samples", f"must be at least 100, got {self.bootstrap_samples}")
+        if self.min_gain < 0:
+            raise SettingError("min_gain", "must be 0 or more (a gain, in the primary metric's units)")
+        for number, entry in enumerate(self.must_not_lose, start=1):
+            metric = entry.rpartition(".")[2] if isinstance(entry, str) else None
+            if metric not in BENCHMARK_DIRECTION or "." not in entry:
+                raise SettingError(
+                    f"must_not_lose entry {number}",
+                    f"must be '<benchmark>.<metric>' with a metric among {', '.join(BENCHMARK_DIRECTION)}, "
+                    f"got {entry!r}",
+                )
+
+
+# Keys that were replaced: a profile still using one is told what took its place.
+RENAMED = {
+    ("policy", "min_loss_improvement"): "min_gain: the smallest gain of the primary metric over the base, in the "
+    "primary's units (bits per byte by default: 0.015 is about 0.02 nats per token "
+    "for SmolLM2 on Azerbaijani, ~2 bytes per token)",
+    **{("train", spec.name): f"[early_stopping] {spec.name}" for spec in dataclasses.fields(EarlyStopping)},
+}
+DEFAULT_POLICY = dataclasses.asdict(Policy())  # TRANSITIONAL
+SECTIONS = {"train": Train, "early_stopping": EarlyStopping, "eval": Eval, "policy": Policy}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A whole profile; `for_item` gives one work item's effective settings."""
+
+    name: str
+    train: Train = field(default_factory=Train)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    eval: Eval = field(default_factory=Eval)
+    policy: Policy = field(default_factory=Policy)
+
+    @classmethod
+    def from_tables(cls, name: str = "custom", **tables: dict) -> Profile:
+        """A profile from plain tables (benchmarks, tests, notebooks): checked like a file, nothing required."""
+        unknown = sorted(set(tables) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"{name}: unknown table(s) {', '.join(unknown)}")
+        return cls(name, **{t: SECTIONS[t].from_table(v, name, required=False) for t, v in tables.items()})
+
+    def for_item(self, item: dict) -> Profile:
+        """The settings one work item runs with (resolved once, in `start`, and read everywhere after)."""
+        return self.resolved(item.get("train") or {}, item["base"].get("max_length"))
+
+    def resolved(self, overrides: dict, base_length: int | None) -> Profile:
+        """The roster entry's [train] overrides applied, training and evaluation lengths capped at the base's."""
+        train = self.train.replace(**overrides)
+        evaluation = self.eval
+        if base_length:
+            train = train.replace(max_length=min(train.max_length, base_length))
+            evaluation = evaluation.replace(max_length=min(evaluation.max_length, base_length))
+        return dataclasses.replace(self, train=train, eval=evaluation)
+
+    def with_max_steps(self, max_steps: int = 0) -> Profile:
+        """The profile with --max-steps applied (0 means 'keep the profile's')."""
+        if max_steps < 0:
+            raise ConfigError(f"--max-steps must be positive, got {max_steps}")
+        return dataclasses.replace(self, train=self.train.replace(max_steps=max_steps)) if max_steps else self
+
+    # TRANSITIONAL (removed before landing): dict-style reads while callers move to attributes
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def get(self, key, default=None):
+        return getattr(self, key, default)
+
+    def keys(self):
+        return [spec.name for spec in dataclasses.fields(self)]
+
+
+def check_overrides(overrides: dict, where: str) -> None:
+    """A roster candidate's `train = {...}`: known [train] keys with valid values (checked when the roster loads)."""
+    try:
+        Train().replace(**overrides)
+    except TypeError:
+        known = {spec.name for spec in dataclasses.fields(Train)}
+        raise ConfigError(f"{where}: unknown train override(s) {', '.join(sorted(set(overrides) - known))}") from None
+    except SettingError as error:
+        raise ConfigError(f"{where}: train override {error}") from None
+
+
 def profiles_dir() -> Path:
     return Path(os.environ.get("BARBAROSSA_PROFILES", PROJECT_ROOT / "configs" / "profiles"))
 
 
-def load_profile(name_or_path: str) -> dict:
-    """A validated profile dict: {'name', 'train', 'eval', 'policy'}."""
+def load_profile(name_or_path: str) -> Profile:
+    """A validated profile: each table merged into its section's defaults, errors naming file, table and key."""
     path = Path(name_or_path)
     if not path.suffix:
         path = profiles_dir() / f"{name_or_path}.toml"
@@ -191,105 +425,53 @@ def load_profile(name_or_path: str) -> dict:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML ({err})") from None
-    doc.setdefault("policy", dict(DEFAULT_POLICY))
-    for section, keys in SCHEMA.items():
-        table = doc.get(section)
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: missing [{section}] table")
-        optional = OPTIONAL.get(section, {})
-        for key in table:
-            if (section, key) in RENAMED:
-                raise ConfigError(f"{path}: [{section}] {key} was replaced by {RENAMED[section, key]}")
-        for key, kind in {**keys, **{k: kind for k, (kind, _) in optional.items()}}.items():
-            if key not in table:
-                if key in optional:
-                    table[key] = copy.deepcopy(optional[key][1])
-                    continue
-                raise ConfigError(f"{path}: [{section}] missing key '{key}'")
-            value = table[key]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                table[key] = value = float(value)
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                raise ConfigError(f"{path}: [{section}] {key} must be {_type_name(kind)}, got {value!r}")
-            choices = CHOICES.get((section, key))
-            if choices and value not in choices:
-                shown = ", ".join(f'"{c}"' if isinstance(c, str) else str(c).lower() for c in choices)
-                raise ConfigError(f"{path}: [{section}] {key} must be one of {shown}, got {value!r}")
-        unknown = set(table) - set(keys) - set(optional)
-        if unknown:
-            raise ConfigError(f"{path}: [{section}] unknown key(s) {', '.join(sorted(unknown))}")
-    doc["policy"]["primary"] = RENAMED_METRICS.get(doc["policy"]["primary"], doc["policy"]["primary"])
-    if doc["policy"]["primary"] not in DIRECTION:
-        raise ConfigError(f"{path}: [policy] primary must be one of {', '.join(DIRECTION)}")
-    _check_bootstrap(path, doc["policy"])
-    if not 0 < doc["eval"]["eval_fraction"] < 1:
-        raise ConfigError(f"{path}: [eval] eval_fraction must be between 0 and 1")
-    _check_extras(path, doc["eval"])
-    _check_benchmarks(path, doc["eval"], doc["policy"])
-    return {"name": path.stem, **{s: doc[s] for s in SCHEMA}}
+    unknown = sorted(set(doc) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(f'[{t}]' for t in unknown)}")
+    sections = {}
+    for table, cls in SECTIONS.items():
+        given = doc.get(table)
+        if given is None and table in ("train", "eval"):
+            raise ConfigError(f"{path}: missing [{table}] table")
+        sections[table] = cls.from_table(given or {}, str(path), required=given is not None)
+    return Profile(name=path.stem, **sections)
 
 
-def _check_bootstrap(path: Path, policy: dict) -> None:
-    """A confidence strictly between 0 and 1 and enough resamples for its tails to mean something."""
-    if not 0 < policy["confidence"] < 1:
-        raise ConfigError(f"{path}: [policy] confidence must be between 0 and 1, got {policy['confidence']}")
-    if policy["bootstrap_samples"] < 100:
-        raise ConfigError(f"{path}: [policy] bootstrap_samples must be at least 100, got {policy['bootstrap_samples']}")
-    if policy["min_gain"] < 0:
-        raise ConfigError(f"{path}: [policy] min_gain must be 0 or more (a gain, in the primary metric's units)")
-
-
-def _check_extras(path: Path, table: dict) -> None:
-    """Extra eval sets are {name, source} tables with distinct names; extra metrics are existing module files."""
-    names = []
-    for number, entry in enumerate(table["extra_sets"], start=1):
-        if (
-            not isinstance(entry, dict)
-            or set(entry) != {"name", "source"}
-            or not all(isinstance(v, str) for v in entry.values())
-        ):
-            raise ConfigError(
-                f'{path}: [eval] extra_sets entry {number} must be {{ name = "...", source = "..." }}, got {entry!r}'
-            )
-        names.append(entry["name"])
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: [eval] extra_sets names must be distinct, got {names}")
-    for number, module in enumerate(table["extra_metrics"], start=1):
-        resolved = Path(module) if Path(module).is_absolute() else PROJECT_ROOT / module
-        if not isinstance(module, str) or not resolved.suffix == ".py" or not resolved.exists():
-            raise ConfigError(
-                f"{path}: [eval] extra_metrics entry {number}: {module!r} is not an existing .py metric module"
-            )
-    table["extra_metrics"] = [
-        str(Path(m) if Path(m).is_absolute() else PROJECT_ROOT / m) for m in table["extra_metrics"]
+def reference() -> str:
+    """Every settings key — name, type, default, help — as Markdown: docs/settings.md (a test keeps it current)."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from `barbarossa/config.py` by `python -m barbarossa.config > docs/settings.md`; do not edit.",
+        "A profile (`configs/profiles/<name>.toml`) sets these tables; **required** keys must be stated in a",
+        "profile file, the others take the default shown. A roster candidate's `train = { ... }` overrides",
+        "[train] keys for that candidate only.",
     ]
+    for table, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        lines += [
+            "",
+            f"## [{table}]",
+            "",
+            (cls.__doc__ or "").strip(),
+            "",
+            "| key | type | default | help |",
+            "|---|---|---|---|",
+        ]
+        for spec in dataclasses.fields(cls):
+            default = "**required**" if spec.metadata["required"] else f"`{_default_shown(spec.default)}`"
+            choices = spec.metadata.get("choices")
+            shown = " (" + " \\| ".join(map(_shown, choices)) + ")" if choices else ""
+            described = spec.metadata["help"].replace("|", "\\|")
+            lines.append(f"| `{spec.name}` | {_kind_name(hints[spec.name])}{shown} | {default} | {described} |")
+    return "\n".join(lines) + "\n"
 
 
-def _check_benchmarks(path: Path, table: dict, policy: dict) -> None:
-    """Benchmarks are {name, source} tables; the policy's must_not_lose names '<benchmark>.<metric>' strings."""
-    for number, entry in enumerate(table["benchmarks"], start=1):
-        if (
-            not isinstance(entry, dict)
-            or set(entry) != {"name", "source"}
-            or not all(isinstance(v, str) for v in entry.values())
-        ):
-            raise ConfigError(
-                f'{path}: [eval] benchmarks entry {number} must be {{ name = "...", source = "..." }}, got {entry!r}'
-            )
-    for number, entry in enumerate(policy["must_not_lose"], start=1):
-        metric = entry.rpartition(".")[2] if isinstance(entry, str) else None
-        if metric not in BENCHMARK_DIRECTION or "." not in entry:
-            raise ConfigError(
-                f"{path}: [policy] must_not_lose entry {number} must be '<benchmark>.<metric>' with a metric "
-                f"among {', '.join(BENCHMARK_DIRECTION)}, got {entry!r}"
-            )
+def _default_shown(value) -> str:
+    if isinstance(value, tuple):
+        return "[]" if not value else repr(list(value))
+    return _shown(value)
 
 
-def with_overrides(profile: dict, *, max_steps: int = 0) -> dict:
-    """The profile with command-line overrides applied (0 means 'keep the profile's')."""
-    if max_steps < 0:
-        raise ConfigError(f"--max-steps must be positive, got {max_steps}")
-    if max_steps:
-        profile = {**profile, "train": {**profile["train"], "max_steps": max_steps}}
-    return profile
+if __name__ == "__main__":
+    print(reference(), end="")

@@ -121,17 +121,18 @@ class FinetuneFlow(FlowSpec):
     @step
     def start(self):
         compute.check_output_root(self.infra, self.output_root)
-        self.settings = config.with_overrides(config.load_profile(self.profile), max_steps=self.max_steps)
+        self.settings = config.load_profile(self.profile).with_max_steps(self.max_steps)
         releases.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
         bench = benchmarks.load_all(
-            benchmarks.entries_for(pack, self.settings["eval"]["benchmarks"], self.extra_eval),
+            benchmarks.entries_for(pack, self.settings.eval.benchmarks, self.extra_eval),
             pack,
-            self.settings["eval"]["benchmark_rows"],
+            self.settings.eval.benchmark_rows,
         )  # validated before anything is written
         selected = roster.select(self.models)
-        self.plan = plan.build(selected, self.settings["train"], self.gpu, calibration())
-        allowed, self.refused, tokenizers = preflight.check(roster.work_items(selected), self.plan)
+        self.plan = plan.build(selected, self.settings, self.gpu, calibration())
+        items = roster.work_items(selected, self.settings)  # each with its resolved settings, used from here on
+        allowed, self.refused, tokenizers = preflight.check(items, self.plan)
         self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
         self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
@@ -141,32 +142,24 @@ class FinetuneFlow(FlowSpec):
             self.eval_data or None,
             self.run_root,
             on_bad_rows=self.on_bad_rows,
-            eval_fraction=self.settings["eval"]["eval_fraction"],
-            seed=self.settings["eval"]["split_seed"],
-            extra_sets=self.settings["eval"]["extra_sets"],
-            near_duplicate_threshold=self.settings["eval"]["near_duplicate_threshold"],
-            dev_rows=self.settings["train"]["dev_rows"],
+            eval_fraction=self.settings.eval.eval_fraction,
+            seed=self.settings.eval.split_seed,
+            extra_sets=list(self.settings.eval.extra_sets),
+            near_duplicate_threshold=self.settings.eval.near_duplicate_threshold,
+            dev_rows=self.settings.early_stopping.dev_rows,
             language=pack,
         )
         self.data["benchmarks"] = benchmarks.write_all(bench, self.run_root)
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
-        self.data = loop.warm_token_cache(
-            allowed, self.data, self.settings["train"], storage.join(root, "cache"), tokenizers
-        )
+        self.data = loop.warm_token_cache(allowed, self.data, storage.join(root, "cache"), tokenizers)
         cli.print_data_summary(self.data)
-        cli.print_plan(self.plan, self.settings["name"])
+        cli.print_plan(self.plan, self.settings.name)
         train_rows = instructions.read_jsonl(self.data["train_uri"])
         current.card["data"].extend(
             cards.data_components(
                 self.data,
                 instructions.length_histogram(train_rows),
-                loop.masking_preview(
-                    allowed[0],
-                    train_rows,
-                    self.settings["train"],
-                    tokenizers[allowed[0]["base"]["name"]],
-                    template=pack,
-                ),
+                loop.masking_preview(allowed[0], train_rows, tokenizers[allowed[0]["base"]["name"]], template=pack),
             )
         )
         self.next(self.fan_small, self.fan_large)
@@ -214,15 +207,14 @@ class FinetuneFlow(FlowSpec):
         trained = None
         if self.item["kind"] == "candidate":
             out = storage.join(self.run_root, self.item["name"])
-            steps = roster.settings_for(self.item, self.settings["train"])["max_steps"]
-            live = cards.LiveTraining(current.card["training"], self.item["name"], steps)
-            trained = loop.train(self.item, self.data, self.settings["train"], out, on_log=live.update)
+            settings = self.item["settings"]
+            live = cards.LiveTraining(current.card["training"], self.item["name"], settings.train.max_steps)
+            transitional = {**settings.train, **settings.early_stopping}  # TRANSITIONAL until loop reads settings
+            trained = loop.train(self.item, self.data, transitional, out, on_log=live.update)
             self.train = trained.result
         self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None
-        self.metrics = protocol.evaluate(
-            self.item, adapter, self.data, self.settings["eval"], trained=trained, train_cfg=self.settings["train"]
-        )
+        self.metrics = protocol.evaluate(self.item, adapter, self.data, self.item["settings"], trained=trained)
 
     @step
     def gather_small(self, inputs):
@@ -245,14 +237,14 @@ class FinetuneFlow(FlowSpec):
         last = history.last_releases(current.flow_name, current.run_id, names, f"project_branch:{current.branch_name}")
         per_row_uris = history.save_per_row(results, self.run_root)
         self.leaderboard = leaderboard.build(
-            results + self.refused, self.settings["policy"], last, self.data["eval_fingerprint"], per_row_uris
+            results + self.refused, self.settings.policy, last, self.data["eval_fingerprint"], per_row_uris
         )
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
         self.to_release = releases.selected(self.leaderboard, results)
         current.card["leaderboard"].extend(
             cards.leaderboard_components(
-                self.leaderboard, self.loss_curves, self.data, self.samples, primary=self.settings["policy"]["primary"]
+                self.leaderboard, self.loss_curves, self.data, self.samples, primary=self.settings.policy.primary
             )
         )
         self.next(self.release)
@@ -263,7 +255,6 @@ class FinetuneFlow(FlowSpec):
         self.released = releases.release_all(
             self.to_release,
             self.data,
-            self.settings["train"],
             current.pathspec,
             self.run_root,
             self.merge,
@@ -275,7 +266,7 @@ class FinetuneFlow(FlowSpec):
 
     @step
     def end(self):
-        cli.print_leaderboard(self.leaderboard, self.settings["policy"]["primary"])
+        cli.print_leaderboard(self.leaderboard, self.settings.policy.primary)
 
 
 if __name__ == "__main__":

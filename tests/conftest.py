@@ -234,3 +234,14 @@ def render_in_chromium(html: str, folder: Path, window: str = "") -> str:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
+
+
+def settings_for(item: dict, train: dict | None = None, eval: dict | None = None):
+    """A work item's resolved settings from plain test tables (early-stopping keys may ride in `train`)."""
+    from barbarossa import config
+
+    early_keys = config.EarlyStopping.__dataclass_fields__
+    train = dict(train or {})
+    early = {k: train.pop(k) for k in list(train) if k in early_keys}
+    profile = config.Profile.from_tables("test", train=train, early_stopping=early, eval=eval or {})
+    return profile.for_item(item)

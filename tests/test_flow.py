@@ -422,7 +422,7 @@ def test_cli_compares_two_runs_and_warns_when_their_held_out_data_differ(finishe
     assert result["a"]["run"] == first.pathspec and result["b"]["run"] == second_run.pathspec
     assert not result["same_eval_data"] and "different held-out data" in captured.err
     assert result["a"]["eval_fingerprint"] == first.data.data["eval_fingerprint"]
-    primary = first.data.settings["policy"]["primary"]
+    primary = first.data.settings.policy.primary
     assert result["metrics"][0] == primary
     compared = {r["name"]: r for r in result["rows"]}
     a_row, b_row = ({r["name"]: r for r in run.data.leaderboard}["tiny-gpt2-lora"] for run in (first, second_run))

@@ -70,7 +70,7 @@ def test_the_leaderboard_card_shows_every_column_at_roster_scale(scale_run, tmp_
     dom = render_in_chromium(head + MEASURE + body_end + tail, tmp_path, window="1280,900")
     widths = json.loads(unescape(re.search(r'data-widths="([^"]+)"', dom).group(1)))
     compact = next(t for t in widths if t["headers"][:2] == ["#", "model"])
-    primary = scale_run.data.settings["policy"]["primary"]
+    primary = scale_run.data.settings.policy.primary
     assert compact["headers"] == cards.compact_headers(primary)
     for table in widths:  # no table wider than the column the card gives it: no column clipped or scrolled away
         assert table["width"] <= table["room"] + 1, table

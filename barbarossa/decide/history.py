@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 
-from barbarossa import storage
+from barbarossa import config, storage
 from barbarossa.config import RENAMED_METRICS
 from barbarossa.decide import leaderboard
 
@@ -104,6 +104,20 @@ def run_record(run, default_primary: str) -> dict:
         "train_fingerprint": summary.get("train_fingerprint"),
         "rows": [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []],
     }
+
+
+def settings_of(run, item: dict) -> config.Profile:
+    """The settings `item` ran with in `run`: the item's own (resolved in start), or for a run from before
+    typed settings, its profile dict's [train] / [eval] tables resolved the same way."""
+    if isinstance(item.get("settings"), config.Profile):
+        return item["settings"]
+    recorded = getattr(run.data, "settings", None) or {}
+    tables = {}
+    for table, cls in (("train", config.Train), ("eval", config.Eval)):
+        given = recorded.get(table) or {}  # its metric modules may be gone: chat and reloads do not score
+        known = {k: v for k, v in given.items() if k in cls.__dataclass_fields__ and k != "extra_metrics"}
+        tables[table] = cls(**known)
+    return config.Profile(name=recorded.get("name", "unknown"), **tables).for_item(item)
 
 
 def run_item(run, name: str) -> dict:

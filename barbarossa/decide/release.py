@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 from barbarossa import languages, storage
+from barbarossa.config import Train
 from barbarossa.data import prompts
-from barbarossa.models import loading, roster
+from barbarossa.models import loading
 from barbarossa.models.families import get_family
 
 VERIFY_PROMPTS = [
@@ -114,7 +115,7 @@ def _benchmark_note(row: dict) -> str:
     )
 
 
-def model_card(row: dict, item: dict, data_summary: dict, train_cfg: dict, run: str) -> str:
+def model_card(row: dict, item: dict, data_summary: dict, train_cfg: Train, run: str) -> str:
     """README.md with Hugging Face YAML metadata: what it is, how it was measured, how to use it, what it is not."""
     base, lora = item["base"], item["lora"] or {}
     language = languages.of_run(data_summary)
@@ -177,8 +178,8 @@ Release decision: **{row["decision"]}** — {"; ".join(row.get("reasons") or [])
 ## Training
 
 LoRA r={lora.get("r")}, α={lora.get("alpha")}, dropout {lora.get("dropout")}, targets {lora.get("targets")};
-{row.get("steps")} steps, batch {train_cfg.get("batch_size")} × {train_cfg.get("grad_accum", 1)}, learning rate
-{train_cfg.get("learning_rate")}, max length {train_cfg.get("max_length")}. Training data: `{train_source}`
+{row.get("steps")} steps, batch {train_cfg.batch_size} × {train_cfg.grad_accum}, learning rate
+{train_cfg.learning_rate}, max length {train_cfg.max_length}. Training data: `{train_source}`
 ({data_summary.get("train_rows")} rows, fingerprint `{data_summary.get("train_fingerprint")}`).
 
 ## Limitations
@@ -211,7 +212,7 @@ def merge_runtime(base: dict):
     """
     from barbarossa.models import runtime
 
-    return runtime.decide(runtime.probe(), {"precision": "auto", "quantization": "none"}, base)
+    return runtime.decide(runtime.probe(), Train(precision="auto", quantization="none"), base)
 
 
 def merge_tolerance(dtype: str, expected) -> float:
@@ -248,9 +249,12 @@ def merge_verified(base: dict, adapter_dir: Path, out: Path) -> float:
     return difference
 
 
-def build_bundle(entry: dict, data_summary: dict, train_cfg: dict, run: str, dest_uri: str, merge: bool) -> dict:
-    """Write one model's bundle (adapter/, merged/ if asked, README.md) under `dest_uri`; a small summary back."""
+def build_bundle(entry: dict, data_summary: dict, run: str, dest_uri: str, merge: bool) -> dict:
+    """Write one model's bundle (adapter/, merged/ if asked, README.md) under `dest_uri`; a small summary back.
+
+    The model card states the settings the candidate trained with (its item's resolved settings)."""
     row, item = entry["row"], entry["item"]
+    train_cfg = item["settings"].train
     with tempfile.TemporaryDirectory() as tmp:
         bundle = Path(tmp) / row["name"]
         shutil.copytree(storage.local_dir(row["adapter_uri"], Path(tmp) / "download"), bundle / "adapter")
@@ -297,7 +301,6 @@ def publish_bundle(bundle: dict, target: str, dry_run: bool) -> dict:
 def release_all(
     entries: list[dict],
     data_summary: dict,
-    train_cfg: dict,
     run: str,
     run_root: str,
     merge: bool,
@@ -307,14 +310,7 @@ def release_all(
     """Bundle every selected model under `<run_root>/release/`, then publish (or dry-run) to `target`."""
     released = []
     for entry in entries:
-        bundle = build_bundle(
-            entry,
-            data_summary,
-            roster.settings_for(entry["item"], train_cfg),
-            run,
-            storage.join(run_root, "release"),
-            merge,
-        )
+        bundle = build_bundle(entry, data_summary, run, storage.join(run_root, "release"), merge)
         released.append(
             publish_bundle(bundle, target, dry_run=not publish)
             if target

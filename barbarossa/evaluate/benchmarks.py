@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 
+from barbarossa.config import Eval
 from barbarossa.data import benchmarks as sets_data
 from barbarossa.data import prompts
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
@@ -93,7 +94,7 @@ def score_translation(items: list[dict], language: dict, translate) -> tuple[dic
 
 
 def score_all(
-    model, tokenizer, benchmark_sets: list[dict], language: dict, eval_cfg: dict, base: dict, decision=None
+    model, tokenizer, benchmark_sets: list[dict], language: dict, eval_cfg: Eval, base: dict, decision=None
 ) -> tuple[dict, dict]:
     """({name: scores}, {name: per-item rows}) of every benchmark set of the run (data/benchmarks.py references)."""
     template = prompts.template_of(language)
@@ -106,7 +107,7 @@ def score_all(
         if found["kind"] == "choice":
 
             def scorer(records):
-                batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(records))
+                batch = device_batch_size(model, eval_cfg.batch_size, max_length, len(records))
                 return response_nll(
                     model, tokenizer, records, max_length, batch, decision, template, share_prompts=share
                 )  # an item's prompt runs once for all its choices
@@ -117,7 +118,7 @@ def score_all(
             def translate(records):
                 longest = max(len(prompts.encode_response(tokenizer, r["output"])) for r in records)
                 new_tokens = min(MAX_NEW_TOKENS, 8 + longest * 3 // 2)
-                batch = device_batch_size(model, eval_cfg["batch_size"], max_length + new_tokens, len(records))
+                batch = device_batch_size(model, eval_cfg.batch_size, max_length + new_tokens, len(records))
                 return generate(model, tokenizer, records, new_tokens, batch, decision, template)
 
             scores[found["name"]], per_row[found["name"]] = score_translation(items, language, translate)

@@ -38,11 +38,12 @@ import time
 from pathlib import Path
 
 from barbarossa import languages, storage
+from barbarossa.config import Eval, Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
 from barbarossa.evaluate import benchmarks, stats
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
-from barbarossa.models import kernels, loading, roster, runtime
+from barbarossa.models import kernels, loading, runtime
 from barbarossa.models.scoring import device_of, response_nll
 
 
@@ -146,20 +147,20 @@ def _protocol(
     tokenizer,
     records: list[dict],
     max_length: int,
-    eval_cfg: dict,
+    eval_cfg: Eval,
     decision: runtime.Runtime | None = None,
     language: dict | None = None,
 ) -> dict:
     """One eval set under the shared protocol: response loss, greedy answers, their scores, user metrics,
     per-row numbers."""
     template = prompts.template_of(language)
-    scored = records[: eval_cfg["max_loss_rows"]]
-    asked = records[: eval_cfg["generate_rows"]]
-    loss_batch = device_batch_size(model, eval_cfg["batch_size"], max_length, len(scored))
+    scored = records[: eval_cfg.max_loss_rows]
+    asked = records[: eval_cfg.generate_rows]
+    loss_batch = device_batch_size(model, eval_cfg.batch_size, max_length, len(scored))
     loss_rows = _rounded_loss_rows(response_nll(model, tokenizer, scored, max_length, loss_batch, decision, template))
-    gen_batch = device_batch_size(model, eval_cfg["batch_size"], max_length + eval_cfg["max_new_tokens"], len(asked))
+    gen_batch = device_batch_size(model, eval_cfg.batch_size, max_length + eval_cfg.max_new_tokens, len(asked))
     started = time.time()
-    answers = generate(model, tokenizer, asked, eval_cfg["max_new_tokens"], gen_batch, decision, template)
+    answers = generate(model, tokenizer, asked, eval_cfg.max_new_tokens, gen_batch, decision, template)
     seconds = time.time() - started
     references = [r["output"] for r in asked]
     new_tokens = sum(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
@@ -172,7 +173,7 @@ def _protocol(
         "answers": answers,
         "scores": scores,
         "per_row": {**loss_rows, **generation_rows},
-        "custom": extra_metric_scores(eval_cfg.get("extra_metrics") or [], answers, references),
+        "custom": extra_metric_scores(list(eval_cfg.extra_metrics), answers, references),
         "generation": {
             "seconds": round(seconds, 2),
             "answer_tokens": new_tokens,
@@ -183,7 +184,7 @@ def _protocol(
 
 
 def _extra_set(
-    model, tokenizer, records: list[dict], max_length: int, eval_cfg: dict, decision, language: dict | None
+    model, tokenizer, records: list[dict], max_length: int, eval_cfg: Eval, decision, language: dict | None
 ) -> tuple[dict, dict]:
     """A user's extra eval set: (the flat scores the leaderboard row keeps for it, its per-row numbers)."""
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision, language)
@@ -198,9 +199,10 @@ def _extra_set(
     return flat, run["per_row"]
 
 
-def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: dict):
-    """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would."""
-    tokenizer, model, decision = loading.load_for_item(item, roster.settings_for(item, train_cfg))
+def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: Train):
+    """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would
+    (`train_cfg`: the item's resolved [train] settings)."""
+    tokenizer, model, decision = loading.load_for_item(item, train_cfg)
     if adapter_uri:
         from peft import PeftModel
 
@@ -208,26 +210,24 @@ def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: dict):
     return tokenizer, model, decision
 
 
-def evaluate(
-    item: dict, adapter_uri: str | None, data_summary: dict, eval_cfg: dict, trained=None, train_cfg: dict | None = None
-) -> dict:
+def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: Profile, trained=None) -> dict:
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter.
 
-    `trained` (a `training.Trained`) is the model the same task just trained:
-    evaluated as it is, on its device and in its dtype, without a reload.
-    Otherwise the model is loaded under the same runtime decision training
-    would make (`train_cfg`: the profile's [train] table).
+    `settings` are the item's resolved settings (`Profile.for_item`). `trained` (a `loop.Trained`) is the
+    model the same task just trained: evaluated as it is, on its device and in its dtype, without a reload.
+    Otherwise the model is loaded under the same runtime decision training would make.
     """
+    eval_cfg = settings.eval
     started = time.time()
     base = item["base"]
     if trained is not None:
         tokenizer, model, decision = trained.tokenizer, trained.model, trained.runtime
     else:
-        tokenizer, model, decision = load_for_evaluation(item, adapter_uri, train_cfg or _DEFAULT_TRAIN)
+        tokenizer, model, decision = load_for_evaluation(item, adapter_uri, settings.train)
     model = kernels.for_evaluation(model).eval()  # eager layers; SDPA where training took a packed-row kernel
     records = instructions.read_jsonl(data_summary["eval_uri"])
     language = languages.of_run(data_summary)
-    max_length = min(eval_cfg["max_length"], base.get("max_length", eval_cfg["max_length"]))
+    max_length = eval_cfg.max_length
     run = _protocol(model, tokenizer, records, max_length, eval_cfg, decision, language)
     loss, scores, asked = run["loss"], run["scores"], run["asked"]
     shown = {k: "–" if v is None else f"{v:.4f}" for k, v in loss.items()}
@@ -243,7 +243,7 @@ def evaluate(
     )
     samples = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
-        for r, a in list(zip(asked, run["answers"]))[: eval_cfg["samples"]]
+        for r, a in list(zip(asked, run["answers"]))[: eval_cfg.samples]
     ]
     extra = {
         entry["name"]: _extra_set(
@@ -294,13 +294,3 @@ def _weight_dtype(model):
 
     floats = [p.dtype for name, p in model.named_parameters() if p.is_floating_point() and "lora_" not in name]
     return max(set(floats), key=floats.count) if floats else torch.float32
-
-
-# A base evaluated outside a training task (no profile at hand): the runtime's defaults.
-_DEFAULT_TRAIN = {
-    "precision": "auto",
-    "quantization": "none",
-    "gradient_checkpointing": False,
-    "max_length": 512,
-    "batch_size": 8,
-}

@@ -12,6 +12,7 @@ import importlib.util
 from dataclasses import replace
 from pathlib import Path
 
+from barbarossa.config import Train
 from barbarossa.models import cache, kernels, plan, runtime
 from barbarossa.models.families import get_family
 
@@ -157,9 +158,11 @@ def attention_of(model) -> str:
     return getattr(model.config, "_attn_implementation", None) or "eager"
 
 
-def load_for_item(item: dict, cfg: dict, hardware: runtime.Hardware | None = None):
-    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's train
-    settings (`roster.settings_for`) and the model's config: training and evaluation load through here."""
+def load_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None):
+    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's [train]
+    settings (`Profile.for_item`) and the model's config: training and evaluation load through here."""
+    if not isinstance(cfg, Train):  # TRANSITIONAL until train/loop.py passes the item's settings
+        cfg = Train(**{k: v for k, v in cfg.items() if k in Train.__dataclass_fields__})
     base = item["base"]
     folder = resolve(base["source"], base.get("revision"))
     decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+from barbarossa.config import EarlyStopping, Profile, Train
 from barbarossa.models import runtime, schedule
 from barbarossa.models.families import get_family
 from barbarossa.models.roster import Candidate, format_params
@@ -168,10 +169,10 @@ def memory_parts(
     return {key: round(value / 1e9, 3) for key, value in parts.items()}
 
 
-def need_fn(shape: Shape, family: str, train: dict, lora: dict, length: int):
+def need_fn(shape: Shape, family: str, train: Train, lora: dict, length: int):
     """`runtime.decide`'s memory_need: total GB (with CUDA context) for a dtype / quantisation / checkpointing
     choice."""
-    batch = train["batch_size"]
+    batch = train.batch_size
     supervised = int(batch * length * RESPONSE_SHARE)
 
     def need(weight_dtype: str, quantization: str, checkpointing: bool) -> float:
@@ -208,22 +209,22 @@ def fits_label(decision: runtime.Runtime, need_gb: float, budget_gb: float) -> s
 
 def candidate_plan(
     candidate: Candidate,
-    train: dict,
+    profile: Profile,
     gpu: str,
     shape: Shape | None = None,
     calibrated: schedule.Calibration | None = None,
 ) -> dict:
     peak_tflops = GPUS.get(gpu, (0,))[0]
     base = candidate.base
-    cfg = {**train, **candidate.train}
-    length = min(cfg["max_length"], base.max_length)
+    cfg = profile.resolved(candidate.train, base.max_length).train
+    length = cfg.max_length
     shape = shape or shape_of(base.params)
     lora = asdict(candidate.lora)
     need = need_fn(shape, base.family, cfg, lora, length)
     hardware = gpu_hardware(gpu, base.resources.gpu_memory_gb)
     decision = runtime.decide(hardware, cfg, asdict(base), need)
     need_gb = need(decision.weight_dtype, decision.quantization, decision.gradient_checkpointing)
-    tokens = cfg["max_steps"] * cfg["batch_size"] * cfg.get("grad_accum", 1) * length
+    tokens = cfg.max_steps * cfg.batch_size * cfg.grad_accum * length
     flops_per_token = (6 if decision.gradient_checkpointing else 4) * base.params
     mfu = schedule.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
     hours = flops_per_token * tokens / (peak_tflops * 1e12 * mfu) / 3600
@@ -232,6 +233,7 @@ def candidate_plan(
         "base": base.name,
         "params": base.params,
         "tokens": tokens,
+        "max_length": length,
         "gpu": gpu,
         "gpu_hours": round(hours, 3),
         "mfu": round(mfu, 4),
@@ -245,7 +247,10 @@ def candidate_plan(
 
 
 def build(
-    candidates: list[Candidate], train: dict, gpu: str = "A100-80GB", calibrated: schedule.Calibration | None = None
+    candidates: list[Candidate],
+    profile: Profile,
+    gpu: str = "A100-80GB",
+    calibrated: schedule.Calibration | None = None,
 ) -> dict:
     """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step.
 
@@ -253,14 +258,14 @@ def build(
     """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
-    rows = [candidate_plan(c, train, gpu, calibrated=calibrated) for c in candidates]
+    rows = [candidate_plan(c, profile, gpu, calibrated=calibrated) for c in candidates]
     return {
         "gpu": gpu,
         "rows": rows,
         "total_tokens": sum(r["tokens"] for r in rows),
         "total_gpu_hours": round(sum(r["gpu_hours"] for r in rows), 2),
         "not_fitting": [r["name"] for r in rows if r["fits"] == "no"],
-        "early_stopping_saving": early_stopping_saving(train),
+        "early_stopping_saving": early_stopping_saving(profile.early_stopping, profile.train.max_steps),
         "assumptions": ASSUMPTIONS.replace(
             f"MFU {MFU:.0%} of the GPU's bf16 dense peak", calibrated.describe() + " (of the GPU's bf16 dense peak)"
         )
@@ -302,26 +307,26 @@ def params_from_config(config: dict) -> float:
     return 12 * shape.layers * shape.hidden**2 + 2 * shape.vocab * shape.hidden
 
 
-def early_stopping_saving(train: dict) -> list[float] | None:
+def early_stopping_saving(early: EarlyStopping, max_steps: int) -> list[float] | None:
     """[least, most] share of the steps early stopping / fail-fast can save (None when off): a range, not a promise.
 
     Least: nothing (every candidate keeps improving). Most: every candidate stops at the first step the
     rules allow — fail-fast's first evaluation, or patience evaluations after a best at the first one.
     """
-    every, steps = train.get("eval_every", 0), train["max_steps"]
-    if not (train.get("dev_rows", 0) and every):
+    every, steps = early.eval_every, max_steps
+    if not early.enabled:
         return None
     earliest = []
-    if train.get("patience"):
-        earliest.append(every * (train["patience"] + 1))
-    if train.get("fail_fast_steps"):
-        earliest.append(math.ceil(train["fail_fast_steps"] / every) * every)
+    if early.patience:
+        earliest.append(every * (early.patience + 1))
+    if early.fail_fast_steps:
+        earliest.append(math.ceil(early.fail_fast_steps / every) * every)
     if not earliest:
         return None
     return [0.0, round(max(0.0, 1 - min(earliest) / steps), 3)]
 
 
-def runtime_for(item: dict, cfg: dict, folder, hardware: runtime.Hardware) -> runtime.Runtime:
+def runtime_for(item: dict, cfg: Train, folder, hardware: runtime.Hardware) -> runtime.Runtime:
     """A task's runtime decision: the rule `candidate_plan` applies, priced with the model's own config.json."""
     import json
     from pathlib import Path
@@ -329,6 +334,5 @@ def runtime_for(item: dict, cfg: dict, folder, hardware: runtime.Hardware) -> ru
     base = item["base"]
     config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
     shape = shape_from_config(config, base.get("params") or params_from_config(config))
-    length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
-    need = need_fn(shape, base["family"], cfg, item.get("lora") or {}, length)
+    need = need_fn(shape, base["family"], cfg, item.get("lora") or {}, cfg.max_length)
     return runtime.decide(hardware, cfg, base, need)

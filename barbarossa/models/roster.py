@@ -15,7 +15,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from barbarossa.config import OPTIONAL, PROJECT_ROOT, SCHEMA
+from barbarossa import config
+from barbarossa.config import PROJECT_ROOT
 from barbarossa.errors import UserError
 from barbarossa.models.families import FAMILIES
 
@@ -167,9 +168,10 @@ def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> 
         raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
     values["tags"] = tuple(values.get("tags", ()))
 
-    unknown = sorted(set(values.get("train", {})) - set(SCHEMA["train"]) - set(OPTIONAL["train"]))
-    if unknown:
-        raise RosterError(f"{where}: candidate {name!r}: unknown train override(s) {', '.join(unknown)}")
+    try:
+        config.check_overrides(values.get("train", {}), f"{where}: candidate {name!r}")
+    except config.ConfigError as error:
+        raise RosterError(str(error)) from None
     return Candidate(**values, roster=roster)
 
 
@@ -311,10 +313,11 @@ def nothing_to_run(items: list[dict]) -> str:
     )
 
 
-def work_items(candidates: list[Candidate]) -> list[dict]:
+def work_items(candidates: list[Candidate], profile: config.Profile | None = None) -> list[dict]:
     """Foreach items: one untuned baseline per distinct base, then the candidates.
 
-    Items are plain dicts so they travel as small Metaflow artifacts.
+    Items are small dicts that travel as Metaflow artifacts; with a profile each carries its effective
+    settings (`settings`: the profile with the candidate's overrides, lengths capped at the base's).
     """
     bases = {c.base.name: c.base for c in candidates}
     items = [
@@ -332,9 +335,11 @@ def work_items(candidates: list[Candidate]) -> list[dict]:
         }
         for c in candidates
     ]
+    if profile is not None:
+        for item in items:
+            item["settings"] = profile.for_item(item)
     return items
 
 
-def settings_for(item: dict, train_cfg: dict) -> dict:
-    """The profile's [train] table with the roster's per-candidate overrides applied."""
+def settings_for(item: dict, train_cfg) -> dict:  # TRANSITIONAL until train/loop.py reads item["settings"]
     return {**train_cfg, **(item.get("train") or {})}

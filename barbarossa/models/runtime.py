@@ -43,7 +43,7 @@ import importlib.util
 import os
 from dataclasses import asdict, dataclass, field
 
-from barbarossa.config import ADAPTER_DTYPES, ATTENTIONS, CHECKPOINTING, COMPILE, KERNELS, PRECISIONS, QUANTIZATIONS
+from barbarossa.config import Train
 
 HEADROOM = 0.9  # share of device memory a plan may fill: the allocator fragments, kernels take workspace
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -118,8 +118,6 @@ def probe() -> Hardware:
 
 
 def choose_precision(hardware: Hardware, requested: str, fp16_safe: bool = True) -> str:
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
     if requested != "auto":
         return requested
     if hardware.bf16_native:
@@ -129,7 +127,7 @@ def choose_precision(hardware: Hardware, requested: str, fp16_safe: bool = True)
     return "fp32"
 
 
-def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runtime:
+def decide(hardware: Hardware, cfg: Train, base: dict, memory_need=None) -> Runtime:
     """The runtime for one work item.
 
     `memory_need(weight_dtype, quantization, checkpointing) -> GB` is the plan's
@@ -139,12 +137,8 @@ def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runti
     from barbarossa.models.families import get_family
 
     family = get_family(base["family"])
-    compute = choose_precision(hardware, cfg.get("precision", "auto"), family.fp16_safe)
-    quant, checkpointing = cfg.get("quantization", "none"), cfg.get("gradient_checkpointing", False)
-    if quant not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quant!r}")
-    if checkpointing not in CHECKPOINTING:
-        raise ValueError(f'gradient_checkpointing must be true, false or "auto", got {checkpointing!r}')
+    compute = choose_precision(hardware, cfg.precision, family.fp16_safe)
+    quant, checkpointing = cfg.quantization, cfg.gradient_checkpointing
     if quant != "none" and family.task != "causal":
         if quant == "nf4":
             raise ValueError(f"{base['name']}: 4-bit training is supported for causal families only, not {family.name}")
@@ -156,20 +150,20 @@ def decide(hardware: Hardware, cfg: dict, base: dict, memory_need=None) -> Runti
     quant = "none" if quant == "auto" else quant
     checkpointing = False if checkpointing == "auto" else checkpointing
     not_taken: dict[str, str] = {}
-    adapter = _adapter_dtype(cfg.get("adapter_dtype", "auto"), compute, quant, not_taken)
+    adapter = _adapter_dtype(cfg.adapter_dtype, compute, quant, not_taken)
     return Runtime(
         device=hardware.device,
         weight_dtype=compute,
         compute=compute,
         quantization=quant,
         gradient_checkpointing=bool(checkpointing),
-        attention=_attention(cfg.get("attention", "auto"), hardware, family, cfg, not_taken),
+        attention=_attention(cfg.attention, hardware, family, cfg.packing, not_taken),
         hardware=f"{hardware.name} ({hardware.memory_gb:g} GB)",
         why=why,
         adapter_dtype=adapter,
         master_weights=adapter != "fp32",
-        compiled=_compile(cfg.get("compile", "auto"), hardware, family, quant, not_taken),
-        kernels=_kernels(cfg.get("kernels", "auto"), hardware, family, not_taken),
+        compiled=_compile(cfg.compile, hardware, family, quant, not_taken),
+        kernels=_kernels(cfg.kernels, hardware, family, not_taken),
         not_taken=not_taken,
     )
 
@@ -179,16 +173,9 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _choice(value, choices, key: str):
-    if value not in choices:
-        shown = ", ".join(f'"{c}"' if isinstance(c, str) else str(c).lower() for c in choices)
-        raise ValueError(f"{key} must be one of {shown}, got {value!r}")
-    return value
-
-
 def _adapter_dtype(requested: str, compute: str, quant: str, not_taken: dict) -> str:
     """bf16 LoRA weights with fp32 masters where the compute is bf16; fp32 adapters otherwise."""
-    if _choice(requested, ADAPTER_DTYPES, "adapter_dtype") == "fp32" or compute == "fp32":
+    if requested == "fp32" or compute == "fp32":
         return "fp32"
     if compute == "fp16":
         not_taken["adapter_dtype"] = "fp16 compute keeps fp32 adapters (loss scaling unscales fp32 gradients)"
@@ -199,11 +186,11 @@ def _adapter_dtype(requested: str, compute: str, quant: str, not_taken: dict) ->
     return compute
 
 
-def _attention(requested: str, hardware: Hardware, family, cfg: dict, not_taken: dict) -> str:
+def _attention(requested: str, hardware: Hardware, family, packing: bool, not_taken: dict) -> str:
     """The attention kernel: a variable-length one for packed rows on CUDA, SDPA otherwise."""
-    if _choice(requested, ATTENTIONS, "attention") != "auto":
+    if requested != "auto":
         return requested
-    packs = family.packs and cfg.get("packing", True)
+    packs = family.packs and packing
     if not packs or not family.varlen_attention:
         return "sdpa"
     if hardware.device != "cuda":
@@ -222,7 +209,7 @@ def _attention(requested: str, hardware: Hardware, family, cfg: dict, not_taken:
 
 def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict) -> bool:
     """Regional torch.compile on CUDA; off on a CPU (a short CPU run spends more compiling than it saves)."""
-    if _choice(requested, COMPILE, "compile") != "auto":
+    if requested != "auto":
         return bool(requested)
     if hardware.device != "cuda":
         not_taken["compile"] = (
@@ -240,7 +227,7 @@ def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict)
 
 def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str:
     """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed."""
-    if _choice(requested, KERNELS, "kernels") == "torch":
+    if requested == "torch":
         return "torch"
     reasons = [
         (not family.liger, f"Liger has no kernels for {family.name}"),

@@ -238,17 +238,14 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def warm_token_cache(
-    items: list[dict], data_summary: dict, train_cfg: dict, cache_root: str, tokenizers: dict[str, object]
-) -> dict:
+def warm_token_cache(items: list[dict], data_summary: dict, cache_root: str, tokenizers: dict[str, object]) -> dict:
     """Tokenise the training split once per distinct (tokenizer, max_length, task) of the candidates; the summary
     with `token_cache` set, so every fine-tune task reads its examples instead of tokenising them again."""
     done = set()
     for item in items:
         if item["kind"] != "candidate":
             continue
-        cfg, base = roster.settings_for(item, train_cfg), item["base"]
-        max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
+        base, max_length = item["base"], item["settings"].train.max_length
         key = (base["source"], base.get("revision"), max_length)
         if key not in done:
             done.add(key)
@@ -296,14 +293,11 @@ def batches(examples: list[dict], batch_size: int, seed: int, skip: int = 0, by_
                 yield [examples[i] for i in group]
 
 
-def masking_preview(
-    item: dict, records: list[dict], train_cfg: dict, tokenizer, count: int = 2, template=None
-) -> list[str]:
-    """Two training examples in the run's template, decoded by the item's tokenizer, the masked prompt marked «…»
-    (for the data card)."""
-    base = item["base"]
-    max_length = min(train_cfg["max_length"], base.get("max_length", train_cfg["max_length"]))
-    return prompts.masking_examples(tokenizer, records, max_length, count, get_family(base["family"]).task, template)
+def masking_preview(item: dict, records: list[dict], tokenizer, count: int = 2, template=None) -> list[str]:
+    """Two training examples in the run's template, cut at the item's own max_length and decoded by its tokenizer,
+    the masked prompt marked «…» (for the data card)."""
+    max_length, family = item["settings"].train.max_length, get_family(item["base"]["family"])
+    return prompts.masking_examples(tokenizer, records, max_length, count, family.task, template)
 
 
 @dataclass

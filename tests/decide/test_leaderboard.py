@@ -389,9 +389,9 @@ def test_a_release_without_per_row_numbers_is_compared_on_the_point_estimate():
 
 
 def test_policy_schema_in_profiles(tmp_path):
-    profile = config.load_profile("cpu")["policy"]
-    assert profile["primary"] == leaderboard.DEFAULT_POLICY["primary"] == "bits_per_byte"
-    assert {"confidence", "bootstrap_samples", "bootstrap_seed", "thresholds_on", "min_gain"} <= set(profile)
+    profile = config.load_profile("cpu").policy
+    assert profile.primary == config.Policy().primary == "bits_per_byte"
+    assert (profile.confidence, profile.bootstrap_samples, profile.thresholds_on) == (0.95, 1000, "point")
     text = (config.profiles_dir() / "cpu.toml").read_text()
     for old, new, message in [
         ("min_gain = 0.015", "min_loss_improvement = 0.02", r"min_loss_improvement was replaced by min_gain"),
@@ -406,7 +406,7 @@ def test_policy_schema_in_profiles(tmp_path):
     path.write_text(
         "\n".join(line for line in text.splitlines() if not line.startswith(("confidence", "thresholds_on")))
     )
-    assert config.load_profile(str(path))["policy"]["thresholds_on"] == "point"  # the new keys are optional
+    assert config.load_profile(str(path)).policy.thresholds_on == "point"  # the new keys are optional
     with pytest.raises(ValueError, match="thresholds_on"):
         leaderboard.build([], {"thresholds_on": "upper"})
 

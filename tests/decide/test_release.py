@@ -2,8 +2,9 @@
 
 import pytest
 import yaml
-from conftest import moto_s3, rows, write_jsonl
+from conftest import moto_s3, rows, settings_for, write_jsonl
 
+from barbarossa.config import Train
 from barbarossa.data import prompts
 from barbarossa.decide import release
 from barbarossa.train import loop
@@ -47,6 +48,7 @@ def entry(family: str, tmp_path) -> dict:
         "train_fingerprint": "f" * 16,
         "eval_fingerprint": "e" * 16,
     }
+    item["settings"] = settings_for(item, TRAIN)
     trained = loop.finetune(item, summary, TRAIN, str(tmp_path / "out"))
     row = {
         "name": item["name"],
@@ -68,7 +70,7 @@ def entry(family: str, tmp_path) -> dict:
 def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     e = entry("llama", tmp_path)
     e["item"]["base"]["source"] = "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-    card = release.model_card(e["row"], e["item"], e["summary"], TRAIN, "FinetuneFlow/1/release/9")
+    card = release.model_card(e["row"], e["item"], e["summary"], Train(**TRAIN), "FinetuneFlow/1/release/9")
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["language"] == ["az"] and meta["license"] == "apache-2.0" and meta["library_name"] == "peft"
     assert meta["base_model"] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0" and meta["datasets"] == ["owner/az-alpaca"]
@@ -126,7 +128,7 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
     from barbarossa.models import loading
 
     e = entry(family, tmp_path)
-    bundle = release.build_bundle(e, e["summary"], TRAIN, "run", str(tmp_path / "release"), merge=True)
+    bundle = release.build_bundle(e, e["summary"], "run", str(tmp_path / "release"), merge=True)
     assert bundle["merge_max_logit_diff"] < 1e-3
     folder = tmp_path / "release" / f"tiny-{family}-lora"
     assert {
@@ -170,7 +172,7 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
 def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):
     e = entry("llama", tmp_path)
     target = tmp_path / "published"
-    [out] = release.release_all([e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, str(target), False)
+    [out] = release.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, str(target), False)
     assert out["published_to"] is None and out["would_publish_to"] == str(target / "tiny-llama-lora")
     assert not target.exists() and (tmp_path / "run" / "release" / "tiny-llama-lora" / "README.md").exists()
 
@@ -181,9 +183,7 @@ def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
 
     e = entry("llama", tmp_path)
     with moto_s3(monkeypatch) as bucket:
-        [out] = release.release_all(
-            [e], e["summary"], TRAIN, "run", str(tmp_path / "run"), False, f"{bucket}/models", True
-        )
+        [out] = release.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, f"{bucket}/models", True)
         assert out["published_to"] == f"{bucket}/models/tiny-llama-lora"
         assert storage.exists(f"{bucket}/models/tiny-llama-lora/adapter/adapter_model.safetensors")
         assert storage.read_bytes(f"{bucket}/models/tiny-llama-lora/README.md").startswith(b"---\nlibrary_name: peft")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from barbarossa import languages
+from barbarossa.config import Eval
 from barbarossa.data import benchmarks as sets_data
 from barbarossa.evaluate import benchmarks, stats
 from barbarossa.models import loading
@@ -96,7 +97,7 @@ def test_score_all_runs_a_real_model_through_both_kinds(tmp_path, tiny_llama):
     pack = languages.load("az")
     sets = sets_data.load_all(sets_data.entries_for(pack, []), pack, max_items=3)
     written = sets_data.write_all(sets, str(tmp_path))
-    scores, rows = benchmarks.score_all(model, tokenizer, written, pack, {"batch_size": 4}, {"max_length": 512})
+    scores, rows = benchmarks.score_all(model, tokenizer, written, pack, Eval(batch_size=4), {"max_length": 512})
     assert set(scores) == {"belebele", "flores"}
     assert len(rows["belebele"]["correct"]) == 3 and 0 <= scores["belebele"]["accuracy"] <= 1
     assert scores["belebele"]["unfit"] == 0  # a passage and its choices fit 512 tokens

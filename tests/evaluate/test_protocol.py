@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import settings_for
 
 from barbarossa.data import instructions, prompts
 from barbarossa.evaluate import protocol
@@ -110,7 +111,7 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
         "batch_size": 3,
         "samples": 1,
     }
-    whole = protocol.evaluate(item, None, summary, cfg)
+    whole = protocol.evaluate(item, None, summary, settings_for(item, eval=cfg))
     assert whole["eval_bytes"] == sum(len(r["output"].encode("utf-8")) for r in records)
     assert whole["bits_per_byte"] == pytest.approx(
         whole["eval_loss"] * whole["eval_tokens"] / (math.log(2) * whole["eval_bytes"]), rel=1e-4
@@ -120,7 +121,9 @@ def test_evaluation_reports_bits_per_byte_of_the_responses_it_scored_whole(tiny_
 
     tokenizer = loading.load_tokenizer(tiny_llama)
     lengths = sorted(len(prompts.build_example(tokenizer, r, 1024)["input_ids"]) for r in records)
-    cut = protocol.evaluate(item, None, summary, {**cfg, "max_length": lengths[4] - 2})  # the longer half is cut
+    cut = protocol.evaluate(
+        item, None, summary, settings_for(item, eval={**cfg, "max_length": lengths[4] - 2})
+    )  # the longer half is cut
     rows = cut["per_row"]["heldout"]
     kept = [i for i, size in enumerate(rows["bytes"]) if size]
     scored_in_part = [i for i, size in enumerate(rows["bytes"]) if rows["tokens"][i] and not size]
@@ -187,7 +190,7 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
         "samples": 1,
         "extra_metrics": [str(module)],
     }
-    metrics = protocol.evaluate(item, None, summary, cfg)
+    metrics = protocol.evaluate(item, None, summary, settings_for(item, eval=cfg))
     main_refs = instructions.read_jsonl(summary["eval_uri"])[:3]
     assert metrics["custom"] == {
         "lengths.count": 3.0,

@@ -7,7 +7,7 @@ remote-code path.
 """
 
 import pytest
-from conftest import write_jsonl
+from conftest import settings_for, write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.evaluate import protocol
@@ -66,8 +66,10 @@ def test_family_fine_tunes_reloads_and_generates(family, repeated_batch, tmp_pat
     result = loop.finetune(item, summary, TRAIN, str(tmp_path))
     curve = [p["loss"] for p in result["loss_curve"]]
     assert curve[-1] < curve[0], curve
-    metrics = protocol.evaluate(item, result["adapter_uri"], summary, EVAL)  # reloads the adapter onto the base
-    base_metrics = protocol.evaluate({**item, "kind": "baseline"}, None, summary, EVAL)
+    metrics = protocol.evaluate(
+        item, result["adapter_uri"], summary, settings_for(item, TRAIN, EVAL)
+    )  # reloads the adapter onto the base
+    base_metrics = protocol.evaluate({**item, "kind": "baseline"}, None, summary, settings_for(item, eval=EVAL))
     assert metrics["eval_loss"] < base_metrics["eval_loss"]  # the adapter really was applied
     assert metrics["generated"] == 2 and all(isinstance(s["generated"], str) for s in metrics["samples"])
 

@@ -6,6 +6,7 @@ from conftest import write_jsonl
 from transformers import AutoModelForCausalLM
 
 from barbarossa import config
+from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
 from barbarossa.models import kernels, loading, losses, runtime
 from barbarossa.train import loop
@@ -18,32 +19,32 @@ LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": "attention"}
 
 def test_on_cuda_auto_takes_every_lever_the_family_and_the_installed_packages_allow(monkeypatch):
     monkeypatch.setattr(runtime, "installed", lambda module: False)
-    plain = runtime.decide(H100, {}, LLAMA)
+    plain = runtime.decide(H100, Train(), LLAMA)
     assert (plain.adapter_dtype, plain.master_weights, plain.compiled) == ("bf16", True, True)
     assert plain.attention == "flex_attention" and plain.kernels == "torch"
     assert plain.not_taken == {"kernels": "liger-kernel is not installed"}
     monkeypatch.setattr(runtime, "installed", lambda module: True)
-    full = runtime.decide(H100, {}, LLAMA)
+    full = runtime.decide(H100, Train(), LLAMA)
     assert (full.attention, full.kernels, full.not_taken) == ("flash_attention_2", "liger", {})
-    opt = runtime.decide(H100, {}, {"name": "o", "family": "opt"})  # pads: no packed rows, no Liger kernels
+    opt = runtime.decide(H100, Train(), {"name": "o", "family": "opt"})  # pads: no packed rows, no Liger kernels
     assert (opt.attention, opt.kernels) == ("sdpa", "torch") and "no kernels for opt" in opt.not_taken["kernels"]
-    gpt2 = runtime.decide(H100, {}, {"name": "g", "family": "gpt2"})
+    gpt2 = runtime.decide(H100, Train(), {"name": "g", "family": "gpt2"})
     assert gpt2.attention == "flash_attention_2"
 
 
 def test_fp16_qlora_and_remote_code_keep_the_proven_path_and_say_why(monkeypatch):
     monkeypatch.setattr(runtime, "installed", lambda module: False)
-    t4 = runtime.decide(runtime.Hardware("cuda", "T4", 16.0, False), {}, LLAMA)
+    t4 = runtime.decide(runtime.Hardware("cuda", "T4", 16.0, False), Train(), LLAMA)
     assert t4.adapter_dtype == "fp32" and "loss scaling" in t4.not_taken["adapter_dtype"]
-    qlora = runtime.decide(H100, {"quantization": "nf4"}, LLAMA)
+    qlora = runtime.decide(H100, Train(quantization="nf4"), LLAMA)
     assert (qlora.adapter_dtype, qlora.compiled) == ("fp32", False)
     assert "k-bit" in qlora.not_taken["adapter_dtype"] and "4-bit" in qlora.not_taken["compile"]
-    deci = runtime.decide(H100, {}, {"name": "d", "family": "deci"})
+    deci = runtime.decide(H100, Train(), {"name": "d", "family": "deci"})
     assert deci.compiled is False and "hub's own code" in deci.not_taken["compile"]
 
 
 def test_a_cpu_takes_none_of_the_cuda_levers_and_records_each_as_not_taken():
-    decision = runtime.decide(CPU, {}, LLAMA)
+    decision = runtime.decide(CPU, Train(), LLAMA)
     assert (decision.compiled, decision.kernels, decision.attention, decision.master_weights) == (
         False,
         "torch",
@@ -53,12 +54,12 @@ def test_a_cpu_takes_none_of_the_cuda_levers_and_records_each_as_not_taken():
     assert set(decision.not_taken) == {"compile", "kernels", "attention"}
     assert "CUDA only" in decision.not_taken["kernels"] and "no backward on a CPU" in decision.not_taken["attention"]
     assert decision.as_dict()["not_taken"] == decision.not_taken  # in the leaderboard row
-    forced = runtime.decide(CPU, {"compile": True, "precision": "bf16"}, LLAMA)
+    forced = runtime.decide(CPU, Train(compile=True, precision="bf16"), LLAMA)
     assert forced.compiled and forced.master_weights and "compile" not in forced.not_taken
     with pytest.raises(ValueError, match="cannot run here: Liger's kernels are Triton: CUDA only"):
-        runtime.decide(CPU, {"kernels": "liger"}, LLAMA)
+        runtime.decide(CPU, Train(kernels="liger"), LLAMA)
     with pytest.raises(ValueError, match="attention must be one of"):
-        runtime.decide(CPU, {"attention": "paged"}, LLAMA)
+        runtime.decide(CPU, Train(attention="paged"), LLAMA)
 
 
 def test_a_profile_names_the_file_and_key_of_a_bad_lever(tmp_path):
@@ -67,13 +68,13 @@ def test_a_profile_names_the_file_and_key_of_a_bad_lever(tmp_path):
     bad.write_text(text.replace("[train]\n", '[train]\ncompile = "sometimes"\n'))
     with pytest.raises(config.ConfigError, match=r"bad.toml: \[train\] compile must be one of true, false, \"auto\""):
         config.load_profile(str(bad))
-    assert config.load_profile("smoke")["train"]["kernels"] == "auto"
+    assert config.load_profile("smoke").train.kernels == "auto"
 
 
 def test_packed_rows_of_a_varlen_kernel_are_one_row_padded_to_the_bucket():
-    flex = runtime.decide(H100, {}, LLAMA)
+    flex = runtime.decide(H100, Train(), LLAMA)
     assert loop.packing_of(flex, 512) == {"row_tokens": None, "bucket": kernels.BUCKET}
-    assert loop.packing_of(runtime.decide(CPU, {}, LLAMA), 512) == {"row_tokens": 512, "bucket": 0}
+    assert loop.packing_of(runtime.decide(CPU, Train(), LLAMA), 512) == {"row_tokens": 512, "bucket": 0}
     examples = [{"input_ids": list(range(1, n + 1)), "labels": [-100] * 3 + list(range(4, n + 1))} for n in (50, 90)]
     batch = loop.pack_batch(examples, None, pad_id=0, bucket=128)
     assert batch["input_ids"].shape == (1, 256)

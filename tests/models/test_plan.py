@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -6,7 +8,8 @@ from barbarossa.models import families, plan, roster
 
 
 def by_name(spec, gpu="A100-80GB", profile="gpu", **train):
-    settings = config.load_profile(profile)["train"] | train
+    loaded = config.load_profile(profile)
+    settings = dataclasses.replace(loaded, train=loaded.train.replace(**train))
     result = plan.build(roster.select(spec), settings, gpu)
     return result, {r["name"]: r for r in result["rows"]}
 

@@ -91,9 +91,9 @@ def test_work_items_put_one_baseline_per_base_first():
 
 def test_profiles_validate_and_override():
     profile = config.load_profile("cpu")
-    assert profile["train"]["max_steps"] > 0 and profile["policy"]["primary"] == "bits_per_byte"
-    assert config.with_overrides(profile, max_steps=3)["train"]["max_steps"] == 3
-    assert config.with_overrides(profile, max_steps=0) == profile
+    assert profile.train.max_steps > 0 and profile.policy.primary == "bits_per_byte"
+    assert profile.with_max_steps(3).train.max_steps == 3
+    assert profile.with_max_steps(0) == profile
 
 
 def test_bad_profile_is_refused(tmp_path):
@@ -111,9 +111,9 @@ def test_a_profile_may_leave_out_share_prefix_and_gets_it_on(tmp_path):
     text = (config.profiles_dir() / "cpu.toml").read_text()
     path = tmp_path / "old.toml"
     path.write_text("\n".join(line for line in text.splitlines() if not line.startswith("share_prefix")))
-    assert "share_prefix" not in path.read_text() and config.load_profile(str(path))["train"]["share_prefix"] is True
+    assert "share_prefix" not in path.read_text() and config.load_profile(str(path)).train.share_prefix is True
     path.write_text(text.replace("share_prefix = true", "share_prefix = false"))
-    assert config.load_profile(str(path))["train"]["share_prefix"] is False
+    assert config.load_profile(str(path)).train.share_prefix is False
 
 
 def test_seed_roster_declares_the_29_original_models_honestly():
@@ -225,7 +225,7 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
     from barbarossa.config import PROJECT_ROOT
 
     base = (PROJECT_ROOT / "configs" / "profiles" / "smoke.toml").read_text()
-    assert config.load_profile("smoke")["eval"]["extra_sets"] == []
+    assert config.load_profile("smoke").eval.extra_sets == ()
 
     def profile(extra: str):
         path = tmp_path / "p.toml"
@@ -240,9 +240,7 @@ def test_profile_extra_eval_sets_and_metrics_are_validated(tmp_path):
             )
         )
     )
-    assert good["eval"]["extra_sets"][0]["name"] == "qa" and good["eval"]["extra_metrics"][0].endswith(
-        "metrics/chrf.py"
-    )
+    assert good.eval.extra_sets[0]["name"] == "qa" and good.eval.extra_metrics[0].endswith("metrics/chrf.py")
     for extra, message in [
         ('extra_sets = [{ name = "qa" }]', "extra_sets entry 1"),
         ('extra_sets = [{ name = "a", source = "x" }, { name = "a", source = "y" }]', "distinct"),
@@ -260,8 +258,8 @@ def test_profile_benchmarks_and_must_not_lose_are_validated(tmp_path):
 
     base = (PROJECT_ROOT / "configs" / "profiles" / "smoke.toml").read_text()
     smoke = config.load_profile("smoke")
-    assert smoke["eval"]["benchmarks"] == [] and smoke["eval"]["benchmark_rows"] == 4
-    assert smoke["policy"]["must_not_lose"] == []
+    assert smoke.eval.benchmarks == () and smoke.eval.benchmark_rows == 4
+    assert smoke.policy.must_not_lose == ()
 
     def profile(eval_extra: str = "", policy_extra: str = ""):
         path = tmp_path / "p.toml"
@@ -280,11 +278,11 @@ def test_profile_benchmarks_and_must_not_lose_are_validated(tmp_path):
             )
         )
     )
-    assert good["eval"]["benchmarks"][0]["name"] == "arc" and good["policy"]["must_not_lose"][1] == "flores.chrf_into"
+    assert good.eval.benchmarks[0]["name"] == "arc" and good.policy.must_not_lose[1] == "flores.chrf_into"
     with pytest.raises(config.ConfigError, match="benchmarks entry 1 must be"):
         config.load_profile(str(profile('benchmarks = [{ source = "x.jsonl" }]')))
     with pytest.raises(config.ConfigError, match="must_not_lose entry 1 must be '<benchmark>.<metric>'"):
         config.load_profile(str(profile(policy_extra='must_not_lose = ["belebele.f1"]')))
     path = tmp_path / "old.toml"  # a profile from before language packs: its primary az_fidelity is today's fidelity
     path.write_text(base.replace('primary = "bits_per_byte"', 'primary = "az_fidelity"'))
-    assert config.load_profile(str(path))["policy"]["primary"] == "fidelity"
+    assert config.load_profile(str(path)).policy.primary == "fidelity"

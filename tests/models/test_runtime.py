@@ -5,9 +5,10 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import settings_for, write_jsonl
 
 from barbarossa import config
+from barbarossa.config import Train
 from barbarossa.data import instructions
 from barbarossa.decide import release
 from barbarossa.evaluate import protocol
@@ -22,12 +23,12 @@ T5 = {"name": "t", "family": "t5"}
 
 
 def test_precision_follows_the_hardware_unless_the_profile_forces_it():
-    assert runtime.decide(H100, {}, LLAMA).weight_dtype == "bf16"
-    t4 = runtime.decide(T4, {}, LLAMA)
+    assert runtime.decide(H100, Train(), LLAMA).weight_dtype == "bf16"
+    t4 = runtime.decide(T4, Train(), LLAMA)
     assert (t4.weight_dtype, t4.compute, t4.loss_scaling) == ("fp16", "fp16", True)  # bf16 only emulated on a T4
-    assert runtime.decide(T4, {}, T5).weight_dtype == "fp32"  # T5 overflows in fp16
-    assert runtime.decide(CPU, {}, LLAMA).weight_dtype == "fp32"
-    forced = runtime.decide(CPU, {"precision": "bf16"}, LLAMA)
+    assert runtime.decide(T4, Train(), T5).weight_dtype == "fp32"  # T5 overflows in fp16
+    assert runtime.decide(CPU, Train(), LLAMA).weight_dtype == "fp32"
+    forced = runtime.decide(CPU, Train(precision="bf16"), LLAMA)
     assert (forced.weight_dtype, forced.compute, forced.device) == ("bf16", "bf16", "cpu")
 
 
@@ -54,19 +55,19 @@ def fake_need(sizes):
     ],
 )
 def test_auto_takes_the_fastest_setting_that_fits(sizes, expected):
-    decision = runtime.decide(H100, {"quantization": "auto", "gradient_checkpointing": "auto"}, LLAMA, fake_need(sizes))
+    decision = runtime.decide(H100, Train(quantization="auto", gradient_checkpointing="auto"), LLAMA, fake_need(sizes))
     assert (decision.quantization, decision.gradient_checkpointing) == expected
     assert "fits 72 GB" in decision.why  # 90 % of the card
 
 
 def test_fixed_settings_are_not_changed_and_a_cpu_never_quantises_by_itself():
     sizes = {("none", False): 190, ("none", True): 160, ("nf4", False): 95, ("nf4", True): 50}
-    fixed = runtime.decide(H100, {"quantization": "none", "gradient_checkpointing": "auto"}, LLAMA, fake_need(sizes))
+    fixed = runtime.decide(H100, Train(quantization="none", gradient_checkpointing="auto"), LLAMA, fake_need(sizes))
     assert (fixed.quantization, fixed.gradient_checkpointing) == ("none", True) and "nothing fits" in fixed.why
-    cpu = runtime.decide(CPU, {"quantization": "auto", "gradient_checkpointing": "auto"}, LLAMA, fake_need(sizes))
+    cpu = runtime.decide(CPU, Train(quantization="auto", gradient_checkpointing="auto"), LLAMA, fake_need(sizes))
     assert (cpu.quantization, cpu.gradient_checkpointing) == ("none", False)
     with pytest.raises(ValueError, match="causal families only"):
-        runtime.decide(CPU, {"quantization": "nf4"}, T5)
+        runtime.decide(CPU, Train(quantization="nf4"), T5)
 
 
 def test_profiles_validate_the_runtime_keys(tmp_path):
@@ -82,7 +83,7 @@ def test_profiles_validate_the_runtime_keys(tmp_path):
         path.write_text("\n".join(lines).replace("[train]", f"[train]\n{bad}"))
         with pytest.raises(config.ConfigError, match=message):
             config.load_profile(str(path))
-    assert config.load_profile("gpu")["train"]["gradient_checkpointing"] == "auto"
+    assert config.load_profile("gpu").train.gradient_checkpointing == "auto"
 
 
 SETTINGS = {
@@ -128,7 +129,7 @@ def split(tmp_path_factory):
 
 
 def test_bf16_weights_are_loaded_as_bf16(tiny_llama):
-    decision = runtime.decide(CPU, {"precision": "bf16"}, LLAMA)
+    decision = runtime.decide(CPU, Train(precision="bf16"), LLAMA)
     model = loading.load_model(tiny_llama, "llama", decision)
     params = sum(p.numel() for p in model.parameters())
     assert sum(p.numel() * p.element_size() for p in model.parameters()) == 2 * params
@@ -139,7 +140,9 @@ def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(
     scores = {}
     for precision in ("fp32", "bf16"):
         trained = loop.train(item(), split, {**SETTINGS, "precision": precision}, str(tmp_path / precision))
-        metrics = protocol.evaluate(item(), trained.result["adapter_uri"], split, EVAL, trained=trained)
+        metrics = protocol.evaluate(
+            item(), trained.result["adapter_uri"], split, settings_for(item(), SETTINGS, EVAL), trained=trained
+        )
         assert metrics["runtime"]["evaluated_on"] == trained.result["runtime"]["device"] == "cpu"
         assert metrics["runtime"]["compute"] == trained.result["precision"] == precision
         assert metrics["runtime"]["evaluated_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
@@ -150,7 +153,7 @@ def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(
 
 def test_evaluation_without_a_trained_model_decides_and_loads_as_training_would(split):
     metrics = protocol.evaluate(
-        {**item(), "kind": "baseline"}, None, split, EVAL, train_cfg={**SETTINGS, "precision": "bf16"}
+        {**item(), "kind": "baseline"}, None, split, settings_for(item(), {**SETTINGS, "precision": "bf16"}, EVAL)
     )
     assert metrics["runtime"]["evaluated_dtype"] == "bfloat16" and metrics["runtime"]["weight_dtype"] == "bf16"
 
@@ -164,13 +167,8 @@ def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, f
     assert all(torch.isfinite(torch.tensor(curve)))
     adapter = trained.result["adapter_uri"]
     base = item()["base"]
-    reloaded = protocol.evaluate(
-        item("tiny-llama-qlora", quantization="nf4"),
-        adapter,
-        split,
-        EVAL,
-        train_cfg={**SETTINGS, "quantization": "nf4"},
-    )  # adapter onto a fresh 4-bit base
+    qlora = item("tiny-llama-qlora", quantization="nf4")
+    reloaded = protocol.evaluate(qlora, adapter, split, settings_for(qlora, SETTINGS, EVAL))  # onto a fresh 4-bit base
     assert reloaded["runtime"]["quantization"] == "nf4" and reloaded["eval_loss"] > 0
     difference = release.merge_verified(base, adapter, tmp_path / "merged")
     assert difference < 1e-3

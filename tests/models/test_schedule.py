@@ -45,9 +45,7 @@ def test_the_shipped_h200_check_calibrates_the_plan_and_says_so():
     from barbarossa import config
     from barbarossa.models import roster
 
-    result = plan.build(
-        roster.select("az-gpt2-alpaca,az-tulu"), config.load_profile("gpu")["train"], "A100-80GB", calibrated
-    )
+    result = plan.build(roster.select("az-gpt2-alpaca,az-tulu"), config.load_profile("gpu"), "A100-80GB", calibrated)
     rows = {r["name"]: r for r in result["rows"]}
     assert rows["az-gpt2-alpaca"]["mfu"] < rows["az-tulu"]["mfu"]  # small models run at a small share of the peak
     tulu = rows["az-tulu"]
@@ -97,10 +95,10 @@ def test_plan_prints_gpu_hours_and_wall_clock_for_an_inventory(gpus, capsys):
 
 
 def test_early_stopping_s_saving_is_a_range_from_nothing_to_the_earliest_stop_the_rules_allow():
-    train = {"max_steps": 5000, "dev_rows": 64, "eval_every": 250, "patience": 4, "fail_fast_steps": 0}
-    assert plan.early_stopping_saving(train) == [0.0, 0.75]  # patience: best at 250, four more evaluations → 1250
-    assert plan.early_stopping_saving({**train, "fail_fast_steps": 900}) == [
-        0.0,
-        0.8,
-    ]  # fail-fast's first evaluation: 1000
-    assert plan.early_stopping_saving({**train, "dev_rows": 0}) is None
+    from barbarossa.config import EarlyStopping
+
+    early = EarlyStopping(dev_rows=64, eval_every=250, patience=4, fail_fast_steps=0)
+    assert plan.early_stopping_saving(early, 5000) == [0.0, 0.75]  # patience: best at 250, four more evaluations → 1250
+    fail_fast = early.replace(fail_fast_steps=900)
+    assert plan.early_stopping_saving(fail_fast, 5000) == [0.0, 0.8]  # fail-fast's first evaluation: 1000
+    assert plan.early_stopping_saving(early.replace(dev_rows=0), 5000) is None

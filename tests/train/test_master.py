@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
 from barbarossa.models import loading, runtime
 from barbarossa.train import loop, master
@@ -16,7 +17,7 @@ STEPS, LR = 6, 2e-4  # the gpu profile's learning rate: Adam moves each weight b
 def train_adapter(variant: str, examples, tokenizer) -> dict:
     """LoRA weights after STEPS steps in bf16: "fp32" adapters (autocast casts them), "master" or "naive" bf16."""
     decision = runtime.decide(
-        CPU, {"precision": "bf16", "adapter_dtype": "fp32" if variant == "fp32" else "auto"}, LLAMA
+        CPU, Train(precision="bf16", adapter_dtype="fp32" if variant == "fp32" else "auto"), LLAMA
     )
     assert decision.master_weights == (variant != "fp32")
     _, model = loading.load_base(LLAMA, decision)
