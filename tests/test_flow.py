@@ -309,6 +309,7 @@ def test_bad_data_stops_the_flow_in_start(env, tmp_path):
     assert steps == ["start"]
     stderr = run["start"].task.stderr
     assert f"{path}: line 17, field 'output': expected a string, got int" in stderr
+    assert "Traceback" not in stderr and "Bad data" in stderr  # a user's mistake: one line, no stack
     assert not (tmp_path / "runs").exists()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from barbarossa import languages, storage
 from barbarossa.config import PROJECT_ROOT
 from barbarossa.data import dedup
+from barbarossa.errors import UserError
 
 FIELDS = ("instruction", "input", "output")
 NON_EMPTY = ("instruction", "output")
@@ -32,8 +33,10 @@ BUNDLED_ENGLISH = PROJECT_ROOT / "data" / "en_alpaca_sample.jsonl"  # written fo
 _HF_ID = re.compile(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
 
 
-class DataError(ValueError):
-    """Bad input data; the message says where (file, line/row, field) and why."""
+class DataError(UserError):
+    """Bad input data; the message says where (file, line/row, field) and why: one line, no traceback."""
+
+    headline = "Bad data"
 
 
 @dataclass(frozen=True)
