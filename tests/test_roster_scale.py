@@ -14,7 +14,7 @@ import pytest
 from conftest import render_in_chromium
 from test_flow import run_flow
 
-from barbarossa import cli
+from barbarossa import reporting
 from barbarossa.decide import cards
 from barbarossa.models import roster
 
@@ -83,7 +83,7 @@ def test_the_cli_table_fits_80_columns(scale_run):
     from rich.console import Console
 
     console = Console(width=80, record=True)
-    console.print(cli.leaderboard_table(scale_run.data.leaderboard))
+    console.print(reporting.leaderboard_table(scale_run.data.leaderboard))
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= 80
     assert all(r["name"] in "\n".join(lines) for r in scale_run.data.leaderboard)  # no name cut to "…"
