@@ -27,7 +27,8 @@ from rich.console import Console
 
 from barbarossa import reporting, storage
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import DEFAULT_POLICY, upgraded
+from barbarossa.decide.leaderboard import DEFAULT_POLICY
+from barbarossa.decide.legacy import upgraded
 
 FLOW_NAME = "FinetuneFlow"
 # errors and notes that must not mix with what a command prints on stdout (JSON, answers)

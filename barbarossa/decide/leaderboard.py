@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 
-from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, RENAMED_METRICS, THRESHOLDS_ON
+from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
+from barbarossa.decide import legacy
 from barbarossa.evaluate import stats
 
 COMPARED = (
@@ -41,25 +42,6 @@ LABELS = {
     "degenerate_rate": "degenerate answers",
 }
 SHARES = ("fidelity", "degenerate_rate", "accuracy", "accuracy_norm")  # shown as percentages
-
-
-def upgraded(row: dict) -> dict:
-    """A leaderboard row of any earlier run in today's keys: `az_fidelity` (and its base / delta / interval keys,
-    in extra sets too) read as `fidelity` of an Azerbaijani run. Today's rows come back unchanged."""
-    if "language" in row:
-        return row
-
-    def renamed(values: dict) -> dict:
-        out = {}
-        for key, value in values.items():
-            for old, new in RENAMED_METRICS.items():
-                key = key.replace(old, new)
-            out[key] = value
-        return out
-
-    row = renamed(row)
-    row["extra_sets"] = {name: renamed(scores) for name, scores in (row.get("extra_sets") or {}).items()}
-    return {**row, "language": "az", "language_name": "Azerbaijani"}
 
 
 def fidelity_label(row: dict) -> str:
@@ -455,7 +437,7 @@ def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
 def check_policy(policy: dict) -> dict:
     """The policy with defaults filled in; a bad primary or thresholds_on is refused with the choices."""
     policy = {**DEFAULT_POLICY, **(policy or {})}
-    policy["primary"] = RENAMED_METRICS.get(policy["primary"], policy["primary"])
+    policy["primary"] = legacy.renamed_metric(policy["primary"])
     if policy["primary"] not in DIRECTION:
         raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {policy['primary']!r}")
     if policy["thresholds_on"] not in THRESHOLDS_ON:
