@@ -16,8 +16,6 @@ good direction.
 
 from __future__ import annotations
 
-import copy
-
 from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, THRESHOLDS_ON
 from barbarossa.decide import legacy
 from barbarossa.evaluate import stats
@@ -191,7 +189,7 @@ def paired_with_release(
         or not mine.get("heldout")
     ):
         return None
-    found = (stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}).get(primary)
+    found = (stats.paired(mine["heldout"], theirs["heldout"], **stats.bootstrap_settings(policy)) or {}).get(primary)
     return {"run_id": last["run_id"], **found} if found else None
 
 
@@ -349,55 +347,13 @@ def _per_row(result: dict) -> dict:
     return (result.get("metrics") or {}).get("per_row") or {}
 
 
-def bootstrap_settings(policy: dict) -> dict:
-    """The stats.intervals / stats.paired keyword arguments the policy asks for."""
-    return {
-        "confidence": policy["confidence"],
-        "samples": policy["bootstrap_samples"],
-        "seed": policy["bootstrap_seed"],
-    }
-
-
-def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
-    """`<metric>_ci` on the row (None without per-row data), and on each of its extra sets' scores."""
-    settings = bootstrap_settings(policy)
-    found = stats.intervals(per_row["heldout"], **settings) if per_row.get("heldout") else {}
-    row.update({f"{metric}_ci": found.get(metric) for metric in stats.METRICS})
-    row["extra_sets"] = copy.deepcopy(row["extra_sets"])  # the task result's dict stays as it was
-    for name, scores in row["extra_sets"].items():
-        rows = (per_row.get("extra_sets") or {}).get(name)
-        if rows:
-            extra = stats.intervals(rows, **settings)
-            scores.update({f"{metric}_ci": extra[metric] for metric in extra if metric in scores})
-    row["benchmarks"] = copy.deepcopy(row.get("benchmarks") or {})
-    for name, scores in row["benchmarks"].items():
-        rows = (per_row.get("benchmarks") or {}).get(name)
-        found = stats.intervals(rows, **settings) if rows else {}
-        scores.update({f"{metric}_ci": found.get(metric) for metric in stats.BENCHMARK_METRICS if metric in scores})
-    row["bootstrap"] = {
-        **settings,
-        "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
-        "generated_rows": len(stats.fidelity_rows(per_row.get("heldout") or {})),
-    }
-
-
-def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
-    """`delta_<metric>_ci` and `delta_<metric>_p` against the base, rows resampled together (None where impossible)."""
-    found = {}
-    if mine.get("heldout") and theirs.get("heldout"):
-        found = stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}
-    for metric in stats.METRICS:
-        row[f"delta_{metric}_ci"] = (found.get(metric) or {}).get("ci")
-        row[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
-
-
 def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict, policy: dict) -> None:
     """Per benchmark of a candidate: `base_<m>`, `delta_<m>`, and the paired `delta_<m>_ci` / `delta_<m>_p`
     (items resampled together), as for the held-out metrics."""
     for name, scores in row["benchmarks"].items():
         theirs_scores = ((base or {}).get("benchmarks") or {}).get(name) or {}
         rows_a, rows_b = (mine.get("benchmarks") or {}).get(name), (theirs.get("benchmarks") or {}).get(name)
-        found = (stats.paired(rows_a, rows_b, **bootstrap_settings(policy)) or {}) if rows_a and rows_b else {}
+        found = (stats.paired(rows_a, rows_b, **stats.bootstrap_settings(policy)) or {}) if rows_a and rows_b else {}
         for metric in [m for m in stats.BENCHMARK_METRICS if m in scores]:
             scores[f"base_{metric}"] = theirs_scores.get(metric)
             both = scores[metric] is not None and scores[f"base_{metric}"] is not None
@@ -478,14 +434,14 @@ def build(
     per_row = {r["item"]["name"]: _per_row(r) for r in results}
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
     for row in rows:
-        add_intervals(row, per_row[row["name"]], policy)
+        stats.add_intervals(row, per_row[row["name"]], policy)
     for row in rows:
         base = bases.get(row["base"]) if row["kind"] == "candidate" else None
         for metric in COMPARED:
             row[f"base_{metric}"] = base.get(metric) if base else None
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
-        add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
+        stats.add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         add_benchmark_deltas(row, base, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         last = (last_releases or {}).get(row["name"])
         row["per_row_uri"] = (per_row_uris or {}).get(row["name"])
