@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from barbarossa import metric_registry
 from barbarossa.errors import UserError
 
 
@@ -36,19 +37,11 @@ KERNELS = ("auto", "liger", "torch")  # Liger's fused RMSNorm / rotary / SwiGLU 
 ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 ADAPTER_DTYPES = ("auto", "fp32")  # auto: LoRA weights in the compute dtype with fp32 master copies (bf16)
 # The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
-DIRECTION = {
-    "bits_per_byte": False,
-    "eval_loss": False,
-    "perplexity": False,
-    "chrf": True,
-    "bleu": True,
-    "fidelity": True,
-    "degenerate_rate": False,
-}
+DIRECTION = metric_registry.policy_directions()
 THRESHOLDS_ON = ("point", "bound")
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
 # What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
-BENCHMARK_DIRECTION = {"accuracy": True, "accuracy_norm": True, "chrf_into": True, "chrf_out": True}
+BENCHMARK_DIRECTION = metric_registry.group_directions("benchmark")
 DEFAULT_POLICY = {
     "primary": "bits_per_byte",
     "min_gain": 0.015,

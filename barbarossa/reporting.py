@@ -10,51 +10,34 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from barbarossa import metric_registry
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import (
-    COMPARED,
-    DEFAULT_POLICY,
-    format_cell,
-    row_cell,
-    show,
-    show_interval,
-    show_p,
-)
-from barbarossa.evaluate.stats import BENCHMARK_METRICS
+from barbarossa.decide.cards import language_code
+from barbarossa.decide.leaderboard import DEFAULT_POLICY
+from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell, short_label
 
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
-SHORT = {
-    "bits_per_byte": "bits/byte",
-    "eval_loss": "loss",
-    "perplexity": "ppl",
-    "chrf": "chrF++",
-    "bleu": "BLEU",
-    "fidelity": "lang",
-    "degenerate_rate": "loops",
-    "fertility": "tok/word",
-}
-COMPACT_EXTRAS = ("chrf", "fidelity")  # beside the primary metric in the 80-column table
-COMPARE_EXTRAS = ("eval_loss", "chrf", "fidelity", "degenerate_rate")  # beside the primary in --compare
 TEXT_COLUMNS = {"name", "kind", "base", "family", "lora", "status", "decision", "metric"}
 
 
-def short(metric: str) -> str:
-    return SHORT.get(metric, metric)
-
-
-def table_columns(primary: str, wide: bool = False) -> list[tuple[str, str]]:
-    """(row key, header) of the leaderboard table: the few that fit 80 columns, or with `wide` everything."""
+def table_columns(primary: str, wide: bool = False, code: str | None = None) -> list[tuple[str, str]]:
+    """(row key, header) of the leaderboard table: the few that fit 80 columns (the primary and the registry's
+    console metrics), or with `wide` every row metric and its Δ; a metric named for the language is headed `code`."""
     if not wide:
-        extras = [(m, short(m)) for m in COMPACT_EXTRAS if m != primary]
+        extras = [(m.key, short_label(m.key, code)) for m in metric_registry.shown_in("console") if m.key != primary]
         return [
             ("rank", "#"),
             ("name", "model"),
-            (primary, short(primary)),
+            (primary, short_label(primary, code)),
             (f"delta_{primary}", "Δ base"),
             *extras,
             ("decision", "decision"),
         ]
-    metrics = [(key, header) for m in COMPARED for key, header in ((m, short(m)), (f"delta_{m}", f"Δ {short(m)}"))]
+    metrics = [
+        (key, header)
+        for m in metric_registry.row_metrics()
+        for key, header in ((m.key, short_label(m.key, code)), (f"delta_{m.key}", f"Δ {short_label(m.key, code)}"))
+    ]
     return [
         ("rank", "#"),
         ("name", "model"),
@@ -87,18 +70,11 @@ def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table
 def leaderboard_table(
     rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None, wide: bool = False
 ) -> Table:
-    code = next((r["language"] for r in rows if r.get("language")), "az")  # the fidelity column is named for it
-    columns = [
-        (key, header.replace(short("fidelity"), code))
-        for key, header in table_columns(primary or DEFAULT_POLICY["primary"], wide)
-    ]
+    columns = table_columns(primary or DEFAULT_POLICY["primary"], wide, language_code(rows))
     table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
     for row in rows:
         table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))
     return table
-
-
-BENCHMARK_SHORT = {"accuracy": "acc", "accuracy_norm": "acc/byte", "chrf_into": "chrF into", "chrf_out": "chrF out"}
 
 
 def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
@@ -119,19 +95,22 @@ def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
     ]
     table = _table("Benchmarks", columns, max(len(r["name"]) for r, _, _ in entries))
     for row, name, scores in entries:
-        for metric in (m for m in BENCHMARK_METRICS if m in scores):
+        for metric in (m.key for m in metric_registry.by_group("benchmark") if m.key in scores):
             p = scores.get(f"delta_{metric}_p")
-            value, delta = show(metric, scores[metric]), show(metric, scores.get(f"delta_{metric}"), True)
+            value, delta = (
+                format_value(metric, scores[metric]),
+                format_value(metric, scores.get(f"delta_{metric}"), True),
+            )
             if wide:
-                value += show_interval(metric, scores.get(f"{metric}_ci"))
-                delta += show_interval(metric, scores.get(f"delta_{metric}_ci"), True)
+                value += format_interval(metric, scores.get(f"{metric}_ci"))
+                delta += format_interval(metric, scores.get(f"delta_{metric}_ci"), True)
             table.add_row(
                 row["name"],
                 name,
-                metric if wide else BENCHMARK_SHORT[metric],
+                metric if wide else short_label(metric),
                 value,
                 delta,
-                "–" if p is None else show_p(p),
+                "–" if p is None else format_p(p),
             )
     return table
 
@@ -188,7 +167,8 @@ def _near_copies(summary: dict) -> str:
 def compare(a: dict, b: dict) -> dict:
     """Two runs' rows side by side (see history.run_record): per model, each run's value of the primary
     metric(s) and a few others, and B − A; whether both were measured on the same held-out data."""
-    metrics = list(dict.fromkeys([a["primary"], b["primary"], *COMPARE_EXTRAS]))
+    extras = [m.key for m in metric_registry.shown_in("compare")]
+    metrics = list(dict.fromkeys([a["primary"], b["primary"], *extras]))
     rows_a, rows_b = ({r["name"]: r for r in run["rows"]} for run in (a, b))
 
     def side(row: dict | None) -> dict | None:
@@ -247,7 +227,7 @@ def print_compare(result: dict) -> None:
     for row in result["rows"]:
         for number, metric in enumerate(result["metrics"]):
             values = [format_cell(side.get(metric)) if side else "–" for side in (row["a"], row["b"])]
-            label = ("* " if metric in primaries else "") + short(metric)
+            label = ("* " if metric in primaries else "") + short_label(metric)
             table.add_row(
                 row["name"] if number == 0 else "", label, *values, format_cell(row["delta"][metric], signed=True)
             )

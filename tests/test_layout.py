@@ -31,6 +31,7 @@ FOUNDATION = {
     "barbarossa.console",
     "barbarossa.errors",
     "barbarossa.languages",
+    "barbarossa.metric_registry",
     "barbarossa.storage",
 }
 TOP = {"barbarossa.cli", "barbarossa.reporting"}

@@ -218,7 +218,7 @@ def test_every_metric_gets_an_interval_and_candidates_a_paired_test_without_per_
         )
     }
     clear, base = rows["clear"], rows["base"]
-    for metric in stats.METRICS:
+    for metric in stats.heldout_metrics():
         lo, hi = clear[f"{metric}_ci"]
         assert lo <= clear[metric] <= hi or math.isclose(lo, hi)
         assert base[f"{metric}_ci"] is not None and base[f"delta_{metric}_ci"] is None
