@@ -76,7 +76,7 @@ def cmd_leaderboard(args) -> int:
     )
     benchmarks = reporting.benchmark_table(rows, args.wide)
     for shown in filter(None, (table, benchmarks)):
-        reporting.print_wide(shown) if args.wide else console.print(shown)
+        reporting.print_wide(shown, console) if args.wide else console.print(shown)
     return 0
 
 
