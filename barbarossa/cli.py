@@ -23,182 +23,16 @@ import os
 import sys
 import unicodedata
 
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
-from barbarossa import storage
+from barbarossa import reporting, storage
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import (
-    COMPARED,
-    DEFAULT_POLICY,
-    format_cell,
-    row_cell,
-    show,
-    show_interval,
-    show_p,
-    upgraded,
-)
-from barbarossa.evaluate.stats import BENCHMARK_METRICS
+from barbarossa.decide.leaderboard import DEFAULT_POLICY
+from barbarossa.decide.legacy import upgraded
 
 FLOW_NAME = "FinetuneFlow"
-DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
-SHORT = {
-    "bits_per_byte": "bits/byte",
-    "eval_loss": "loss",
-    "perplexity": "ppl",
-    "chrf": "chrF++",
-    "bleu": "BLEU",
-    "fidelity": "lang",
-    "degenerate_rate": "loops",
-    "fertility": "tok/word",
-}
-COMPACT_EXTRAS = ("chrf", "fidelity")  # beside the primary metric in the 80-column table
-COMPARE_EXTRAS = ("eval_loss", "chrf", "fidelity", "degenerate_rate")  # beside the primary in --compare
-TEXT_COLUMNS = {"name", "kind", "base", "family", "lora", "status", "decision", "metric"}
-
-
-def short(metric: str) -> str:
-    return SHORT.get(metric, metric)
-
-
-def table_columns(primary: str, wide: bool = False) -> list[tuple[str, str]]:
-    """(row key, header) of the leaderboard table: the few that fit 80 columns, or with `wide` everything."""
-    if not wide:
-        extras = [(m, short(m)) for m in COMPACT_EXTRAS if m != primary]
-        return [
-            ("rank", "#"),
-            ("name", "model"),
-            (primary, short(primary)),
-            (f"delta_{primary}", "Δ base"),
-            *extras,
-            ("decision", "decision"),
-        ]
-    metrics = [(key, header) for m in COMPARED for key, header in ((m, short(m)), (f"delta_{m}", f"Δ {short(m)}"))]
-    return [
-        ("rank", "#"),
-        ("name", "model"),
-        ("kind", "kind"),
-        ("base", "base"),
-        ("family", "family"),
-        ("lora", "LoRA"),
-        ("status", "status"),
-        *metrics,
-        ("steps", "steps"),
-        ("train_seconds", "train s"),
-        ("eval_seconds", "eval s"),
-        ("decision", "decision"),
-    ]
-
-
-def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table:
-    """A borderless table (two spaces between columns) whose model column is never wrapped or cut."""
-    table = Table(
-        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True
-    )
-    for key, header in columns:
-        if key == "name":
-            table.add_column(header, no_wrap=True, min_width=name_width)
-        else:
-            table.add_column(header, justify="left" if key in TEXT_COLUMNS else "right")
-    return table
-
-
-def leaderboard_table(
-    rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None, wide: bool = False
-) -> Table:
-    code = next((r["language"] for r in rows if r.get("language")), "az")  # the fidelity column is named for it
-    columns = [
-        (key, header.replace(short("fidelity"), code))
-        for key, header in table_columns(primary or DEFAULT_POLICY["primary"], wide)
-    ]
-    table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
-    for row in rows:
-        table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))
-    return table
-
-
-BENCHMARK_SHORT = {"accuracy": "acc", "accuracy_norm": "acc/byte", "chrf_into": "chrF into", "chrf_out": "chrF out"}
-
-
-def benchmark_table(rows: list[dict], wide: bool = False) -> Table | None:
-    """Per model and benchmark metric: the value and its change against the base with p (None: no benchmarks).
-
-    80 columns without the intervals; `wide` adds them (and --json has everything).
-    """
-    entries = [(row, name, scores) for row in rows for name, scores in (row.get("benchmarks") or {}).items()]
-    if not entries:
-        return None
-    columns = [
-        ("name", "model"),
-        ("benchmark", "set"),
-        ("metric", "metric"),
-        ("value", "value"),
-        ("delta", "Δ base"),
-        ("p", "p"),
-    ]
-    table = _table("Benchmarks", columns, max(len(r["name"]) for r, _, _ in entries))
-    for row, name, scores in entries:
-        for metric in (m for m in BENCHMARK_METRICS if m in scores):
-            p = scores.get(f"delta_{metric}_p")
-            value, delta = show(metric, scores[metric]), show(metric, scores.get(f"delta_{metric}"), True)
-            if wide:
-                value += show_interval(metric, scores.get(f"{metric}_ci"))
-                delta += show_interval(metric, scores.get(f"delta_{metric}_ci"), True)
-            table.add_row(
-                row["name"],
-                name,
-                metric if wide else BENCHMARK_SHORT[metric],
-                value,
-                delta,
-                "–" if p is None else show_p(p),
-            )
-    return table
-
-
-def print_wide(table: Table, out: Console | None = None) -> None:
-    """A table at its natural width, even past the terminal's: --wide asked for every column, uncut."""
-    out = out or console
-    natural, width = out.measure(table, options=out.options.update_width(10_000)).maximum, out.width
-    out.width = max(width, natural)  # Console.print never renders wider than the console
-    try:
-        out.print(table, crop=False)
-    finally:
-        out.width = width
-
-
-def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
-    """The end of a flow run: the 80-column table, then each decision's reasons (`--wide` shows the rest later)."""
-    console.print(leaderboard_table(rows, primary=primary))
-    benchmarks = benchmark_table(rows)
-    if benchmarks:
-        console.print(benchmarks)
-    for row in rows:
-        console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
-
-
-def print_data_summary(summary: dict) -> None:
-    console.print(
-        f"data: {summary['train_rows']} train rows ({summary['train_fingerprint']}), {summary['eval_rows']} eval rows "
-        f"({summary['eval_fingerprint']}, {summary['eval_source']}); "
-        f"removed {summary['duplicates_removed']} duplicates, "
-        f"{summary['eval_overlap_removed']} rows overlapping the eval set, {_near_copies(summary)}, "
-        f"skipped {summary['bad_rows_skipped']} bad rows",
-        markup=False,
-    )
-    for bad in summary["bad_rows"][:10]:
-        console.print(f"  skipped {bad['message']}")
-
-
-def _near_copies(summary: dict) -> str:
-    """How many training rows were near-copies of an eval prompt, and by which rule (older summaries lack it)."""
-    threshold = summary.get("near_duplicate_threshold")
-    if not threshold:
-        return "near-copy check off"
-    sets = ", ".join(f"{n} of {name}" for name, n in summary["near_duplicates_by_set"].items() if n)
-    return f"{summary['near_duplicates_removed']} near-copies of eval prompts (Jaccard ≥ {threshold:g}" + (
-        f": {sets})" if sets else ")"
-    )
+# errors and notes that must not mix with what a command prints on stdout (JSON, answers)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def find_run(run_id: str | None):
@@ -234,90 +68,19 @@ def cmd_leaderboard(args) -> int:
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
-    table = leaderboard_table(
+    table = reporting.leaderboard_table(
         rows,
         f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
         history.primary_of(run, DEFAULT_POLICY["primary"]),
         args.wide,
     )
-    benchmarks = benchmark_table(rows, args.wide)
+    benchmarks = reporting.benchmark_table(rows, args.wide)
     for shown in filter(None, (table, benchmarks)):
-        print_wide(shown) if args.wide else console.print(shown)
+        reporting.print_wide(shown, console) if args.wide else console.print(shown)
     return 0
 
 
 # --------------------------------------------------------------------------- two runs side by side
-
-
-def compare(a: dict, b: dict) -> dict:
-    """Two runs' rows side by side (see history.run_record): per model, each run's value of the primary
-    metric(s) and a few others, and B − A; whether both were measured on the same held-out data."""
-    metrics = list(dict.fromkeys([a["primary"], b["primary"], *COMPARE_EXTRAS]))
-    rows_a, rows_b = ({r["name"]: r for r in run["rows"]} for run in (a, b))
-
-    def side(row: dict | None) -> dict | None:
-        return (
-            None
-            if row is None
-            else {**{m: row.get(m) for m in metrics}, "rank": row.get("rank"), "decision": row.get("decision")}
-        )
-
-    def difference(row_a: dict | None, row_b: dict | None, metric: str) -> float | None:
-        if not row_a or not row_b or row_a.get(metric) is None or row_b.get(metric) is None:
-            return None
-        return round(row_b[metric] - row_a[metric], 5)
-
-    rows = [
-        {
-            "name": name,
-            "a": side(rows_a.get(name)),
-            "b": side(rows_b.get(name)),
-            "delta": {m: difference(rows_a.get(name), rows_b.get(name), m) for m in metrics},
-        }
-        for name in dict.fromkeys([*rows_a, *rows_b])
-    ]
-    same = a["eval_fingerprint"] is not None and a["eval_fingerprint"] == b["eval_fingerprint"]
-    warning = (
-        None
-        if same
-        else (
-            f"the two runs were measured on different held-out data (eval fingerprint {a['eval_fingerprint']} vs "
-            f"{b['eval_fingerprint']}): their metrics are not comparable"
-        )
-    )
-    return {
-        "a": {k: v for k, v in a.items() if k != "rows"},
-        "b": {k: v for k, v in b.items() if k != "rows"},
-        "metrics": metrics,
-        "same_eval_data": same,
-        "warning": warning,
-        "rows": rows,
-    }
-
-
-def print_compare(result: dict) -> None:
-    a, b, primaries = result["a"], result["b"], {result["a"]["primary"], result["b"]["primary"]}
-    for label, run in (("A", a), ("B", b)):
-        console.print(
-            f"{label} = {run['run']} (finished {run['finished_at'][:16]}, ranked by {run['primary']})", markup=False
-        )
-    if result["warning"]:
-        console.print(f"WARNING: {result['warning']}", style="bold red", markup=False)
-    else:
-        console.print(f"same held-out data (eval fingerprint {a['eval_fingerprint']})", markup=False)
-    columns = [("name", "model"), ("metric", "metric"), ("a", "A"), ("b", "B"), ("delta", "Δ B − A")]
-    table = _table("", columns, max((len(r["name"]) for r in result["rows"]), default=5))
-    for row in result["rows"]:
-        for number, metric in enumerate(result["metrics"]):
-            values = [format_cell(side.get(metric)) if side else "–" for side in (row["a"], row["b"])]
-            label = ("* " if metric in primaries else "") + short(metric)
-            table.add_row(
-                row["name"] if number == 0 else "", label, *values, format_cell(row["delta"][metric], signed=True)
-            )
-        decisions = [side["decision"] if side else "absent" for side in (row["a"], row["b"])]
-        table.add_row("", "decision", *decisions, "" if decisions[0] == decisions[1] else "changed", end_section=True)
-    console.print(table)
-    console.print("* the ranking metric; Δ = B − A", style="dim", markup=False)
 
 
 def cmd_compare(args) -> int:
@@ -328,13 +91,13 @@ def cmd_compare(args) -> int:
     runs = [find_run(r) for r in args.compare] + ([] if len(args.compare) == 2 else [find_run(None)])
     for run in runs:
         leaderboard_of(run)  # a run that never finished stops here, in one line
-    result = compare(*(history.run_record(run, DEFAULT_POLICY["primary"]) for run in runs))
+    result = reporting.compare(*(history.run_record(run, DEFAULT_POLICY["primary"]) for run in runs))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         if result["warning"]:
-            errors.print(f"warning: {result['warning']}", style="bold red", markup=False)
+            stderr_console.print(f"warning: {result['warning']}", style="bold red", markup=False)
     else:
-        print_compare(result)
+        reporting.print_compare(result)
     return 0
 
 
@@ -384,7 +147,7 @@ def cmd_chat(args) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # loading logs to stderr: stdout carries only the answers
         tokenizer, model, decision = protocol.load_for_evaluation(item, adapter, settings.train)
     model.eval()
-    errors.print(
+    stderr_console.print(
         f"{args.model} ({run.pathspec}): {item['base']['source']}"
         + (f" + adapter {adapter}" if adapter else ", untuned")
         + f"; {decision.compute} on {decision.device}, "
@@ -393,7 +156,7 @@ def cmd_chat(args) -> int:
     )
     interactive = sys.stdin.isatty()
     if interactive:
-        errors.print(
+        stderr_console.print(
             "type an instruction (instruction<TAB>input to give an input); an empty line or Ctrl-D ends", markup=False
         )
     records = (prompt_record(line) for line in (_typed_lines() if interactive else sys.stdin))
@@ -402,18 +165,6 @@ def cmd_chat(args) -> int:
             [answer] = protocol.generate(model, tokenizer, [record], new_tokens, 1, decision, template)
         print(("\n" if number and not interactive else "") + (answer or "(empty answer)"), flush=True)
     return 0
-
-
-MODEL_COLUMNS = [
-    ("name", "name"),
-    ("roster", "roster"),
-    ("base_id", "base id"),
-    ("certainty", "certainty"),
-    ("family", "family"),
-    ("params", "params"),
-    ("gpu_memory_gb", "GPU GB"),
-    ("licence", "licence"),
-]
 
 
 def model_rows(spec: str | None = None) -> list[dict]:
@@ -461,19 +212,9 @@ def printed_as_json(args, rows: list[dict]) -> bool:
 
 
 def cmd_models(args) -> int:
-    from barbarossa.models.roster import format_params
-
     rows = model_rows(args.models)
-    if printed_as_json(args, rows):
-        return 0
-    table = Table(title=f"Barbarossa models ({len(rows)})")
-    for _, header in MODEL_COLUMNS:
-        table.add_column(header, justify="right" if header in ("params", "GPU GB") else "left")
-    styles = {"confirmed": "green", "inferred": "yellow", "unverified": "dim"}
-    for row in rows:
-        cells = {**row, "params": format_params(row["params"])}
-        table.add_row(*[str(cells[key]) for key, _ in MODEL_COLUMNS], style=styles.get(row["certainty"], ""))
-    console.print(table)
+    if not printed_as_json(args, rows):
+        reporting.print_models(rows)
     return 0
 
 
@@ -508,15 +249,8 @@ def language_rows(code: str | None = None) -> list[dict]:
 def cmd_languages(args) -> int:
     """The language packs; with --language one of them, its prompt rendered."""
     rows = language_rows(args.language)
-    if printed_as_json(args, rows):
-        return 0
-    columns = ("code", "name", "script", "fidelity", "sample_rows", "benchmarks")
-    table = Table(*(c.replace("_", " ") for c in columns), title=f"Barbarossa languages ({len(rows)})")
-    for row in rows:
-        table.add_row(*(", ".join(row[c]) if isinstance(row[c], list) else str(row[c]) for c in columns))
-    console.print(table)
-    if args.language:
-        console.print(rows[0]["prompt"], markup=False)
+    if not printed_as_json(args, rows):
+        reporting.print_languages(rows, with_prompt=bool(args.language))
     return 0
 
 
@@ -533,7 +267,7 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print_plan(result, profile.name)
+    reporting.print_plan(result, profile.name)
     return 0
 
 
@@ -590,65 +324,6 @@ def fetch_benchmarks(specs: list[str], to: str) -> list[str]:
     return failed
 
 
-def print_plan(result: dict, profile_name: str = "") -> None:
-    from barbarossa.models.plan import describe
-
-    table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
-    for header in (
-        "name",
-        "params",
-        "tokens",
-        "GPU-hours",
-        "LoRA GB",
-        "QLoRA GB",
-        "planned GB",
-        "declared GB",
-        "trainer will run",
-    ):
-        table.add_column(header, justify="left" if header in ("name", "trainer will run") else "right")
-    for row in result["rows"]:
-        table.add_row(*describe(row), style="red" if row["fits"] == "no" else "")
-    console.print(table)
-    console.print(f"total: {result['total_tokens']:,} tokens, {result['total_gpu_hours']:.2f} GPU-hours")
-    if result.get("inventory"):
-        box = result["inventory"]
-        wall = box["wall_hours"]
-        console.print(
-            f"on {box['gpus']}× {result['gpu']}: [bold]{wall:.1f} h wall-clock[/] ({wall / 24:.1f} days), "
-            f"GPUs busy {box['busy_gpu_hours']:.1f} GPU-hours for {box['work_gpu_hours']:.1f} GPU-hours of "
-            "work alone (small models share a GPU by memory, as the local leases do)"
-        )
-    if result.get("early_stopping_saving"):
-        least, most = result["early_stopping_saving"]
-        console.print(
-            f"early stopping and fail-fast (profile) may save {least:.0%}–{most:.0%} of the steps: a range, "
-            "not a promise — it depends on when each candidate stops improving"
-        )
-    console.print(
-        "[dim]LoRA GB: 16-bit weights, no checkpointing; QLoRA GB: nf4 + checkpointing (the least memory); "
-        "planned GB: what the trainer will run on this GPU (the runtime decision every task makes)[/]"
-    )
-    console.print(f"[dim]assumptions: {result['assumptions']}[/]")
-
-
-def print_release(released: list[dict]) -> None:
-    if not released:
-        console.print("release: no candidate passed the release policy; nothing bundled")
-    for bundle in released:
-        where = bundle["published_to"] or (
-            f"dry run; --publish would copy it to {bundle['would_publish_to']}"
-            if bundle["would_publish_to"]
-            else "no --release-to target"
-        )
-        merged = (
-            f", merged weights verified (max |Δlogit| {bundle['merge_max_logit_diff']:.1e})" if bundle["merged"] else ""
-        )
-        console.print(
-            f"release: {bundle['name']}: {len(bundle['files'])} files, {bundle['bytes'] / 1e6:.1f} MB at "
-            f"{bundle['bundle_uri']}{merged}; {where}"
-        )
-
-
 def default_username(user: str | None = None) -> str:
     """The Makefile's rule: your login name, or "barbarossa" for root (Metaflow refuses root)."""
     if user is None:
@@ -677,12 +352,8 @@ def _known_failure(err: Exception) -> bool:
     return metaflow or isinstance(err, (LookupError, ValueError))
 
 
-errors = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    if not os.environ.get("USERNAME"):
-        os.environ["USERNAME"] = default_username()
+def argument_parser() -> argparse.ArgumentParser:
+    """The `barbarossa` command and its subcommands; each subcommand's `func` runs it."""
     parser = argparse.ArgumentParser(prog="barbarossa", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     board = sub.add_parser("leaderboard", help="show the leaderboard of the latest (or a given) run, or compare two")
@@ -733,7 +404,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
     fetching.set_defaults(func=cmd_fetch)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    if not os.environ.get("USERNAME"):
+        os.environ["USERNAME"] = default_username()
+    args = argument_parser().parse_args(argv)
     if getattr(args, "namespace", None):
         from metaflow import namespace
 
@@ -746,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if not _known_failure(err):
             raise
-        errors.print(f"barbarossa {args.command}: {_error_line(err)}", style="red", markup=False)
+        stderr_console.print(f"barbarossa {args.command}: {_error_line(err)}", style="red", markup=False)
         return 1
 
 

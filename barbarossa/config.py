@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from barbarossa import metric_registry
 from barbarossa.errors import UserError
 
 
@@ -43,19 +44,11 @@ KERNELS = ("auto", "liger", "torch")
 ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 ADAPTER_DTYPES = ("auto", "fp32")
 THRESHOLDS_ON = ("point", "bound")
-# The metrics a release policy may rank on -> True when higher is better (decide/leaderboard.py)
-DIRECTION = {
-    "bits_per_byte": False,
-    "eval_loss": False,
-    "perplexity": False,
-    "chrf": True,
-    "bleu": True,
-    "fidelity": True,
-    "degenerate_rate": False,
-}
+# The metrics a release policy may rank on -> True when higher is better: a live view of the metric registry
+DIRECTION = metric_registry.policy_directions()
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
 # What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
-BENCHMARK_DIRECTION = {"accuracy": True, "accuracy_norm": True, "chrf_into": True, "chrf_out": True}
+BENCHMARK_DIRECTION = metric_registry.group_directions("benchmark")
 
 
 class ConfigError(UserError):

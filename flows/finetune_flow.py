@@ -22,7 +22,7 @@ from metaflow import (
     step,
 )
 
-from barbarossa import cli, config, languages, storage
+from barbarossa import config, languages, reporting, storage
 from barbarossa.data import benchmarks, instructions
 from barbarossa.decide import cards, history, leaderboard
 from barbarossa.decide import release as releases
@@ -152,8 +152,8 @@ class FinetuneFlow(FlowSpec):
         self.data["benchmarks"] = benchmarks.write_all(bench, self.run_root)
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
         self.data = loop.warm_token_cache(allowed, self.data, storage.join(root, "cache"), tokenizers)
-        cli.print_data_summary(self.data)
-        cli.print_plan(self.plan, self.settings.name)
+        reporting.print_data_summary(self.data)
+        reporting.print_plan(self.plan, self.settings.name)
         train_rows = instructions.read_jsonl(self.data["train_uri"])
         current.card["data"].extend(
             cards.data_components(
@@ -261,12 +261,12 @@ class FinetuneFlow(FlowSpec):
             self.release_to,
             self.publish,
         )
-        cli.print_release(self.released)
+        reporting.print_release(self.released)
         self.next(self.end)
 
     @step
     def end(self):
-        cli.print_leaderboard(self.leaderboard, self.settings.policy.primary)
+        reporting.print_leaderboard(self.leaderboard, self.settings.policy.primary)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import pytest
 from conftest import ROOT, render_in_chromium, rows, write_jsonl
 from metaflow import Runner
 
-from barbarossa import cli
+from barbarossa import cli, metric_registry
 from barbarossa.data import instructions
-from barbarossa.decide import cards, history, leaderboard
+from barbarossa.decide import cards, history
 from barbarossa.models.runtime import choose_precision, probe
 
 pytestmark = pytest.mark.flow
@@ -168,7 +168,7 @@ def test_flow_finishes_with_a_failed_row_instead_of_crashing(finished):
         row = rows_by_name[name]
         assert row["status"] == "ok" and row["rank"] in range(1, 6) and row["decision"] in ("release", "hold")
         base_row = rows_by_name[row["base"]]
-        for metric in leaderboard.COMPARED:  # every metric for base and tuned, and the delta
+        for metric in (m.key for m in metric_registry.row_metrics()):  # every metric for base and tuned, and the delta
             assert row[metric] is not None and row[f"base_{metric}"] == base_row[metric]
             assert row[f"delta_{metric}"] == pytest.approx(row[metric] - base_row[metric], abs=1e-4)
         assert row["reasons"] and row["perplexity"] > 1 and row["fertility"] > 0
@@ -253,7 +253,7 @@ def test_card_shows_the_leaderboard(finished):
     payload = _card_payload(get_cards(run["join"].task)[0].get())
     assert "Barbarossa leaderboard" in payload and '"type": "table"' in payload and '"type": "vegaChart"' in payload
     assert all(name in payload for name in ("tiny-t5-lora", "tiny-bloom-lora", "broken", "tiny-llama"))
-    assert payload.count('"type": "vegaChart"') == 1 + len(cards.CHART_METRICS)  # loss curves + base-vs-tuned bars
+    assert payload.count('"type": "vegaChart"') == 1 + len(cards.chart_titles())  # loss curves + base-vs-tuned bars
     assert "Sample answers" in payload and '"xOffset"' in payload
 
 
@@ -269,7 +269,7 @@ def test_cards_render_their_tables_and_charts_in_a_browser(finished, tmp_path):
     join = _rendered(run["join"].task, "leaderboard", tmp_path)
     assert "Barbarossa leaderboard" in join and join.count("<table") >= 2
     assert re.search(r"<td[^>]*>\s*(<[^>]+>\s*)*tiny-llama-lora", join)  # a leaderboard row, as a table cell
-    assert join.count('class="marks"') == 1 + len(cards.CHART_METRICS)  # every Vega chart drew an SVG
+    assert join.count('class="marks"') == 1 + len(cards.chart_titles())  # every Vega chart drew an SVG
     start = _rendered(run["start"].task, "data", tmp_path)
     assert "Training data" in start and "<table" in start and start.count('class="marks"') == 1
     assert "«" in start and "### Cavab:" in start  # a decoded example, masked prompt marked

@@ -14,7 +14,7 @@ import pytest
 from conftest import render_in_chromium
 from test_flow import run_flow
 
-from barbarossa import cli
+from barbarossa import reporting
 from barbarossa.decide import cards
 from barbarossa.models import roster
 
@@ -74,7 +74,7 @@ def test_the_leaderboard_card_shows_every_column_at_roster_scale(scale_run, tmp_
     assert compact["headers"] == cards.compact_headers(primary)
     for table in widths:  # no table wider than the column the card gives it: no column clipped or scrolled away
         assert table["width"] <= table["room"] + 1, table
-    assert dom.count('class="marks"') == 1 + len(cards.CHART_METRICS)  # every chart drew, the faceted loss chart too
+    assert dom.count('class="marks"') == 1 + len(cards.chart_titles())  # every chart drew, the faceted loss chart too
     names = [r["name"] for r in scale_run.data.leaderboard]
     assert all(name in dom for name in names)
 
@@ -83,7 +83,7 @@ def test_the_cli_table_fits_80_columns(scale_run):
     from rich.console import Console
 
     console = Console(width=80, record=True)
-    console.print(cli.leaderboard_table(scale_run.data.leaderboard))
+    console.print(reporting.leaderboard_table(scale_run.data.leaderboard))
     lines = console.export_text().splitlines()
     assert max(len(line) for line in lines) <= 80
     assert all(r["name"] in "\n".join(lines) for r in scale_run.data.leaderboard)  # no name cut to "…"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from barbarossa.decide.leaderboard import LABELS, fidelity_label, row_cell, show, show_interval, show_p
-from barbarossa.evaluate.stats import BENCHMARK_METRICS
-
-DETAIL_METRICS = ("bits_per_byte", "eval_loss", "chrf", "bleu", "fidelity", "degenerate_rate")
+from barbarossa import metric_registry
+from barbarossa.decide.leaderboard import language_name
+from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell
 
 
 def language_code(rows: list[dict]) -> str:
@@ -14,23 +13,14 @@ def language_code(rows: list[dict]) -> str:
 
 
 def compact_headers(primary: str, code: str = "az") -> list[str]:
-    return [
-        "#",
-        "model",
-        "base",
-        "decision",
-        LABELS.get(primary, primary),
-        "95 % CI",
-        "Δ vs base",
-        "p",
-        "chrF++",
-        code,
-        "loops",
-    ]
+    """The compact table's headers: the primary's columns, then the registry's card metrics (named for `code`)."""
+    extras = [metric_registry.short_label(m.key, code) for m in metric_registry.shown_in("card")]
+    return ["#", "model", "base", "decision", metric_registry.label(primary), "95 % CI", "Δ vs base", "p", *extras]
 
 
 def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
     """The leaderboard at a glance: narrow enough for 60 rows on one card; the detail tables carry the rest."""
+    extras = [m.key for m in metric_registry.shown_in("card")]
     out = []
     for row in rows:
         out.append(
@@ -39,13 +29,11 @@ def compact_rows(rows: list[dict], primary: str) -> list[list[str]]:
                 row["name"],
                 row["base"] if row["kind"] == "candidate" else "(untuned)",
                 row["decision"],
-                show(primary, row.get(primary)),
-                show_interval(primary, row.get(f"{primary}_ci")).strip(),
-                show(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
-                show_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
-                show("chrf", row.get("chrf")),
-                show("fidelity", row.get("fidelity")),
-                show("degenerate_rate", row.get("degenerate_rate")),
+                format_value(primary, row.get(primary)),
+                format_interval(primary, row.get(f"{primary}_ci")).strip(),
+                format_value(primary, row.get(f"delta_{primary}"), signed=True) if row["kind"] == "candidate" else "",
+                format_p(row[f"delta_{primary}_p"]) if row.get(f"delta_{primary}_p") is not None else "",
+                *(format_value(metric, row.get(metric)) for metric in extras),
             ]
         )
     return out
@@ -71,43 +59,17 @@ def metric_detail_rows(rows: list[dict], metric: str) -> list[list[str]]:
             [
                 row["base"],
                 row["name"],
-                show(metric, row[metric]),
-                show_interval(metric, row.get(f"{metric}_ci")).strip(),
-                show(metric, row.get(f"delta_{metric}"), signed=True) if candidate else "",
-                show_interval(metric, row.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
-                show_p(row[f"delta_{metric}_p"]) if candidate and row.get(f"delta_{metric}_p") is not None else "",
+                format_value(metric, row[metric]),
+                format_interval(metric, row.get(f"{metric}_ci")).strip(),
+                format_value(metric, row.get(f"delta_{metric}"), signed=True) if candidate else "",
+                format_interval(metric, row.get(f"delta_{metric}_ci"), signed=True).strip() if candidate else "",
+                format_p(row[f"delta_{metric}_p"]) if candidate and row.get(f"delta_{metric}_p") is not None else "",
             ]
         )
     return out
 
 
 DETAIL_HEADERS = ["base", "model", "value", "95 % CI", "Δ vs base", "Δ 95 % CI", "p"]
-
-
-def table_rows(rows: list[dict]) -> list[list[str]]:
-    """Every leaderboard column, for the CLI's --wide table and scripts."""
-    return [[row_cell(row, column) for column in COLUMNS] for row in rows]
-
-
-COLUMNS = [
-    "rank",
-    "name",
-    "kind",
-    "family",
-    "lora",
-    "status",
-    "bits_per_byte",
-    "delta_bits_per_byte",
-    "eval_loss",
-    "delta_eval_loss",
-    "chrf",
-    "delta_chrf",
-    "bleu",
-    "fidelity",
-    "degenerate_rate",
-    "fertility",
-    "decision",
-]
 
 
 def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None = None) -> dict:
@@ -154,12 +116,12 @@ def loss_chart_spec(curves: dict[str, list[dict]], bases: dict[str, str] | None 
     }
 
 
-CHART_METRICS = {
-    "bits_per_byte": "bits per byte (lower is better)",
-    "chrf": "chrF++",
-    "fidelity": "answers in the language",
-    "degenerate_rate": "degenerate answers (lower is better)",
-}
+def chart_titles(language: str | None = None) -> dict[str, str]:
+    """{metric: title} of the card's base-vs-tuned charts (the registry's chart metrics), named for `language`."""
+    return {
+        m.key: metric_registry.label(m.key, language) + (" (lower is better)" if m.higher_is_better is False else "")
+        for m in metric_registry.shown_in("chart")
+    }
 
 
 def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
@@ -207,7 +169,7 @@ def benchmark_rows(rows: list[dict]) -> list[list[str]]:
     for row in grouped_by_base(rows):
         candidate = row["kind"] == "candidate"
         for name, scores in sorted((row.get("benchmarks") or {}).items()):
-            for metric in (m for m in BENCHMARK_METRICS if m in scores):
+            for metric in (m.key for m in metric_registry.by_group("benchmark") if m.key in scores):
                 p = scores.get(f"delta_{metric}_p")
                 out.append(
                     [
@@ -215,29 +177,27 @@ def benchmark_rows(rows: list[dict]) -> list[list[str]]:
                         row["name"],
                         name,
                         metric,
-                        show(metric, scores[metric]),
-                        show_interval(metric, scores.get(f"{metric}_ci")).strip(),
-                        show(metric, scores.get(f"delta_{metric}"), signed=True) if candidate else "",
-                        show_interval(metric, scores.get(f"delta_{metric}_ci"), signed=True).strip()
+                        format_value(metric, scores[metric]),
+                        format_interval(metric, scores.get(f"{metric}_ci")).strip(),
+                        format_value(metric, scores.get(f"delta_{metric}"), signed=True) if candidate else "",
+                        format_interval(metric, scores.get(f"delta_{metric}_ci"), signed=True).strip()
                         if candidate
                         else "",
-                        show_p(p) if candidate and p is not None else "",
+                        format_p(p) if candidate and p is not None else "",
                     ]
                 )
     return out
 
 
 def extra_set_rows(rows: list[dict]) -> list[list[str]]:
-    """One line per model and user eval set (and the main set's user metrics), for the leaderboard card."""
-    from barbarossa.decide.leaderboard import format_cell
-
+    """One line per model and user eval set (and the main set's user metrics), for the leaderboard card: the
+    registry's extra-set metrics as columns, the set's other scores listed (its size and degenerate rate left out)."""
     lines = []
-    core = ("eval_loss", "chrf", "bleu", "fidelity")
+    core = tuple(m.key for m in metric_registry.shown_in("extra_sets"))
     for row in rows:
         if row.get("custom"):
-            lines.append(
-                [row["name"], "(held-out)", "", "", "", "", ", ".join(f"{k} {v}" for k, v in row["custom"].items())]
-            )
+            custom = ", ".join(f"{k} {v}" for k, v in row["custom"].items())
+            lines.append([row["name"], "(held-out)", *([""] * len(core)), custom])
         for name, scores in (row.get("extra_sets") or {}).items():
             others = ", ".join(
                 f"{k} {v}"
@@ -264,7 +224,7 @@ def leaderboard_components(
         Markdown(
             f"Trained on **{data_summary['train_rows']}** rows (`{data_summary['train_fingerprint']}`), "
             f"evaluated on **{data_summary['eval_rows']}** rows (`{data_summary['eval_fingerprint']}`, "
-            f"{data_summary['eval_source']}). Ranked by **{LABELS.get(primary, primary)}**; intervals are 95 % "
+            f"{data_summary['eval_source']}). Ranked by **{metric_registry.label(primary)}**; intervals are 95 % "
             f"bootstrap intervals over eval rows, Δ and p are paired against the untuned base. "
             f"Release: **{', '.join(released) or 'none'}**."
         ),
@@ -273,17 +233,12 @@ def leaderboard_components(
         Markdown("\n".join(f"- **{r['name']}** ({r['decision']}): " + "; ".join(r["reasons"]) for r in rows)),
     ]
     parts.append(Markdown("## Base vs tuned"))
-    titles = {**CHART_METRICS, "fidelity": fidelity_label(rows[0]) if rows else CHART_METRICS["fidelity"]}
+    titles = chart_titles(language_name(rows[0]) if rows else None)
     parts += [VegaChart(base_vs_tuned_spec(rows, metric, title)) for metric, title in titles.items()]
     if curves:
         bases = {r["name"]: r["base"] for r in rows}
         parts += [Markdown("## Training loss"), VegaChart(loss_chart_spec(curves, bases))]
-    parts.append(Markdown("## Every metric, grouped by base"))
-    for metric in DETAIL_METRICS:
-        detail = metric_detail_rows(rows, metric)
-        if detail:
-            label = fidelity_label(rows[0]) if metric == "fidelity" else LABELS.get(metric, metric)
-            parts += [Markdown(f"### {label}"), Table(detail, headers=DETAIL_HEADERS)]
+    parts += [Markdown("## Every metric, grouped by base"), *detail_components(rows)]
     bench = benchmark_rows(rows)
     if bench:
         parts += [
@@ -294,29 +249,39 @@ def leaderboard_components(
             ),
             Table(bench, headers=["base", "model", "benchmark", "metric", *DETAIL_HEADERS[2:]]),
         ]
-    extra = extra_set_rows(rows)
-    if extra:
-        parts += [
-            Markdown("## Other eval sets and metrics"),
-            Table(
-                extra,
-                headers=[
-                    "model",
-                    "set",
-                    "held-out loss",
-                    "chrF++",
-                    "BLEU",
-                    f"{language_code(rows)} answers",
-                    "other metrics",
-                ],
-            ),
-        ]
+    parts += extra_set_components(rows)
     if samples:
         parts += [
             Markdown("## Sample answers"),
             Table(sample_rows(samples), headers=["prompt", "reference", "model", "answer"]),
         ]
     return parts
+
+
+def detail_components(rows: list[dict]) -> list:
+    """A heading and a table per registry detail metric that any row has, headed for the run's language."""
+    from metaflow.cards import Markdown, Table
+
+    parts = []
+    for metric in (m.key for m in metric_registry.shown_in("detail")):
+        detail = metric_detail_rows(rows, metric)
+        if detail:
+            label = metric_registry.label(metric, language_name(rows[0]))
+            parts += [Markdown(f"### {label}"), Table(detail, headers=DETAIL_HEADERS)]
+    return parts
+
+
+def extra_set_components(rows: list[dict]) -> list:
+    """The user's extra eval sets and metrics (nothing when there are none)."""
+    from metaflow.cards import Markdown, Table
+
+    extra = extra_set_rows(rows)
+    if not extra:
+        return []
+    code = language_code(rows)
+    columns = [metric_registry.label(m.key, code) for m in metric_registry.shown_in("extra_sets")]
+    headers = ["model", "set", *columns, "other metrics"]
+    return [Markdown("## Other eval sets and metrics"), Table(extra, headers=headers)]
 
 
 def histogram_spec(bins: list[dict]) -> dict:

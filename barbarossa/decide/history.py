@@ -11,8 +11,7 @@ import json
 import warnings
 
 from barbarossa import config, storage
-from barbarossa.config import RENAMED_METRICS
-from barbarossa.decide import leaderboard
+from barbarossa.decide import legacy
 
 MAX_RUNS = 50  # newest runs looked at; older releases are superseded by newer ones anyway
 
@@ -39,7 +38,7 @@ def last_releases(flow_name: str, current_run_id: str, names: set[str], tag: str
             break
         if run.id == str(current_run_id) or not run.successful:
             continue
-        rows = [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []]
+        rows = [legacy.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []]
         fingerprint = (getattr(run.data, "data", None) or {}).get("eval_fingerprint")
         for row in rows:
             if row["name"] in names and row["name"] not in found and row.get("decision") == "release":
@@ -87,7 +86,7 @@ def primary_of(run, default: str) -> str:
     """The metric the run ranked by (its profile's [policy] primary); `default` for a run without settings."""
     settings = getattr(run.data, "settings", None) or {}
     primary = (settings.get("policy") or {}).get("primary", default)
-    return RENAMED_METRICS.get(primary, primary)
+    return legacy.renamed_metric(primary)
 
 
 def run_record(run, default_primary: str) -> dict:
@@ -102,7 +101,7 @@ def run_record(run, default_primary: str) -> dict:
         "primary": primary_of(run, default_primary),
         "eval_fingerprint": summary.get("eval_fingerprint"),
         "train_fingerprint": summary.get("train_fingerprint"),
-        "rows": [leaderboard.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []],
+        "rows": [legacy.upgraded(row) for row in getattr(run.data, "leaderboard", None) or []],
     }
 
 

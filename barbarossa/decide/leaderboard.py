@@ -2,12 +2,13 @@
 
 Rows are JSON-able so the card, the CLI and later the release step read the
 same data. Each candidate row carries its decision and the reasons for it,
-worded for a person.
+worded for a person. Which metrics a row carries, what they are called, which
+way is better and how their numbers read: metric_registry.py.
 
-Every metric has a bootstrap interval (`<metric>_ci`) and every candidate a
-paired interval and p-value for its difference from its base
-(`delta_<metric>_ci`, `delta_<metric>_p`), computed in `build` from the
-per-row numbers evaluation returns (stats.py); those numbers stay in the task
+Every held-out metric has a bootstrap interval (`<metric>_ci`) and every
+candidate a paired interval and p-value for its difference from its base
+(`delta_<metric>_ci`, `delta_<metric>_p`), put on the rows in `build` (stats.py)
+from the per-row numbers evaluation returns; those numbers stay in the task
 results (and a small file per candidate, `per_row_uri`, that a later run pairs
 against) and never enter a row. "Improves on its base" and "beats the last
 release" mean the paired interval of the primary metric excludes zero in the
@@ -16,72 +17,21 @@ good direction.
 
 from __future__ import annotations
 
-import copy
-
-from barbarossa.config import BENCHMARK_DIRECTION, DEFAULT_POLICY, DIRECTION, RENAMED_METRICS, THRESHOLDS_ON
+from barbarossa import metric_registry
+from barbarossa.config import DEFAULT_POLICY, THRESHOLDS_ON
+from barbarossa.decide import legacy
 from barbarossa.evaluate import stats
-
-COMPARED = (
-    "bits_per_byte",
-    "eval_loss",
-    "perplexity",
-    "chrf",
-    "bleu",
-    "fidelity",
-    "degenerate_rate",
-    "fertility",
-)  # base / delta
-LABELS = {
-    "bits_per_byte": "bits per byte",
-    "eval_loss": "held-out loss",
-    "perplexity": "perplexity",
-    "chrf": "chrF++",
-    "bleu": "BLEU",
-    "fidelity": "answers in the language",
-    "degenerate_rate": "degenerate answers",
-}
-SHARES = ("fidelity", "degenerate_rate", "accuracy", "accuracy_norm")  # shown as percentages
+from barbarossa.metric_registry import format_interval, format_p, format_value
 
 
-def upgraded(row: dict) -> dict:
-    """A leaderboard row of any earlier run in today's keys: `az_fidelity` (and its base / delta / interval keys,
-    in extra sets too) read as `fidelity` of an Azerbaijani run. Today's rows come back unchanged."""
-    if "language" in row:
-        return row
-
-    def renamed(values: dict) -> dict:
-        out = {}
-        for key, value in values.items():
-            for old, new in RENAMED_METRICS.items():
-                key = key.replace(old, new)
-            out[key] = value
-        return out
-
-    row = renamed(row)
-    row["extra_sets"] = {name: renamed(scores) for name, scores in (row.get("extra_sets") or {}).items()}
-    return {**row, "language": "az", "language_name": "Azerbaijani"}
+def language_name(row: dict) -> str:
+    """The name of the row's language (rows from before language packs: Azerbaijani)."""
+    return row.get("language_name") or row.get("language") or "Azerbaijani"
 
 
 def fidelity_label(row: dict) -> str:
     """'Kazakh answers': the fidelity metric named for the row's language."""
-    return f"{row.get('language_name') or row.get('language') or 'Azerbaijani'} answers"
-
-
-PLACES = {"bits_per_byte": 3, "eval_loss": 3, "perplexity": 2, "chrf": 1, "bleu": 1, "chrf_into": 1, "chrf_out": 1}
-
-
-def format_cell(value, signed: bool = False) -> str:
-    """How a row value reads in a table (card or console): 3 decimals, '–' for missing."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:+.3f}" if signed or value < 0 else f"{value:.3f}"
-    return str(value)
-
-
-def row_cell(row: dict, key: str) -> str:
-    """One leaderboard cell as text; deltas always carry their sign."""
-    return format_cell(row.get(key), signed=key.startswith("delta_"))
+    return metric_registry.label("fidelity", language_name(row))
 
 
 def task_result(item: dict, train: dict | None, metrics: dict | None, *failures, stage: str = "") -> dict:
@@ -120,16 +70,7 @@ def base_row(result: dict) -> dict:
         "lora": _describe_lora(item.get("lora")),
         "status": "failed" if failed else "ok",
         "error": result.get("error"),
-        "bits_per_byte": metrics.get("bits_per_byte"),
-        "eval_loss": metrics.get("eval_loss"),
-        "perplexity": metrics.get("perplexity"),
-        "chrf": metrics.get("chrf"),
-        "bleu": metrics.get("bleu"),
-        "fidelity": metrics.get("fidelity"),
-        "language": (metrics.get("language") or {}).get("code"),
-        "language_name": (metrics.get("language") or {}).get("name"),
-        "degenerate_rate": metrics.get("degenerate_rate"),
-        "fertility": metrics.get("fertility"),
+        **_metric_columns(metrics),
         "custom": metrics.get("custom") or {},
         "extra_sets": metrics.get("extra_sets") or {},
         "benchmarks": metrics.get("benchmarks") or {},
@@ -148,6 +89,17 @@ def base_row(result: dict) -> dict:
         "peak_gpu_gb": train.get("peak_gpu_gb"),
         "eval_seconds": metrics.get("eval_seconds"),
     }
+
+
+def _metric_columns(metrics: dict) -> dict:
+    """The row metrics' values (registry order); the run's language beside the metric named for it (fidelity)."""
+    language = metrics.get("language") or {}
+    columns = {}
+    for metric in metric_registry.row_metrics():
+        columns[metric.key] = metrics.get(metric.key)
+        if metric.language_label:
+            columns.update(language=language.get("code"), language_name=language.get("name"))
+    return columns
 
 
 def _runtime_record(train: dict, metrics: dict) -> dict | None:
@@ -171,28 +123,6 @@ def _describe_lora(lora: dict | None) -> str | None:
     return f"r={lora['r']} α={lora['alpha']} {targets}"
 
 
-def show(metric: str, value, signed: bool = False) -> str:
-    """A metric value (or a difference, `signed`) as a reason writes it: shares as percentages."""
-    if value is None:
-        return "–"
-    sign = "+" if signed else ""
-    if metric in SHARES:
-        return f"{value * 100:{sign}.0f}%"
-    return f"{value:{sign}.{PLACES.get(metric, 3)}f}"
-
-
-def show_interval(metric: str, interval, signed: bool = False) -> str:
-    """' [lo, hi]', or nothing where there is no interval."""
-    if not interval:
-        return ""
-    return f" [{show(metric, interval[0], signed)}, {show(metric, interval[1], signed)}]"
-
-
-def show_p(p: float) -> str:
-    """A p-value as a reason writes it (a bootstrap of 1000 resamples cannot resolve below ~0.002)."""
-    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
-
-
 def paired_with_release(
     mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None, policy: dict
 ) -> dict | None:
@@ -209,7 +139,7 @@ def paired_with_release(
         or not mine.get("heldout")
     ):
         return None
-    found = (stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}).get(primary)
+    found = (stats.paired(mine["heldout"], theirs["heldout"], **stats.bootstrap_settings(policy)) or {}).get(primary)
     return {"run_id": last["run_id"], **found} if found else None
 
 
@@ -230,10 +160,8 @@ def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerp
     if last.get(primary) is None or row.get(primary) is None:
         return True, f"not compared with the {where}: it has no {primary} (measured before that metric existed)"
     delta = row[primary] - last[primary]
-    head = (
-        f"{LABELS[primary]} {show(primary, row[primary])} vs {show(primary, last[primary])}: "
-        f"{show(primary, delta, True)}"
-    )
+    mine, theirs = format_value(primary, row[primary]), format_value(primary, last[primary])
+    head = f"{metric_registry.label(primary)} {mine} vs {theirs}: {format_value(primary, delta, True)}"
     paired = row.get("vs_last_release") or {}
     if not paired.get("ci"):
         better = _gain(primary, delta) > 0
@@ -241,7 +169,7 @@ def versus_last_release(row: dict, last: dict | None, primary: str, eval_fingerp
             f"{'beats' if better else 'does not beat'} the {where}: {head}, point estimate only "
             f"(that release kept no per-row numbers) {'✓' if better else '✗'}"
         )
-    head += f"{show_interval(primary, paired['ci'], True)}, {show_p(paired['p'])}"
+    head += f"{format_interval(primary, paired['ci'], True)}, {format_p(paired['p'])}"
     clear = min(_gain(primary, paired["ci"][0]), _gain(primary, paired["ci"][1])) > 0
     if not clear:
         return False, f"does not clearly beat the {where}: {head} ✗"
@@ -257,7 +185,7 @@ def _difference(row: dict, base: dict, metric: str) -> float | None:
 
 def _gain(metric: str, value: float) -> float:
     """A difference turned into a gain: positive when it goes the good way."""
-    return value if {**DIRECTION, **BENCHMARK_DIRECTION}[metric] else -value
+    return value if metric_registry.higher_is_better(metric) else -value
 
 
 def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
@@ -271,19 +199,18 @@ def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
     metric, need = policy["primary"], policy["min_gain"]
     delta = _difference(row, base, metric)
     interval, p = row.get(f"delta_{metric}_ci"), row.get(f"delta_{metric}_p")
-    head = (
-        f"{LABELS[metric]} {show(metric, row.get(metric))} vs base {show(metric, base.get(metric))}: "
-        f"{show(metric, delta, True)}"
-    )
-    needed = show(metric, need if DIRECTION[metric] else -need, True)
-    asks = f" (needs {'≥' if DIRECTION[metric] else '≤'} {needed})" if need else ""
+    mine, theirs = format_value(metric, row.get(metric)), format_value(metric, base.get(metric))
+    head = f"{metric_registry.label(metric)} {mine} vs base {theirs}: {format_value(metric, delta, True)}"
+    higher = metric_registry.higher_is_better(metric)
+    needed = format_value(metric, need if higher else -need, True)
+    asks = f" (needs {'≥' if higher else '≤'} {needed})" if need else ""
     if delta is None:
         return False, f"{head}: not measured for both ✗"
     if not interval:
         ok = _gain(metric, delta) >= need
         return ok, f"{head}{asks}, point estimate only (no paired per-row data) {'✓' if ok else '✗'}"
     worst = min(_gain(metric, interval[0]), _gain(metric, interval[1]))
-    head += f"{show_interval(metric, interval, True)}, {show_p(p)}"
+    head += f"{format_interval(metric, interval, True)}, {format_p(p)}"
     if worst <= 0:
         return False, f"{head}: not a clear gain ✗"
     judged = worst if policy["thresholds_on"] == "bound" else _gain(metric, delta)
@@ -299,7 +226,7 @@ def _judged(point: float, interval, metric: str, policy: dict, end: int, delta: 
     if policy["thresholds_on"] != "bound" or not interval:
         return point, ""
     side = "lower" if end == 0 else "upper"
-    return interval[end], f"; judged on the {side} bound {show(metric, interval[end], delta)}"
+    return interval[end], f"; judged on the {side} bound {format_value(metric, interval[end], delta)}"
 
 
 def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, str]]:
@@ -309,7 +236,7 @@ def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, s
     ok = value >= -drop
     chrf = (
         f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
-        f"{show_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}"
+        f"{format_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}"
     )
     checks = [(ok, chrf)]
     value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
@@ -318,7 +245,7 @@ def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, s
         (
             ok,
             f"{fidelity_label(row)} {row['fidelity']:.0%}"
-            f"{show_interval('fidelity', row.get('fidelity_ci'))} "
+            f"{format_interval('fidelity', row.get('fidelity_ci'))} "
             f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}",
         )
     )
@@ -328,7 +255,7 @@ def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, s
         (
             ok,
             f"degenerate answers {row['degenerate_rate']:.0%}"
-            f"{show_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
+            f"{format_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
             f"(may be ≤ {policy['max_degenerate_rate']:.0%}{note}) {'✓' if ok else '✗'}",
         )
     )
@@ -367,56 +294,14 @@ def _per_row(result: dict) -> dict:
     return (result.get("metrics") or {}).get("per_row") or {}
 
 
-def bootstrap_settings(policy: dict) -> dict:
-    """The stats.intervals / stats.paired keyword arguments the policy asks for."""
-    return {
-        "confidence": policy["confidence"],
-        "samples": policy["bootstrap_samples"],
-        "seed": policy["bootstrap_seed"],
-    }
-
-
-def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
-    """`<metric>_ci` on the row (None without per-row data), and on each of its extra sets' scores."""
-    settings = bootstrap_settings(policy)
-    found = stats.intervals(per_row["heldout"], **settings) if per_row.get("heldout") else {}
-    row.update({f"{metric}_ci": found.get(metric) for metric in stats.METRICS})
-    row["extra_sets"] = copy.deepcopy(row["extra_sets"])  # the task result's dict stays as it was
-    for name, scores in row["extra_sets"].items():
-        rows = (per_row.get("extra_sets") or {}).get(name)
-        if rows:
-            extra = stats.intervals(rows, **settings)
-            scores.update({f"{metric}_ci": extra[metric] for metric in extra if metric in scores})
-    row["benchmarks"] = copy.deepcopy(row.get("benchmarks") or {})
-    for name, scores in row["benchmarks"].items():
-        rows = (per_row.get("benchmarks") or {}).get(name)
-        found = stats.intervals(rows, **settings) if rows else {}
-        scores.update({f"{metric}_ci": found.get(metric) for metric in stats.BENCHMARK_METRICS if metric in scores})
-    row["bootstrap"] = {
-        **settings,
-        "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
-        "generated_rows": len(stats.fidelity_rows(per_row.get("heldout") or {})),
-    }
-
-
-def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
-    """`delta_<metric>_ci` and `delta_<metric>_p` against the base, rows resampled together (None where impossible)."""
-    found = {}
-    if mine.get("heldout") and theirs.get("heldout"):
-        found = stats.paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}
-    for metric in stats.METRICS:
-        row[f"delta_{metric}_ci"] = (found.get(metric) or {}).get("ci")
-        row[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
-
-
 def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict, policy: dict) -> None:
     """Per benchmark of a candidate: `base_<m>`, `delta_<m>`, and the paired `delta_<m>_ci` / `delta_<m>_p`
     (items resampled together), as for the held-out metrics."""
     for name, scores in row["benchmarks"].items():
         theirs_scores = ((base or {}).get("benchmarks") or {}).get(name) or {}
         rows_a, rows_b = (mine.get("benchmarks") or {}).get(name), (theirs.get("benchmarks") or {}).get(name)
-        found = (stats.paired(rows_a, rows_b, **bootstrap_settings(policy)) or {}) if rows_a and rows_b else {}
-        for metric in [m for m in stats.BENCHMARK_METRICS if m in scores]:
+        found = (stats.paired(rows_a, rows_b, **stats.bootstrap_settings(policy)) or {}) if rows_a and rows_b else {}
+        for metric in [m.key for m in metric_registry.by_group("benchmark") if m.key in scores]:
             scores[f"base_{metric}"] = theirs_scores.get(metric)
             both = scores[metric] is not None and scores[f"base_{metric}"] is not None
             scores[f"delta_{metric}"] = round(scores[metric] - scores[f"base_{metric}"], 5) if both else None
@@ -436,28 +321,25 @@ def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
             continue
         delta, interval = scores[f"delta_{metric}"], scores.get(f"delta_{metric}_ci")
         lost = interval is not None and max(_gain(metric, interval[0]), _gain(metric, interval[1])) < 0
-        where = f"{show(metric, delta, True)}{show_interval(metric, interval, True)}"
+        where = f"{format_value(metric, delta, True)}{format_interval(metric, interval, True)}"
         if interval is None:
             lost = _gain(metric, delta) < 0
             where += ", point estimate only"
         p = scores.get(f"delta_{metric}_p")
-        where += f", {show_p(p)}" if p is not None else ""
-        checks.append(
-            (
-                not lost,
-                f"{entry} {show(metric, scores[metric])} vs base {show(metric, scores[f'base_{metric}'])}"
-                f": {where}: {'a clear loss' if lost else 'no clear loss'} {'✗' if lost else '✓'}",
-            )
-        )
+        where += f", {format_p(p)}" if p is not None else ""
+        values = f"{format_value(metric, scores[metric])} vs base {format_value(metric, scores[f'base_{metric}'])}"
+        verdict = "a clear loss ✗" if lost else "no clear loss ✓"
+        checks.append((not lost, f"{entry} {values}: {where}: {verdict}"))
     return checks
 
 
 def check_policy(policy: dict) -> dict:
     """The policy with defaults filled in; a bad primary or thresholds_on is refused with the choices."""
     policy = {**DEFAULT_POLICY, **(policy or {})}
-    policy["primary"] = RENAMED_METRICS.get(policy["primary"], policy["primary"])
-    if policy["primary"] not in DIRECTION:
-        raise ValueError(f"policy.primary must be one of {', '.join(DIRECTION)}, got {policy['primary']!r}")
+    policy["primary"] = legacy.renamed_metric(policy["primary"])
+    allowed = [m.key for m in metric_registry.policy_metrics()]
+    if policy["primary"] not in allowed:
+        raise ValueError(f"policy.primary must be one of {', '.join(allowed)}, got {policy['primary']!r}")
     if policy["thresholds_on"] not in THRESHOLDS_ON:
         raise ValueError(
             f"policy.thresholds_on must be one of {', '.join(THRESHOLDS_ON)}, got {policy['thresholds_on']!r}"
@@ -467,10 +349,8 @@ def check_policy(policy: dict) -> dict:
 
 def _rank_key(primary: str):
     """Best first on the primary metric; a row without it last."""
-    return lambda r: (
-        r[primary] is None,
-        0 if r[primary] is None else (-r[primary] if DIRECTION[primary] else r[primary]),
-    )
+    sign = -1 if metric_registry.higher_is_better(primary) else 1
+    return lambda r: (r[primary] is None, 0 if r[primary] is None else sign * r[primary])
 
 
 def build(
@@ -496,14 +376,14 @@ def build(
     per_row = {r["item"]["name"]: _per_row(r) for r in results}
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
     for row in rows:
-        add_intervals(row, per_row[row["name"]], policy)
+        stats.add_intervals(row, per_row[row["name"]], policy)
     for row in rows:
         base = bases.get(row["base"]) if row["kind"] == "candidate" else None
-        for metric in COMPARED:
+        for metric in (m.key for m in metric_registry.row_metrics()):
             row[f"base_{metric}"] = base.get(metric) if base else None
             both = row[metric] is not None and row[f"base_{metric}"] is not None
             row[f"delta_{metric}"] = round(row[metric] - row[f"base_{metric}"], 5) if both else None
-        add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
+        stats.add_paired(row, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         add_benchmark_deltas(row, base, per_row[row["name"]], per_row[base["name"]] if base else {}, policy)
         last = (last_releases or {}).get(row["name"])
         row["per_row_uri"] = (per_row_uris or {}).get(row["name"])

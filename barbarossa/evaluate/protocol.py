@@ -37,7 +37,7 @@ import re
 import time
 from pathlib import Path
 
-from barbarossa import languages, storage
+from barbarossa import languages, metric_registry, storage
 from barbarossa.config import Eval, Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
@@ -254,10 +254,9 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: 
     bench_scores, bench_rows = benchmarks.score_all(
         model, tokenizer, data_summary.get("benchmarks") or [], language, eval_cfg, base, decision
     )
+    benchmark_metrics = {m.key for m in metric_registry.by_group("benchmark")}
     for name, found in bench_scores.items():
-        shown = ", ".join(
-            f"{k} {v:.3f}" for k, v in found.items() if k in ("accuracy", "accuracy_norm", "chrf_into", "chrf_out")
-        )
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in found.items() if k in benchmark_metrics)
         log(f"{item['name']}: {name} ({found['items']} items): {shown}")
     return {
         **loss,

@@ -22,21 +22,24 @@ of their difference.
 
 Everything is numpy and vectorised over resamples: one (resamples × rows)
 matrix of draw counts per row group, one matmul for all summed statistics.
+
+`add_intervals` and `add_paired` put the intervals and paired tests on a
+leaderboard row (decide/leaderboard.py builds the rows), with the bootstrap
+settings of the release policy.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from functools import lru_cache
 
 import numpy as np
 
+from barbarossa import metric_registry
+
 CHRF_CHAR_ORDER, CHRF_WORD_ORDER, CHRF_BETA = 6, 2, 2  # sacrebleu CHRF(word_order=2): chrF++
 BLEU_ORDER = 4
-LOSS_METRICS = ("eval_loss", "perplexity", "bits_per_byte")
-GENERATION_METRICS = ("chrf", "bleu", "fidelity", "degenerate_rate")
-METRICS = LOSS_METRICS + GENERATION_METRICS
-BENCHMARK_METRICS = ("accuracy", "accuracy_norm", "chrf_into", "chrf_out")  # evaluate/benchmarks.py
 
 
 def chrf_from_stats(sums: np.ndarray) -> np.ndarray:
@@ -266,3 +269,59 @@ def paired(
             deltas = ours[name] - reference[name]
             out[name] = {"ci": _bounds(deltas, confidence), "p": round(p_value(deltas), 4)}
     return out
+
+
+# --------------------------------------------------------------------------- on leaderboard rows
+
+
+def heldout_metrics() -> list[str]:
+    """The held-out metrics (registry groups loss and generation): a row gets each one's interval and, on a
+    candidate, its paired test, in this order (bits per byte after the per-token loss metrics, where rows have
+    always had it)."""
+    loss = sorted((m.key for m in metric_registry.by_group("loss")), key=lambda key: key == "bits_per_byte")
+    return loss + [m.key for m in metric_registry.by_group("generation")]
+
+
+def bootstrap_settings(policy: dict) -> dict:
+    """The `intervals` / `paired` keyword arguments a release policy asks for (confidence, resamples, seed)."""
+    return {
+        "confidence": policy["confidence"],
+        "samples": policy["bootstrap_samples"],
+        "seed": policy["bootstrap_seed"],
+    }
+
+
+def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
+    """`<metric>_ci` on a leaderboard row (None without per-row data), on each of its extra sets' and benchmarks'
+    scores, and the bootstrap's settings; `per_row` is the task's {'heldout', 'extra_sets', 'benchmarks'}."""
+    settings = bootstrap_settings(policy)
+    found = intervals(per_row["heldout"], **settings) if per_row.get("heldout") else {}
+    row.update({f"{metric}_ci": found.get(metric) for metric in heldout_metrics()})
+    row["extra_sets"] = copy.deepcopy(row["extra_sets"])  # the task result's dict stays as it was
+    for name, scores in row["extra_sets"].items():
+        rows = (per_row.get("extra_sets") or {}).get(name)
+        if rows:
+            extra = intervals(rows, **settings)
+            scores.update({f"{metric}_ci": extra[metric] for metric in extra if metric in scores})
+    row["benchmarks"] = copy.deepcopy(row.get("benchmarks") or {})
+    for name, scores in row["benchmarks"].items():
+        rows = (per_row.get("benchmarks") or {}).get(name)
+        found = intervals(rows, **settings) if rows else {}
+        scores.update(
+            {f"{m.key}_ci": found.get(m.key) for m in metric_registry.by_group("benchmark") if m.key in scores}
+        )
+    row["bootstrap"] = {
+        **settings,
+        "loss_rows": len((per_row.get("heldout") or {}).get("tokens") or []),
+        "generated_rows": len(fidelity_rows(per_row.get("heldout") or {})),
+    }
+
+
+def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
+    """`delta_<metric>_ci` and `delta_<metric>_p` against the base, rows resampled together (None where impossible)."""
+    found = {}
+    if mine.get("heldout") and theirs.get("heldout"):
+        found = paired(mine["heldout"], theirs["heldout"], **bootstrap_settings(policy)) or {}
+    for metric in heldout_metrics():
+        row[f"delta_{metric}_ci"] = (found.get(metric) or {}).get("ci")
+        row[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 from metaflow import Runner
 
-from barbarossa.decide import history, leaderboard
+from barbarossa.decide import history, leaderboard, legacy
 
 pytestmark = pytest.mark.flow
 
@@ -101,7 +101,7 @@ def test_a_run_record_carries_rows_ranking_metric_and_fingerprints(tmp_path):
     record = history.run_record(Run(f"ReleaseHistoryFlow/{run_id}"), "eval_loss")
     # rows without a language are from before language packs: read as Azerbaijani runs
     assert record["run"] == f"ReleaseHistoryFlow/{run_id}" and record["rows"] == [
-        leaderboard.upgraded(row("a", "release", 3.0))
+        legacy.upgraded(row("a", "release", 3.0))
     ]
     assert record["rows"][0]["language"] == "az"
     assert (

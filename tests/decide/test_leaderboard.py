@@ -218,7 +218,7 @@ def test_every_metric_gets_an_interval_and_candidates_a_paired_test_without_per_
         )
     }
     clear, base = rows["clear"], rows["base"]
-    for metric in stats.METRICS:
+    for metric in stats.heldout_metrics():
         lo, hi = clear[f"{metric}_ci"]
         assert lo <= clear[metric] <= hi or math.isclose(lo, hi)
         assert base[f"{metric}_ci"] is not None and base[f"delta_{metric}_ci"] is None
@@ -444,31 +444,3 @@ def test_benchmark_metrics_get_intervals_paired_deltas_and_can_hold_a_release():
     assert rows["base"]["benchmarks"]["belebele"]["delta_accuracy"] is None  # the reference, as for held-out metrics
     assert rows["base"]["benchmarks"]["belebele"]["accuracy_ci"][0] < 0.5
     json.dumps(rows["loses"])
-
-
-def test_rows_and_per_row_files_of_runs_from_before_language_packs_still_read():
-    old = {
-        "name": "x",
-        "az_fidelity": 0.9,
-        "base_az_fidelity": 0.5,
-        "delta_az_fidelity": 0.4,
-        "az_fidelity_ci": [0.8, 1.0],
-        "delta_az_fidelity_p": 0.01,
-        "extra_sets": {"qa": {"az_fidelity": 0.7}},
-    }
-    row = leaderboard.upgraded(old)
-    assert row["fidelity"] == 0.9 and row["delta_fidelity"] == 0.4 and row["fidelity_ci"] == [0.8, 1.0]
-    assert row["delta_fidelity_p"] == 0.01 and row["extra_sets"]["qa"]["fidelity"] == 0.7
-    assert row["language"] == "az" and leaderboard.fidelity_label(row) == "Azerbaijani answers"
-    assert leaderboard.upgraded(row) is row  # today's rows come back as they are
-    old_rows = {
-        "nll": [1.0] * 4,
-        "tokens": [2] * 4,
-        "bytes": [3] * 4,
-        "az": [1, 0, 1, 1],
-        "degenerate": [0] * 4,
-        "chrf": [[3, 3, 3] * 8] * 4,
-        "bleu": [[4, 4, 4, 3, 2, 1, 4, 3, 2, 1]] * 4,
-    }
-    assert stats.point(old_rows)["fidelity"] == 0.75
-    assert config.RENAMED_METRICS["az_fidelity"] == "fidelity"

@@ -149,5 +149,24 @@ def test_a_thousand_resamples_of_a_thousand_rows_take_well_under_a_second_per_pa
     found = stats.paired(tuned, base, samples=1000)
     intervals = [stats.intervals(rows, samples=1000) for rows in (tuned, base)]
     seconds = time.perf_counter() - started
-    assert set(found) == set(stats.METRICS) and all(len(i) == len(stats.METRICS) for i in intervals)
+    assert set(found) == set(stats.heldout_metrics()) and all(len(i) == len(found) for i in intervals)
     assert seconds < 0.5, seconds
+
+
+POLICY_BOOTSTRAP = {"confidence": 0.95, "bootstrap_samples": 1000, "bootstrap_seed": 0}
+
+
+def test_a_leaderboard_row_gets_intervals_and_paired_tests_and_keeps_none_where_there_are_no_per_row_numbers():
+    base = noisy_loss_rows(200, 1.5, seed=3, noise=0.5)
+    better = shifted(base, 0.02)
+    row = {"extra_sets": {"qa": {"bits_per_byte": 1.5}}, "benchmarks": {}}
+    stats.add_intervals(row, {"heldout": better, "extra_sets": {"qa": base}}, POLICY_BOOTSTRAP)
+    stats.add_paired(row, {"heldout": better}, {"heldout": base}, POLICY_BOOTSTRAP)
+    assert row["bits_per_byte_ci"] == stats.intervals(better)["bits_per_byte"] and row["chrf_ci"] is None
+    assert row["delta_bits_per_byte_ci"][1] < 0 and row["delta_bits_per_byte_p"] < 0.01 and row["delta_chrf_p"] is None
+    assert row["extra_sets"]["qa"]["bits_per_byte_ci"] == stats.intervals(base)["bits_per_byte"]
+    assert row["bootstrap"] == {"confidence": 0.95, "samples": 1000, "seed": 0, "loss_rows": 200, "generated_rows": 0}
+    bare = {"extra_sets": {}}
+    stats.add_intervals(bare, {}, POLICY_BOOTSTRAP)
+    stats.add_paired(bare, {}, {}, POLICY_BOOTSTRAP)
+    assert all(bare[f"{m}_ci"] is None and bare[f"delta_{m}_p"] is None for m in ("eval_loss", "fidelity"))
