@@ -26,8 +26,8 @@ import unicodedata
 from rich.console import Console
 
 from barbarossa import reporting, storage
+from barbarossa.config import Policy
 from barbarossa.console import console
-from barbarossa.decide.leaderboard import DEFAULT_POLICY
 from barbarossa.decide.legacy import upgraded
 
 FLOW_NAME = "FinetuneFlow"
@@ -71,7 +71,7 @@ def cmd_leaderboard(args) -> int:
     table = reporting.leaderboard_table(
         rows,
         f"Barbarossa leaderboard — {run.pathspec} ({run.finished_at:%Y-%m-%d %H:%M})",
-        history.primary_of(run, DEFAULT_POLICY["primary"]),
+        history.primary_of(run, Policy().primary),
         args.wide,
     )
     benchmarks = reporting.benchmark_table(rows, args.wide)
@@ -91,7 +91,7 @@ def cmd_compare(args) -> int:
     runs = [find_run(r) for r in args.compare] + ([] if len(args.compare) == 2 else [find_run(None)])
     for run in runs:
         leaderboard_of(run)  # a run that never finished stops here, in one line
-    result = reporting.compare(*(history.run_record(run, DEFAULT_POLICY["primary"]) for run in runs))
+    result = reporting.compare(*(history.run_record(run, Policy().primary) for run in runs))
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         if result["warning"]:

@@ -310,7 +310,7 @@ class Policy(Section):
     def check(self) -> None:
         object.__setattr__(self, "primary", RENAMED_METRICS.get(self.primary, self.primary))
         if self.primary not in DIRECTION:
-            raise SettingError("primary", f"must be one of {', '.join(DIRECTION)}")
+            raise SettingError("primary", f"must be one of {', '.join(DIRECTION)}, got {self.primary!r}")
         if not 0 < self.confidence < 1:
             raise SettingError("confidence", f"must be between 0 and 1, got {self.confidence}")
         if self.bootstrap_samples < 100:

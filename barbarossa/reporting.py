@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from barbarossa import metric_registry
+from barbarossa.config import Policy
 from barbarossa.console import console
 from barbarossa.decide.cards import language_code
-from barbarossa.decide.leaderboard import DEFAULT_POLICY
 from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell, short_label
 
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
@@ -70,7 +70,7 @@ def _table(title: str, columns: list[tuple[str, str]], name_width: int) -> Table
 def leaderboard_table(
     rows: list[dict], title: str = "Barbarossa leaderboard", primary: str | None = None, wide: bool = False
 ) -> Table:
-    columns = table_columns(primary or DEFAULT_POLICY["primary"], wide, language_code(rows))
+    columns = table_columns(primary or Policy().primary, wide, language_code(rows))
     table = _table(title, columns, max((len(r["name"]) for r in rows), default=5))
     for row in rows:
         table.add_row(*[row_cell(row, key) for key, _ in columns], style=DECISION_STYLE.get(row["decision"], ""))

@@ -91,12 +91,10 @@ def task(name: str, kind: str, toy: float, chrf: float = 10.0) -> dict:
     return {"item": item, "train": None, "metrics": metrics, "error": None}
 
 
-TOY_POLICY = {"primary": "toy_score", "min_gain": 0.1, "must_beat_last_release": False}
-
-
 def toy_board() -> list[dict]:
+    toy_policy = config.Policy(primary="toy_score", min_gain=0.1, must_beat_last_release=False)  # once registered
     return leaderboard.build(
-        [task("base", "baseline", 0.5), task("good", "candidate", 0.7), task("meh", "candidate", 0.55)], TOY_POLICY
+        [task("base", "baseline", 0.5), task("good", "candidate", 0.7), task("meh", "candidate", 0.55)], toy_policy
     )
 
 
@@ -150,13 +148,13 @@ def test_a_registered_metric_may_be_a_profiles_primary_and_an_unregistered_one_i
     text = (config.profiles_dir() / "cpu.toml").read_text()
     path = tmp_path / "toy.toml"
     path.write_text(text.replace('primary = "bits_per_byte"', 'primary = "toy_score"', 1))
-    assert config.load_profile(str(path))["policy"]["primary"] == "toy_score"
-    assert leaderboard.check_policy({"primary": "toy_score"})["primary"] == "toy_score"
+    assert config.load_profile(str(path)).policy.primary == "toy_score"
+    assert config.Policy(primary="toy_score").primary == "toy_score"
     path.write_text(text.replace('primary = "bits_per_byte"', 'primary = "toy_scores"', 1))
     with pytest.raises(config.ConfigError, match="primary must be one of .*toy_score"):
         config.load_profile(str(path))
     with pytest.raises(ValueError, match="got 'toy_scores'"):
-        leaderboard.check_policy({"primary": "toy_scores"})
+        config.Policy(primary="toy_scores")
 
 
 def test_without_its_registration_the_toy_metric_is_refused_everywhere(tmp_path):

@@ -84,9 +84,10 @@ def load_per_row(uri: str | None) -> dict | None:
 
 def primary_of(run, default: str) -> str:
     """The metric the run ranked by (its profile's [policy] primary); `default` for a run without settings."""
-    settings = getattr(run.data, "settings", None) or {}
-    primary = (settings.get("policy") or {}).get("primary", default)
-    return legacy.renamed_metric(primary)
+    settings = getattr(run.data, "settings", None)
+    if isinstance(settings, config.Profile):
+        return settings.policy.primary
+    return legacy.renamed_metric(((settings or {}).get("policy") or {}).get("primary", default))  # a dict: older runs
 
 
 def run_record(run, default_primary: str) -> dict:

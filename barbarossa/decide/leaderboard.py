@@ -18,8 +18,7 @@ good direction.
 from __future__ import annotations
 
 from barbarossa import metric_registry
-from barbarossa.config import DEFAULT_POLICY, THRESHOLDS_ON
-from barbarossa.decide import legacy
+from barbarossa.config import Policy
 from barbarossa.evaluate import stats
 from barbarossa.metric_registry import format_interval, format_p, format_value
 
@@ -124,7 +123,7 @@ def _describe_lora(lora: dict | None) -> str | None:
 
 
 def paired_with_release(
-    mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None, policy: dict
+    mine: dict, last: dict | None, primary: str, eval_fingerprint: str | None, policy: Policy
 ) -> dict | None:
     """{'run_id', 'ci', 'p'} for this candidate − its last release on the primary metric, rows resampled together.
 
@@ -188,7 +187,7 @@ def _gain(metric: str, value: float) -> float:
     return value if metric_registry.higher_is_better(metric) else -value
 
 
-def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
+def versus_base(row: dict, base: dict, policy: Policy) -> tuple[bool, str]:
     """(passes, reason) for 'improves on its base' on the primary metric.
 
     It passes when the paired interval lies wholly on the good side of zero
@@ -196,7 +195,7 @@ def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
     thresholds_on = "bound" on the interval's conservative end). Without
     per-row data (no interval) the point estimate decides, and the reason says so.
     """
-    metric, need = policy["primary"], policy["min_gain"]
+    metric, need = policy.primary, policy.min_gain
     delta = _difference(row, base, metric)
     interval, p = row.get(f"delta_{metric}_ci"), row.get(f"delta_{metric}_p")
     mine, theirs = format_value(metric, row.get(metric)), format_value(metric, base.get(metric))
@@ -213,25 +212,25 @@ def versus_base(row: dict, base: dict, policy: dict) -> tuple[bool, str]:
     head += f"{format_interval(metric, interval, True)}, {format_p(p)}"
     if worst <= 0:
         return False, f"{head}: not a clear gain ✗"
-    judged = worst if policy["thresholds_on"] == "bound" else _gain(metric, delta)
+    judged = worst if policy.thresholds_on == "bound" else _gain(metric, delta)
     if judged < need:
-        which = "its bound" if policy["thresholds_on"] == "bound" else "a clear gain but"
+        which = "its bound" if policy.thresholds_on == "bound" else "a clear gain but"
         return False, f"{head}: {which} smaller than the {needed} needed ✗"
     return True, f"{head}{asks} ✓"
 
 
-def _judged(point: float, interval, metric: str, policy: dict, end: int, delta: bool = False) -> tuple[float, str]:
+def _judged(point: float, interval, metric: str, policy: Policy, end: int, delta: bool = False) -> tuple[float, str]:
     """(value a threshold is checked on, how to say so): the point estimate, or with thresholds_on = "bound"
     the interval's end `end` (0 low, 1 high) where there is an interval."""
-    if policy["thresholds_on"] != "bound" or not interval:
+    if policy.thresholds_on != "bound" or not interval:
         return point, ""
     side = "lower" if end == 0 else "upper"
     return interval[end], f"; judged on the {side} bound {format_value(metric, interval[end], delta)}"
 
 
-def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, str]]:
+def threshold_reasons(row: dict, base: dict, policy: Policy) -> list[tuple[bool, str]]:
     """(passes, reason) for the chrF++ drop, language fidelity and degenerate-rate thresholds."""
-    drop, delta = policy["max_chrf_drop"], _difference(row, base, "chrf")
+    drop, delta = policy.max_chrf_drop, _difference(row, base, "chrf")
     value, note = _judged(delta, row.get("delta_chrf_ci"), "chrf", policy, 0, delta=True)
     ok = value >= -drop
     chrf = (
@@ -240,33 +239,32 @@ def threshold_reasons(row: dict, base: dict, policy: dict) -> list[tuple[bool, s
     )
     checks = [(ok, chrf)]
     value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
-    ok = value >= policy["min_fidelity"]
+    ok = value >= policy.min_fidelity
     checks.append(
         (
             ok,
             f"{fidelity_label(row)} {row['fidelity']:.0%}"
             f"{format_interval('fidelity', row.get('fidelity_ci'))} "
-            f"(needs ≥ {policy['min_fidelity']:.0%}{note}) {'✓' if ok else '✗'}",
+            f"(needs ≥ {policy.min_fidelity:.0%}{note}) {'✓' if ok else '✗'}",
         )
     )
     value, note = _judged(row["degenerate_rate"], row.get("degenerate_rate_ci"), "degenerate_rate", policy, 1)
-    ok = value <= policy["max_degenerate_rate"]
+    ok = value <= policy.max_degenerate_rate
     checks.append(
         (
             ok,
             f"degenerate answers {row['degenerate_rate']:.0%}"
             f"{format_interval('degenerate_rate', row.get('degenerate_rate_ci'))} "
-            f"(may be ≤ {policy['max_degenerate_rate']:.0%}{note}) {'✓' if ok else '✗'}",
+            f"(may be ≤ {policy.max_degenerate_rate:.0%}{note}) {'✓' if ok else '✗'}",
         )
     )
     return checks
 
 
 def decide(
-    row: dict, base: dict | None, policy: dict, last: dict | None = None, eval_fingerprint: str | None = None
+    row: dict, base: dict | None, policy: Policy, last: dict | None = None, eval_fingerprint: str | None = None
 ) -> tuple[str, list[str]]:
     """('release' | 'hold' | 'failed', reasons) for one candidate row (its intervals already added by `build`)."""
-    policy = {**DEFAULT_POLICY, **policy}
     if row["status"] != "ok":
         return "failed", [f"failed: {row['error'] or 'no metrics'}"]
     if not base or base["status"] != "ok":
@@ -274,8 +272,8 @@ def decide(
     if row.get("stopped") == "fail_fast":  # it stopped training early for not beating its base on dev
         return "hold", [row["stop_reason"]]
     checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy), *benchmark_reasons(row, policy)]
-    if policy.get("must_beat_last_release"):
-        checks.append(versus_last_release(row, last, policy["primary"], eval_fingerprint))
+    if policy.must_beat_last_release:
+        checks.append(versus_last_release(row, last, policy.primary, eval_fingerprint))
     return ("release" if all(ok for ok, _ in checks) else "hold"), [reason for _, reason in checks]
 
 
@@ -294,7 +292,7 @@ def _per_row(result: dict) -> dict:
     return (result.get("metrics") or {}).get("per_row") or {}
 
 
-def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict, policy: dict) -> None:
+def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict, policy: Policy) -> None:
     """Per benchmark of a candidate: `base_<m>`, `delta_<m>`, and the paired `delta_<m>_ci` / `delta_<m>_p`
     (items resampled together), as for the held-out metrics."""
     for name, scores in row["benchmarks"].items():
@@ -309,11 +307,11 @@ def add_benchmark_deltas(row: dict, base: dict | None, mine: dict, theirs: dict,
             scores[f"delta_{metric}_p"] = (found.get(metric) or {}).get("p")
 
 
-def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
+def benchmark_reasons(row: dict, policy: Policy) -> list[tuple[bool, str]]:
     """(passes, reason) per policy `must_not_lose` entry ('belebele.accuracy'): it fails only when the paired
     interval of the change lies wholly on the losing side of zero (a loss beyond the interval's noise)."""
     checks = []
-    for entry in policy.get("must_not_lose") or []:
+    for entry in policy.must_not_lose:
         name, _, metric = entry.rpartition(".")
         scores = (row.get("benchmarks") or {}).get(name) or {}
         if scores.get(f"delta_{metric}") is None:
@@ -333,20 +331,6 @@ def benchmark_reasons(row: dict, policy: dict) -> list[tuple[bool, str]]:
     return checks
 
 
-def check_policy(policy: dict) -> dict:
-    """The policy with defaults filled in; a bad primary or thresholds_on is refused with the choices."""
-    policy = {**DEFAULT_POLICY, **(policy or {})}
-    policy["primary"] = legacy.renamed_metric(policy["primary"])
-    allowed = [m.key for m in metric_registry.policy_metrics()]
-    if policy["primary"] not in allowed:
-        raise ValueError(f"policy.primary must be one of {', '.join(allowed)}, got {policy['primary']!r}")
-    if policy["thresholds_on"] not in THRESHOLDS_ON:
-        raise ValueError(
-            f"policy.thresholds_on must be one of {', '.join(THRESHOLDS_ON)}, got {policy['thresholds_on']!r}"
-        )
-    return policy
-
-
 def _rank_key(primary: str):
     """Best first on the primary metric; a row without it last."""
     sign = -1 if metric_registry.higher_is_better(primary) else 1
@@ -355,7 +339,7 @@ def _rank_key(primary: str):
 
 def build(
     results: list[dict],
-    policy: dict | None = None,
+    policy: Policy | None = None,
     last_releases: dict | None = None,
     eval_fingerprint: str | None = None,
     per_row_uris: dict | None = None,
@@ -370,8 +354,8 @@ def build(
     `per_row_uris` ({name: file}, history.save_per_row) go into the rows so a
     later run can pair against this one.
     """
-    policy = check_policy(policy)
-    primary = policy["primary"]
+    policy = policy or Policy()  # checked when it was built: a profile's, or the defaults
+    primary = policy.primary
     rows = [base_row(r) for r in results]
     per_row = {r["item"]["name"]: _per_row(r) for r in results}
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}

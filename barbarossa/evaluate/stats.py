@@ -37,6 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from barbarossa import metric_registry
+from barbarossa.config import Policy
 
 CHRF_CHAR_ORDER, CHRF_WORD_ORDER, CHRF_BETA = 6, 2, 2  # sacrebleu CHRF(word_order=2): chrF++
 BLEU_ORDER = 4
@@ -282,16 +283,16 @@ def heldout_metrics() -> list[str]:
     return loss + [m.key for m in metric_registry.by_group("generation")]
 
 
-def bootstrap_settings(policy: dict) -> dict:
+def bootstrap_settings(policy: Policy) -> dict:
     """The `intervals` / `paired` keyword arguments a release policy asks for (confidence, resamples, seed)."""
     return {
-        "confidence": policy["confidence"],
-        "samples": policy["bootstrap_samples"],
-        "seed": policy["bootstrap_seed"],
+        "confidence": policy.confidence,
+        "samples": policy.bootstrap_samples,
+        "seed": policy.bootstrap_seed,
     }
 
 
-def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
+def add_intervals(row: dict, per_row: dict, policy: Policy) -> None:
     """`<metric>_ci` on a leaderboard row (None without per-row data), on each of its extra sets' and benchmarks'
     scores, and the bootstrap's settings; `per_row` is the task's {'heldout', 'extra_sets', 'benchmarks'}."""
     settings = bootstrap_settings(policy)
@@ -317,7 +318,7 @@ def add_intervals(row: dict, per_row: dict, policy: dict) -> None:
     }
 
 
-def add_paired(row: dict, mine: dict, theirs: dict, policy: dict) -> None:
+def add_paired(row: dict, mine: dict, theirs: dict, policy: Policy) -> None:
     """`delta_<metric>_ci` and `delta_<metric>_p` against the base, rows resampled together (None where impossible)."""
     found = {}
     if mine.get("heldout") and theirs.get("heldout"):

@@ -6,6 +6,7 @@ import textwrap
 import pytest
 from metaflow import Runner
 
+from barbarossa.config import Policy
 from barbarossa.decide import history, leaderboard, legacy
 
 pytestmark = pytest.mark.flow
@@ -71,7 +72,7 @@ def test_last_release_is_the_newest_earlier_run_that_released_the_model(tmp_path
 
 
 def test_policy_holds_a_candidate_that_does_not_beat_its_last_release():
-    policy = {**leaderboard.DEFAULT_POLICY, "primary": "eval_loss", "min_fidelity": 0.0, "max_degenerate_rate": 1.0}
+    policy = Policy(primary="eval_loss", min_fidelity=0.0, max_degenerate_rate=1.0)
     base = {"status": "ok", "eval_loss": 4.0, "chrf": 10.0}
     cand = {"status": "ok", "eval_loss": 3.0, "chrf": 12.0, "fidelity": 1.0, "degenerate_rate": 0.0}
     last = {"eval_loss": 2.9, "date": "2026-11-20", "run_id": "17", "eval_fingerprint": "e1"}

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 
 from barbarossa import config
+from barbarossa.config import Policy
 from barbarossa.decide import leaderboard
 from barbarossa.evaluate import protocol, stats
 
 # Rows without per-row numbers: every check falls back to the point estimate (and says so).
-POLICY = {
-    "primary": "eval_loss",
-    "min_gain": 0.05,
-    "max_chrf_drop": 1.0,
-    "min_fidelity": 0.8,
-    "max_degenerate_rate": 0.25,
-}
+POLICY = Policy(primary="eval_loss", min_gain=0.05, max_chrf_drop=1.0, min_fidelity=0.8, max_degenerate_rate=0.25)
 
 
 def result(name, kind, base, loss=None, chrf=None, error=None, fidelity=0.9, loops=0.1):
@@ -104,7 +99,7 @@ def test_higher_is_better_primary_metric():
             result("low-loss", "candidate", "base", 2.0, 11.0),
             result("high-chrf", "candidate", "base", 2.5, 14.0),
         ],
-        {**POLICY, "primary": "chrf"},
+        POLICY.replace(primary="chrf"),
     )
     assert [r["name"] for r in rows if r["rank"]] == ["high-chrf", "low-loss"]
 
@@ -199,14 +194,14 @@ def measured(name, kind, base, gain=0.0, jitter=0.0, answers=tuple(REFERENCES)):
     return {**result(name, kind, base), "metrics": metrics}
 
 
-STRICT = {
-    "primary": "bits_per_byte",
-    "min_gain": 0.0,
-    "max_chrf_drop": 2.0,
-    "min_fidelity": 0.9,
-    "max_degenerate_rate": 0.2,
-    "must_beat_last_release": False,
-}
+STRICT = Policy(
+    primary="bits_per_byte",
+    min_gain=0.0,
+    max_chrf_drop=2.0,
+    min_fidelity=0.9,
+    max_degenerate_rate=0.2,
+    must_beat_last_release=False,
+)
 
 
 def test_every_metric_gets_an_interval_and_candidates_a_paired_test_without_per_row_numbers_in_rows():
@@ -263,10 +258,10 @@ def test_a_gain_inside_the_noise_is_held_and_a_clear_gain_released():
 
 def test_min_gain_is_judged_on_the_point_or_on_the_bound():
     results = [measured("base", "baseline", "base"), measured("small", "candidate", "base", gain=0.03, jitter=0.05)]
-    point = {r["name"]: r for r in leaderboard.build(results, {**STRICT, "min_gain": 0.025})}["small"]
+    point = {r["name"]: r for r in leaderboard.build(results, STRICT.replace(min_gain=0.025))}["small"]
     lo, hi = point["delta_bits_per_byte_ci"]
     assert point["decision"] == "release" and -hi < 0.025 < -lo  # the point clears it, the conservative end does not
-    on_bound = {**STRICT, "min_gain": 0.025, "thresholds_on": "bound"}
+    on_bound = STRICT.replace(min_gain=0.025, thresholds_on="bound")
     bound = {r["name"]: r for r in leaderboard.build(results, on_bound)}["small"]
     assert bound["decision"] == "hold" and bound["reasons"][0].endswith("its bound smaller than the -0.025 needed ✗")
 
@@ -277,9 +272,9 @@ def test_thresholds_on_bound_holds_a_row_whose_point_passes_but_whose_bound_does
         measured("base", "baseline", "base"),
         measured("mostly-az", "candidate", "base", gain=0.1, answers=answers),
     ]
-    policy = {**STRICT, "max_chrf_drop": 20.0}  # one Turkish answer costs chrF++ too
+    policy = STRICT.replace(max_chrf_drop=20.0)  # one Turkish answer costs chrF++ too
     on_point = {r["name"]: r for r in leaderboard.build(results, policy)}["mostly-az"]
-    on_bound = {r["name"]: r for r in leaderboard.build(results, {**policy, "thresholds_on": "bound"})}["mostly-az"]
+    on_bound = {r["name"]: r for r in leaderboard.build(results, policy.replace(thresholds_on="bound"))}["mostly-az"]
     assert on_point["fidelity"] == 0.95 and on_point["fidelity_ci"][0] < 0.9
     assert on_point["decision"] == "release" and on_bound["decision"] == "hold"
     low = on_bound["fidelity_ci"][0]
@@ -297,9 +292,7 @@ def test_a_higher_is_better_primary_reads_its_interval_the_other_way():
     ]
     row = {
         r["name"]: r
-        for r in leaderboard.build(
-            results, {**STRICT, "primary": "chrf", "min_fidelity": 0.0, "max_degenerate_rate": 1.0}
-        )
+        for r in leaderboard.build(results, STRICT.replace(primary="chrf", min_fidelity=0.0, max_degenerate_rate=1.0))
     }["better"]
     lo, hi = row["delta_chrf_ci"]
     assert 0 < lo < hi and row["decision"] == "release"
@@ -324,7 +317,7 @@ def release_of(result, run_id="5"):
 def test_beating_the_last_release_is_a_paired_test_too():
     base = measured("base", "baseline", "base")
     now = measured("clear", "candidate", "base", gain=0.2, jitter=0.02)
-    policy = {**STRICT, "must_beat_last_release": True}
+    policy = STRICT.replace(must_beat_last_release=True)
     last = {
         "worse release": release_of(measured("clear", "candidate", "base", gain=0.1, jitter=0.02)),
         "same model": release_of(now),
@@ -360,7 +353,7 @@ def test_a_release_without_per_row_numbers_is_compared_on_the_point_estimate():
         r["name"]: r
         for r in leaderboard.build(
             results,
-            {**STRICT, "must_beat_last_release": True},
+            STRICT.replace(must_beat_last_release=True),
             {
                 "clear": {
                     "bits_per_byte": 1.0,
@@ -408,7 +401,7 @@ def test_policy_schema_in_profiles(tmp_path):
     )
     assert config.load_profile(str(path)).policy.thresholds_on == "point"  # the new keys are optional
     with pytest.raises(ValueError, match="thresholds_on"):
-        leaderboard.build([], {"thresholds_on": "upper"})
+        Policy(thresholds_on="upper")  # refused when built: nothing downstream checks it again
 
 
 def with_benchmark(res: dict, correct: list[int]) -> dict:
@@ -433,7 +426,7 @@ def test_benchmark_metrics_get_intervals_paired_deltas_and_can_hold_a_release():
     base = with_benchmark(result("base", "baseline", "base", 3.0, 10.0), [1, 1, 0, 0] * 10)
     keeps = with_benchmark(result("keeps", "candidate", "base", 2.0, 11.0), [1, 1, 0, 0] * 9 + [1, 0, 0, 0])
     loses = with_benchmark(result("loses", "candidate", "base", 2.0, 11.0), [1, 0, 0, 0] * 10)
-    policy = {**POLICY, "must_not_lose": ["belebele.accuracy"]}
+    policy = POLICY.replace(must_not_lose=["belebele.accuracy"])
     rows = {r["name"]: r for r in leaderboard.build([base, keeps, loses], policy)}
     bench = rows["loses"]["benchmarks"]["belebele"]
     assert bench["accuracy"] == 0.25 and bench["base_accuracy"] == 0.5 and bench["delta_accuracy"] == -0.25

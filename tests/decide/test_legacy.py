@@ -36,4 +36,4 @@ def test_rows_and_per_row_files_of_runs_from_before_language_packs_still_read():
 
 def test_an_old_primary_is_read_by_its_new_name_and_others_pass_through():
     assert legacy.renamed_metric("az_fidelity") == "fidelity" and legacy.renamed_metric("chrf") == "chrf"
-    assert leaderboard.check_policy({"primary": "az_fidelity"})["primary"] == "fidelity"
+    assert config.Policy(primary="az_fidelity").primary == "fidelity"

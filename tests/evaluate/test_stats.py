@@ -9,6 +9,7 @@ import pytest
 from sacrebleu.metrics import BLEU, CHRF
 from test_metrics import AZ, TR
 
+from barbarossa.config import Policy
 from barbarossa.evaluate import protocol, stats
 
 HYPOTHESES = [AZ[0], TR[1], "", "Bakı", AZ[2][:20], "çox çox çox çox", AZ[1]]
@@ -153,7 +154,7 @@ def test_a_thousand_resamples_of_a_thousand_rows_take_well_under_a_second_per_pa
     assert seconds < 0.5, seconds
 
 
-POLICY_BOOTSTRAP = {"confidence": 0.95, "bootstrap_samples": 1000, "bootstrap_seed": 0}
+POLICY_BOOTSTRAP = Policy(confidence=0.95, bootstrap_samples=1000, bootstrap_seed=0)
 
 
 def test_a_leaderboard_row_gets_intervals_and_paired_tests_and_keeps_none_where_there_are_no_per_row_numbers():
