@@ -34,6 +34,34 @@ ITEM = {
     "base": {"name": "llama", "source": "tiny:llama", "family": "llama", "max_length": 512},
     "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
 }
+# the flow's `train` artifact: the leaderboard, history, release and the cards read these keys, old runs' included
+ARTIFACT_KEYS = [
+    "adapter_uri",
+    "loss_curve",
+    "steps",
+    "resumed_from_step",
+    "micro_batch",
+    "grad_accum",
+    "oom_backoffs",
+    "supervised_tokens",
+    "real_tokens",
+    "loop_seconds",
+    "computed_per_real_token",
+    "tokens_per_second",
+    "train_seconds",
+    "precision",
+    "layout",
+    "device",
+    "runtime",
+    "compiled_layers",
+    "peak_gpu_gb",
+    "trainable_params",
+    "train_examples",
+    "dropped_too_long",
+    "max_steps",
+    "early",
+    "gpu_seconds_saved",
+]
 RECORDED_LOSSES = [7.63103, 7.63171, 7.61216, 7.59291, 7.57987, 7.58188]  # recorded before the refactor
 
 
@@ -51,9 +79,21 @@ def losses(result: dict) -> list[float]:
 
 
 def test_a_short_run_records_the_expected_loss_values(tmp_path, split):
-    result = loop.train(ITEM, split, SETTINGS, str(tmp_path / "out"), hardware=CPU).result
+    trained = loop.train(ITEM, split, SETTINGS, str(tmp_path / "out"), hardware=CPU)
+    result = trained.result
     assert [point["step"] for point in result["loss_curve"]] == list(range(1, 7))
     assert losses(result) == pytest.approx(RECORDED_LOSSES, abs=1e-4)
+    assert list(result) == ARTIFACT_KEYS and result == trained.outcome.as_dict()
+    result["loss_curve"].clear()  # the artifact is a copy: the typed result stays as it was
+    assert len(trained.outcome.loss_curve) == 6 and trained.outcome.steps == 6 and trained.outcome.early is None
+
+
+def test_the_stages_run_on_their_own(tmp_path, split):
+    recipe = loop.LoraRecipe(ITEM, split, SETTINGS, str(tmp_path / "out"), hardware=CPU)
+    recipe.setup()
+    assert (recipe.layout, recipe.micro, recipe.resumed_from, recipe.watch) == ("packed", 4, 0, None)
+    assert round(recipe.step(0), 5) == pytest.approx(RECORDED_LOSSES[0], abs=1e-4)
+    assert recipe.progress["step"] == 1 and recipe.progress["supervised_tokens"] > 0
 
 
 class Killed(Exception):
