@@ -35,11 +35,11 @@ bench: install
 	$(BIN)/python benchmarks/bench_early_stopping.py
 	$(BIN)/python benchmarks/bench_choice_scoring.py
 
-## The one prepared acceptance check for a GPU machine (README "GPU figures"); without CUDA: tiny shapes on the CPU.
+## The one prepared acceptance check for a GPU machine (docs/gpu.md); without CUDA: tiny shapes on the CPU.
 gpu-check: install
 	$(BIN)/python benchmarks/bench_gpu.py $(ARGS)
 
-## Production (see README "Running at scale"): INFRA=configs/infra/<yours>.toml, IMAGE=<registry>/barbarossa
+## Production (see docs/cluster.md): INFRA=configs/infra/<yours>.toml, IMAGE=<registry>/barbarossa
 IMAGE ?= barbarossa
 TAG   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 INFRA ?= configs/infra/local.toml
@@ -79,11 +79,11 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## The whole suite: what CI runs (~25 min here).
+## The whole suite: what CI runs (~17 min here).
 test: install browser
 	$(BIN)/python -m pytest -q tests $(ARGS)
 
-## The inner loop (< 3 min here): every test that runs no flow, starts no server, opens no browser, compiles nothing.
+## The inner loop (~2 min here): every test that runs no flow, starts no server, opens no browser, compiles nothing.
 test-fast: install
 	$(BIN)/python -m pytest -q tests -m "not (flow or server or browser or compile)" $(ARGS)
 

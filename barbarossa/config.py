@@ -142,16 +142,6 @@ class Section:
         """A copy with `changes`, checked like a loaded table."""
         return dataclasses.replace(self, **changes)
 
-    # TRANSITIONAL (removed before landing): dict-style reads while callers move to attributes
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-    def keys(self):
-        return [spec.name for spec in dataclasses.fields(self)]
-
 
 @dataclass(frozen=True)
 class Train(Section):
@@ -334,7 +324,6 @@ RENAMED = {
     "for SmolLM2 on Azerbaijani, ~2 bytes per token)",
     **{("train", spec.name): f"[early_stopping] {spec.name}" for spec in dataclasses.fields(EarlyStopping)},
 }
-DEFAULT_POLICY = dataclasses.asdict(Policy())  # TRANSITIONAL
 SECTIONS = {"train": Train, "early_stopping": EarlyStopping, "eval": Eval, "policy": Policy}
 
 
@@ -374,16 +363,6 @@ class Profile:
         if max_steps < 0:
             raise ConfigError(f"--max-steps must be positive, got {max_steps}")
         return dataclasses.replace(self, train=self.train.replace(max_steps=max_steps)) if max_steps else self
-
-    # TRANSITIONAL (removed before landing): dict-style reads while callers move to attributes
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def get(self, key, default=None):
-        return getattr(self, key, default)
-
-    def keys(self):
-        return [spec.name for spec in dataclasses.fields(self)]
 
 
 def check_overrides(overrides: dict, where: str) -> None:

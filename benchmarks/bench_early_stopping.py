@@ -16,6 +16,7 @@ Run with `make bench`; writes benchmarks/results/early-stopping-cpu.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -38,12 +39,13 @@ EARLY = {"dev_rows": 32, "eval_every": 8, "patience": 2, "min_delta": 0.005, "fa
 OUT = Path(__file__).with_name("results") / "early-stopping-cpu.json"
 
 
-def run(item: dict, split: dict, train_cfg: dict, eval_cfg: dict) -> dict:
+def run(item: dict, split: dict, settings: config.Profile) -> dict:
+    settings = settings.for_item(item)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
-        trained = loop.train(item, split, train_cfg, tmp)
+        trained = loop.train(item, split, settings, tmp)
         seconds = time.time() - started
-        metrics = protocol.evaluate(item, None, split, eval_cfg, trained=trained, train_cfg=train_cfg)
+        metrics = protocol.evaluate(item, None, split, settings, trained=trained)
     per_row = metrics["per_row"]["heldout"]
     return {
         "steps": trained.result["steps"],
@@ -59,24 +61,22 @@ def main() -> None:
     profile = config.load_profile("cpu")
     candidate = roster.all_rosters()["local"].candidates[0]
     item = {"name": candidate.name, "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
-    eval_cfg = {
-        **profile["eval"],
-        "generate_rows": 4,
-        "samples": 1,
-    }  # bits per byte is the comparison; answers cost time
+    eval_cfg = profile.eval.replace(generate_rows=4, samples=1)  # bits per byte is the comparison; answers cost time
     with tempfile.TemporaryDirectory() as tmp:
         split = instructions.prepare(
             str(instructions.BUNDLED),
             None,
             tmp,
-            eval_fraction=eval_cfg["eval_fraction"],
-            seed=eval_cfg["split_seed"],
-            near_duplicate_threshold=eval_cfg["near_duplicate_threshold"],
+            eval_fraction=eval_cfg.eval_fraction,
+            seed=eval_cfg.split_seed,
+            near_duplicate_threshold=eval_cfg.near_duplicate_threshold,
             dev_rows=EARLY["dev_rows"],
         )
-        base_cfg = {**profile["train"], "max_steps": STEPS, "log_every": 8, "checkpoint_every": 0}
-        fixed = run(item, split, base_cfg, eval_cfg)
-        stopped = run(item, split, {**base_cfg, **EARLY}, eval_cfg)
+        base = config.Profile(
+            "bench", train=profile.train.replace(max_steps=STEPS, log_every=8, checkpoint_every=0), eval=eval_cfg
+        )
+        fixed = run(item, split, base)
+        stopped = run(item, split, dataclasses.replace(base, early_stopping=config.EarlyStopping(**EARLY)))
     delta = stats.paired(stopped["per_row"], fixed["per_row"])["bits_per_byte"]
     no_worse = stopped["bits_per_byte"] <= fixed["interval"][1]
     report = {

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -207,7 +208,8 @@ def train_case(
         "base": {"name": name, "source": str(folder), "family": "llama", "params": params, "max_length": 2048},
     }
     clock = StepClock()
-    trained = loop.train(item, split, cfg, tempfile.mkdtemp(prefix="gpu-check-"), on_log=clock, hardware=hardware)
+    settings = config.Profile.from_tables("gpu-check", train=cfg).for_item(item)
+    trained = loop.train(item, split, settings, tempfile.mkdtemp(prefix="gpu-check-"), on_log=clock, hardware=hardware)
     result, decision = trained.result, trained.runtime
     step_seconds = clock.seconds_per_step()
     positions = result["computed_per_real_token"] * result["real_tokens"] / result["steps"]
@@ -458,17 +460,18 @@ def main() -> int:
     device = "cuda" if cuda else "cpu"
     hardware = runtime.probe()
     profile = config.load_profile("gpu")
-    profile["train"]["dev_rows"] = 0  # throughput of a fixed number of steps: no dev evaluations in the timing
+    # throughput of a fixed number of steps: no dev evaluations in the timing (the [train] table has none)
+    train_table, eval_table = dataclasses.asdict(profile.train), dataclasses.asdict(profile.eval)
     lora = {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "attention"}
     steps = args.steps or (30 if cuda else 4)
     if cuda:
-        cases, eval_cfg = [("1.1B", SHAPES["1.1B"]), ("7B", SHAPES["7B"])], profile["eval"]
-        train_cfg = {**profile["train"], "max_steps": steps, "log_every": 5, "checkpoint_every": 0, "warmup_steps": 1}
+        cases, eval_cfg = [("1.1B", SHAPES["1.1B"]), ("7B", SHAPES["7B"])], eval_table
+        train_cfg = {**train_table, "max_steps": steps, "log_every": 5, "checkpoint_every": 0, "warmup_steps": 1}
     else:
         cases = [("tiny", TINY)]
-        eval_cfg = {**profile["eval"], "max_loss_rows": 16, "generate_rows": 4, "max_new_tokens": 8, "max_length": 128}
+        eval_cfg = {**eval_table, "max_loss_rows": 16, "generate_rows": 4, "max_new_tokens": 8, "max_length": 128}
         train_cfg = {
-            **profile["train"],
+            **train_table,
             "max_steps": steps,
             "log_every": 2,
             "checkpoint_every": 0,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from barbarossa import storage
+from barbarossa import config, storage
 from barbarossa.console import console
 from barbarossa.data import instructions, tokencache
 from barbarossa.evaluate import protocol
@@ -42,6 +42,13 @@ STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", 6))
 BATCH = 8
 MAX_LENGTH = 256
 EVAL_ROWS = 32
+
+
+def settings_of(item: dict, train: dict) -> config.Profile:
+    """The item's settings as the flow resolves them, from this benchmark's [train] table."""
+    return config.Profile.from_tables("bench", train=train).for_item(item)
+
+
 CFG = {
     "max_steps": STEPS,
     "batch_size": BATCH,
@@ -163,7 +170,7 @@ def ours(candidate, summary: dict, held: list[dict], share_prefix: bool = True) 
     item = {"name": candidate.name, "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
     with tempfile.TemporaryDirectory() as out:
         with PeakRSS() as rss:
-            result = loop.finetune(item, summary, {**CFG, "share_prefix": share_prefix}, out)
+            result = loop.train(item, summary, settings_of(item, {**CFG, "share_prefix": share_prefix}), out).result
         tokenizer, model = loading.load_base(item["base"])
         model = PeftModel.from_pretrained(model, storage.local_dir(result["adapter_uri"]))
         loss = held_out_loss(model, tokenizer, held)
@@ -189,7 +196,7 @@ def main() -> None:
         loading.load_base(asdict(candidate.base))  # convert the GGUF once, outside every timing
         warm = {"name": "warm-up", "kind": "candidate", "base": asdict(candidate.base), "lora": asdict(candidate.lora)}
         with tempfile.TemporaryDirectory() as out:  # one untimed step: the first one pays for allocator/kernel warm-up
-            loop.finetune(warm, summary, {**CFG, "max_steps": 1}, out)
+            loop.train(warm, summary, settings_of(warm, {**CFG, "max_steps": 1}), out)
         console.print(
             f"training, {candidate.name} ({candidate.lora.targets}, r={candidate.lora.r}), {STEPS} steps × "
             f"batch {BATCH}, max length {MAX_LENGTH}, {torch.get_num_threads()} threads"

@@ -59,7 +59,7 @@ class FinetuneFlow(FlowSpec):
               the benchmarks (multiple choice, translation), same protocol
               for every item. One step per size class, because @resources is
               per step: the `infra` config's roster selection sizes each
-              class's box (see barbarossa/infra/compute.py and README "Resources").
+              class's box (see barbarossa/infra/compute.py and docs/cluster.md).
               A failure becomes a failed row, not a failed run.
     join      leaderboard rows with deltas against each base, rank, release
               decision and reasons; a card shows them
@@ -209,8 +209,7 @@ class FinetuneFlow(FlowSpec):
             out = storage.join(self.run_root, self.item["name"])
             settings = self.item["settings"]
             live = cards.LiveTraining(current.card["training"], self.item["name"], settings.train.max_steps)
-            transitional = {**settings.train, **settings.early_stopping}  # TRANSITIONAL until loop reads settings
-            trained = loop.train(self.item, self.data, transitional, out, on_log=live.update)
+            trained = loop.train(self.item, self.data, settings, out, on_log=live.update)
             self.train = trained.result
         self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None

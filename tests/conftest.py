@@ -245,3 +245,10 @@ def settings_for(item: dict, train: dict | None = None, eval: dict | None = None
     early = {k: train.pop(k) for k in list(train) if k in early_keys}
     profile = config.Profile.from_tables("test", train=train, early_stopping=early, eval=eval or {})
     return profile.for_item(item)
+
+
+def finetune(item: dict, data_summary: dict, train: dict, out_uri: str, **kwargs) -> dict:
+    """`loop.train` on plain test tables, for tests that only want the result dict (the model is dropped)."""
+    from barbarossa.train import loop
+
+    return loop.train(item, data_summary, settings_for(item, train), out_uri, **kwargs).result

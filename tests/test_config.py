@@ -89,8 +89,8 @@ def test_a_candidates_own_max_length_reaches_training_the_preview_the_plan_and_t
     assert records[2]["instruction"] in preview[0] and records[0]["instruction"] not in "".join(preview)
 
     summary = {"train_uri": str(write_jsonl(tmp_path / "train.jsonl", records)), "train_fingerprint": "f" * 16}
-    train = {**item["settings"].train, **item["settings"].early_stopping, "max_steps": 2}  # TRANSITIONAL call
-    result = loop.train(item, summary, train, str(tmp_path / "out")).result
+    settings = dataclasses.replace(item["settings"], train=item["settings"].train.replace(max_steps=2))
+    result = loop.train(item, summary, settings, str(tmp_path / "out")).result
     assert result["dropped_too_long"] == 2 and result["train_examples"] == len(records) - 2
 
     row = {

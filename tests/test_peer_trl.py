@@ -1,6 +1,7 @@
 """The `make gpu-check` peer (TRL's SFTTrainer) on the CPU at bench_gpu's tiny shape: it trains, reports honestly,
 and trains the product's objective (same tokens, loss on the response + EOS only)."""
 
+import dataclasses
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def case(tmp_path_factory):
     train_uri = tmp / "train.jsonl"
     train_uri.write_text(instructions.to_jsonl(records + [too_long]), encoding="utf-8")  # the product drops the last
     cfg = {
-        **config.load_profile("gpu")["train"],
+        **dataclasses.asdict(config.load_profile("gpu").train),
         "max_steps": 4,
         "log_every": 2,
         "warmup_steps": 1,

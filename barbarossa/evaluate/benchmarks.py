@@ -17,7 +17,7 @@ Per-item numbers (`correct`, `correct_norm`; chrF++ segment statistics) travel
 like the held-out rows' so the leaderboard puts a bootstrap interval on every
 benchmark metric and a paired test against the base (stats.py).
 
-Why not lm-evaluation-harness: see README "Benchmarks" — in short, its
+Why not lm-evaluation-harness: see docs/design.md — in short, its
 scoring would not see the model through this run's template and runtime
 decision, and its per-sample logs would have to be re-shaped into these rows.
 """

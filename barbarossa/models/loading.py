@@ -161,8 +161,6 @@ def attention_of(model) -> str:
 def load_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None):
     """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's [train]
     settings (`Profile.for_item`) and the model's config: training and evaluation load through here."""
-    if not isinstance(cfg, Train):  # TRANSITIONAL until train/loop.py passes the item's settings
-        cfg = Train(**{k: v for k, v in cfg.items() if k in Train.__dataclass_fields__})
     base = item["base"]
     folder = resolve(base["source"], base.get("revision"))
     decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())

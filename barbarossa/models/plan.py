@@ -17,7 +17,7 @@ Back-of-envelope numbers with every assumption stated in `ASSUMPTIONS`:
   the linear layers, embeddings and head in fp32 after k-bit preparation)
   + LoRA weights, gradients and AdamW state (16 B per trainable param)
   + activations (per token and layer: `Family.activation` bytes, measured by
-  counting the tensors autograd saves, see tests/test_plan.py; with
+  counting the tensors autograd saves, see tests/models/test_plan.py; with
   checkpointing only each layer's input plus one layer's worth)
   + fp32 logits of the response tokens only (the trainer never builds the
   rest) + CUDA context.

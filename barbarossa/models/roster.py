@@ -339,7 +339,3 @@ def work_items(candidates: list[Candidate], profile: config.Profile | None = Non
         for item in items:
             item["settings"] = profile.for_item(item)
     return items
-
-
-def settings_for(item: dict, train_cfg) -> dict:  # TRANSITIONAL until train/loop.py reads item["settings"]
-    return {**train_cfg, **(item.get("train") or {})}

@@ -22,7 +22,7 @@ Rules, and why:
   it exceeds the device's memory (it costs a second forward pass).
 - the step's speed levers, each "auto" by default and taken on CUDA, where a
   step is bound by kernel launches and casts rather than by matmuls (H200
-  profile: README "GPU speed"); a CPU step is bound by its matmuls, so there
+  profile: docs/gpu.md "GPU speed"); a CPU step is bound by its matmuls, so there
   they are not taken and `not_taken` says why — never silently different:
   - adapter dtype: LoRA weights in bf16 beside bf16 base weights, fp32 master
     copies in the optimizer (`train/master.py`), so no fp32↔bf16 cast kernels

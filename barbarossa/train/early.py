@@ -15,32 +15,30 @@ The state is a plain dict kept in every checkpoint, so a resumed task goes on wh
 
 from __future__ import annotations
 
-
-def enabled(cfg: dict) -> bool:
-    return cfg.get("dev_rows", 0) > 0 and cfg.get("eval_every", 0) > 0
+from barbarossa.config import EarlyStopping
 
 
 def new_state(base_bits: float | None) -> dict:
     return {"base": base_bits, "curve": [], "best": None, "best_step": 0, "bad": 0, "stopped": None, "reason": ""}
 
 
-def due(cfg: dict, step: int, last: int) -> bool:
+def due(cfg: EarlyStopping, step: int, last: int) -> bool:
     """Whether the dev split is scored after `step` (every eval_every steps, and after the last)."""
-    return step % cfg["eval_every"] == 0 or step == last
+    return step % cfg.eval_every == 0 or step == last
 
 
-def update(state: dict, step: int, bits: float, cfg: dict) -> bool:
+def update(state: dict, step: int, bits: float, cfg: EarlyStopping) -> bool:
     """Record one dev evaluation; True when it is the new best (its adapter is the one to keep).
 
     Sets state["stopped"] ("patience" or "fail_fast") and state["reason"] when training should stop.
     """
     state["curve"].append({"step": step, "bits_per_byte": round(bits, 5)})
-    improved = state["best"] is None or bits < state["best"] - cfg.get("min_delta", 0.0)
+    improved = state["best"] is None or bits < state["best"] - cfg.min_delta
     if improved:
         state["best"], state["best_step"], state["bad"] = bits, step, 0
     else:
         state["bad"] += 1
-    fail_fast = cfg.get("fail_fast_steps", 0)
+    fail_fast = cfg.fail_fast_steps
     if fail_fast and step >= fail_fast and state["base"] is not None and not state.get("checked_base"):
         state["checked_base"] = True
         if state["best"] >= state["base"]:
@@ -49,11 +47,11 @@ def update(state: dict, step: int, bits: float, cfg: dict) -> bool:
                 f"no gain on dev after {step} steps: {state['best']:.2f} vs base {state['base']:.2f} bits per byte"
             )
             return improved
-    patience = cfg.get("patience", 0)
+    patience = cfg.patience
     if patience and state["bad"] >= patience:
         state["stopped"] = "patience"
         state["reason"] = (
-            f"dev bits per byte did not improve by {cfg.get('min_delta', 0.0)} for {patience} evaluations; "
+            f"dev bits per byte did not improve by {cfg.min_delta} for {patience} evaluations; "
             f"best {state['best']:.3f} at step {state['best_step']}"
         )
     return improved

@@ -32,23 +32,27 @@ Features and their trade-offs:
 - out-of-memory back-off: a step that runs out of memory is redone with half
   the micro-batch and twice the accumulation (same effective batch), down to 1;
 - a guard that stops a diverging run with the step and the reason.
-The adapter is written as files; the caller gets back a small dict.
+The run itself is `LoraRecipe` (setup, step, dev evaluation, finish), built from the functions
+before it; `train` runs it. The adapter is written as files; the caller gets back a `Trained`:
+the model in memory and a typed `TrainResult`, whose `as_dict()` the flow stores.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import math
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from barbarossa import storage
+from barbarossa.config import Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import kernels, loading, losses, roster, runtime, scoring, sharing
+from barbarossa.models import kernels, loading, losses, runtime, scoring, sharing
 from barbarossa.models.families import get_family
 from barbarossa.train import checkpoints, early, master
 
@@ -164,24 +168,19 @@ def pack_batch(examples: list[dict], row_tokens: int | None = None, pad_id: int 
     }
 
 
-def choose_layout(family, cfg: dict, device: str = "cpu") -> str:
+def choose_layout(family, cfg: Train, device: str = "cpu") -> str:
     """The cheapest batch layout this family, these settings and this device allow.
 
     Shared prefixes save ~30 % of the positions but cost several forward calls
     per batch: a win where compute is the bottleneck (a CPU), a loss on a GPU,
     where each extra call adds a kernel launch per op and layer (measured with
-    `make gpu-check`: see README), so a GPU packs into one call instead.
+    `make gpu-check`: see docs/gpu.md), so a GPU packs into one call instead.
     """
     if family.task != "causal":
         return "padded"
-    if (
-        family.shares_prefix
-        and cfg.get("share_prefix", True)
-        and not cfg.get("gradient_checkpointing")
-        and device == "cpu"
-    ):
+    if family.shares_prefix and cfg.share_prefix and not cfg.gradient_checkpointing and device == "cpu":
         return "shared-prefix"
-    return "packed" if family.packs and cfg.get("packing", True) else "padded"
+    return "packed" if family.packs and cfg.packing else "padded"
 
 
 def packing_of(decision: runtime.Runtime, max_length: int) -> dict:
@@ -300,14 +299,58 @@ def masking_preview(item: dict, records: list[dict], tokenizer, count: int = 2, 
     return prompts.masking_examples(tokenizer, records, max_length, count, family.task, template)
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """What one fine-tune did. `as_dict()` is the flow's `train` artifact, which the leaderboard, history, release
+    and cards read — its keys and values are those of the untyped dict it replaced, so old runs still read alike."""
+
+    adapter_uri: str
+    loss_curve: tuple[dict, ...]  # {"step", "loss"} per optimizer step, resumed steps included
+    steps: int  # optimizer steps done (fewer than max_steps when early stopping stopped the run)
+    resumed_from_step: int
+    micro_batch: int  # the micro-batch it finished with (smaller after out-of-memory back-offs)
+    grad_accum: int  # the accumulation that keeps batch_size × grad_accum examples a step at that micro-batch
+    oom_backoffs: int
+    supervised_tokens: int
+    real_tokens: int
+    loop_seconds: float
+    computed_per_real_token: float  # positions run per token of the examples: >1 is padding, <1 is prefix sharing
+    tokens_per_second: float  # supervised tokens per second of this task's loop (not of a resumed task's earlier part)
+    train_seconds: float
+    precision: str
+    layout: str
+    device: str
+    runtime: dict  # `runtime.Runtime.as_dict()`
+    compiled_layers: int
+    peak_gpu_gb: float | None
+    trainable_params: int
+    train_examples: int
+    dropped_too_long: int
+    max_steps: int
+    early: dict | None  # the early-stopping state (train/early.py) without its counters; None without a dev split
+    gpu_seconds_saved: float | None  # the steps not run, at this run's pace: what stopping early saved
+
+    def as_dict(self) -> dict:
+        """A plain dict, copied: changing it leaves the result as it was."""
+        values = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+        return {**values, "loss_curve": list(values["loss_curve"])}
+
+
 @dataclass
 class Trained:
-    """What `train` leaves in memory for the same task's evaluation: no reload from disk, same device and dtype."""
+    """What `train` leaves in memory for the same task's evaluation: no reload from disk, same device and dtype.
 
-    result: dict
+    `result` is `outcome.as_dict()`, made once: the dict the flow stores as its `train` artifact.
+    """
+
+    outcome: TrainResult
     model: object
     tokenizer: object
     runtime: runtime.Runtime
+    result: dict = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.result = self.outcome.as_dict()
 
 
 def prepare_for_lora(model, item: dict, decision: runtime.Runtime):
@@ -368,15 +411,343 @@ def accumulate_step(
     return step_loss, computed
 
 
-def finetune(item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None) -> dict:
-    """`train` for callers that only want the result dict (the model is dropped)."""
-    return train(item, data_summary, train_cfg, out_uri, on_log).result
+class LoraRecipe:
+    """One candidate's LoRA fine-tune: `setup()`, `train()` (its `step()`s and `evaluate_dev()`s), `finish()`.
+
+    Why a class: the run's state (model, optimizer, data stream, progress, early-stopping watch) as attributes,
+    so each stage is a short method that can be read, and driven, on its own; the pure parts above stay functions.
+    The order of `setup()` is part of the result: the RNG is seeded after loading and before the LoRA weights are
+    drawn, and a restored checkpoint resets it after that, so a resumed run draws what an uninterrupted one would.
+    """
+
+    def __init__(
+        self,
+        item: dict,
+        data_summary: dict,
+        settings: Profile,
+        out_uri: str,
+        on_log=None,
+        hardware: runtime.Hardware | None = None,
+    ):
+        self.item, self.data_summary, self.out_uri = item, data_summary, out_uri
+        self.on_log, self.hardware = on_log, hardware
+        self.name = item["name"]
+        self.cfg, self.early = settings.train, settings.early_stopping  # the item's, resolved in start
+        self.family = get_family(item["base"]["family"])
+        self.steps, self.batch_size = self.cfg.max_steps, self.cfg.batch_size
+        self.accum, self.every = self.cfg.grad_accum, self.cfg.checkpoint_every
+        self.watch = None  # the early-stopping state (train/early.py) when a dev split is scored
+
+    # --- setup: one component per method, in the order the RNG draws depend on ---
+
+    def setup(self) -> None:
+        """Load, adapt and restore everything a step needs; logs what the run will do."""
+        self.started = time.time()
+        self._setup_model()
+        self._setup_examples()
+        self._setup_optimizer()
+        self._restore_progress()
+        self._setup_early_stopping()
+        # the data position is the batch count: a resumed run skips exactly the batches it already trained on
+        self.stream = batches(
+            self.examples,
+            self.batch_size,
+            self.cfg.seed,
+            skip=self.resumed_from * self.accum,
+            by_length=self.layout == "padded",
+        )
+        log(
+            f"[bold]{self.name}[/]: {len(self.examples)} examples ({self.dropped} too long), "
+            f"{self.trainable:,} trainable params, {self.steps} steps × {self.batch_size}×{self.accum}, "
+            f"{self.layout} batches, {describe(self.decision)}"
+            + (f", resuming after step {self.resumed_from}" if self.resumed_from else "")
+            + (f", micro-batch {self.micro}" if self.micro < self.batch_size else "")
+        )
+
+    def _setup_model(self) -> None:
+        import torch
+
+        self.tokenizer, model, self.decision = loading.load_for_item(self.item, self.cfg, self.hardware)
+        torch.manual_seed(self.cfg.seed)  # after loading: building a model on a cache miss draws from the RNG too
+        self.model = prepare_for_lora(model, self.item, self.decision)
+        self.compiled_layers = kernels.compile_layers(self.model) if self.decision.compiled else 0
+        self.trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        self.device = self.decision.device
+
+    def _setup_examples(self) -> None:
+        cfg = self.cfg
+        self.max_length = cfg.max_length
+        self.examples, self.dropped = tokencache.training_examples(
+            self.tokenizer, self.data_summary, self.max_length, self.family.task
+        )
+        if not self.examples:
+            raise ValueError(f"{self.name}: no training example fits max_length={self.max_length}")
+        checkpointing = cfg.replace(gradient_checkpointing=self.decision.gradient_checkpointing)
+        self.layout = choose_layout(self.family, checkpointing, self.device)
+
+    def _setup_optimizer(self) -> None:
+        """AdamW, over fp32 masters of 16-bit LoRA weights where the runtime decided so (`master.py`)."""
+        import torch
+
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def adamw(tensors):
+            return torch.optim.AdamW(
+                tensors,
+                lr=self.cfg.learning_rate,
+                weight_decay=self.cfg.weight_decay,
+                fused=self.device == "cuda",
+            )
+
+        if self.decision.master_weights:
+            self.optimizer = master.MasterWeights(params, self.decision.torch_dtype, adamw)
+            self.clipped, self.after_backward = self.optimizer.trained(), self.optimizer.accumulate
+        else:
+            self.optimizer = adamw(params)
+            self.clipped, self.after_backward = params, None
+        self.scaler = torch.amp.GradScaler(self.device, enabled=self.decision.loss_scaling)
+
+    def _restore_progress(self) -> None:
+        """The latest checkpoint's weights, optimizer, RNG and progress (a retried task), else a clean start."""
+        self.progress = checkpoints.restore(self.out_uri, self.model, self.optimizer) or {
+            "step": 0,
+            "curve": [],
+            "supervised_tokens": 0,
+            "real_tokens": 0,
+            "computed_tokens": 0,
+        }
+        self.resumed_from = self.progress["step"]
+        # the data stream stays in batches of `batch_size` (resuming skips the same batches whatever the micro-batch);
+        # each is cut into micro-batches of `micro` examples, smaller after an out-of-memory back-off (kept in
+        # checkpoints)
+        self.micro = min(self.progress.setdefault("micro_batch", self.batch_size), self.batch_size)
+        self.progress.setdefault("oom_backoffs", 0)
+
+    def _setup_early_stopping(self) -> None:
+        """The dev split and the watch; the untuned base is scored once, its state then travels in checkpoints."""
+        if not self.early.enabled:
+            return
+        self.dev_records = instructions.read_jsonl(self.data_summary["dev_uri"])
+        if self.progress.get("early") is None:
+            with self.model.disable_adapter():  # the untuned base, on the same rows and scorer: what fail-fast compares
+                self.progress["early"] = early.new_state(self.evaluate_dev())
+        self.watch = self.progress["early"]
+
+    # --- the loop ---
+
+    def train(self) -> None:
+        """Steps from the restored one to max_steps, with dev checks, checkpoints and logs; stops early if told to."""
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.tokens_at_start, self.loop_started = self.progress["supervised_tokens"], time.time()
+        for step in range(self.resumed_from, self.steps):
+            if self.watch is not None and self.watch["stopped"]:  # resumed after it had decided to stop
+                break
+            loss, done = self.step(step), step + 1
+            if self.watch is not None and early.due(self.early, done, self.steps):
+                self._check_early_stopping(done)
+            stopping = self.watch is not None and self.watch["stopped"]
+            if (self.every and done % self.every == 0) or done == self.steps or stopping:
+                checkpoints.save(self.out_uri, self.model, self.optimizer, self.progress)
+            if done % self.cfg.log_every == 0 or done == self.steps:
+                self._log_step(done, loss)
+            if stopping:
+                log(f"{self.name}: stopped after step {done} of {self.steps}: {self.watch['reason']}")
+                break
+
+    def step(self, step: int) -> float:
+        """Optimizer step `step` (0-based) on the stream's next `grad_accum` batches; its loss.
+
+        Out of memory in a forward or backward pass: the step is redone from its start with a smaller
+        micro-batch (`_back_off`), on the same examples — nothing is counted or applied twice.
+        """
+        import torch
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(step, self.steps, self.cfg.warmup_steps, self.cfg.learning_rate)
+        chunks = [next(self.stream) for _ in range(self.accum)]
+        step_loss, computed = self._forward_backward(chunks, step)
+        self._count_tokens(chunks, computed)
+        loss = step_loss.item()
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"{self.name}: loss is {loss} at step {step + 1}")
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.clipped, self.cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress["step"] = step + 1
+        self.progress["curve"].append({"step": step + 1, "loss": round(loss, 5)})
+        return loss
+
+    def _forward_backward(self, chunks: list[list[dict]], step: int) -> tuple:
+        """`accumulate_step` at the current micro-batch, retried smaller after each out-of-memory error."""
+        while True:
+            try:
+                return accumulate_step(
+                    self.model,
+                    chunks,
+                    self.micro,
+                    self.scaler,
+                    self.decision,
+                    self.layout,
+                    self.max_length,
+                    self.tokenizer.pad_token_id,
+                    self.family.task,
+                    self.after_backward,
+                )
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            # outside the handler: the exception's frames (and the activations they hold) are gone before freeing
+            self._back_off(chunks, step, reason)
+
+    def _back_off(self, chunks: list[list[dict]], step: int, reason: str) -> None:
+        """Drop the step's partial gradients, free memory and halve the micro-batch (accumulation doubles, so
+        batch_size × grad_accum examples still make a step); at a micro-batch of 1, `TrainingOutOfMemory`."""
+        self.optimizer.zero_grad(set_to_none=True)
+        free_memory(self.device)
+        if self.micro == 1:
+            longest = max(len(e["input_ids"]) for chunk in chunks for e in chunk)
+            raise TrainingOutOfMemory(
+                f"{self.name}: out of memory at micro-batch 1 (started at {self.batch_size}) on "
+                f"{device_name(self.device)} in step {step + 1}, longest example {longest} tokens ({reason}); "
+                "lower max_length, or enable gradient checkpointing or QLoRA, or use a device with more memory"
+            )
+        self.micro = max(1, self.micro // 2)
+        self.progress["micro_batch"], self.progress["oom_backoffs"] = self.micro, self.progress["oom_backoffs"] + 1
+        log(
+            f"[yellow]{self.name}: out of memory in step {step + 1}; redoing it with micro-batch {self.micro} × "
+            f"{self.accum * math.ceil(self.batch_size / self.micro)} accumulated "
+            f"(effective batch {self.batch_size * self.accum})[/]"
+        )
+
+    def _count_tokens(self, chunks: list[list[dict]], computed: int) -> None:
+        progress = self.progress
+        progress["supervised_tokens"] += sum(
+            label != prompts.IGNORE_INDEX for chunk in chunks for e in chunk for label in e["labels"]
+        )
+        progress["real_tokens"] += sum(len(e["input_ids"]) for chunk in chunks for e in chunk)
+        progress["computed_tokens"] += computed
+
+    def evaluate_dev(self) -> float:
+        """Dev bits per byte of the model as it is now, with the evaluation's own scorer (what early stopping reads)."""
+        self.model.eval()
+        with kernels.evaluating(self.model):
+            rows = scoring.response_nll(
+                self.model,
+                self.tokenizer,
+                self.dev_records,
+                self.max_length,
+                self.batch_size,
+                self.decision,
+                self.data_summary.get("language"),
+            )
+        self.model.train()
+        bits = scoring.bits_per_byte(rows)
+        if bits is None:
+            raise ValueError(f"{self.name}: no dev response fits max_length={self.max_length}; raise it or dev_rows")
+        return bits
+
+    def _check_early_stopping(self, done: int) -> None:
+        """Score dev after step `done`; a new best keeps its weights (the adapter published in the end)."""
+        bits, watch = self.evaluate_dev(), self.watch
+        if early.update(watch, done, bits, self.early):
+            self.progress["best_weights"] = {
+                name: p.detach().cpu().clone() for name, p in self.model.named_parameters() if p.requires_grad
+            }
+        log(
+            f"{self.name}: dev {bits:.4f} bits per byte at step {done} (base {watch['base']:.4f}, "
+            f"best {watch['best']:.4f} at step {watch['best_step']})"
+        )
+        if self.on_log:
+            self.on_log(done, self.progress["curve"], dev=watch)
+
+    def _log_step(self, done: int, loss: float) -> None:
+        rate = (self.progress["supervised_tokens"] - self.tokens_at_start) / (time.time() - self.loop_started)
+        log(f"{self.name}: step {done}/{self.steps} loss {loss:.4f} ({rate:,.0f} supervised tok/s)")
+        if self.on_log:
+            self.on_log(done, self.progress["curve"], **({"dev": self.watch} if self.watch is not None else {}))
+
+    # --- finish ---
+
+    def finish(self) -> Trained:
+        """The best dev evaluation's weights back in the model, the adapter published, what the run did."""
+        self._restore_best_weights()
+        with tempfile.TemporaryDirectory() as tmp:
+            adapter = Path(tmp) / "adapter"
+            self.model.save_pretrained(adapter)
+            adapter_uri = storage.upload_dir(adapter, storage.join(self.out_uri, "adapter"))
+        return Trained(self._result(adapter_uri), self.model, self.tokenizer, self.decision)
+
+    def _restore_best_weights(self) -> None:
+        import torch
+
+        best = self.progress.get("best_weights")
+        if self.watch is None or not best or self.watch["best_step"] == self.progress["step"]:
+            return
+        params = dict(self.model.named_parameters())  # the best evaluation's adapter, not the last step's
+        with torch.no_grad():
+            for name, value in best.items():
+                params[name].copy_(value.to(params[name].device))
+
+    def _result(self, adapter_uri: str) -> TrainResult:
+        import torch
+
+        progress, watch, steps = self.progress, self.watch, self.steps
+        seconds, loop_seconds = time.time() - self.started, time.time() - self.loop_started
+        trained_here = progress["supervised_tokens"] - self.tokens_at_start
+        steps_run = max(1, progress["step"] - self.resumed_from)
+        return TrainResult(
+            adapter_uri=adapter_uri,
+            loss_curve=tuple(progress["curve"]),
+            steps=progress["step"],
+            resumed_from_step=self.resumed_from,
+            micro_batch=self.micro,
+            grad_accum=self.accum * math.ceil(self.batch_size / self.micro),
+            oom_backoffs=progress["oom_backoffs"],
+            supervised_tokens=progress["supervised_tokens"],
+            real_tokens=progress["real_tokens"],
+            loop_seconds=round(loop_seconds, 2),
+            computed_per_real_token=round(progress["computed_tokens"] / max(1, progress["real_tokens"]), 4),
+            tokens_per_second=round(trained_here / max(loop_seconds, 1e-9), 1),
+            train_seconds=round(seconds, 1),
+            precision=self.decision.compute,
+            layout=self.layout,
+            device=self.device,
+            runtime=self.decision.as_dict(),
+            compiled_layers=self.compiled_layers,
+            peak_gpu_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2) if self.device == "cuda" else None,
+            trainable_params=self.trainable,
+            train_examples=len(self.examples),
+            dropped_too_long=self.dropped,
+            max_steps=steps,
+            early={k: watch[k] for k in ("base", "curve", "best", "best_step", "stopped", "reason")}
+            if watch is not None
+            else None,
+            # the steps not run, at this run's pace: what stopping early saved against max_steps
+            gpu_seconds_saved=round((steps - progress["step"]) * loop_seconds / steps_run, 1)
+            if watch is not None
+            else None,
+        )
 
 
 def train(
-    item: dict, data_summary: dict, train_cfg: dict, out_uri: str, on_log=None, hardware: runtime.Hardware | None = None
+    item: dict,
+    data_summary: dict,
+    settings: Profile,
+    out_uri: str,
+    on_log=None,
+    hardware: runtime.Hardware | None = None,
 ) -> Trained:
-    """Train one candidate's LoRA adapter and publish it under `out_uri`.
+    """Train one candidate's LoRA adapter and publish it under `out_uri` (the recipe: `LoraRecipe`).
+
+    `settings` are the item's resolved settings (`Profile.for_item`: its [train] with the roster's overrides
+    and the base's length cap, and [early_stopping]).
 
     Resumes from the latest checkpoint under `out_uri` if there is one (a
     retried task). `on_log(step, curve)` is called at every log step (a live card, say), with `dev=` the early-stopping
@@ -389,206 +760,10 @@ def train(
     applied twice, and no finished step is repeated as a checkpoint rewind would.
     At a micro-batch of 1 it raises `TrainingOutOfMemory` instead.
     """
-    import torch
-
-    started = time.time()
-    cfg = roster.settings_for(item, train_cfg)
-    base = item["base"]
-    family = get_family(base["family"])
-    tokenizer, model, decision = loading.load_for_item(item, cfg, hardware)
-    torch.manual_seed(cfg["seed"])  # after loading: building a model on a cache miss draws from the RNG too
-    model = prepare_for_lora(model, item, decision)
-    compiled = kernels.compile_layers(model) if decision.compiled else 0
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    max_length = min(cfg["max_length"], base.get("max_length", cfg["max_length"]))
-    examples, dropped = tokencache.training_examples(tokenizer, data_summary, max_length, family.task)
-    if not examples:
-        raise ValueError(f"{item['name']}: no training example fits max_length={max_length}")
-
-    device = decision.device
-    layout = choose_layout(family, {**cfg, "gradient_checkpointing": decision.gradient_checkpointing}, device)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def adamw(tensors):
-        return torch.optim.AdamW(
-            tensors, lr=cfg["learning_rate"], weight_decay=cfg.get("weight_decay", 0.0), fused=device == "cuda"
-        )
-
-    optimizer = master.MasterWeights(params, decision.torch_dtype, adamw) if decision.master_weights else adamw(params)
-    stepped = optimizer.trained() if decision.master_weights else params  # what clipping reads
-    after_backward = optimizer.accumulate if decision.master_weights else None
-    scaler = torch.amp.GradScaler(device, enabled=decision.loss_scaling)
-    steps, accum, every = cfg["max_steps"], cfg.get("grad_accum", 1), cfg.get("checkpoint_every", 0)
-    batch_size = cfg["batch_size"]
-    progress = checkpoints.restore(out_uri, model, optimizer) or {
-        "step": 0,
-        "curve": [],
-        "supervised_tokens": 0,
-        "real_tokens": 0,
-        "computed_tokens": 0,
-    }
-    resumed_from = progress["step"]
-    # the data stream stays in batches of `batch_size` (so resuming skips the same batches whatever the micro-batch);
-    # each is cut into micro-batches of `micro` examples, smaller after an out-of-memory back-off (kept in checkpoints)
-    micro = min(progress.setdefault("micro_batch", batch_size), batch_size)
-    progress.setdefault("oom_backoffs", 0)
-    watch, dev_bits = None, None
-    if early.enabled(cfg):  # early stopping / fail-fast: its state travels in the checkpoints
-        dev_records = instructions.read_jsonl(data_summary["dev_uri"])
-        max_eval = cfg["max_length"]
-
-        def dev_bits() -> float:
-            model.eval()
-            with kernels.evaluating(model):
-                rows = scoring.response_nll(
-                    model, tokenizer, dev_records, max_eval, batch_size, decision, data_summary.get("language")
-                )
-            model.train()
-            bits = scoring.bits_per_byte(rows)
-            if bits is None:
-                raise ValueError(f"{item['name']}: no dev response fits max_length={max_eval}; raise it or dev_rows")
-            return bits
-
-        if progress.get("early") is None:
-            with model.disable_adapter():  # the untuned base, on the same rows and scorer: what fail-fast compares with
-                progress["early"] = early.new_state(dev_bits())
-        watch = progress["early"]
-    stream = batches(examples, batch_size, cfg["seed"], skip=resumed_from * accum, by_length=layout == "padded")
-    log(
-        f"[bold]{item['name']}[/]: {len(examples)} examples ({dropped} too long), {trainable:,} trainable params, "
-        f"{steps} steps × {batch_size}×{accum}, {layout} batches, {describe(decision)}"
-        + (f", resuming after step {resumed_from}" if resumed_from else "")
-        + (f", micro-batch {micro}" if micro < batch_size else "")
-    )
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    tokens_at_start, loop_started = progress["supervised_tokens"], time.time()
-    for step in range(resumed_from, steps):
-        if watch is not None and watch["stopped"]:  # resumed after it had decided to stop
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, steps, cfg.get("warmup_steps", 0), cfg["learning_rate"])
-        chunks = [next(stream) for _ in range(accum)]
-        while True:  # redone with a smaller micro-batch after running out of memory: nothing is counted twice
-            try:
-                step_loss, computed = accumulate_step(
-                    model,
-                    chunks,
-                    micro,
-                    scaler,
-                    decision,
-                    layout,
-                    max_length,
-                    tokenizer.pad_token_id,
-                    family.task,
-                    after_backward,
-                )
-                break
-            except RuntimeError as error:
-                if not is_out_of_memory(error):
-                    raise
-                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            # outside the handler: the exception's frames (and the activations they hold) are gone before freeing
-            optimizer.zero_grad(set_to_none=True)
-            free_memory(device)
-            if micro == 1:
-                longest = max(len(e["input_ids"]) for chunk in chunks for e in chunk)
-                raise TrainingOutOfMemory(
-                    f"{item['name']}: out of memory at micro-batch 1 (started at {batch_size}) on {device_name(device)}"
-                    f" in step {step + 1}, longest example {longest} tokens ({reason}); lower max_length, or enable"
-                    " gradient checkpointing or QLoRA, or use a device with more memory"
-                )
-            micro = max(1, micro // 2)
-            progress["micro_batch"], progress["oom_backoffs"] = micro, progress["oom_backoffs"] + 1
-            log(
-                f"[yellow]{item['name']}: out of memory in step {step + 1}; redoing it with micro-batch {micro} × "
-                f"{accum * math.ceil(batch_size / micro)} accumulated (effective batch {batch_size * accum})[/]"
-            )
-        progress["supervised_tokens"] += sum(
-            label != prompts.IGNORE_INDEX for chunk in chunks for e in chunk for label in e["labels"]
-        )
-        progress["real_tokens"] += sum(len(e["input_ids"]) for chunk in chunks for e in chunk)
-        progress["computed_tokens"] += computed
-        step_loss = step_loss.item()
-        if not math.isfinite(step_loss):
-            raise TrainingDiverged(f"{item['name']}: loss is {step_loss} at step {step + 1}")
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(stepped, cfg.get("max_grad_norm", 1.0))
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        progress["step"] = step + 1
-        progress["curve"].append({"step": step + 1, "loss": round(step_loss, 5)})
-        if watch is not None and early.due(cfg, step + 1, steps):
-            bits = dev_bits()
-            if early.update(watch, step + 1, bits, cfg):  # the best so far: its weights are the ones to keep
-                progress["best_weights"] = {
-                    name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad
-                }
-            log(
-                f"{item['name']}: dev {bits:.4f} bits per byte at step {step + 1} (base {watch['base']:.4f}, "
-                f"best {watch['best']:.4f} at step {watch['best_step']})"
-            )
-            if on_log:
-                on_log(step + 1, progress["curve"], dev=watch)
-        stopping = watch is not None and watch["stopped"]
-        if (every and (step + 1) % every == 0) or step + 1 == steps or stopping:
-            checkpoints.save(out_uri, model, optimizer, progress)
-        if (step + 1) % cfg.get("log_every", 10) == 0 or step + 1 == steps:
-            rate = (progress["supervised_tokens"] - tokens_at_start) / (time.time() - loop_started)
-            log(f"{item['name']}: step {step + 1}/{steps} loss {step_loss:.4f} ({rate:,.0f} supervised tok/s)")
-            if on_log:
-                on_log(step + 1, progress["curve"], **({"dev": watch} if watch is not None else {}))
-        if stopping:
-            log(f"{item['name']}: stopped after step {step + 1} of {steps}: {watch['reason']}")
-            break
-
-    if watch is not None and progress.get("best_weights") and watch["best_step"] != progress["step"]:
-        params = dict(model.named_parameters())  # the best evaluation's adapter, not the last step's
-        with torch.no_grad():
-            for name, value in progress["best_weights"].items():
-                params[name].copy_(value.to(params[name].device))
-    with tempfile.TemporaryDirectory() as tmp:
-        adapter = Path(tmp) / "adapter"
-        model.save_pretrained(adapter)
-        adapter_uri = storage.upload_dir(adapter, storage.join(out_uri, "adapter"))
-    seconds, loop_seconds = time.time() - started, time.time() - loop_started
-    result = {
-        "adapter_uri": adapter_uri,
-        "loss_curve": progress["curve"],
-        "steps": progress["step"],
-        "resumed_from_step": resumed_from,
-        # the micro-batch it finished with and the accumulation that keeps batch_size × grad_accum examples a step
-        "micro_batch": micro,
-        "grad_accum": accum * math.ceil(batch_size / micro),
-        "oom_backoffs": progress["oom_backoffs"],
-        "supervised_tokens": progress["supervised_tokens"],
-        "real_tokens": progress["real_tokens"],
-        "loop_seconds": round(loop_seconds, 2),
-        # positions run per token of the examples: >1 is padding, <1 is prefix sharing beating it
-        "computed_per_real_token": round(progress["computed_tokens"] / max(1, progress["real_tokens"]), 4),
-        "tokens_per_second": round((progress["supervised_tokens"] - tokens_at_start) / max(loop_seconds, 1e-9), 1),
-        "train_seconds": round(seconds, 1),
-        "precision": decision.compute,
-        "layout": layout,
-        "device": device,
-        "runtime": decision.as_dict(),
-        "compiled_layers": compiled,
-        "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device == "cuda" else None,
-        "trainable_params": trainable,
-        "train_examples": len(examples),
-        "dropped_too_long": dropped,
-        "max_steps": steps,
-        "early": {k: watch[k] for k in ("base", "curve", "best", "best_step", "stopped", "reason")} if watch else None,
-        # the steps not run, at this run's pace: what stopping early saved against max_steps
-        "gpu_seconds_saved": round(
-            (steps - progress["step"]) * loop_seconds / max(1, progress["step"] - resumed_from), 1
-        )
-        if watch is not None
-        else None,
-    }
-    return Trained(result, model, tokenizer, decision)
+    recipe = LoraRecipe(item, data_summary, settings, out_uri, on_log, hardware)
+    recipe.setup()
+    recipe.train()
+    return recipe.finish()
 
 
 def describe(decision: runtime.Runtime) -> str:

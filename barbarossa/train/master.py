@@ -2,7 +2,7 @@
 
 Why: with fp32 LoRA weights beside a bf16 base, every adapted projection casts
 its input to fp32 and its weights back to bf16 in every forward and backward —
-about 1000 copy kernels a step for a 1.1B model (H200 profile, README "GPU
+about 1000 copy kernels a step for a 1.1B model (H200 profile, docs/gpu.md "GPU
 speed"). Here the trainable weights are bf16 views into one flat buffer; the
 optimizer steps one flat fp32 master copy; per optimizer step that is one cast
 of the gradients in (per micro-batch, accumulated in fp32) and one cast of the

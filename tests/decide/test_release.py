@@ -2,12 +2,11 @@
 
 import pytest
 import yaml
-from conftest import moto_s3, rows, settings_for, write_jsonl
+from conftest import finetune, moto_s3, rows, settings_for, write_jsonl
 
 from barbarossa.config import Train
 from barbarossa.data import prompts
 from barbarossa.decide import release
-from barbarossa.train import loop
 
 TRAIN = {
     "max_steps": 2,
@@ -49,7 +48,7 @@ def entry(family: str, tmp_path) -> dict:
         "eval_fingerprint": "e" * 16,
     }
     item["settings"] = settings_for(item, TRAIN)
-    trained = loop.finetune(item, summary, TRAIN, str(tmp_path / "out"))
+    trained = finetune(item, summary, TRAIN, str(tmp_path / "out"))
     row = {
         "name": item["name"],
         "decision": "release",

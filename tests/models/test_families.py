@@ -7,7 +7,7 @@ remote-code path.
 """
 
 import pytest
-from conftest import settings_for, write_jsonl
+from conftest import finetune, settings_for, write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.evaluate import protocol
@@ -63,7 +63,7 @@ def test_family_fine_tunes_reloads_and_generates(family, repeated_batch, tmp_pat
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
     }
     summary = repeated_batch
-    result = loop.finetune(item, summary, TRAIN, str(tmp_path))
+    result = finetune(item, summary, TRAIN, str(tmp_path))
     curve = [p["loss"] for p in result["loss_curve"]]
     assert curve[-1] < curve[0], curve
     metrics = protocol.evaluate(

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import settings_for, write_jsonl
 from transformers import AutoModelForCausalLM
 
 from barbarossa import config
@@ -202,7 +202,9 @@ def test_a_forced_compile_trains_as_eager_does_and_the_row_records_it(tmp_path, 
     }
     curves = {}
     for compiled in (False, True):
-        trained = loop.train(item, split, {**settings, "compile": compiled}, str(tmp_path / f"out-{compiled}"))
+        trained = loop.train(
+            item, split, settings_for(item, {**settings, "compile": compiled}), str(tmp_path / f"out-{compiled}")
+        )
         result = trained.result
         assert result["runtime"]["compiled"] is compiled and result["compiled_layers"] == (2 if compiled else 0)
         assert ("compile" in result["runtime"]["not_taken"]) is False

@@ -139,7 +139,9 @@ def test_bf16_weights_are_loaded_as_bf16(tiny_llama):
 def test_evaluation_runs_on_the_training_device_and_dtype_and_bf16_matches_fp32(split, tmp_path):
     scores = {}
     for precision in ("fp32", "bf16"):
-        trained = loop.train(item(), split, {**SETTINGS, "precision": precision}, str(tmp_path / precision))
+        trained = loop.train(
+            item(), split, settings_for(item(), {**SETTINGS, "precision": precision}), str(tmp_path / precision)
+        )
         metrics = protocol.evaluate(
             item(), trained.result["adapter_uri"], split, settings_for(item(), SETTINGS, EVAL), trained=trained
         )
@@ -160,7 +162,12 @@ def test_evaluation_without_a_trained_model_decides_and_loads_as_training_would(
 
 def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, fp32_cpu):
     """nf4 base + LoRA on this CPU (bitsandbytes runs NF4 here); the adapter then merges into the plain base."""
-    trained = loop.train(item("tiny-llama-qlora", quantization="nf4"), split, SETTINGS, str(tmp_path / "out"))
+    trained = loop.train(
+        item("tiny-llama-qlora", quantization="nf4"),
+        split,
+        settings_for(item("tiny-llama-qlora", quantization="nf4"), SETTINGS),
+        str(tmp_path / "out"),
+    )
     assert trained.result["runtime"]["quantization"] == "nf4"
     assert any("Linear4bit" in type(m).__name__ for m in trained.model.modules())
     curve = [p["loss"] for p in trained.result["loss_curve"]]
@@ -180,7 +187,9 @@ def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, f
 
 def test_a_wrong_merge_is_refused(split, tmp_path, monkeypatch):
     """The merge check has teeth: an adapter whose merge is skipped disagrees with base + adapter."""
-    trained = loop.train(item(), split, {**SETTINGS, "learning_rate": 5e-2}, str(tmp_path / "out"))
+    trained = loop.train(
+        item(), split, settings_for(item(), {**SETTINGS, "learning_rate": 5e-2}), str(tmp_path / "out")
+    )
     from peft.tuners.lora import LoraModel
 
     monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **k: self.unload())  # drops the adapter instead

@@ -2,6 +2,7 @@
 
 import pytest
 
+from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
 from barbarossa.models import families, loading, sharing
 from barbarossa.train import loop
@@ -106,13 +107,13 @@ def test_every_causal_family_but_remote_code_shares_prefixes():
 
 def test_layout_follows_family_and_settings():
     llama, opt, t5, deci = (families.get_family(f) for f in ("llama", "opt", "t5", "deci"))
-    assert loop.choose_layout(deci, {"share_prefix": True}) == "packed"  # remote code may predate the Cache API
-    assert loop.choose_layout(llama, {"share_prefix": True}) == "shared-prefix"
-    assert loop.choose_layout(opt, {"share_prefix": True}) == "shared-prefix"
-    assert loop.choose_layout(llama, {"share_prefix": True, "gradient_checkpointing": True}) == "packed"
-    assert loop.choose_layout(opt, {"share_prefix": True, "gradient_checkpointing": True}) == "padded"
-    assert loop.choose_layout(llama, {"share_prefix": False, "packing": False}) == "padded"
-    assert loop.choose_layout(t5, {"share_prefix": True}) == "padded"
+    assert loop.choose_layout(deci, Train(share_prefix=True)) == "packed"  # remote code may predate the Cache API
+    assert loop.choose_layout(llama, Train(share_prefix=True)) == "shared-prefix"
+    assert loop.choose_layout(opt, Train(share_prefix=True)) == "shared-prefix"
+    assert loop.choose_layout(llama, Train(share_prefix=True, gradient_checkpointing=True)) == "packed"
+    assert loop.choose_layout(opt, Train(share_prefix=True, gradient_checkpointing=True)) == "padded"
+    assert loop.choose_layout(llama, Train(share_prefix=False, packing=False)) == "padded"
+    assert loop.choose_layout(t5, Train(share_prefix=True)) == "padded"
 
 
 CHOICE_ITEMS = [

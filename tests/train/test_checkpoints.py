@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions
-from barbarossa.train import checkpoints, loop
+from barbarossa.train import checkpoints
 
 
 def tiny_run(out: str, steps: int):
@@ -146,16 +146,16 @@ def test_a_resumed_run_with_lora_dropout_matches_an_uninterrupted_one(tmp_path, 
     """Dropout draws from the RNG: the resumed run matches only if the checkpoint's RNG state is restored."""
     from safetensors.torch import load_file
 
-    straight = loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "straight"))
+    straight = finetune(DROPPING, split, SETTINGS, str(tmp_path / "straight"))
 
     def kill_at_3(step, curve):
         if step == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"), on_log=kill_at_3)
+        finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"), on_log=kill_at_3)
     torch.manual_seed(1234)  # whatever the RNG holds now must not matter
-    resumed = loop.finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"))
+    resumed = finetune(DROPPING, split, SETTINGS, str(tmp_path / "resumed"))
     assert resumed["resumed_from_step"] == 3 and [p["step"] for p in resumed["loss_curve"]] == list(range(1, 7))
     assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
         [p["loss"] for p in straight["loss_curve"]], abs=1e-5

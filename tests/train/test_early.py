@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import settings_for, write_jsonl
 from safetensors.torch import load_file
 
+from barbarossa.config import EarlyStopping
 from barbarossa.data import instructions
 from barbarossa.decide import leaderboard
 from barbarossa.models import scoring
@@ -30,7 +31,7 @@ SETTINGS = {
 def run_rule(values, base=3.0, **cfg):
     state, kept = early.new_state(base), []
     for step, bits in enumerate(values, start=1):
-        if early.update(state, step, bits, {**CFG, **cfg}):
+        if early.update(state, step, bits, EarlyStopping(**{**CFG, **cfg})):
             kept.append(step)
         if state["stopped"]:
             break
@@ -97,7 +98,7 @@ def scripted_dev(monkeypatch, values):
 
 def test_the_best_evaluation_s_adapter_is_kept_and_evaluated_not_the_last_step_s(split, tmp_path, monkeypatch):
     seen = scripted_dev(monkeypatch, [3.0, 2.6, 2.2, 2.5, 2.7, 2.0])  # base, then steps 1.. (best at step 2)
-    trained = loop.train(item(), split, {**SETTINGS, **CFG}, str(tmp_path / "out"))
+    trained = loop.train(item(), split, settings_for(item(), {**SETTINGS, **CFG}), str(tmp_path / "out"))
     result = trained.result
     assert result["steps"] == 4 and result["early"]["stopped"] == "patience" and result["early"]["best_step"] == 2
     assert result["gpu_seconds_saved"] > 0 and result["max_steps"] == 8
@@ -114,7 +115,7 @@ def test_the_best_evaluation_s_adapter_is_kept_and_evaluated_not_the_last_step_s
 def test_a_fail_fast_candidate_stops_and_its_row_is_held_with_the_reason(split, tmp_path, monkeypatch):
     scripted_dev(monkeypatch, [3.0, 3.2, 3.1, 3.4])
     cfg = {**SETTINGS, **CFG, "patience": 0, "fail_fast_steps": 2}
-    result = loop.train(item(), split, cfg, str(tmp_path / "out")).result
+    result = loop.train(item(), split, settings_for(item(), cfg), str(tmp_path / "out")).result
     assert result["steps"] == 2 and result["early"]["stopped"] == "fail_fast"
     metrics = {
         "bits_per_byte": 3.1,
@@ -138,8 +139,8 @@ def test_a_resumed_fine_tune_keeps_its_early_stopping_state(split, tmp_path, mon
     out = str(tmp_path / "out")
     scripted_dev(monkeypatch, [3.0, 2.6, 2.2, 2.5])
     with pytest.raises(IndexError):  # the script runs dry at step 4: as if the task died there
-        loop.train(item(), split, {**SETTINGS, **CFG, "checkpoint_every": 1}, out)
+        loop.train(item(), split, settings_for(item(), {**SETTINGS, **CFG, "checkpoint_every": 1}), out)
     scripted_dev(monkeypatch, [2.1, 2.05, 2.0, 1.9, 1.8])  # no base score again: it comes back from the checkpoint
-    result = loop.train(item(), split, {**SETTINGS, **CFG, "checkpoint_every": 1}, out).result
+    result = loop.train(item(), split, settings_for(item(), {**SETTINGS, **CFG, "checkpoint_every": 1}), out).result
     assert result["resumed_from_step"] == 3 and result["early"]["base"] == 3.0
     assert [p["step"] for p in result["early"]["curve"]] == list(range(1, 9)) and result["early"]["best_step"] == 8

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions, prompts
 from barbarossa.models import families, loading
@@ -43,7 +43,7 @@ def split(tmp_path_factory):
 
 @pytest.mark.parametrize("family, targets", [("llama", "attention"), ("gpt2", "attention"), ("llama", "all-linear")])
 def test_finetune_lowers_training_loss_and_writes_an_adapter(tmp_path, split, family, targets):
-    result = loop.finetune(item(family, targets), split, SETTINGS, str(tmp_path / "out"))
+    result = finetune(item(family, targets), split, SETTINGS, str(tmp_path / "out"))
     curve = [p["loss"] for p in result["loss_curve"]]
     assert len(curve) == 8 and sum(curve[-2:]) < sum(curve[:2])
     adapter = tmp_path / "out" / "adapter"
@@ -117,9 +117,10 @@ def test_resumed_batches_continue_where_the_stream_stopped():
 KILL_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from barbarossa.train import loop
+sys.path.insert(0, {tests!r})
+from conftest import finetune
 item, summary, cfg, out = json.loads(sys.argv[1])
-result = loop.finetune(item, summary, cfg, out)
+result = finetune(item, summary, cfg, out)
 print(json.dumps(result))
 """
 
@@ -138,7 +139,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
 
     cfg = {**SETTINGS, "max_steps": 60, "checkpoint_every": 5, "batch_size": 8, "log_every": 100}
     script = tmp_path / "train.py"
-    script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
+    script.write_text(KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests")))
     killed_out = str(tmp_path / "killed")
     args = json.dumps([item("llama"), split, cfg, killed_out])
     proc = subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -151,11 +152,11 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     killed_at = checkpoints.latest_step(killed_out)
     assert 15 <= killed_at < 60 and not (tmp_path / "killed" / "adapter").exists()
 
-    resumed = loop.finetune(item("llama"), split, cfg, killed_out)
+    resumed = finetune(item("llama"), split, cfg, killed_out)
     assert resumed["resumed_from_step"] == killed_at and resumed["steps"] == 60
     assert [p["step"] for p in resumed["loss_curve"]] == list(range(1, 61))  # the counter continues, nothing repeats
 
-    straight = loop.finetune(item("llama"), split, cfg, str(tmp_path / "straight"))
+    straight = finetune(item("llama"), split, cfg, str(tmp_path / "straight"))
     assert straight["resumed_from_step"] == 0
     assert [p["loss"] for p in resumed["loss_curve"]] == pytest.approx(
         [p["loss"] for p in straight["loss_curve"]], abs=1e-4

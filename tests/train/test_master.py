@@ -72,7 +72,7 @@ def relative_error(update: dict, reference: dict) -> float:
 def test_bf16_lora_with_fp32_masters_updates_as_fp32_adapters_do_and_plain_bf16_does_not(data):
     examples, tokenizer = data
     fp32, with_master, naive = (train_adapter(v, examples, tokenizer) for v in ("fp32", "master", "naive"))
-    # README "GPU speed" states 0.1 %: autocast multiplies fp32 adapters by the same bf16-rounded weights,
+    # docs/gpu.md "GPU speed" states 0.1 %: autocast multiplies fp32 adapters by the same bf16-rounded weights,
     # so the updates agree (this CPU: bit for bit); the master only keeps what bf16 would round away
     assert relative_error(with_master, fp32) < 1e-3
     # plain bf16 weights round Adam's ~2e-4 steps to the bf16 grid (spacing 5e-4 to 1e-3 near LoRA A's 0.1–0.25)

@@ -8,7 +8,7 @@ from the first batch on, or only later, when part of a step's gradient is in.
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.decide import leaderboard
@@ -82,11 +82,11 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_the_effective_batch(
     from safetensors.torch import load_file
 
     cfg = {**SETTINGS, **LAYOUTS[layout]}
-    straight = loop.finetune(ITEM, split, cfg, str(tmp_path / "straight"))
+    straight = finetune(ITEM, split, cfg, str(tmp_path / "straight"))
     assert (straight["micro_batch"], straight["grad_accum"], straight["oom_backoffs"]) == (4, 2, 0)
 
     run_out_of_memory_above(monkeypatch, 1, from_batch=4)  # step 2's second batch: its first one's gradient is in
-    squeezed = loop.finetune(ITEM, split, cfg, str(tmp_path / "squeezed"))
+    squeezed = finetune(ITEM, split, cfg, str(tmp_path / "squeezed"))
     assert squeezed["layout"] == layout
     assert (squeezed["micro_batch"], squeezed["grad_accum"], squeezed["oom_backoffs"]) == (1, 8, 2)  # 4 → 2 → 1
     assert squeezed["micro_batch"] * squeezed["grad_accum"] == cfg["batch_size"] * cfg["grad_accum"]
@@ -107,7 +107,7 @@ def test_out_of_memory_at_a_micro_batch_of_one_fails_the_row_with_a_clear_reason
     with pytest.raises(
         loop.TrainingOutOfMemory, match=r"out of memory at micro-batch 1 \(started at 4\) on cpu"
     ) as caught:
-        loop.finetune(ITEM, split, SETTINGS, str(tmp_path / "out"))
+        finetune(ITEM, split, SETTINGS, str(tmp_path / "out"))
     error = leaderboard.task_result(ITEM, None, None, caught.value, stage="finetune")["error"]
     assert error.startswith("finetune failed: TrainingOutOfMemory: tiny-llama: out of memory at micro-batch 1")
     assert "CUDA out of memory" in error and "step 1" in error
