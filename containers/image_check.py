@@ -17,7 +17,6 @@ What a cluster provides and this machine cannot is substituted, and only that: C
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shlex
@@ -30,11 +29,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(ROOT)]
 
 import argo  # noqa: E402
 import batch  # noqa: E402
 import engine  # noqa: E402
+
+from barbarossa.infra import deploy  # noqa: E402
 
 IMAGE = "barbarossa:check"
 # Production builds take the defaults (the CUDA base image, torch's CUDA wheel from the PyTorch index). Here no
@@ -192,27 +193,11 @@ def s3_server(work: Path):
 
 
 def compile_flow(orchestrator: str, infra: dict, env: dict) -> dict:
-    """`<orchestrator> create --only-json`: uploads the code package to the S3 server, deploys nothing."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "flows" / "finetune_flow.py"),
-            "--config-value",
-            "infra",
-            json.dumps(infra),
-            orchestrator,
-            "create",
-            "--only-json",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=300,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{orchestrator} create failed:\n{done.stderr[-3000:]}")
-    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
-    return document
+    """The compiled document (deploy.compile_deployment): uploads the code package to the S3 server, deploys nothing."""
+    try:
+        return deploy.compile_deployment(orchestrator, infra, env)
+    except (RuntimeError, ValueError) as err:  # the create's failure, or the infra config refused
+        raise SystemExit(str(err)) from err
 
 
 def checkpoint_appeared(s3, prefix: str):

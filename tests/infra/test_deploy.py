@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, moto_s3
+from conftest import moto_s3
 
+from barbarossa.infra.deploy import FLOW, compile_deployment
 from barbarossa.models import roster
 from containers.batch import all_states, batch_world
 
 pytestmark = [pytest.mark.flow, pytest.mark.server]
-
-FLOW = str(ROOT / "flows" / "finetune_flow.py")
 
 
 @pytest.fixture
@@ -34,17 +33,7 @@ ARGO_EVENTS = {
 
 
 def compile_flow(orchestrator: str, infra: dict, env: dict) -> dict:
-    """`<orchestrator> create --only-json`: uploads the code package to the local S3, deploys nothing."""
-    done = subprocess.run(
-        [sys.executable, FLOW, "--config-value", "infra", json.dumps(infra), orchestrator, "create", "--only-json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **ARGO_EVENTS, **env},
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    document, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])
-    return document
+    return compile_deployment(orchestrator, infra, {**ARGO_EVENTS, **env})
 
 
 def compile_argo(infra: dict, env: dict) -> dict:
@@ -147,6 +136,19 @@ def test_step_functions_fine_tune_steps_ask_batch_for_their_roster_box(s3_datast
         ]
     }
     assert images == {"registry.example/barbarossa:abc1234"}
+
+
+def test_image_check_compiles_through_the_same_function(s3_datastore):
+    """containers/image_check.py's compile: the tiny roster in its image; a failed create names the cause."""
+    from containers import image_check
+
+    infra = {"compute": "kubernetes", "models": "tiny-llama-lora", "large_from_gpu_memory_gb": 40}
+    workflow = image_check.compile_flow("argo-workflows", {**infra, "kubernetes": {"image": image_check.IMAGE}}, {})
+    assert workflow["kind"] == "WorkflowTemplate"
+    assert {t["container"]["image"] for t in workflow["spec"]["templates"] if "container" in t} == {image_check.IMAGE}
+    batch = {**infra, "compute": "batch", "batch": {"image": "x", "queue": "nowhere"}}  # no such queue on moto
+    with pytest.raises(SystemExit, match=r"step-functions create failed(.|\n)*Job Queue nowhere not found"):
+        image_check.compile_flow("step-functions", batch, {"AWS_ENDPOINT_URL": os.environ["METAFLOW_S3_ENDPOINT_URL"]})
 
 
 def test_code_package_carries_the_library_its_configs_and_data(tmp_path):
