@@ -256,7 +256,8 @@ def cmd_languages(args) -> int:
 
 def cmd_plan(args) -> int:
     from barbarossa import config
-    from barbarossa.models import plan, roster, schedule
+    from barbarossa.models import roster
+    from barbarossa.planning import plan, schedule
 
     profile = config.load_profile(args.profile)
     count, gpu = schedule.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)

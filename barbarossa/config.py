@@ -35,7 +35,7 @@ def find_project_root(package: Path, home: str | None) -> Path:
 
 PROJECT_ROOT = find_project_root(Path(__file__).resolve().parent, os.environ.get("BARBAROSSA_HOME"))
 
-# What a profile may choose for the keys with a few allowed values (models/runtime.py decides each "auto").
+# What a profile may choose for the keys with a few allowed values (engine/runtime.py decides each "auto").
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "nf4", "auto")
 CHECKPOINTING = (True, False, "auto")

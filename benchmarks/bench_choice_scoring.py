@@ -19,7 +19,8 @@ from bench_generation import timed
 from barbarossa import languages
 from barbarossa.console import console
 from barbarossa.data import benchmarks
-from barbarossa.models import loading, roster, scoring
+from barbarossa.engine import loading, scoring
+from barbarossa.models import roster
 
 BATCH = 8  # the cpu profile's eval batch: two items of four choices
 OUT = Path(__file__).parent / "results" / "choice-scoring-cpu.json"

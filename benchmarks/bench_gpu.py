@@ -54,8 +54,10 @@ import torch
 from barbarossa import config
 from barbarossa.console import console
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import loading, losses, runtime, sharing
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, losses, plan, runtime, sharing, tiny
+from barbarossa.models import tiny
+from barbarossa.planning import plan
 from barbarossa.train import loop
 
 BF16_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10G": 125}  # dense, per GPU model

@@ -29,8 +29,9 @@ from barbarossa.decide import release as releases
 from barbarossa.evaluate import protocol
 from barbarossa.infra import compute, leases
 from barbarossa.infra.mutators import FollowInfra, ShipLibrary
-from barbarossa.models import plan, preflight, roster
-from barbarossa.models.schedule import calibration
+from barbarossa.models import roster
+from barbarossa.planning import plan, preflight
+from barbarossa.planning.schedule import calibration
 from barbarossa.train import loop
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join

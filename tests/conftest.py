@@ -116,14 +116,14 @@ def fp32_cpu(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     return loading.resolve("tiny:llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     return loading.resolve("tiny:gpt2")
 

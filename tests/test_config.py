@@ -8,7 +8,9 @@ from conftest import ROOT, rows, write_jsonl
 from barbarossa import config
 from barbarossa.data import prompts
 from barbarossa.decide import release
-from barbarossa.models import loading, plan, roster
+from barbarossa.engine import loading
+from barbarossa.models import roster
+from barbarossa.planning import plan
 from barbarossa.train import loop
 
 

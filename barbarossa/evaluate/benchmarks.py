@@ -5,7 +5,7 @@ item's question (the passage as the template's input) by the same scorer as
 the held-out rows (`scoring.response_nll`: −log P(choice, then EOS)); the
 item's pick is the choice of least NLL (`accuracy`) and of least NLL per UTF-8
 byte of the choice (`accuracy_norm`, which does not favour short choices for
-being short); the item's prompt runs once for all its choices (models/sharing.py,
+being short); the item's prompt runs once for all its choices (engine/sharing.py,
 where the family allows). An item whose prompt leaves no room for a choice counts as
 wrong (`unfit` says how many), so every model is scored on every item.
 
@@ -29,9 +29,9 @@ import time
 from barbarossa.config import Eval
 from barbarossa.data import benchmarks as sets_data
 from barbarossa.data import prompts
+from barbarossa.engine.scoring import response_nll
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
 from barbarossa.models.families import get_family
-from barbarossa.models.scoring import response_nll
 
 MAX_LENGTH = 2048  # tokens of prompt + choice: a Belebele passage and question fit well within it
 UNKNOWN_MODEL_LENGTH = 512

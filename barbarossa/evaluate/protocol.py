@@ -41,10 +41,11 @@ from barbarossa import languages, metric_registry, storage
 from barbarossa.config import Eval, Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import kernels, loading, runtime
+from barbarossa.engine.scoring import device_of, response_nll
 from barbarossa.evaluate import benchmarks, stats
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
-from barbarossa.models import kernels, loading, runtime
-from barbarossa.models.scoring import device_of, response_nll
+from barbarossa.planning import plan
 
 
 def extra_metric_scores(modules: list[str], predictions: list[str], references: list[str]) -> dict:
@@ -202,7 +203,7 @@ def _extra_set(
 def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: Train):
     """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would
     (`train_cfg`: the item's resolved [train] settings)."""
-    tokenizer, model, decision = loading.load_for_item(item, train_cfg)
+    tokenizer, model, decision = plan.load_for_item(item, train_cfg)
     if adapter_uri:
         from peft import PeftModel
 

@@ -21,7 +21,7 @@ Features and their trade-offs:
   batches grouped by length so a batch pads little;
 - on CUDA (each chosen by the runtime decision and recorded in the row):
   bf16 LoRA weights with fp32 master copies (`master.py`: no cast kernels per
-  layer), decoder layers compiled once and reused (`models/kernels.py`),
+  layer), decoder layers compiled once and reused (`engine/kernels.py`),
   Liger's fused kernels for LLaMA/Mistral blocks, and packed rows kept apart by
   a variable-length attention kernel (flash-attn, FlexAttention) — then the
   whole batch is one row, padded to a multiple of 128 so shapes repeat;
@@ -52,8 +52,9 @@ from barbarossa import storage
 from barbarossa.config import Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import kernels, loading, losses, runtime, scoring, sharing
+from barbarossa.engine import kernels, losses, runtime, scoring, sharing
 from barbarossa.models.families import get_family
+from barbarossa.planning import plan
 from barbarossa.train import checkpoints, early, master
 
 
@@ -467,7 +468,7 @@ class LoraRecipe:
     def _setup_model(self) -> None:
         import torch
 
-        self.tokenizer, model, self.decision = loading.load_for_item(self.item, self.cfg, self.hardware)
+        self.tokenizer, model, self.decision = plan.load_for_item(self.item, self.cfg, self.hardware)
         torch.manual_seed(self.cfg.seed)  # after loading: building a model on a cache miss draws from the RNG too
         self.model = prepare_for_lora(model, self.item, self.decision)
         self.compiled_layers = kernels.compile_layers(self.model) if self.decision.compiled else 0

@@ -124,7 +124,7 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
     from peft import PeftModel
     from safetensors import safe_open
 
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     e = entry(family, tmp_path)
     bundle = release.build_bundle(e, e["summary"], "run", str(tmp_path / "release"), merge=True)

@@ -7,8 +7,8 @@ import pytest
 from barbarossa import languages
 from barbarossa.config import Eval
 from barbarossa.data import benchmarks as sets_data
+from barbarossa.engine import loading
 from barbarossa.evaluate import benchmarks, stats
-from barbarossa.models import loading
 
 
 def items(answers: list[int], choices=("Bakı", "Gəncə", "Sumqayıt", "Şəki")) -> list[dict]:

@@ -4,8 +4,8 @@ import pytest
 
 from barbarossa import languages
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import loading
 from barbarossa.evaluate import langid, protocol
-from barbarossa.models import loading
 
 AZ_IDENTIFY = languages.load("az")["identify"]
 

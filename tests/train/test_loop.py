@@ -5,7 +5,8 @@ import torch
 from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions, prompts
-from barbarossa.models import families, loading
+from barbarossa.engine import loading
+from barbarossa.models import families
 from barbarossa.train import loop
 
 SETTINGS = {
@@ -171,7 +172,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
 @pytest.mark.parametrize("family", ["opt", "bloom", "mpt"])
 def test_padded_families_take_the_response_only_loss_without_full_vocabulary_logits(family):
     """OPT/BLOOM/MPT pad (no packing): the loss over response tokens equals the model's own full-logit loss."""
-    from barbarossa.models import loading as m
+    from barbarossa.engine import loading as m
 
     model = m.load_model(m.resolve(f"tiny:{family}"), family).eval()
     examples = [

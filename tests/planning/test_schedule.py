@@ -6,8 +6,8 @@ import math
 import pytest
 
 from barbarossa import cli
-from barbarossa.models import plan, schedule
-from barbarossa.models.runtime import HEADROOM
+from barbarossa.engine.runtime import HEADROOM
+from barbarossa.planning import plan, schedule
 
 
 def write_check(folder, rows, cuda=True):

@@ -4,7 +4,8 @@ import pytest
 
 from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
-from barbarossa.models import families, loading, sharing
+from barbarossa.engine import loading, sharing
+from barbarossa.models import families
 from barbarossa.train import loop
 
 A = list(range(100, 110))  # a 10-token "preamble"
@@ -129,7 +130,7 @@ CHOICE_ITEMS = [
 @pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.shares_prefix))
 def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(family):
     """The benchmarks' multiple-choice rows: each item's prompt runs once for its four choices, same numbers."""
-    from barbarossa.models import scoring
+    from barbarossa.engine import scoring
 
     spec = families.get_family(family)
     folder = loading.resolve(f"tiny:{family}")

@@ -11,7 +11,7 @@ import contextlib
 import math
 
 from barbarossa.data import prompts
-from barbarossa.models import losses, runtime, sharing
+from barbarossa.engine import losses, runtime, sharing
 
 
 def is_seq2seq(model) -> bool:
@@ -74,7 +74,7 @@ def response_nll(
 
     `share_prompts` (causal families whose cache the sharing module can use): records
     are batched in their own order and a prompt common to several of them — the
-    choices of one multiple-choice item — runs once (models/sharing.py); the
+    choices of one multiple-choice item — runs once (engine/sharing.py); the
     numbers equal the unshared ones (a test checks each causal family).
     """
     import torch

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barbarossa.config import PROJECT_ROOT
-from barbarossa.models.runtime import HEADROOM
+from barbarossa.engine.runtime import HEADROOM
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 

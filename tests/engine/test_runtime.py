@@ -11,8 +11,8 @@ from barbarossa import config
 from barbarossa.config import Train
 from barbarossa.data import instructions
 from barbarossa.decide import release
+from barbarossa.engine import loading, runtime
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, runtime
 from barbarossa.train import loop
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
