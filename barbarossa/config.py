@@ -47,7 +47,7 @@ THRESHOLDS_ON = ("point", "bound")
 # The metrics a release policy may rank on -> True when higher is better: a live view of the metric registry
 DIRECTION = metric_registry.policy_directions()
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
-# What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
+# What a benchmark reports (evaluate/benchmark_scoring.py) -> True when higher is better
 BENCHMARK_DIRECTION = metric_registry.group_directions("benchmark")
 
 

@@ -1,5 +1,5 @@
 """Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks
-(benchmarks.py)."""
+(benchmark_scoring.py)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ from barbarossa.console import log
 from barbarossa.data import instructions, prompts
 from barbarossa.engine import kernels, loading, runtime
 from barbarossa.engine.scoring import device_of, response_nll
-from barbarossa.evaluate import benchmarks, stats
+from barbarossa.evaluate import benchmark_scoring, stats
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
 from barbarossa.planning import plan
 
@@ -252,7 +252,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: 
         )
         for entry in data_summary.get("extra_sets", [])
     }
-    bench_scores, bench_rows = benchmarks.score_all(
+    bench_scores, bench_rows = benchmark_scoring.score_all(
         model, tokenizer, data_summary.get("benchmarks") or [], language, eval_cfg, base, decision
     )
     benchmark_metrics = {m.key for m in metric_registry.by_group("benchmark")}

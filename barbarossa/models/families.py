@@ -33,7 +33,7 @@ class Family:
 
     @property
     def shares_prefix(self) -> bool:
-        """Shared-prefix batches (`sharing.py`) need the library's own Cache API, which remote code may predate."""
+        """Shared-prefix batches (`shared_prefix.py`) need the library's Cache API, which remote code may predate."""
         return self.task == "causal" and not self.remote_code
 
     def lora_targets(self, targets: str | list[str]) -> str | list[str]:

@@ -32,7 +32,7 @@ from barbarossa.config import EarlyStopping, Profile, Train
 from barbarossa.engine import loading, runtime
 from barbarossa.models.families import get_family
 from barbarossa.models.roster import Candidate, format_params
-from barbarossa.planning import schedule
+from barbarossa.planning import calibration
 
 # name -> (bf16 dense peak TFLOP/s (fp16 where bf16 is emulated), memory GB, native bf16)
 GPUS = {
@@ -213,7 +213,7 @@ def candidate_plan(
     profile: Profile,
     gpu: str,
     shape: Shape | None = None,
-    calibrated: schedule.Calibration | None = None,
+    calibrated: calibration.Calibration | None = None,
 ) -> dict:
     peak_tflops = GPUS.get(gpu, (0,))[0]
     base = candidate.base
@@ -227,7 +227,7 @@ def candidate_plan(
     need_gb = need(decision.weight_dtype, decision.quantization, decision.gradient_checkpointing)
     tokens = cfg.max_steps * cfg.batch_size * cfg.grad_accum * length
     flops_per_token = (6 if decision.gradient_checkpointing else 4) * base.params
-    mfu = schedule.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
+    mfu = calibration.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
     hours = flops_per_token * tokens / (peak_tflops * 1e12 * mfu) / 3600
     return {
         "name": candidate.name,
@@ -251,11 +251,11 @@ def build(
     candidates: list[Candidate],
     profile: Profile,
     gpu: str = "A100-80GB",
-    calibrated: schedule.Calibration | None = None,
+    calibrated: calibration.Calibration | None = None,
 ) -> dict:
     """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step.
 
-    `calibrated`: MFU per model size measured by `make gpu-check` (schedule.calibration()); else MFU is assumed.
+    `calibrated`: MFU per model size measured by `make gpu-check` (calibration.measured()); else MFU is assumed.
     """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
