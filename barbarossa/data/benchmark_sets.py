@@ -34,7 +34,6 @@ BELEBELE_FIELDS = (
     "mc_answer4",
     "correct_answer_num",
 )
-KINDS = ("choice", "translation")
 ENGLISH = "eng_Latn"
 
 

@@ -97,11 +97,6 @@ def score_generations(predictions: list[str], references: list[str], language: d
     return scores, per_row
 
 
-def generation_metrics(predictions: list[str], references: list[str], language: dict | None = None) -> dict:
-    """Every score of greedy answers against references (without the per-row statistics)."""
-    return score_generations(predictions, references, language)[0]
-
-
 def fertility(tokenizer, texts: list[str], word_pattern: str = r"\S+") -> float:
     """Tokens per word (as the language pack splits words): how expensive (and how well covered) the language is
     for this tokenizer."""

@@ -134,9 +134,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     import sys
     import time
 
-    from conftest import ROOT
-
-    from barbarossa.train import checkpoints
+    from conftest import ROOT, latest_step
 
     cfg = {**SETTINGS, "max_steps": 60, "checkpoint_every": 5, "batch_size": 8, "log_every": 100}
     script = tmp_path / "train.py"
@@ -145,12 +143,12 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     args = json.dumps([item("llama"), split, cfg, killed_out])
     proc = subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while checkpoints.latest_step(killed_out) < 15:
+    while latest_step(killed_out) < 15:
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = checkpoints.latest_step(killed_out)
+    killed_at = latest_step(killed_out)
     assert 15 <= killed_at < 60 and not (tmp_path / "killed" / "adapter").exists()
 
     resumed = finetune(item("llama"), split, cfg, killed_out)
