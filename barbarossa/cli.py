@@ -256,14 +256,15 @@ def cmd_languages(args) -> int:
 
 def cmd_plan(args) -> int:
     from barbarossa import config
-    from barbarossa.models import plan, roster, schedule
+    from barbarossa.models import roster
+    from barbarossa.planning import calibration, plan
 
     profile = config.load_profile(args.profile)
-    count, gpu = schedule.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)
-    calibrated = schedule.calibration()
+    count, gpu = calibration.parse_gpus(args.gpus, plan.GPUS) if args.gpus else (1, args.gpu)
+    calibrated = calibration.measured()
     result = plan.build(roster.select(args.models), profile, gpu, calibrated)
     ceiling = calibrated.ceiling if calibrated else plan.MFU
-    result["inventory"] = schedule.wall_clock(result["rows"], count, plan.GPUS[gpu][1], ceiling)
+    result["inventory"] = calibration.wall_clock(result["rows"], count, plan.GPUS[gpu][1], ceiling)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -306,16 +307,16 @@ def cmd_fetch(args) -> int:
 
 def fetch_benchmarks(specs: list[str], to: str) -> list[str]:
     """Mirror each benchmark file at its pinned revision; one line each; the failures' lines back."""
-    from barbarossa.data import benchmarks
+    from barbarossa.data import benchmark_sets
 
     failed = []
     for spec in specs:
         try:
-            where = benchmarks.fetch(spec, to)
+            where = benchmark_sets.fetch(spec, to)
         except Exception as err:
             failed.append(f"{spec}: {_error_line(err)}")
             continue
-        manifest = json.loads(storage.read_bytes(where + benchmarks.MANIFEST_SUFFIX))
+        manifest = json.loads(storage.read_bytes(where + benchmark_sets.MANIFEST_SUFFIX))
         console.print(
             f"{spec}: {manifest['size'] / 1e6:.1f} MB, commit {manifest['commit'][:12]} → {where} "
             "(name it as a benchmark source in the profile)",

@@ -35,7 +35,7 @@ def find_project_root(package: Path, home: str | None) -> Path:
 
 PROJECT_ROOT = find_project_root(Path(__file__).resolve().parent, os.environ.get("BARBAROSSA_HOME"))
 
-# What a profile may choose for the keys with a few allowed values (models/runtime.py decides each "auto").
+# What a profile may choose for the keys with a few allowed values (engine/runtime.py decides each "auto").
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "nf4", "auto")
 CHECKPOINTING = (True, False, "auto")
@@ -47,7 +47,7 @@ THRESHOLDS_ON = ("point", "bound")
 # The metrics a release policy may rank on -> True when higher is better: a live view of the metric registry
 DIRECTION = metric_registry.policy_directions()
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
-# What a benchmark reports (evaluate/benchmarks.py) -> True when higher is better
+# What a benchmark reports (evaluate/benchmark_scoring.py) -> True when higher is better
 BENCHMARK_DIRECTION = metric_registry.group_directions("benchmark")
 
 

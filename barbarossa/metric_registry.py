@@ -79,11 +79,6 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
-def unregister(key: str) -> None:
-    """Remove a metric (tests that registered one put the registry back)."""
-    del _REGISTERED[key]
-
-
 def get(key: str) -> Metric:
     """The metric called `key`; a KeyError names the registered ones."""
     try:
@@ -107,11 +102,6 @@ def shown_in(view: str) -> list[Metric]:
 def row_metrics() -> list[Metric]:
     """The metrics every leaderboard row carries, each with its base_ and delta_."""
     return shown_in("row")
-
-
-def policy_metrics() -> list[Metric]:
-    """The metrics a release policy may rank on."""
-    return [m for m in _REGISTERED.values() if m.rankable]
 
 
 class Directions(Mapping):

@@ -242,7 +242,7 @@ def print_compare(result: dict) -> None:
 
 def print_plan(result: dict, profile_name: str = "") -> None:
     """`barbarossa plan` and the flow's start: memory and GPU-hours per candidate, then the totals."""
-    from barbarossa.models.plan import describe
+    from barbarossa.planning.plan import describe
 
     table = Table(title=f"Plan on {result['gpu']}" + (f" (profile {profile_name})" if profile_name else ""))
     for header in (

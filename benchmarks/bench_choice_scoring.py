@@ -18,8 +18,9 @@ from bench_generation import timed
 
 from barbarossa import languages
 from barbarossa.console import console
-from barbarossa.data import benchmarks
-from barbarossa.models import loading, roster, scoring
+from barbarossa.data import benchmark_sets
+from barbarossa.engine import loading, scoring
+from barbarossa.models import roster
 
 BATCH = 8  # the cpu profile's eval batch: two items of four choices
 OUT = Path(__file__).parent / "results" / "choice-scoring-cpu.json"
@@ -30,7 +31,9 @@ def main() -> None:
     base = roster.all_rosters()["local"].candidates[0].base
     tokenizer, model = loading.load_base(asdict(base))
     model.eval()
-    [belebele] = [s for s in benchmarks.load_all(benchmarks.entries_for(pack, []), pack) if s["name"] == "belebele"]
+    [belebele] = [
+        s for s in benchmark_sets.load_all(benchmark_sets.entries_for(pack, []), pack) if s["name"] == "belebele"
+    ]
     records = [
         {"instruction": item["question"], "input": item["context"], "output": choice}
         for item in belebele["items"]

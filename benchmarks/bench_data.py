@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from barbarossa import storage
 from barbarossa.console import console
 from barbarossa.data import instructions, prompts, synthetic, tokencache
-from barbarossa.models import loading, roster
+from barbarossa.engine import loading
+from barbarossa.models import roster
 
 ROWS = int(os.environ.get("BENCH_DATA_ROWS", synthetic.ALPACA_ROWS))
 MAX_LENGTH = 512  # the gpu profile's: the recipe that trains on the full Alpaca set

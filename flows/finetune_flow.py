@@ -23,14 +23,13 @@ from metaflow import (
 )
 
 from barbarossa import config, languages, reporting, storage
-from barbarossa.data import benchmarks, instructions
-from barbarossa.decide import cards, history, leaderboard
-from barbarossa.decide import release as releases
+from barbarossa.data import benchmark_sets, instructions
+from barbarossa.decide import bundles, cards, history, leaderboard
 from barbarossa.evaluate import protocol
 from barbarossa.infra import compute, leases
 from barbarossa.infra.mutators import FollowInfra, ShipLibrary
-from barbarossa.models import plan, preflight, roster
-from barbarossa.models.schedule import calibration
+from barbarossa.models import roster
+from barbarossa.planning import calibration, plan, preflight
 from barbarossa.train import loop
 
 SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
@@ -122,15 +121,15 @@ class FinetuneFlow(FlowSpec):
     def start(self):
         compute.check_output_root(self.infra, self.output_root)
         self.settings = config.load_profile(self.profile).with_max_steps(self.max_steps)
-        releases.check_target(self.release_to, self.publish)
+        bundles.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
-        bench = benchmarks.load_all(
-            benchmarks.entries_for(pack, self.settings.eval.benchmarks, self.extra_eval),
+        bench = benchmark_sets.load_all(
+            benchmark_sets.entries_for(pack, self.settings.eval.benchmarks, self.extra_eval),
             pack,
             self.settings.eval.benchmark_rows,
         )  # validated before anything is written
         selected = roster.select(self.models)
-        self.plan = plan.build(selected, self.settings, self.gpu, calibration())
+        self.plan = plan.build(selected, self.settings, self.gpu, calibration.measured())
         items = roster.work_items(selected, self.settings)  # each with its resolved settings, used from here on
         allowed, self.refused, tokenizers = preflight.check(items, self.plan)
         self.classes, too_big = compute.assign(allowed, self.infra, compute.deployed_boxes(self.infra))
@@ -149,7 +148,7 @@ class FinetuneFlow(FlowSpec):
             dev_rows=self.settings.early_stopping.dev_rows,
             language=pack,
         )
-        self.data["benchmarks"] = benchmarks.write_all(bench, self.run_root)
+        self.data["benchmarks"] = benchmark_sets.write_all(bench, self.run_root)
         # tokenised once per tokenizer, here, under the output root (shared by later runs on the same data)
         self.data = loop.warm_token_cache(allowed, self.data, storage.join(root, "cache"), tokenizers)
         reporting.print_data_summary(self.data)
@@ -240,7 +239,7 @@ class FinetuneFlow(FlowSpec):
         )
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)
-        self.to_release = releases.selected(self.leaderboard, results)
+        self.to_release = bundles.selected(self.leaderboard, results)
         current.card["leaderboard"].extend(
             cards.leaderboard_components(
                 self.leaderboard, self.loss_curves, self.data, self.samples, primary=self.settings.policy.primary
@@ -251,7 +250,7 @@ class FinetuneFlow(FlowSpec):
     @resources(gpu=1)  # replaced by FollowInfra: the largest box of the deployment's roster selection
     @step
     def release(self):
-        self.released = releases.release_all(
+        self.released = bundles.release_all(
             self.to_release,
             self.data,
             current.pathspec,

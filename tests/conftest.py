@@ -116,14 +116,14 @@ def fp32_cpu(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tiny_llama():
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     return loading.resolve("tiny:llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2():
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     return loading.resolve("tiny:gpt2")
 
@@ -252,3 +252,10 @@ def finetune(item: dict, data_summary: dict, train: dict, out_uri: str, **kwargs
     from barbarossa.train import loop
 
     return loop.train(item, data_summary, settings_for(item, train), out_uri, **kwargs).result
+
+
+def latest_step(out_uri: str) -> int:
+    """The step of the latest complete checkpoint under `out_uri` (0 when there is none)."""
+    from barbarossa.train import checkpoints
+
+    return (checkpoints._latest(out_uri) or {}).get("step", 0)

@@ -7,7 +7,7 @@ import sys
 
 from conftest import ROOT
 
-from barbarossa.models import runtime
+from barbarossa.engine import runtime
 
 
 def test_gpu_check_runs_on_the_cpu_at_tiny_shapes_and_says_so(tmp_path):

@@ -7,8 +7,10 @@ from conftest import ROOT, rows, write_jsonl
 
 from barbarossa import config
 from barbarossa.data import prompts
-from barbarossa.decide import release
-from barbarossa.models import loading, plan, roster
+from barbarossa.decide import bundles
+from barbarossa.engine import loading
+from barbarossa.models import roster
+from barbarossa.planning import plan
 from barbarossa.train import loop
 
 
@@ -107,7 +109,7 @@ def test_a_candidates_own_max_length_reaches_training_the_preview_the_plan_and_t
         "fidelity": 0.97,
         "degenerate_rate": 0.1,
     }
-    bundle = release.build_bundle(
+    bundle = bundles.build_bundle(
         {"row": row, "item": item}, {**summary, "train_source": "t"}, "run", str(tmp_path / "release"), merge=False
     )
     card = (tmp_path / "release" / item["name"] / "README.md").read_text()

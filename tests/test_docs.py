@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "barbarossa"
 
 TOP_LEVEL = ("barbarossa", "flows", "configs", "containers", "benchmarks", "tests", "docs", "data")
-STAGES = ("data", "models", "train", "evaluate", "decide", "infra", "translate")
+STAGES = ("data", "models", "engine", "planning", "train", "evaluate", "decide", "infra", "translate")
 # A path token starts where no path character precedes it (not inside a URL, an s3:// URI or a longer path).
 _TOKEN = re.compile(r"(?<![\w./:~@-])[\w.\-/<>*{}\[\]…]+")
 # A folder ends in "/", a file has an extension: `barbarossa/hf-token` (a secret's name) is neither.
@@ -136,10 +136,10 @@ def test_no_comment_or_doc_names_a_missing_path():
 def test_path_tokens_catch_stale_module_paths():
     """The detector itself: module-relative and repository paths, not URLs, URIs, globs or placeholders."""
     text = (
-        "see train/speed.py and models/kernels.py; flows/finetune_flow.py, docs/settings.md. "
+        "see train/speed.py and engine/kernels.py; flows/finetune_flow.py, docs/settings.md. "
         "https://github.com/o/r/tests/x.py s3://bucket/data/x.jsonl configs/profiles/*.toml "
         "configs/languages/<code>.toml ~/.cache/barbarossa/gpu-leases/ runs/FinetuneFlow/<run>/data/"
     )
     found = list(path_tokens(text))
-    assert found == ["train/speed.py", "models/kernels.py", "flows/finetune_flow.py", "docs/settings.md"]
+    assert found == ["train/speed.py", "engine/kernels.py", "flows/finetune_flow.py", "docs/settings.md"]
     assert [t for t in found if not exists(t)] == ["train/speed.py"]

@@ -12,7 +12,7 @@ from metaflow import Runner
 from barbarossa import cli, metric_registry
 from barbarossa.data import instructions
 from barbarossa.decide import cards, history
-from barbarossa.models.runtime import choose_precision, probe
+from barbarossa.engine.runtime import choose_precision, probe
 
 pytestmark = pytest.mark.flow
 HOST_PRECISION = choose_precision(probe(), "auto")  # what "auto" gives the flow's tasks on this machine
@@ -90,7 +90,7 @@ def run_flow(env, infra=LOCAL_INFRA, **params):
 COUNT_TOKENIZER_LOADS = """
 import os, sys
 if "step" in sys.argv[:-1] and sys.argv[sys.argv.index("step") + 1] == "start":
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     _load = loading.load_base_tokenizer
 

@@ -17,12 +17,14 @@ LEVEL = {
     "foundation": 0,
     "data": 1,
     "models": 2,
-    "train": 3,
-    "evaluate": 3,
-    "decide": 4,
-    "infra": 5,
-    "translate": 6,
-    "top": 7,
+    "engine": 3,
+    "planning": 4,
+    "train": 5,
+    "evaluate": 5,
+    "decide": 6,
+    "infra": 7,
+    "translate": 8,
+    "top": 9,
 }
 STAGES = list(LEVEL)
 FOUNDATION = {

@@ -1,6 +1,6 @@
 """Near-duplicate decontamination: training rows that are near-copies of an eval prompt.
 
-Exact-duplicate removal (`data.remove_overlap`) misses a prompt that differs from
+Comparing prompts exactly (`instructions.prompt_key`) misses a prompt that differs from
 an eval prompt only in case, punctuation, a number or a reordered word; a model
 trained on it is then tested on something it has seen. Here each prompt
 (instruction + input) is normalised — casefolded, punctuation and symbols turned

@@ -283,13 +283,6 @@ def split_holdout(records: list[dict], fraction: float, seed: int) -> tuple[list
     return [r for r, h in zip(records, held) if not h], [r for r, h in zip(records, held) if h]
 
 
-def remove_overlap(train: list[dict], eval_records: list[dict]) -> tuple[list[dict], int]:
-    """Drop training rows whose prompt also appears in the eval set."""
-    eval_keys = {prompt_key(r) for r in eval_records}
-    kept = [r for r in train if prompt_key(r) not in eval_keys]
-    return kept, len(train) - len(kept)
-
-
 @dataclass
 class _Rows:
     """Validated rows with their prompt keys and quoted fields, each computed once (not once per use)."""

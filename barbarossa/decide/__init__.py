@@ -1,1 +1,1 @@
-"""Stage 5, decide: the leaderboard and its release decisions, earlier runs, release bundles and cards."""
+"""Stage 6, decide: the leaderboard and its release decisions, earlier runs, release bundles and cards."""

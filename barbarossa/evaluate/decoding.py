@@ -1,5 +1,5 @@
 """Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks
-(benchmarks.py)."""
+(benchmark_scoring.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from functools import cache
 from pathlib import Path
 
 from barbarossa.data import prompts
-from barbarossa.models import runtime
-from barbarossa.models.scoring import device_of, is_seq2seq
+from barbarossa.engine import runtime
+from barbarossa.engine.scoring import device_of, is_seq2seq
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 

@@ -41,10 +41,11 @@ from barbarossa import languages, metric_registry, storage
 from barbarossa.config import Eval, Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts
-from barbarossa.evaluate import benchmarks, stats
+from barbarossa.engine import kernels, loading, runtime
+from barbarossa.engine.scoring import device_of, response_nll
+from barbarossa.evaluate import benchmark_scoring, stats
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
-from barbarossa.models import kernels, loading, runtime
-from barbarossa.models.scoring import device_of, response_nll
+from barbarossa.planning import plan
 
 
 def extra_metric_scores(modules: list[str], predictions: list[str], references: list[str]) -> dict:
@@ -94,11 +95,6 @@ def score_generations(predictions: list[str], references: list[str], language: d
         "degenerate": list(degenerate["segments"]),
     }
     return scores, per_row
-
-
-def generation_metrics(predictions: list[str], references: list[str], language: dict | None = None) -> dict:
-    """Every score of greedy answers against references (without the per-row statistics)."""
-    return score_generations(predictions, references, language)[0]
 
 
 def fertility(tokenizer, texts: list[str], word_pattern: str = r"\S+") -> float:
@@ -202,7 +198,7 @@ def _extra_set(
 def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: Train):
     """(tokenizer, model, runtime) when no trained model is in memory: decided and loaded as training would
     (`train_cfg`: the item's resolved [train] settings)."""
-    tokenizer, model, decision = loading.load_for_item(item, train_cfg)
+    tokenizer, model, decision = plan.load_for_item(item, train_cfg)
     if adapter_uri:
         from peft import PeftModel
 
@@ -251,7 +247,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: 
         )
         for entry in data_summary.get("extra_sets", [])
     }
-    bench_scores, bench_rows = benchmarks.score_all(
+    bench_scores, bench_rows = benchmark_scoring.score_all(
         model, tokenizer, data_summary.get("benchmarks") or [], language, eval_cfg, base, decision
     )
     benchmark_metrics = {m.key for m in metric_registry.by_group("benchmark")}

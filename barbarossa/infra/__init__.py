@@ -1,1 +1,1 @@
-"""Stage 6, infra: where steps run (the infra config → @resources / @kubernetes / @batch) and the flow mutators."""
+"""Stage 7, infra: where steps run (the infra config → @resources / @kubernetes / @batch) and the flow mutators."""

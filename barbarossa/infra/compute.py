@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import tomllib
-from pathlib import Path
 
 from barbarossa import storage
 from barbarossa.config import PROJECT_ROOT
@@ -119,11 +118,6 @@ def validate_infra(infra: dict) -> dict:
             'infra config: trigger_event needs Argo Workflows (compute = "kubernetes"); Step Functions refuses @trigger'
         )
     return infra
-
-
-def load_infra(path: str | Path = DEFAULT_INFRA) -> dict:
-    """A validated infra file, without `check_environment`: reading a config needs no cluster settings."""
-    return validate_infra(_read(Path(path).read_text(encoding="utf-8")))
 
 
 def aws_problems() -> list[str]:

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barbarossa.console import log
+from barbarossa.engine.runtime import HEADROOM
 from barbarossa.models.cache import cache_root
-from barbarossa.models.runtime import HEADROOM
 
 INVENTORY_ENV = "BARBAROSSA_GPU_INVENTORY"
 BUDGET_ENV = "BARBAROSSA_GPU_BUDGET_GB"

@@ -1,2 +1,2 @@
-"""Stage 2, models: the roster (what to tune), architecture families, where weights come from and how they load,
-tiny random models for tests, the per-task runtime decision, the cost plan and the checks `start` makes."""
+"""Stage 2, models: the catalogue: the roster (what to tune), architecture families, where weights come from and
+the local cache they land in, and tiny random models for tests."""

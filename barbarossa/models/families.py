@@ -22,7 +22,7 @@ class Family:
     packs: bool = False
     # Activation memory for LoRA training, bytes per token and layer: (× hidden, × heads × sequence length for
     # eager attention's scores, extra × hidden when every linear layer is adapted). Measured by counting what
-    # autograd saves in bf16 (tests/models/test_plan.py re-measures them); the plan and the runtime decision use them.
+    # autograd saves in bf16 (tests/planning/test_plan.py re-measures them); the plan and the runtime decision use them.
     activation: tuple[float, float, float] = (41, 0, 27)
     fp16_safe: bool = True  # T5 overflows in fp16: it runs fp32 where bf16 is not native
     # Attention kernels that keep packed examples apart without a dense mask (flash-attn's variable-length
@@ -33,7 +33,7 @@ class Family:
 
     @property
     def shares_prefix(self) -> bool:
-        """Shared-prefix batches (`sharing.py`) need the library's own Cache API, which remote code may predate."""
+        """Shared-prefix batches (`shared_prefix.py`) need the library's Cache API, which remote code may predate."""
         return self.task == "causal" and not self.remote_code
 
     def lora_targets(self, targets: str | list[str]) -> str | list[str]:

@@ -1,1 +1,1 @@
-"""Stage 3, train: the LoRA training loop, shared-prefix batches and resumable checkpoints."""
+"""Stage 5, train: the LoRA training loop, shared-prefix batches and resumable checkpoints."""

@@ -89,15 +89,6 @@ def _latest(out_uri: str) -> dict | None:
     return json.loads(storage.read_bytes(marker)) if storage.exists(marker) else None
 
 
-def latest_uri(out_uri: str) -> str | None:
-    return (_latest(out_uri) or {}).get("uri")
-
-
-def latest_step(out_uri: str) -> int:
-    """The step of the latest complete checkpoint (0 when there is none)."""
-    return (_latest(out_uri) or {}).get("step", 0)
-
-
 def _load_verified(entry: dict):
     """(state, None) for a checkpoint that is whole and loads, else (None, why not)."""
     import torch

@@ -1,7 +1,7 @@
 """LoRA fine-tuning of one candidate: a small, explicit PyTorch loop.
 
 Features and their trade-offs:
-- shared prompt prefixes (`sharing.py`, causal families): the preamble that
+- shared prompt prefixes (`shared_prefix.py`, causal families): the preamble that
   opens every Alpaca prompt runs once per batch instead of once per example,
   through the model's KV cache — about 30 % fewer positions on this data, the
   same loss and gradients;
@@ -21,7 +21,7 @@ Features and their trade-offs:
   batches grouped by length so a batch pads little;
 - on CUDA (each chosen by the runtime decision and recorded in the row):
   bf16 LoRA weights with fp32 master copies (`master.py`: no cast kernels per
-  layer), decoder layers compiled once and reused (`models/kernels.py`),
+  layer), decoder layers compiled once and reused (`engine/kernels.py`),
   Liger's fused kernels for LLaMA/Mistral blocks, and packed rows kept apart by
   a variable-length attention kernel (flash-attn, FlexAttention) — then the
   whole batch is one row, padded to a multiple of 128 so shapes repeat;
@@ -52,8 +52,9 @@ from barbarossa import storage
 from barbarossa.config import Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import kernels, loading, losses, runtime, scoring, sharing
+from barbarossa.engine import kernels, losses, runtime, scoring, shared_prefix
 from barbarossa.models.families import get_family
+from barbarossa.planning import plan
 from barbarossa.train import checkpoints, early, master
 
 
@@ -203,7 +204,7 @@ def make_batch(
 ) -> dict:
     """The examples in the given layout, ready for `batch_loss` on `device` (`packing`: from `packing_of`)."""
     if layout == "shared-prefix":
-        return sharing.shared_prefix_batch(examples, pad_id)
+        return shared_prefix.shared_prefix_batch(examples, pad_id)
     packing = packing or {"row_tokens": max_length}
     batch = (
         pack_batch(examples, pad_id=pad_id, **packing) if layout == "packed" else prompts.pad_batch(examples, pad_id)
@@ -221,7 +222,7 @@ def computed_positions(batch: dict) -> int:
 def batch_loss(model, batch: dict):
     """Mean loss over the batch's supervised tokens, whichever layout the batch has."""
     if "prefixes" in batch:
-        return sharing.shared_prefix_losses(model, batch).mean()
+        return shared_prefix.shared_prefix_losses(model, batch).mean()
     if "position_ids" in batch:
         return losses.packed_token_losses(model, batch).mean()
     if getattr(model.config, "is_encoder_decoder", False):  # every decoder position is a response token
@@ -467,7 +468,7 @@ class LoraRecipe:
     def _setup_model(self) -> None:
         import torch
 
-        self.tokenizer, model, self.decision = loading.load_for_item(self.item, self.cfg, self.hardware)
+        self.tokenizer, model, self.decision = plan.load_for_item(self.item, self.cfg, self.hardware)
         torch.manual_seed(self.cfg.seed)  # after loading: building a model on a cache miss draws from the RNG too
         self.model = prepare_for_lora(model, self.item, self.decision)
         self.compiled_layers = kernels.compile_layers(self.model) if self.decision.compiled else 0

@@ -99,7 +99,7 @@ class LocalSeq2Seq:
     ):
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from barbarossa.models import loading
+        from barbarossa.engine import loading
 
         self.model, self.source, self.target, self.prefix = folder, source, target, prefix
         local = folder if ":" not in folder or folder.startswith("/") else str(loading.resolve(folder))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from barbarossa import languages
-from barbarossa.data import benchmarks
+from barbarossa.data import benchmark_sets
 from barbarossa.data.instructions import DataError
 
 BELEBELE = {
@@ -30,7 +30,7 @@ def jsonl(path, rows):
 
 
 def test_belebele_rows_become_choice_items_with_a_zero_based_answer(tmp_path):
-    found = benchmarks.read(
+    found = benchmark_sets.read(
         "belebele",
         jsonl(tmp_path / "azj_Latn.jsonl", [BELEBELE, {**BELEBELE, "correct_answer_num": 4}]),
         languages.load("az"),
@@ -45,19 +45,19 @@ def test_belebele_rows_become_choice_items_with_a_zero_based_answer(tmp_path):
 
 
 def test_generic_choice_and_translation_jsonl(tmp_path):
-    choice = benchmarks.read(
+    choice = benchmark_sets.read(
         "mc", jsonl(tmp_path / "mc.jsonl", [{"question": "2+2?", "choices": ["3", "4"], "answer": 1}]), {}
     )
     assert choice["kind"] == "choice" and choice["items"][0]["context"] == "" and choice["items"][0]["answer"] == 1
-    pairs = benchmarks.read("tr", jsonl(tmp_path / "tr.jsonl", [{"source": "Hello.", "target": "Salam."}]), {})
+    pairs = benchmark_sets.read("tr", jsonl(tmp_path / "tr.jsonl", [{"source": "Hello.", "target": "Salam."}]), {})
     assert pairs["kind"] == "translation" and pairs["items"] == [{"source": "Hello.", "target": "Salam."}]
 
 
 def test_aligned_files_and_a_flores_folder_give_the_same_pairs(tmp_path):
     (tmp_path / "eng_Latn.dev").write_text("One.\nTwo.\n", encoding="utf-8")
     (tmp_path / "kaz_Cyrl.dev").write_text("Бір.\nЕкі.\n", encoding="utf-8")
-    aligned = benchmarks.read("f", f"{tmp_path}/eng_Latn.dev+{tmp_path}/kaz_Cyrl.dev", {})
-    folder = benchmarks.read("f", str(tmp_path), languages.load("kk"))
+    aligned = benchmark_sets.read("f", f"{tmp_path}/eng_Latn.dev+{tmp_path}/kaz_Cyrl.dev", {})
+    folder = benchmark_sets.read("f", str(tmp_path), languages.load("kk"))
     assert (
         aligned["items"]
         == folder["items"]
@@ -65,7 +65,7 @@ def test_aligned_files_and_a_flores_folder_give_the_same_pairs(tmp_path):
     )
     assert aligned["fingerprint"] == folder["fingerprint"]
     with pytest.raises(DataError, match="no eng_Latn.<split> beside a azj_Latn.<split>"):
-        benchmarks.read("f", str(tmp_path), languages.load("az"))
+        benchmark_sets.read("f", str(tmp_path), languages.load("az"))
 
 
 @pytest.mark.parametrize(
@@ -78,40 +78,40 @@ def test_aligned_files_and_a_flores_folder_give_the_same_pairs(tmp_path):
 def test_a_bad_belebele_row_is_refused_with_its_line_and_field(tmp_path, row, message):
     path = jsonl(tmp_path / "b.jsonl", [BELEBELE, row])
     with pytest.raises(DataError, match=f"{path}: {message}"):
-        benchmarks.read("b", path, {})
+        benchmark_sets.read("b", path, {})
 
 
 def test_bad_generic_rows_aligned_files_and_unknown_formats_are_refused(tmp_path):
     path = jsonl(tmp_path / "mc.jsonl", [{"question": "Q?", "choices": ["a", "b"], "answer": 2}])
     with pytest.raises(DataError, match="line 1, field 'answer': must be the index of the right choice \\(0–1\\)"):
-        benchmarks.read("mc", path, {})
+        benchmark_sets.read("mc", path, {})
     path = jsonl(tmp_path / "other.jsonl", [{"text": "hi"}])
     with pytest.raises(DataError, match="not a benchmark format"):
-        benchmarks.read("x", path, {})
+        benchmark_sets.read("x", path, {})
     (tmp_path / "a.dev").write_text("One.\nTwo.\n")
     (tmp_path / "b.dev").write_text("Bir.\n")
     with pytest.raises(DataError, match="has 2 lines but .*b.dev has 1"):
-        benchmarks.read("f", f"{tmp_path}/a.dev+{tmp_path}/b.dev", {})
+        benchmark_sets.read("f", f"{tmp_path}/a.dev+{tmp_path}/b.dev", {})
 
 
 def test_a_run_scores_the_packs_sets_then_the_profiles_then_extra_files_with_unique_names(tmp_path):
     pack = languages.load("kk")
     extra = jsonl(tmp_path / "belebele.jsonl", [BELEBELE])
-    entries = benchmarks.entries_for(pack, [{"name": "arc", "source": extra}], f"{extra}, {extra}")
+    entries = benchmark_sets.entries_for(pack, [{"name": "arc", "source": extra}], f"{extra}, {extra}")
     assert [e["name"] for e in entries] == ["belebele", "flores", "arc", "belebele-2", "belebele-3"]
     assert entries[0]["source"] == str(languages.resolve("data/benchmarks/belebele/kaz_Cyrl.jsonl"))
     with pytest.raises(DataError, match="given twice: flores"):
-        benchmarks.entries_for(pack, [{"name": "flores", "source": extra}])
+        benchmark_sets.entries_for(pack, [{"name": "flores", "source": extra}])
 
 
 def test_the_bundled_samples_of_every_pack_read(tmp_path):
     for code in languages.known():
         pack = languages.load(code)
-        sets = benchmarks.load_all(benchmarks.entries_for(pack, []), pack)
+        sets = benchmark_sets.load_all(benchmark_sets.entries_for(pack, []), pack)
         assert {s["name"]: s["kind"] for s in sets} == {"belebele": "choice", "flores": "translation"}
         assert all(len(s["items"]) >= 12 for s in sets)
-        written = benchmarks.write_all(sets, str(tmp_path / code))
-        assert benchmarks.read_items(written[0]["uri"]) == sets[0]["items"]
+        written = benchmark_sets.write_all(sets, str(tmp_path / code))
+        assert benchmark_sets.read_items(written[0]["uri"]) == sets[0]["items"]
 
 
 class FakeDatasetHub:
@@ -132,13 +132,13 @@ def test_fetch_mirrors_a_benchmark_file_at_its_pinned_revision_with_a_manifest(t
     (tmp_path / "hub" / "data").mkdir(parents=True)
     (tmp_path / "hub" / "data" / "azj_Latn.jsonl").write_text(json.dumps(BELEBELE) + "\n", encoding="utf-8")
     hub = FakeDatasetHub(tmp_path / "hub", {"v1": "a" * 40})
-    where = benchmarks.fetch("hf:facebook/belebele@v1:data/azj_Latn.jsonl", str(tmp_path / "mirror"), hub)
+    where = benchmark_sets.fetch("hf:facebook/belebele@v1:data/azj_Latn.jsonl", str(tmp_path / "mirror"), hub)
     assert where == str(tmp_path / "mirror" / "benchmarks" / "facebook--belebele@v1" / "data" / "azj_Latn.jsonl")
     assert hub.asked == [("facebook/belebele", "a" * 40, "data/azj_Latn.jsonl")]  # downloaded at the resolved commit
-    manifest = json.loads(Path(where + benchmarks.MANIFEST_SUFFIX).read_text())
+    manifest = json.loads(Path(where + benchmark_sets.MANIFEST_SUFFIX).read_text())
     assert manifest["commit"] == "a" * 40 and manifest["size"] == len(Path(where).read_bytes())
-    assert benchmarks.read("belebele", where, {})["items"][0]["answer"] == 1  # the mirror reads as a benchmark
+    assert benchmark_sets.read("belebele", where, {})["items"][0]["answer"] == 1  # the mirror reads as a benchmark
     with pytest.raises(DataError, match="pin a revision"):
-        benchmarks.fetch("hf:facebook/belebele:data/azj_Latn.jsonl", str(tmp_path), hub)
+        benchmark_sets.fetch("hf:facebook/belebele:data/azj_Latn.jsonl", str(tmp_path), hub)
     with pytest.raises(DataError, match="hf:<owner>/<dataset>@<revision>:<file in the repo>"):
-        benchmarks.fetch("facebook/belebele", str(tmp_path), hub)
+        benchmark_sets.fetch("facebook/belebele", str(tmp_path), hub)

@@ -2,7 +2,7 @@ import pytest
 from conftest import CountingTokenizer, eos_appending
 
 from barbarossa.data import prompts
-from barbarossa.models import loading
+from barbarossa.engine import loading
 
 
 def test_prompt_without_input():

@@ -8,7 +8,8 @@ from conftest import ROOT, CountingTokenizer, eos_appending, moto_s3
 
 from barbarossa import storage
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.models import loading, tiny
+from barbarossa.engine import loading
+from barbarossa.models import tiny
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,7 @@ def test_tokenizer_fingerprint_is_the_same_in_another_process(tiny_gpt2):
     here = tokencache.tokenizer_fingerprint(loading.load_tokenizer(tiny_gpt2))
     code = (
         "import sys; from pathlib import Path; "
-        "from barbarossa.data import tokencache; from barbarossa.models import loading; "
+        "from barbarossa.data import tokencache; from barbarossa.engine import loading; "
         "print(tokencache.tokenizer_fingerprint(loading.load_tokenizer(Path(sys.argv[1]))))"
     )
     there = subprocess.run(

@@ -4,8 +4,8 @@ import pytest
 
 from barbarossa import languages
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import loading
 from barbarossa.evaluate import langid, protocol
-from barbarossa.models import loading
 
 AZ_IDENTIFY = languages.load("az")["identify"]
 
@@ -50,9 +50,9 @@ def test_degenerate_answers(text, degenerate):
 
 
 def test_bleu_and_chrf_score_identity_high_and_mismatch_low():
-    metrics = protocol.generation_metrics(AZ[:2], AZ[:2])
+    metrics = protocol.score_generations(AZ[:2], AZ[:2])[0]
     assert metrics["bleu"] == pytest.approx(100.0) and metrics["chrf"] == pytest.approx(100.0)
-    worse = protocol.generation_metrics(TR[:2], AZ[:2])
+    worse = protocol.score_generations(TR[:2], AZ[:2])[0]
     assert worse["bleu"] < 20 and worse["chrf"] < 60 and worse["fidelity"] == 0.0
 
 

@@ -6,8 +6,8 @@ import torch
 from conftest import settings_for
 
 from barbarossa.data import instructions, prompts
+from barbarossa.engine import loading, scoring
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, scoring
 
 
 def test_chrf_metric_module_scores_identity_and_mismatch():

@@ -42,7 +42,7 @@ def per_row_for(predictions, references, nll=(), tokens=(), sizes=()):
 
 def test_point_estimates_from_per_row_numbers_equal_the_metric_modules():
     per_row = per_row_for(HYPOTHESES, REFERENCES, nll=[10.0, 20.0, 5.0], tokens=[5, 8, 4], sizes=[12, 0, 9])
-    scores = protocol.generation_metrics(HYPOTHESES, REFERENCES)
+    scores = protocol.score_generations(HYPOTHESES, REFERENCES)[0]
     found = stats.point(per_row)
     for metric in ("chrf", "bleu", "fidelity", "degenerate_rate"):
         assert found[metric] == pytest.approx(scores[metric], abs=1e-3)

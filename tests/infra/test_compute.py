@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,12 @@ from conftest import ROOT
 from barbarossa.decide import leaderboard
 from barbarossa.infra import compute
 from barbarossa.models import roster
+
+
+def load_infra(path=compute.DEFAULT_INFRA) -> dict:
+    """A validated infra file, without `check_environment`: reading a config needs no cluster settings."""
+    return compute.validate_infra(compute._read(Path(path).read_text(encoding="utf-8")))
+
 
 INFRA = {"compute": "kubernetes", "models": "az-gpt2-alpaca,az-tulu", "large_from_gpu_memory_gb": 40}
 
@@ -76,7 +83,7 @@ def test_bad_infra_config_is_rejected_with_the_key(text, message):
 
 
 def test_shipped_infra_config_parses():
-    assert compute.load_infra()["compute"] == "local"
+    assert load_infra()["compute"] == "local"
 
 
 def test_compute_decorator_merges_the_class_gpu_node_selector():
@@ -116,7 +123,7 @@ def test_bad_compute_tables_are_rejected(infra, message):
 def test_shipped_infra_examples_validate(name):
     from barbarossa.config import PROJECT_ROOT
 
-    infra = compute.load_infra(PROJECT_ROOT / "configs" / "infra" / f"{name}.toml")
+    infra = load_infra(PROJECT_ROOT / "configs" / "infra" / f"{name}.toml")
     assert compute.deployed_boxes(infra)["large"]["gpus"] >= (1 if infra["models"] == "seed" else 0)
 
 
@@ -202,7 +209,7 @@ def test_local_compute_and_remote_tasks_are_not_checked(new_machine):
     compute.check_environment({**INFRA, "compute": "local"}, argv=[])
     os.environ["METAFLOW_RUNTIME_ENVIRONMENT"] = "kubernetes"  # set by Metaflow inside a pod: the launcher checked
     compute.check_environment(KUBE, argv=[])
-    assert compute.load_infra(ROOT / "configs" / "infra" / "kubernetes.example.toml")  # reading a file checks nothing
+    assert load_infra(ROOT / "configs" / "infra" / "kubernetes.example.toml")  # reading a file checks nothing
 
 
 @pytest.mark.flow

@@ -162,7 +162,7 @@ def test_a_large_item_waiting_behind_small_ones_gets_its_gpu_before_later_small_
 
 
 def test_an_item_leases_its_plan_estimate_over_the_runtime_headroom():
-    from barbarossa.models.runtime import HEADROOM
+    from barbarossa.engine.runtime import HEADROOM
 
     plan = {
         "rows": [

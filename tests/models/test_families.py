@@ -10,8 +10,9 @@ import pytest
 from conftest import finetune, settings_for, write_jsonl
 
 from barbarossa.data import instructions
+from barbarossa.engine import losses
 from barbarossa.evaluate import protocol
-from barbarossa.models import families, losses, roster
+from barbarossa.models import families, roster
 from barbarossa.train import loop
 
 TRAIN = {
@@ -82,7 +83,7 @@ def _per_example_losses(family: str, packed: bool) -> list[float]:
     import torch
 
     from barbarossa.data import prompts
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     spec = families.get_family(family)
     folder = loading.resolve(f"tiny:{family}")
@@ -119,7 +120,7 @@ def _second_example_losses(family: str):
     import torch
 
     from barbarossa.data import prompts
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     spec = families.get_family(family)
     folder = loading.resolve(f"tiny:{family}")

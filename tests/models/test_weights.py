@@ -12,7 +12,8 @@ import pytest
 from conftest import moto_s3
 
 from barbarossa import cli
-from barbarossa.models import cache, loading, weights
+from barbarossa.engine import loading
+from barbarossa.models import cache, weights
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TOKENIZER = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]

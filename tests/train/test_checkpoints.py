@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import finetune, write_jsonl
+from conftest import finetune, latest_step, write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.train import checkpoints
@@ -51,7 +51,7 @@ def test_the_marker_keeps_the_latest_two_with_their_hashes(tmp_path):
     assert all(
         len(e["sha256"]) == 64 and e["size"] == ckpt(out, e["step"]).stat().st_size for e in marker["checkpoints"]
     )
-    assert not ckpt(out, 1).exists() and ckpt(out, 2).exists() and checkpoints.latest_step(out) == 3
+    assert not ckpt(out, 1).exists() and ckpt(out, 2).exists() and latest_step(out) == 3
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_a_bad_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, damage
     with pytest.warns(checkpoints.CheckpointWarning, match=rf"step-000003\.pt \(step 3\) is {why}.*from step 2"):
         progress = checkpoints.restore(out, model, optimizer)
     assert progress["step"] == 2 and torch.equal(model.weight, weights[2])
-    assert checkpoints.latest_step(out) == 2  # the marker no longer points at the bad file
+    assert latest_step(out) == 2  # the marker no longer points at the bad file
     checkpoints.save(out, model, optimizer, {"step": 3, "curve": []})
     assert [e["step"] for e in json.loads((tmp_path / "checkpoints" / "latest.json").read_text())["checkpoints"]] == [
         3,
@@ -90,7 +90,7 @@ def test_both_checkpoints_bad_means_a_clean_start_with_a_warning(tmp_path):
     messages = [str(w.message) for w in caught]
     assert any("step-000003.pt" in m and "corrupt" in m for m in messages)
     assert any("step-000002.pt" in m and "starting from step 0" in m for m in messages)
-    assert torch.equal(model.weight, before) and checkpoints.latest_step(out) == 0
+    assert torch.equal(model.weight, before) and latest_step(out) == 0
 
 
 def test_an_old_marker_without_hashes_still_loads(tmp_path):

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from barbarossa.config import EarlyStopping
 from barbarossa.data import instructions
 from barbarossa.decide import leaderboard
-from barbarossa.models import scoring
+from barbarossa.engine import scoring
 from barbarossa.train import early, loop
 
 CFG = {"dev_rows": 6, "eval_every": 1, "patience": 2, "min_delta": 0.01, "fail_fast_steps": 0}

@@ -5,7 +5,8 @@ import torch
 from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions, prompts
-from barbarossa.models import families, loading
+from barbarossa.engine import loading
+from barbarossa.models import families
 from barbarossa.train import loop
 
 SETTINGS = {
@@ -133,9 +134,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     import sys
     import time
 
-    from conftest import ROOT
-
-    from barbarossa.train import checkpoints
+    from conftest import ROOT, latest_step
 
     cfg = {**SETTINGS, "max_steps": 60, "checkpoint_every": 5, "batch_size": 8, "log_every": 100}
     script = tmp_path / "train.py"
@@ -144,12 +143,12 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
     args = json.dumps([item("llama"), split, cfg, killed_out])
     proc = subprocess.Popen([sys.executable, str(script), args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while checkpoints.latest_step(killed_out) < 15:
+    while latest_step(killed_out) < 15:
         assert proc.poll() is None and time.time() < deadline, "training ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = checkpoints.latest_step(killed_out)
+    killed_at = latest_step(killed_out)
     assert 15 <= killed_at < 60 and not (tmp_path / "killed" / "adapter").exists()
 
     resumed = finetune(item("llama"), split, cfg, killed_out)
@@ -171,7 +170,7 @@ def test_a_killed_fine_tune_resumes_from_its_checkpoint(tmp_path, split):
 @pytest.mark.parametrize("family", ["opt", "bloom", "mpt"])
 def test_padded_families_take_the_response_only_loss_without_full_vocabulary_logits(family):
     """OPT/BLOOM/MPT pad (no packing): the loss over response tokens equals the model's own full-logit loss."""
-    from barbarossa.models import loading as m
+    from barbarossa.engine import loading as m
 
     model = m.load_model(m.resolve(f"tiny:{family}"), family).eval()
     examples = [

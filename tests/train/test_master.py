@@ -5,7 +5,7 @@ import torch
 
 from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
-from barbarossa.models import loading, runtime
+from barbarossa.engine import loading, runtime
 from barbarossa.train import loop, master
 
 CPU = runtime.Hardware("cpu", "cpu", 24.0, False)

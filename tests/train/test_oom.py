@@ -12,7 +12,7 @@ from conftest import finetune, write_jsonl
 
 from barbarossa.data import instructions
 from barbarossa.decide import leaderboard
-from barbarossa.models import loading
+from barbarossa.planning import plan
 from barbarossa.train import loop
 
 SETTINGS = {
@@ -50,7 +50,7 @@ def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
     """Make model forwards raise an out-of-memory error while the micro-batch has more than `limit` examples,
     from the `from_batch`-th micro-batch on (memory that runs short mid-run)."""
     seen = {"examples": 0, "batches": 0}
-    make_batch, load = loop.make_batch, loading.load_for_item
+    make_batch, load = loop.make_batch, plan.load_for_item
 
     def counting_make_batch(layout, examples, *args, **kwargs):
         seen["examples"], seen["batches"] = len(examples), seen["batches"] + 1
@@ -72,7 +72,7 @@ def run_out_of_memory_above(monkeypatch, limit: int, from_batch: int = 1):
         return tokenizer, model, decision
 
     monkeypatch.setattr(loop, "make_batch", counting_make_batch)
-    monkeypatch.setattr(loading, "load_for_item", loading_with_a_memory_limit)
+    monkeypatch.setattr(plan, "load_for_item", loading_with_a_memory_limit)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

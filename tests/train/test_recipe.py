@@ -9,7 +9,7 @@ import pytest
 from conftest import settings_for, write_jsonl
 
 from barbarossa.data import instructions
-from barbarossa.models import runtime
+from barbarossa.engine import runtime
 from barbarossa.train import loop
 
 CPU = runtime.Hardware("cpu", "cpu", 24.0, False)  # the CPU path even on a GPU box: the values are the CPU's

@@ -11,7 +11,7 @@ cross-entropy in chunks, so not even the response positions' logits are held.
 from __future__ import annotations
 
 from barbarossa.data.prompts import IGNORE_INDEX
-from barbarossa.models import kernels
+from barbarossa.engine import kernels
 
 
 def target_positions(labels):

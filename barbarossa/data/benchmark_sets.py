@@ -2,7 +2,7 @@
 
 Two kinds, each from the formats the sets ship in:
 
-    choice       multiple choice, scored by log-likelihood (evaluate/benchmarks.py):
+    choice       multiple choice, scored by log-likelihood (evaluate/benchmark_scoring.py):
                  Belebele's own JSONL (`flores_passage`, `question`, `mc_answer1`…`mc_answer4`,
                  `correct_answer_num` 1–4), or a generic JSONL `{question, choices, answer}`
                  (answer = the index of the right choice, from 0; an optional `context`)
@@ -34,7 +34,6 @@ BELEBELE_FIELDS = (
     "mc_answer4",
     "correct_answer_num",
 )
-KINDS = ("choice", "translation")
 ENGLISH = "eng_Latn"
 
 

@@ -4,7 +4,8 @@ import pytest
 
 from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
-from barbarossa.models import families, loading, sharing
+from barbarossa.engine import loading, shared_prefix
+from barbarossa.models import families
 from barbarossa.train import loop
 
 A = list(range(100, 110))  # a 10-token "preamble"
@@ -13,30 +14,30 @@ B = A[:3] + list(range(200, 209))  # shares 3 tokens with A
 
 def test_groups_share_the_longest_common_prefix_and_leave_strangers_alone():
     seqs = [A + [1, 2], A + [3], B + [4], A + [5, 6, 7], [9, 9, 9]]
-    groups = sharing.prefix_groups(seqs, caps=[100] * 5, min_shared=2)
+    groups = shared_prefix.prefix_groups(seqs, caps=[100] * 5, min_shared=2)
     assert sorted((sorted(m), s) for m, s in groups) == [([0, 1, 3], 10), ([2], 0), ([4], 0)]
 
 
 def test_a_prefix_stops_at_the_shortest_cap_and_below_min_shared_nothing_is_shared():
     seqs = [A + [1], A + [2], A + [3]]
-    assert sharing.prefix_groups(seqs, caps=[10, 6, 10], min_shared=2) == [([0, 1, 2], 6)]
-    assert sorted(sharing.prefix_groups(seqs, caps=[4, 4, 4], min_shared=8)) == [([0], 0), ([1], 0), ([2], 0)]
+    assert shared_prefix.prefix_groups(seqs, caps=[10, 6, 10], min_shared=2) == [([0, 1, 2], 6)]
+    assert sorted(shared_prefix.prefix_groups(seqs, caps=[4, 4, 4], min_shared=8)) == [([0], 0), ([1], 0), ([2], 0)]
 
 
 def test_grouping_keeps_two_long_prefixes_apart_rather_than_merge_them_on_a_short_one():
     seqs = [A + [1], A + [2], A + [3], B + [4], B + [5]]
-    groups = sharing.prefix_groups(seqs, caps=[100] * 5, min_shared=2)
+    groups = shared_prefix.prefix_groups(seqs, caps=[100] * 5, min_shared=2)
     assert sorted((sorted(m), s) for m, s in groups) == [([0, 1, 2], 10), ([3, 4], 12)]
 
 
 def test_length_chunks_cover_every_index_once_and_trade_padding_against_calls():
     lengths = [50, 200, 60, 190, 55, 120]
     for cost in (0, 128, 10_000):
-        chunks = sharing.length_chunks(lengths, cost)
+        chunks = shared_prefix.length_chunks(lengths, cost)
         assert sorted(i for c in chunks for i in c) == list(range(6))
-    assert len(sharing.length_chunks(lengths, 10_000)) == 1
-    assert sorted(map(sorted, sharing.length_chunks(lengths, 0))) == [[0], [1], [2], [3], [4], [5]]
-    assert sorted(map(sorted, sharing.length_chunks(lengths, 40))) == [[0, 2, 4], [1, 3], [5]]
+    assert len(shared_prefix.length_chunks(lengths, 10_000)) == 1
+    assert sorted(map(sorted, shared_prefix.length_chunks(lengths, 0))) == [[0], [1], [2], [3], [4], [5]]
+    assert sorted(map(sorted, shared_prefix.length_chunks(lengths, 40))) == [[0, 2, 4], [1, 3], [5]]
 
 
 def _examples(tokenizer) -> list[dict]:
@@ -52,7 +53,7 @@ def _examples(tokenizer) -> list[dict]:
 def test_a_shared_prefix_batch_holds_every_example_exactly_once():
     tokenizer = loading.load_tokenizer(loading.resolve("tiny:llama"))
     examples = _examples(tokenizer)
-    batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
+    batch = shared_prefix.shared_prefix_batch(examples, tokenizer.pad_token_id)
     rebuilt = []
     for chunk in batch["chunks"]:
         for ids, labels, mask, start, group in zip(
@@ -80,7 +81,7 @@ def test_shared_prefix_batch_gives_the_loss_and_gradients_of_the_plain_batch(fam
             torch.nn.init.normal_(param, std=0.05)
     model.eval()  # dropout off: the two layouts would draw different masks
     examples = _examples(tokenizer)
-    batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
+    batch = shared_prefix.shared_prefix_batch(examples, tokenizer.pad_token_id)
     lengths = {len(p) for p in batch["prefixes"]}
     assert len(lengths) == 2 and any(
         len(batch["prefixes"]) in c["group"] for c in batch["chunks"]
@@ -129,7 +130,7 @@ CHOICE_ITEMS = [
 @pytest.mark.parametrize("family", sorted(f for f, spec in families.FAMILIES.items() if spec.shares_prefix))
 def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(family):
     """The benchmarks' multiple-choice rows: each item's prompt runs once for its four choices, same numbers."""
-    from barbarossa.models import scoring
+    from barbarossa.engine import scoring
 
     spec = families.get_family(family)
     folder = loading.resolve(f"tiny:{family}")
@@ -145,5 +146,5 @@ def test_choice_scoring_with_the_prompt_shared_equals_scoring_each_choice_alone(
     assert shared["tokens"] == alone["tokens"] and shared["bytes"] == alone["bytes"] and all(alone["bytes"])
     assert shared["nll"] == pytest.approx(alone["nll"], abs=1e-4)
     examples = prompts.build_examples(tokenizer, records, 512)
-    batch = sharing.shared_prefix_batch(examples, tokenizer.pad_token_id)
+    batch = shared_prefix.shared_prefix_batch(examples, tokenizer.pad_token_id)
     assert len(batch["prefixes"]) == 2 and batch["computed"] < 0.6 * sum(len(e["input_ids"]) for e in examples)

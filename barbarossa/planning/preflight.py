@@ -13,7 +13,9 @@ Three reasons to refuse a work item, each with one line that says what to do:
 
 from __future__ import annotations
 
-from barbarossa.models import loading, plan, roster, weights
+from barbarossa.engine import loading
+from barbarossa.models import roster, weights
+from barbarossa.planning import plan
 
 
 def refuse(items: list[dict], reasons: dict[str, str], key) -> None:

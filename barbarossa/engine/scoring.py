@@ -11,7 +11,7 @@ import contextlib
 import math
 
 from barbarossa.data import prompts
-from barbarossa.models import losses, runtime, sharing
+from barbarossa.engine import losses, runtime, shared_prefix
 
 
 def is_seq2seq(model) -> bool:
@@ -72,9 +72,9 @@ def response_nll(
     BLOOM's 250K vocabulary); examples are batched in length order. A record
     too long to score at all gets zeros everywhere.
 
-    `share_prompts` (causal families whose cache the sharing module can use): records
+    `share_prompts` (causal families whose cache the shared_prefix module can use): records
     are batched in their own order and a prompt common to several of them — the
-    choices of one multiple-choice item — runs once (models/sharing.py); the
+    choices of one multiple-choice item — runs once (engine/shared_prefix.py); the
     numbers equal the unshared ones (a test checks each causal family).
     """
     import torch
@@ -90,9 +90,9 @@ def response_nll(
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
             if shared:
-                batch = sharing.shared_prefix_batch([examples[i] for i in chunk], tokenizer.pad_token_id)
+                batch = shared_prefix.shared_prefix_batch([examples[i] for i in chunk], tokenizer.pad_token_id)
                 chunk = [chunk[row] for part in batch["chunks"] for row in part["rows"]]  # the order losses come in
-                token_losses = sharing.shared_prefix_losses(model, batch)
+                token_losses = shared_prefix.shared_prefix_losses(model, batch)
             else:
                 batch = {
                     k: v.to(device)

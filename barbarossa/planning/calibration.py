@@ -1,7 +1,7 @@
 """GPU-hours and wall-clock time of a roster on the GPUs a user has, from measured throughput.
 
 `plan.py` prices each candidate at an assumed MFU. Measured MFU depends strongly on model size (the
-H200 `make gpu-check`: 1.6 % at 135M, 16 % at 1.1B, 35 % at 7B), so `calibration()` reads every
+H200 `make gpu-check`: 1.6 % at 135M, 16 % at 1.1B, 35 % at 7B), so `measured()` reads every
 `benchmarks/results/gpu-check-*.json` kept in the repository and interpolates MFU in log(params)
 between the measured shapes (clamped outside them); it assumes the same MFU on other GPUs of the
 same class. `wall_clock()` then runs the roster through the local lease rule (`infra/leases.py`):
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from barbarossa.config import PROJECT_ROOT
-from barbarossa.models.runtime import HEADROOM
+from barbarossa.engine.runtime import HEADROOM
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 
@@ -47,7 +47,7 @@ def _size(params: float) -> str:
     return f"{params / 1e9:.1f}B" if params >= 1e9 else f"{params / 1e6:.0f}M"
 
 
-def calibration(folder: Path = RESULTS) -> Calibration | None:
+def measured(folder: Path = RESULTS) -> Calibration | None:
     """MFU points from the GPU checks kept in the repository (None when there are none)."""
     lora, qlora, sources = [], [], []
     for path in sorted(folder.glob("gpu-check-*.json")):

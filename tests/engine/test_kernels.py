@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 from barbarossa import config
 from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
-from barbarossa.models import kernels, loading, losses, runtime
+from barbarossa.engine import kernels, loading, losses, runtime
 from barbarossa.train import loop
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
@@ -107,7 +107,7 @@ def test_compiling_after_metaflow_s_vendored_typing_extensions_still_imports_ind
 
     script = (
         "import torch, metaflow._vendor.typing_extensions\n"
-        "from barbarossa.models import kernels\n"
+        "from barbarossa.engine import kernels\n"
         "kernels._site_typing_extensions()\n"
         "import torch._inductor.compile_fx\n"
     )

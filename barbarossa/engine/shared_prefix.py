@@ -1,7 +1,7 @@
 """Shared-prefix batches: a prompt prefix common to several examples is computed once per batch.
 
 Training (train/loop.py) shares the preamble of a batch's prompts; the benchmarks' multiple-choice
-scoring (models/scoring.py) shares an item's whole prompt among its choices.
+scoring (engine/scoring.py) shares an item's whole prompt among its choices.
 
 Every Alpaca prompt opens with one of two fixed preambles (68 or 84 SmolLM2
 tokens of a ~193-token example), so a batch recomputes the same prefix for
@@ -28,7 +28,7 @@ import copy
 import math
 
 from barbarossa.data.prompts import IGNORE_INDEX, pad_rows
-from barbarossa.models.losses import response_token_losses
+from barbarossa.engine.losses import response_token_losses
 
 MIN_SHARED = 8  # a prefix shorter than this is not worth a separate forward pass
 CALL_COST = 128  # one more forward call, in padded-token equivalents (small matmuls run slower per token)

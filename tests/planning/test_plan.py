@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from barbarossa import cli, config
-from barbarossa.models import families, plan, roster
+from barbarossa.models import families, roster
+from barbarossa.planning import plan
 
 
 def by_name(spec, gpu="A100-80GB", profile="gpu", **train):

@@ -5,7 +5,7 @@ item's question (the passage as the template's input) by the same scorer as
 the held-out rows (`scoring.response_nll`: −log P(choice, then EOS)); the
 item's pick is the choice of least NLL (`accuracy`) and of least NLL per UTF-8
 byte of the choice (`accuracy_norm`, which does not favour short choices for
-being short); the item's prompt runs once for all its choices (models/sharing.py,
+being short); the item's prompt runs once for all its choices (engine/shared_prefix.py,
 where the family allows). An item whose prompt leaves no room for a choice counts as
 wrong (`unfit` says how many), so every model is scored on every item.
 
@@ -27,11 +27,10 @@ from __future__ import annotations
 import time
 
 from barbarossa.config import Eval
-from barbarossa.data import benchmarks as sets_data
-from barbarossa.data import prompts
+from barbarossa.data import benchmark_sets, prompts
+from barbarossa.engine.scoring import response_nll
 from barbarossa.evaluate.decoding import device_batch_size, generate, load_metric
 from barbarossa.models.families import get_family
-from barbarossa.models.scoring import response_nll
 
 MAX_LENGTH = 2048  # tokens of prompt + choice: a Belebele passage and question fit well within it
 UNKNOWN_MODEL_LENGTH = 512
@@ -94,16 +93,16 @@ def score_translation(items: list[dict], language: dict, translate) -> tuple[dic
 
 
 def score_all(
-    model, tokenizer, benchmark_sets: list[dict], language: dict, eval_cfg: Eval, base: dict, decision=None
+    model, tokenizer, written_sets: list[dict], language: dict, eval_cfg: Eval, base: dict, decision=None
 ) -> tuple[dict, dict]:
-    """({name: scores}, {name: per-item rows}) of every benchmark set of the run (data/benchmarks.py references)."""
+    """({name: scores}, {name: per-item rows}) of every benchmark set of the run (data/benchmark_sets.py references)."""
     template = prompts.template_of(language)
     max_length = min(MAX_LENGTH, base.get("max_length") or UNKNOWN_MODEL_LENGTH)
     share = get_family(base["family"]).shares_prefix if base.get("family") else False
     scores, per_row = {}, {}
-    for found in benchmark_sets:
+    for found in written_sets:
         started = time.time()
-        items = sets_data.read_items(found["uri"])
+        items = benchmark_sets.read_items(found["uri"])
         if found["kind"] == "choice":
 
             def scorer(records):

@@ -9,11 +9,10 @@ lock keeps parallel foreach tasks from converting twice.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import replace
 from pathlib import Path
 
-from barbarossa.config import Train
-from barbarossa.models import cache, kernels, plan, runtime
+from barbarossa.engine import kernels
+from barbarossa.models import cache
 from barbarossa.models.families import get_family
 
 
@@ -156,13 +155,3 @@ def load_model(folder: Path, family: str, runtime=None, remote_code: bool = Fals
 def attention_of(model) -> str:
     """The attention kernel a loaded model really runs."""
     return getattr(model.config, "_attn_implementation", None) or "eager"
-
-
-def load_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None):
-    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's [train]
-    settings (`Profile.for_item`) and the model's config: training and evaluation load through here."""
-    base = item["base"]
-    folder = resolve(base["source"], base.get("revision"))
-    decision = plan.runtime_for(item, cfg, folder, hardware or runtime.probe())
-    tokenizer, model = load_base(base, decision)
-    return tokenizer, model, replace(decision, attention=attention_of(model))

@@ -2,7 +2,8 @@
 
 import time
 
-from barbarossa.models import loading, roster
+from barbarossa.engine import loading
+from barbarossa.models import roster
 
 
 def test_gguf_is_converted_once_and_reloads_from_safetensors(monkeypatch):

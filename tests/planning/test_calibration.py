@@ -6,8 +6,8 @@ import math
 import pytest
 
 from barbarossa import cli
-from barbarossa.models import plan, schedule
-from barbarossa.models.runtime import HEADROOM
+from barbarossa.engine.runtime import HEADROOM
+from barbarossa.planning import calibration, plan
 
 
 def write_check(folder, rows, cuda=True):
@@ -31,16 +31,16 @@ def test_mfu_is_interpolated_in_log_params_between_measured_sizes_and_clamped_ou
             {"case": "big QLoRA", "params": 1e10, "mfu": 0.30, "runtime": {"quantization": "nf4"}},
         ],
     )
-    calibrated = schedule.calibration(folder)
+    calibrated = calibration.measured(folder)
     assert calibrated.lora == ((1e8, 0.02), (1e10, 0.40))  # the layout variant is not the profile's shape
-    assert schedule.mfu_at(calibrated, 1e9) == pytest.approx(0.21)  # halfway in log(params)
-    assert schedule.mfu_at(calibrated, 1e6) == 0.02 and schedule.mfu_at(calibrated, 1e12) == 0.40
-    assert schedule.mfu_at(calibrated, 1e9, "nf4") == 0.30 and calibrated.ceiling == 0.40
-    assert schedule.calibration(write_check(tmp_path / "cpu", [], cuda=False)) is None
+    assert calibration.mfu_at(calibrated, 1e9) == pytest.approx(0.21)  # halfway in log(params)
+    assert calibration.mfu_at(calibrated, 1e6) == 0.02 and calibration.mfu_at(calibrated, 1e12) == 0.40
+    assert calibration.mfu_at(calibrated, 1e9, "nf4") == 0.30 and calibrated.ceiling == 0.40
+    assert calibration.measured(write_check(tmp_path / "cpu", [], cuda=False)) is None
 
 
 def test_the_shipped_h200_check_calibrates_the_plan_and_says_so():
-    calibrated = schedule.calibration()
+    calibrated = calibration.measured()
     assert calibrated and "gpu-check-h200.json" in calibrated.source
     from barbarossa import config
     from barbarossa.models import roster
@@ -60,24 +60,24 @@ def row(name, hours, planned_gb, mfu):
 
 def test_items_share_a_gpu_while_their_leases_fit_its_memory():
     rows = [row(f"r{i}", 1.0, 30 * HEADROOM, 0.05) for i in range(4)]  # 30 GB leases: two fit 80 GB
-    box = schedule.wall_clock(rows, 1, 80, ceiling=0.35)
+    box = calibration.wall_clock(rows, 1, 80, ceiling=0.35)
     assert box["wall_hours"] == pytest.approx(2.0) and box["work_gpu_hours"] == pytest.approx(4.0)
-    assert schedule.wall_clock(rows, 2, 80, ceiling=0.35)["wall_hours"] == pytest.approx(1.0)
+    assert calibration.wall_clock(rows, 2, 80, ceiling=0.35)["wall_hours"] == pytest.approx(1.0)
 
 
 def test_items_sharing_a_gpu_slow_down_together_once_their_mfu_passes_the_ceiling():
     rows = [row("a", 1.0, 10, 0.30), row("b", 1.0, 10, 0.30)]
-    box = schedule.wall_clock(rows, 1, 80, ceiling=0.35)
+    box = calibration.wall_clock(rows, 1, 80, ceiling=0.35)
     assert box["wall_hours"] == pytest.approx(0.6 / 0.35, rel=1e-3)  # together at 0.35/0.60 of solo speed each
     assert box["wall_hours"] < 2.0
 
 
 def test_an_item_no_gpu_can_hold_is_named_and_a_bad_inventory_is_refused():
     with pytest.raises(ValueError, match="big: a lease of .* does not fit a 24 GB GPU"):
-        schedule.wall_clock([row("big", 1.0, 40, 0.3)], 2, 24, ceiling=0.35)
-    assert schedule.parse_gpus("4xA100-80GB", plan.GPUS) == (4, "A100-80GB")
+        calibration.wall_clock([row("big", 1.0, 40, 0.3)], 2, 24, ceiling=0.35)
+    assert calibration.parse_gpus("4xA100-80GB", plan.GPUS) == (4, "A100-80GB")
     with pytest.raises(ValueError, match="not <count>x<GPU>"):
-        schedule.parse_gpus("4xB9000", plan.GPUS)
+        calibration.parse_gpus("4xB9000", plan.GPUS)
 
 
 @pytest.mark.parametrize("gpus", ["1xA100-80GB", "8xH100-80GB"])

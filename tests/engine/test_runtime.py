@@ -10,9 +10,9 @@ from conftest import settings_for, write_jsonl
 from barbarossa import config
 from barbarossa.config import Train
 from barbarossa.data import instructions
-from barbarossa.decide import release
+from barbarossa.decide import bundles
+from barbarossa.engine import loading, runtime
 from barbarossa.evaluate import protocol
-from barbarossa.models import loading, runtime
 from barbarossa.train import loop
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
@@ -177,7 +177,7 @@ def test_qlora_trains_reloads_and_merges_into_the_16_bit_base(split, tmp_path, f
     qlora = item("tiny-llama-qlora", quantization="nf4")
     reloaded = protocol.evaluate(qlora, adapter, split, settings_for(qlora, SETTINGS, EVAL))  # onto a fresh 4-bit base
     assert reloaded["runtime"]["quantization"] == "nf4" and reloaded["eval_loss"] > 0
-    difference = release.merge_verified(base, adapter, tmp_path / "merged")
+    difference = bundles.merge_verified(base, adapter, tmp_path / "merged")
     assert difference < 1e-3
     config_json = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert config_json.get("dtype", config_json.get("torch_dtype")) == "bfloat16"  # merged weights ship in bf16
@@ -193,5 +193,5 @@ def test_a_wrong_merge_is_refused(split, tmp_path, monkeypatch):
     from peft.tuners.lora import LoraModel
 
     monkeypatch.setattr(LoraModel, "merge_and_unload", lambda self, *a, **k: self.unload())  # drops the adapter instead
-    with pytest.raises(release.ReleaseError, match="merged weights disagree"):
-        release.merge_verified(item()["base"], trained.result["adapter_uri"], tmp_path / "merged")
+    with pytest.raises(bundles.ReleaseError, match="merged weights disagree"):
+        bundles.merge_verified(item()["base"], trained.result["adapter_uri"], tmp_path / "merged")

@@ -17,7 +17,7 @@ Back-of-envelope numbers with every assumption stated in `ASSUMPTIONS`:
   the linear layers, embeddings and head in fp32 after k-bit preparation)
   + LoRA weights, gradients and AdamW state (16 B per trainable param)
   + activations (per token and layer: `Family.activation` bytes, measured by
-  counting the tensors autograd saves, see tests/models/test_plan.py; with
+  counting the tensors autograd saves, see tests/planning/test_plan.py; with
   checkpointing only each layer's input plus one layer's worth)
   + fp32 logits of the response tokens only (the trainer never builds the
   rest) + CUDA context.
@@ -26,12 +26,13 @@ Back-of-envelope numbers with every assumption stated in `ASSUMPTIONS`:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from barbarossa.config import EarlyStopping, Profile, Train
-from barbarossa.models import runtime, schedule
+from barbarossa.engine import loading, runtime
 from barbarossa.models.families import get_family
 from barbarossa.models.roster import Candidate, format_params
+from barbarossa.planning import calibration
 
 # name -> (bf16 dense peak TFLOP/s (fp16 where bf16 is emulated), memory GB, native bf16)
 GPUS = {
@@ -212,7 +213,7 @@ def candidate_plan(
     profile: Profile,
     gpu: str,
     shape: Shape | None = None,
-    calibrated: schedule.Calibration | None = None,
+    calibrated: calibration.Calibration | None = None,
 ) -> dict:
     peak_tflops = GPUS.get(gpu, (0,))[0]
     base = candidate.base
@@ -226,7 +227,7 @@ def candidate_plan(
     need_gb = need(decision.weight_dtype, decision.quantization, decision.gradient_checkpointing)
     tokens = cfg.max_steps * cfg.batch_size * cfg.grad_accum * length
     flops_per_token = (6 if decision.gradient_checkpointing else 4) * base.params
-    mfu = schedule.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
+    mfu = calibration.mfu_at(calibrated, base.params, decision.quantization) if calibrated else MFU
     hours = flops_per_token * tokens / (peak_tflops * 1e12 * mfu) / 3600
     return {
         "name": candidate.name,
@@ -250,11 +251,11 @@ def build(
     candidates: list[Candidate],
     profile: Profile,
     gpu: str = "A100-80GB",
-    calibrated: schedule.Calibration | None = None,
+    calibrated: calibration.Calibration | None = None,
 ) -> dict:
     """Per-candidate rows plus totals: JSON-able, recorded by the flow's start step.
 
-    `calibrated`: MFU per model size measured by `make gpu-check` (schedule.calibration()); else MFU is assumed.
+    `calibrated`: MFU per model size measured by `make gpu-check` (calibration.measured()); else MFU is assumed.
     """
     if gpu not in GPUS:
         raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(GPUS)}")
@@ -336,3 +337,13 @@ def runtime_for(item: dict, cfg: Train, folder, hardware: runtime.Hardware) -> r
     shape = shape_from_config(config, base.get("params") or params_from_config(config))
     need = need_fn(shape, base["family"], cfg, item.get("lora") or {}, cfg.max_length)
     return runtime.decide(hardware, cfg, base, need)
+
+
+def load_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None):
+    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's [train]
+    settings (`Profile.for_item`) and the model's config: training and evaluation load through here."""
+    base = item["base"]
+    folder = loading.resolve(base["source"], base.get("revision"))
+    decision = runtime_for(item, cfg, folder, hardware or runtime.probe())
+    tokenizer, model = loading.load_base(base, decision)
+    return tokenizer, model, replace(decision, attention=loading.attention_of(model))

@@ -6,7 +6,7 @@ from conftest import finetune, moto_s3, rows, settings_for, write_jsonl
 
 from barbarossa.config import Train
 from barbarossa.data import prompts
-from barbarossa.decide import release
+from barbarossa.decide import bundles
 
 TRAIN = {
     "max_steps": 2,
@@ -69,7 +69,7 @@ def entry(family: str, tmp_path) -> dict:
 def test_model_card_has_hub_metadata_the_prompt_and_the_numbers(tmp_path):
     e = entry("llama", tmp_path)
     e["item"]["base"]["source"] = "hf:TinyLlama/TinyLlama-1.1B-Chat-v1.0"
-    card = release.model_card(e["row"], e["item"], e["summary"], Train(**TRAIN), "FinetuneFlow/1/release/9")
+    card = bundles.model_card(e["row"], e["item"], e["summary"], Train(**TRAIN), "FinetuneFlow/1/release/9")
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["language"] == ["az"] and meta["license"] == "apache-2.0" and meta["library_name"] == "peft"
     assert meta["base_model"] == "TinyLlama/TinyLlama-1.1B-Chat-v1.0" and meta["datasets"] == ["owner/az-alpaca"]
@@ -124,10 +124,10 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
     from peft import PeftModel
     from safetensors import safe_open
 
-    from barbarossa.models import loading
+    from barbarossa.engine import loading
 
     e = entry(family, tmp_path)
-    bundle = release.build_bundle(e, e["summary"], "run", str(tmp_path / "release"), merge=True)
+    bundle = bundles.build_bundle(e, e["summary"], "run", str(tmp_path / "release"), merge=True)
     assert bundle["merge_max_logit_diff"] < 1e-3
     folder = tmp_path / "release" / f"tiny-{family}-lora"
     assert {
@@ -171,7 +171,7 @@ def test_merged_weights_match_base_plus_adapter_and_reload(family, tmp_path, fp3
 def test_dry_run_names_the_target_and_writes_nothing_there(tmp_path):
     e = entry("llama", tmp_path)
     target = tmp_path / "published"
-    [out] = release.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, str(target), False)
+    [out] = bundles.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, str(target), False)
     assert out["published_to"] is None and out["would_publish_to"] == str(target / "tiny-llama-lora")
     assert not target.exists() and (tmp_path / "run" / "release" / "tiny-llama-lora" / "README.md").exists()
 
@@ -182,7 +182,7 @@ def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
 
     e = entry("llama", tmp_path)
     with moto_s3(monkeypatch) as bucket:
-        [out] = release.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, f"{bucket}/models", True)
+        [out] = bundles.release_all([e], e["summary"], "run", str(tmp_path / "run"), False, f"{bucket}/models", True)
         assert out["published_to"] == f"{bucket}/models/tiny-llama-lora"
         assert storage.exists(f"{bucket}/models/tiny-llama-lora/adapter/adapter_model.safetensors")
         assert storage.read_bytes(f"{bucket}/models/tiny-llama-lora/README.md").startswith(b"---\nlibrary_name: peft")
@@ -190,10 +190,10 @@ def test_publish_copies_the_bundle_to_s3(tmp_path, monkeypatch):
 
 def test_publishing_problems_stop_the_run_before_any_work(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    with pytest.raises(release.ReleaseError, match="HF_TOKEN"):
-        release.check_target("hf:barbarossa-az", publish=True)
-    with pytest.raises(release.ReleaseError, match="needs --release-to"):
-        release.check_target("", publish=True)
-    with pytest.raises(release.ReleaseError, match="owner only"):
-        release.check_target("hf:org/repo", publish=False)
-    release.check_target("hf:barbarossa-az", publish=False)  # a dry run needs no token
+    with pytest.raises(bundles.ReleaseError, match="HF_TOKEN"):
+        bundles.check_target("hf:barbarossa-az", publish=True)
+    with pytest.raises(bundles.ReleaseError, match="needs --release-to"):
+        bundles.check_target("", publish=True)
+    with pytest.raises(bundles.ReleaseError, match="owner only"):
+        bundles.check_target("hf:org/repo", publish=False)
+    bundles.check_target("hf:barbarossa-az", publish=False)  # a dry run needs no token

@@ -18,7 +18,7 @@ from pathlib import Path
 from barbarossa import languages, storage
 from barbarossa.config import Train
 from barbarossa.data import prompts
-from barbarossa.models import loading
+from barbarossa.engine import loading
 from barbarossa.models.families import get_family
 
 VERIFY_PROMPTS = [
@@ -210,7 +210,7 @@ def merge_runtime(base: dict):
     base (the weights people will load), and verified against that same base
     with the adapter applied — like any other adapter.
     """
-    from barbarossa.models import runtime
+    from barbarossa.engine import runtime
 
     return runtime.decide(runtime.probe(), Train(precision="auto", quantization="none"), base)
 
