@@ -86,7 +86,7 @@ def test_policy_holds_a_candidate_that_does_not_beat_its_last_release():
     assert decision == "release" and reasons[-1].startswith("beats the release of 2026-11-20")
     decision, reasons = leaderboard.decide(cand, base, policy, last, "other-eval-set")
     assert decision == "release" and "measured on other held-out data" in reasons[-1]
-    decision, reasons = leaderboard.decide(cand, base, {**policy, "must_beat_last_release": False}, last, "e1")
+    decision, reasons = leaderboard.decide(cand, base, policy.replace(must_beat_last_release=False), last, "e1")
     assert decision == "release" and len(reasons) == 4
 
 
