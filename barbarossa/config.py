@@ -42,7 +42,7 @@ CHECKPOINTING = (True, False, "auto")
 COMPILE = (True, False, "auto")
 KERNELS = ("auto", "liger", "torch")
 ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
-ADAPTER_DTYPES = ("auto", "fp32")
+ADAPTER_DTYPES = ("auto", "bf16", "fp32")
 THRESHOLDS_ON = ("point", "bound")
 # The metrics a release policy may rank on -> True when higher is better: a live view of the metric registry
 DIRECTION = metric_registry.policy_directions()
@@ -180,16 +180,20 @@ class Train(Section):
         "nf4: QLoRA (4-bit base); auto: nf4 only where 16-bit LoRA would not fit the GPU",
         choices=QUANTIZATIONS,
     )
-    compile: bool | str = setting("auto", "decoder layers through torch.compile (auto: on CUDA)", choices=COMPILE)
-    kernels: str = setting("auto", "Liger's fused kernels for the families it covers (auto: on CUDA)", choices=KERNELS)
+    compile: bool | str = setting(
+        "auto", "decoder layers through torch.compile (auto: on a GPU where gpu-check verified it)", choices=COMPILE
+    )
+    kernels: str = setting(
+        "auto", "Liger's fused kernels for the families it covers (auto: on a GPU where verified)", choices=KERNELS
+    )
     attention: str = setting(
         "auto",
-        "attention kernel (auto: a variable-length one for packed rows on CUDA, else SDPA)",
+        "attention kernel (auto: a variable-length one for packed rows on a GPU where verified, else SDPA)",
         choices=ATTENTIONS,
     )
     adapter_dtype: str = setting(
         "auto",
-        "auto: LoRA weights in bf16 with fp32 master copies where compute is bf16",
+        "bf16: LoRA weights in bf16, fp32 masters in the optimizer (needs bf16 compute); auto: bf16 where verified",
         choices=ADAPTER_DTYPES,
     )
 

@@ -51,11 +51,12 @@ def rows(n: int, start: int = 0) -> list[dict]:
 
 
 # What a test may need beyond plain Python and tiny models; a test declares each with its marker
-# (pytest.ini_options.markers in pyproject.toml), and `make test-fast` deselects all three.
+# (pytest.ini_options.markers in pyproject.toml), and `make test-fast` deselects all four.
 NEEDS = {
     "flow": "runs a Metaflow flow",
     "server": "starts a server (moto S3, a proxy)",
     "browser": "renders a page in headless Chromium",
+    "compile": "compiles with torch.compile's inductor backend",
 }
 
 
@@ -99,6 +100,25 @@ def declared_needs(request, monkeypatch):
             refuse("flow")
 
         monkeypatch.setattr(Runner, "__init__", no_runner)
+    if "compile" not in declared:
+        _refuse_inductor(monkeypatch, refuse)
+
+
+def _refuse_inductor(monkeypatch, refuse) -> None:
+    """A model compiled by inductor (torch.compile of a module, or nn.Module.compile, which calls it) fails an
+    unmarked test: inductor builds C++ kernels for every layer, ~30 s a test. Another backend (a test's failing
+    one) costs a trace only, and a library compiling one function (transformers' FlexAttention) is its own."""
+    import torch
+
+    compile_ = torch.compile
+
+    def checked(target=None, *args, **kwargs):
+        module = target if isinstance(target, torch.nn.Module) else getattr(target, "__self__", None)
+        if isinstance(module, torch.nn.Module) and kwargs.get("backend", "inductor") == "inductor":
+            refuse("compile")
+        return compile_(target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", checked)
 
 
 @pytest.fixture

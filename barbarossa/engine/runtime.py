@@ -20,10 +20,15 @@ Rules, and why:
   the device even with gradient checkpointing, "none" never.
 - gradient checkpointing "auto": only when the plan's memory estimate without
   it exceeds the device's memory (it costs a second forward pass).
-- the step's speed levers, each "auto" by default and taken on CUDA, where a
-  step is bound by kernel launches and casts rather than by matmuls (H200
-  profile: docs/gpu.md "GPU speed"); a CPU step is bound by its matmuls, so there
-  they are not taken and `not_taken` says why — never silently different:
+- the step's speed levers, each "auto" by default: on CUDA, where a step is
+  bound by kernel launches and casts rather than by matmuls (H200 profile:
+  docs/gpu.md "GPU speed"), a lever is taken only where a kept `make gpu-check`
+  report verified it on that class of GPU (`levers.py`): a lever no GPU has run
+  must not fail a user's first fine-tune. A CPU step is bound by its matmuls, so
+  there the CUDA levers are not taken; bf16 adapters, which the test suite checks
+  on this CPU, follow bf16 compute. `not_taken` says why for each lever — never
+  silently different — and `fallbacks` records a taken lever the trainer's
+  first-step guard had to turn off:
   - adapter dtype: LoRA weights in bf16 beside bf16 base weights, fp32 master
     copies in the optimizer (`train/master.py`), so no fp32↔bf16 cast kernels
     per forward; fp16 and QLoRA keep fp32 adapters (loss scaling unscales fp32
@@ -41,9 +46,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from barbarossa.config import Train
+from barbarossa.engine import levers
 
 HEADROOM = 0.9  # share of device memory a plan may fill: the allocator fragments, kernels take workspace
 TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -74,6 +80,7 @@ class Runtime:
     compiled: bool = False  # decoder layers run through torch.compile
     kernels: str = "torch"  # "liger": fused RMSNorm / rotary / SwiGLU
     not_taken: dict = field(default_factory=dict)  # lever -> why it is not used here, in words
+    fallbacks: dict = field(default_factory=dict)  # lever -> the error that made the first-step guard turn it off
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -127,12 +134,16 @@ def choose_precision(hardware: Hardware, requested: str, fp16_safe: bool = True)
     return "fp32"
 
 
-def decide(hardware: Hardware, cfg: Train, base: dict, memory_need=None) -> Runtime:
+def decide(
+    hardware: Hardware, cfg: Train, base: dict, memory_need=None, verified: frozenset[str] | None = None
+) -> Runtime:
     """The runtime for one work item.
 
     `memory_need(weight_dtype, quantization, checkpointing) -> GB` is the plan's
     estimate for this item (see `plan.item_memory`); without it (a CPU, or no
     estimate) "auto" settings resolve to no quantisation and no checkpointing.
+    `verified`: the levers proven on this GPU (`levers.CHECKED` names); by default
+    what the kept gpu-check reports say for the hardware's class of GPU.
     """
     from barbarossa.models.families import get_family
 
@@ -150,20 +161,23 @@ def decide(hardware: Hardware, cfg: Train, base: dict, memory_need=None) -> Runt
     quant = "none" if quant == "auto" else quant
     checkpointing = False if checkpointing == "auto" else checkpointing
     not_taken: dict[str, str] = {}
-    adapter = _adapter_dtype(cfg.adapter_dtype, compute, quant, not_taken)
+    if hardware.device == "cuda" and verified is None:
+        verified = levers.verified(hardware.name)
+    proven = _Proven(hardware, verified or frozenset())
+    adapter = _adapter_dtype(cfg.adapter_dtype, compute, quant, not_taken, proven)
     return Runtime(
         device=hardware.device,
         weight_dtype=compute,
         compute=compute,
         quantization=quant,
         gradient_checkpointing=bool(checkpointing),
-        attention=_attention(cfg.attention, hardware, family, cfg.packing, not_taken),
+        attention=_attention(cfg.attention, hardware, family, cfg.packing, not_taken, proven),
         hardware=f"{hardware.name} ({hardware.memory_gb:g} GB)",
         why=why,
         adapter_dtype=adapter,
         master_weights=adapter != "fp32",
-        compiled=_compile(cfg.compile, hardware, family, quant, not_taken),
-        kernels=_kernels(cfg.kernels, hardware, family, not_taken),
+        compiled=_compile(cfg.compile, hardware, family, quant, not_taken, proven),
+        kernels=_kernels(cfg.kernels, hardware, family, not_taken, proven),
         not_taken=not_taken,
     )
 
@@ -173,21 +187,43 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _adapter_dtype(requested: str, compute: str, quant: str, not_taken: dict) -> str:
+@dataclass(frozen=True)
+class _Proven:
+    """What "auto" may take on this hardware: on CUDA only the levers a kept gpu-check report verified."""
+
+    hardware: Hardware
+    verified: frozenset[str]
+
+    def blocks(self, lever: str, not_taken: dict, key: str | None = None) -> bool:
+        """True (and the reason recorded under `key`) where `lever` is unproven on this GPU."""
+        if self.hardware.device != "cuda" or lever in self.verified:
+            return False
+        not_taken[key or lever] = levers.not_verified(self.hardware.name, lever)
+        return True
+
+
+def _adapter_dtype(requested: str, compute: str, quant: str, not_taken: dict, proven: _Proven) -> str:
     """bf16 LoRA weights with fp32 masters where the compute is bf16; fp32 adapters otherwise."""
+    reasons = [
+        (compute == "fp32", "fp32 compute has no 16-bit weights to match"),
+        (compute == "fp16", "fp16 compute keeps fp32 adapters (loss scaling unscales fp32 gradients)"),
+        (quant == "nf4", "QLoRA keeps fp32 adapters (k-bit preparation runs the residual stream in fp32)"),
+    ]
+    reason = next((why for missing, why in reasons if missing), "")
+    if requested == "bf16" and reason:
+        raise ValueError(f'adapter_dtype = "bf16" cannot run here: {reason}')
     if requested == "fp32" or compute == "fp32":
         return "fp32"
-    if compute == "fp16":
-        not_taken["adapter_dtype"] = "fp16 compute keeps fp32 adapters (loss scaling unscales fp32 gradients)"
+    if reason:
+        not_taken["adapter_dtype"] = reason
         return "fp32"
-    if quant == "nf4":
-        not_taken["adapter_dtype"] = "QLoRA keeps fp32 adapters (k-bit preparation runs the residual stream in fp32)"
+    if requested == "auto" and proven.blocks("adapter_dtype", not_taken):
         return "fp32"
     return compute
 
 
-def _attention(requested: str, hardware: Hardware, family, packing: bool, not_taken: dict) -> str:
-    """The attention kernel: a variable-length one for packed rows on CUDA, SDPA otherwise."""
+def _attention(requested: str, hardware: Hardware, family, packing: bool, not_taken: dict, proven: _Proven) -> str:
+    """The attention kernel: a variable-length one for packed rows on CUDA (where verified), SDPA otherwise."""
     if requested != "auto":
         return requested
     packs = family.packs and packing
@@ -199,16 +235,24 @@ def _attention(requested: str, hardware: Hardware, family, packing: bool, not_ta
             "CPU): SDPA with a dense block mask per packed row"
         )
         return "sdpa"
-    if "flash_attention_2" in family.varlen_attention and installed("flash_attn"):
-        return "flash_attention_2"
-    if "flex_attention" in family.varlen_attention:
-        return "flex_attention"
-    not_taken["attention"] = "flash_attention_2: flash-attn is not installed"
-    return "sdpa"
+    usable = [
+        kernel
+        for kernel in ("flash_attention_2", "flex_attention")
+        if kernel in family.varlen_attention and (kernel != "flash_attention_2" or installed("flash_attn"))
+    ]
+    if not usable:
+        not_taken["attention"] = "flash_attention_2: flash-attn is not installed"
+        return "sdpa"
+    chosen = next((kernel for kernel in usable if kernel in proven.verified), None)
+    if chosen is None:
+        proven.blocks(" / ".join(usable), not_taken, "attention")
+        return "sdpa"
+    return chosen
 
 
-def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict) -> bool:
-    """Regional torch.compile on CUDA; off on a CPU (a short CPU run spends more compiling than it saves)."""
+def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict, proven: _Proven) -> bool:
+    """Regional torch.compile on CUDA where verified; off on a CPU (a short CPU run spends more compiling than it
+    saves)."""
     if requested != "auto":
         return bool(requested)
     if hardware.device != "cuda":
@@ -222,11 +266,11 @@ def _compile(requested, hardware: Hardware, family, quant: str, not_taken: dict)
     if quant == "nf4":
         not_taken["compile"] = "bitsandbytes 4-bit layers break the compiled graph: QLoRA runs eager"
         return False
-    return True
+    return not proven.blocks("compile", not_taken)
 
 
-def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str:
-    """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed."""
+def _kernels(requested: str, hardware: Hardware, family, not_taken: dict, proven: _Proven) -> str:
+    """Liger's fused kernels where the family has them, on CUDA, with liger-kernel installed, where verified."""
     if requested == "torch":
         return "torch"
     reasons = [
@@ -240,7 +284,31 @@ def _kernels(requested: str, hardware: Hardware, family, not_taken: dict) -> str
     if reason:
         not_taken["kernels"] = reason
         return "torch"
+    if requested == "auto" and proven.blocks("kernels", not_taken):
+        return "torch"
     return "liger"
+
+
+def taken_levers(decision: Runtime) -> list[str]:
+    """The speed levers a decision takes, in the order the first-step guard turns untraced ones off."""
+    taken = {
+        "compile": decision.compiled,
+        "kernels": decision.kernels != "torch",
+        "attention": decision.attention in ("flex_attention", "flash_attention_2"),
+        "adapter_dtype": decision.master_weights,
+    }
+    return [lever for lever in levers.LEVERS if taken[lever]]
+
+
+def without(decision: Runtime, lever: str, why: str) -> Runtime:
+    """The decision with one speed lever off, and why in `fallbacks` (the first-step guard's fallback)."""
+    off = {
+        "compile": {"compiled": False},
+        "kernels": {"kernels": "torch"},
+        "attention": {"attention": "sdpa"},
+        "adapter_dtype": {"adapter_dtype": "fp32", "master_weights": False},
+    }[lever]
+    return replace(decision, **off, fallbacks={**decision.fallbacks, lever: why})
 
 
 def _fit(need, dtype: str, quant, checkpointing, budget: float) -> tuple[str, bool, str]:

@@ -339,11 +339,19 @@ def runtime_for(item: dict, cfg: Train, folder, hardware: runtime.Hardware) -> r
     return runtime.decide(hardware, cfg, base, need)
 
 
-def load_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None):
-    """(tokenizer, model, runtime) of a work item, the runtime decided from the hardware, the item's [train]
-    settings (`Profile.for_item`) and the model's config: training and evaluation load through here."""
+def decision_for_item(item: dict, cfg: Train, hardware: runtime.Hardware | None = None) -> runtime.Runtime:
+    """A work item's runtime decision from the hardware (this process's, by default), its [train] settings
+    (`Profile.for_item`) and the model's config."""
     base = item["base"]
     folder = loading.resolve(base["source"], base.get("revision"))
-    decision = runtime_for(item, cfg, folder, hardware or runtime.probe())
-    tokenizer, model = loading.load_base(base, decision)
+    return runtime_for(item, cfg, folder, hardware or runtime.probe())
+
+
+def load_for_item(
+    item: dict, cfg: Train, hardware: runtime.Hardware | None = None, decision: runtime.Runtime | None = None
+):
+    """(tokenizer, model, runtime) of a work item, with `decision` or the one `decision_for_item` makes: training
+    and evaluation load through here. The runtime returned names the attention kernel the model really runs."""
+    decision = decision or decision_for_item(item, cfg, hardware)
+    tokenizer, model = loading.load_base(item["base"], decision)
     return tokenizer, model, replace(decision, attention=loading.attention_of(model))

@@ -52,7 +52,8 @@ from barbarossa import storage
 from barbarossa.config import Profile, Train
 from barbarossa.console import log
 from barbarossa.data import instructions, prompts, tokencache
-from barbarossa.engine import kernels, losses, runtime, scoring, shared_prefix
+from barbarossa.engine import kernels, levers, losses, runtime, scoring, shared_prefix
+from barbarossa.errors import UserError
 from barbarossa.models.families import get_family
 from barbarossa.planning import plan
 from barbarossa.train import checkpoints, early, master
@@ -429,15 +430,17 @@ class LoraRecipe:
         out_uri: str,
         on_log=None,
         hardware: runtime.Hardware | None = None,
+        decision: runtime.Runtime | None = None,
     ):
         self.item, self.data_summary, self.out_uri = item, data_summary, out_uri
-        self.on_log, self.hardware = on_log, hardware
-        self.name = item["name"]
+        self.on_log, self.hardware, self.decision = on_log, hardware, decision
+        self.name, self.settings = item["name"], settings
         self.cfg, self.early = settings.train, settings.early_stopping  # the item's, resolved in start
         self.family = get_family(item["base"]["family"])
         self.steps, self.batch_size = self.cfg.max_steps, self.cfg.batch_size
         self.accum, self.every = self.cfg.grad_accum, self.cfg.checkpoint_every
         self.watch = None  # the early-stopping state (train/early.py) when a dev split is scored
+        self.loop_started, self.stopped = None, False
 
     # --- setup: one component per method, in the order the RNG draws depend on ---
 
@@ -468,7 +471,9 @@ class LoraRecipe:
     def _setup_model(self) -> None:
         import torch
 
-        self.tokenizer, model, self.decision = plan.load_for_item(self.item, self.cfg, self.hardware)
+        # decided before loading: a lever that fails while the model loads is known to the first-step guard
+        self.decision = self.decision or plan.decision_for_item(self.item, self.cfg, self.hardware)
+        self.tokenizer, model, self.decision = plan.load_for_item(self.item, self.cfg, decision=self.decision)
         torch.manual_seed(self.cfg.seed)  # after loading: building a model on a cache miss draws from the RNG too
         self.model = prepare_for_lora(model, self.item, self.decision)
         self.compiled_layers = kernels.compile_layers(self.model) if self.decision.compiled else 0
@@ -537,27 +542,35 @@ class LoraRecipe:
 
     # --- the loop ---
 
-    def train(self) -> None:
-        """Steps from the restored one to max_steps, with dev checks, checkpoints and logs; stops early if told to."""
+    def begin(self) -> None:
+        """Start the loop's clocks and counters: peak memory, the tokens trained by this process."""
         import torch
 
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         self.tokens_at_start, self.loop_started = self.progress["supervised_tokens"], time.time()
-        for step in range(self.resumed_from, self.steps):
-            if self.watch is not None and self.watch["stopped"]:  # resumed after it had decided to stop
-                break
-            loss, done = self.step(step), step + 1
-            if self.watch is not None and early.due(self.early, done, self.steps):
-                self._check_early_stopping(done)
-            stopping = self.watch is not None and self.watch["stopped"]
-            if (self.every and done % self.every == 0) or done == self.steps or stopping:
-                checkpoints.save(self.out_uri, self.model, self.optimizer, self.progress)
-            if done % self.cfg.log_every == 0 or done == self.steps:
-                self._log_step(done, loss)
-            if stopping:
-                log(f"{self.name}: stopped after step {done} of {self.steps}: {self.watch['reason']}")
-                break
+        self.stopped = self.watch is not None and self.watch["stopped"]  # resumed after it had decided to stop
+
+    def train(self) -> None:
+        """Steps from the next one to max_steps, with dev checks, checkpoints and logs; stops early if told to."""
+        if self.loop_started is None:
+            self.begin()
+        while not self.stopped and self.progress["step"] < self.steps:
+            self.advance()
+
+    def advance(self) -> None:
+        """The next optimizer step and what follows it: a dev check, a checkpoint, a log line, as they fall due."""
+        step = self.progress["step"]
+        loss, done = self.step(step), step + 1
+        if self.watch is not None and early.due(self.early, done, self.steps):
+            self._check_early_stopping(done)
+        self.stopped = self.watch is not None and self.watch["stopped"]
+        if (self.every and done % self.every == 0) or done == self.steps or self.stopped:
+            checkpoints.save(self.out_uri, self.model, self.optimizer, self.progress)
+        if done % self.cfg.log_every == 0 or done == self.steps:
+            self._log_step(done, loss)
+        if self.stopped:
+            log(f"{self.name}: stopped after step {done} of {self.steps}: {self.watch['reason']}")
 
     def step(self, step: int) -> float:
         """Optimizer step `step` (0-based) on the stream's next `grad_accum` batches; its loss.
@@ -674,6 +687,12 @@ class LoraRecipe:
         if self.on_log:
             self.on_log(done, self.progress["curve"], **({"dev": self.watch} if self.watch is not None else {}))
 
+    def release(self) -> None:
+        """Let go of the model and optimizer (a failed start, before the next attempt loads its own)."""
+        for name in ("model", "optimizer", "stream", "clipped", "after_backward", "scaler"):
+            self.__dict__.pop(name, None)
+        free_memory(self.decision.device if self.decision else "cpu")
+
     # --- finish ---
 
     def finish(self) -> Trained:
@@ -761,10 +780,51 @@ def train(
     applied twice, and no finished step is repeated as a checkpoint rewind would.
     At a micro-batch of 1 it raises `TrainingOutOfMemory` instead.
     """
-    recipe = LoraRecipe(item, data_summary, settings, out_uri, on_log, hardware)
-    recipe.setup()
+    recipe = guarded_start(LoraRecipe(item, data_summary, settings, out_uri, on_log, hardware))
     recipe.train()
     return recipe.finish()
+
+
+def guarded_start(recipe: LoraRecipe) -> LoraRecipe:
+    """`setup()` and the first step, where a speed lever that cannot run here fails (a compile error, a Triton
+    kernel, an attention kernel refusing the shapes): that lever is turned off, the start redone without it,
+    one line logged and the fallback kept in the runtime (`fallbacks`, in the row) — the fine-tune goes on."""
+    while True:
+        try:
+            recipe.setup()
+            recipe.begin()
+            if recipe.progress["step"] < recipe.steps:
+                recipe.advance()
+            return recipe
+        except (UserError, TrainingOutOfMemory):
+            raise
+        except Exception as error:
+            lever, why = _lever_to_blame(error, recipe.decision)
+            if lever is None:
+                raise
+        # outside the handler: the failed attempt's frames (and the model they hold) are gone before it is freed
+        decision = runtime.without(recipe.decision, lever, why)
+        log(f"[yellow]{recipe.name}: {lever} failed at the first step ({why}); going on without it[/]")
+        recipe.release()
+        recipe = LoraRecipe(
+            recipe.item, recipe.data_summary, recipe.settings, recipe.out_uri, recipe.on_log, recipe.hardware, decision
+        )
+
+
+def _lever_to_blame(error: BaseException, decision: runtime.Runtime | None) -> tuple[str | None, str]:
+    """The taken lever an error came from, and the error in words. An error from none of them traced: the first
+    taken lever in `levers.LEVERS` order (the riskiest), unless our own code raised it (a check, not a lever)."""
+    taken = runtime.taken_levers(decision) if decision is not None else []
+    why = levers.reason(error)
+    lever = levers.blame(error, taken)
+    if lever or not taken:
+        return lever, why
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is not None and "/barbarossa/" in trace.tb_frame.f_code.co_filename.replace("\\", "/"):
+        return None, why
+    return taken[0], f"{why} (not traced to one lever: the riskiest taken one is turned off first)"
 
 
 def describe(decision: runtime.Runtime) -> str:

@@ -8,38 +8,41 @@ from transformers import AutoModelForCausalLM
 from barbarossa import config
 from barbarossa.config import Train
 from barbarossa.data import instructions, prompts
-from barbarossa.engine import kernels, loading, losses, runtime
+from barbarossa.engine import kernels, levers, loading, losses, runtime
 from barbarossa.train import loop
 
 H100 = runtime.Hardware("cuda", "H100", 80.0, True)
 CPU = runtime.Hardware("cpu", "cpu", 24.0, False)
 LLAMA = {"name": "x", "family": "llama"}
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": "attention"}
+VERIFIED = frozenset(
+    levers.CHECKED
+)  # a GPU where a kept gpu-check report passed every lever (tests/engine/test_levers.py)
 
 
-def test_on_cuda_auto_takes_every_lever_the_family_and_the_installed_packages_allow(monkeypatch):
+def test_on_a_verified_gpu_auto_takes_every_lever_the_family_and_the_installed_packages_allow(monkeypatch):
     monkeypatch.setattr(runtime, "installed", lambda module: False)
-    plain = runtime.decide(H100, Train(), LLAMA)
+    plain = runtime.decide(H100, Train(), LLAMA, verified=VERIFIED)
     assert (plain.adapter_dtype, plain.master_weights, plain.compiled) == ("bf16", True, True)
     assert plain.attention == "flex_attention" and plain.kernels == "torch"
     assert plain.not_taken == {"kernels": "liger-kernel is not installed"}
     monkeypatch.setattr(runtime, "installed", lambda module: True)
-    full = runtime.decide(H100, Train(), LLAMA)
+    full = runtime.decide(H100, Train(), LLAMA, verified=VERIFIED)
     assert (full.attention, full.kernels, full.not_taken) == ("flash_attention_2", "liger", {})
-    opt = runtime.decide(H100, Train(), {"name": "o", "family": "opt"})  # pads: no packed rows, no Liger kernels
+    opt = runtime.decide(H100, Train(), {"name": "o", "family": "opt"}, verified=VERIFIED)  # pads: no packed rows
     assert (opt.attention, opt.kernels) == ("sdpa", "torch") and "no kernels for opt" in opt.not_taken["kernels"]
-    gpt2 = runtime.decide(H100, Train(), {"name": "g", "family": "gpt2"})
+    gpt2 = runtime.decide(H100, Train(), {"name": "g", "family": "gpt2"}, verified=VERIFIED)
     assert gpt2.attention == "flash_attention_2"
 
 
 def test_fp16_qlora_and_remote_code_keep_the_proven_path_and_say_why(monkeypatch):
     monkeypatch.setattr(runtime, "installed", lambda module: False)
-    t4 = runtime.decide(runtime.Hardware("cuda", "T4", 16.0, False), Train(), LLAMA)
+    t4 = runtime.decide(runtime.Hardware("cuda", "T4", 16.0, False), Train(), LLAMA, verified=VERIFIED)
     assert t4.adapter_dtype == "fp32" and "loss scaling" in t4.not_taken["adapter_dtype"]
-    qlora = runtime.decide(H100, Train(quantization="nf4"), LLAMA)
+    qlora = runtime.decide(H100, Train(quantization="nf4"), LLAMA, verified=VERIFIED)
     assert (qlora.adapter_dtype, qlora.compiled) == ("fp32", False)
     assert "k-bit" in qlora.not_taken["adapter_dtype"] and "4-bit" in qlora.not_taken["compile"]
-    deci = runtime.decide(H100, Train(), {"name": "d", "family": "deci"})
+    deci = runtime.decide(H100, Train(), {"name": "d", "family": "deci"}, verified=VERIFIED)
     assert deci.compiled is False and "hub's own code" in deci.not_taken["compile"]
 
 
@@ -72,7 +75,7 @@ def test_a_profile_names_the_file_and_key_of_a_bad_lever(tmp_path):
 
 
 def test_packed_rows_of_a_varlen_kernel_are_one_row_padded_to_the_bucket():
-    flex = runtime.decide(H100, Train(), LLAMA)
+    flex = runtime.decide(H100, Train(), LLAMA, verified=VERIFIED)
     assert loop.packing_of(flex, 512) == {"row_tokens": None, "bucket": kernels.BUCKET}
     assert loop.packing_of(runtime.decide(CPU, Train(), LLAMA), 512) == {"row_tokens": 512, "bucket": 0}
     examples = [{"input_ids": list(range(1, n + 1)), "labels": [-100] * 3 + list(range(4, n + 1))} for n in (50, 90)]
