@@ -5,8 +5,9 @@ A profile (`configs/profiles/<name>.toml`) has four tables, each a frozen datacl
 (type, allowed values, ranges), so the code receives typed objects and never restates a default. Each
 work item's effective settings — the profile with the roster entry's overrides, lengths capped at the
 base's context — are resolved once (`Profile.for_item`) and used by training, the masking preview,
-the plan and the model card alike. `docs/settings.md` is generated from these classes (`python -m
-barbarossa.config`; a test keeps it current).
+the plan and the model card alike. `Section` is the machinery the infra config, roster entries and language
+packs declare their keys with too; `docs/settings.md` is generated from all of them (`python -m
+barbarossa.settings_reference`; a test keeps it current).
 """
 
 from __future__ import annotations
@@ -65,25 +66,52 @@ class SettingError(ValueError):
         self.key = key
 
 
-def setting(default, help: str, *, choices: tuple = (), required: bool = False):
-    """A field with its default, one line of help, the values it may take, and whether a profile must state it.
+def setting(
+    default=dataclasses.MISSING,
+    help: str = "",
+    *,
+    choices: tuple = (),
+    required: bool = False,
+    factory=dataclasses.MISSING,
+    written: str = "",
+):
+    """A key of a file: its default (or `factory` making one), one line of help, the values it may take, and
+    whether a file must state it.
 
     `required` keys have a default for code (tests, a base evaluated without a profile) but a profile file
-    must set them: they decide what a run costs, and a forgotten one should not pass silently.
+    must set them: they decide what a run costs, and a forgotten one should not pass silently. A key with
+    neither default nor factory must always be stated. `written` is the type as a file writes it, where code
+    holds something richer (a candidate's base: a name in the file, the base itself in code). Fields declared
+    without `setting` are filled by code, never read from a file.
     """
-    return field(default=default, metadata={"help": help, "choices": choices, "required": required})
+    metadata = {"help": help, "choices": choices, "required": required, "written": written}
+    return field(default=default, default_factory=factory, metadata=metadata)
 
 
 def _shown(choice) -> str:
     return f'"{choice}"' if isinstance(choice, str) else str(choice).lower()
 
 
+def _is_section(hint) -> bool:
+    return isinstance(hint, type) and issubclass(hint, Section)
+
+
 def _kind_name(hint) -> str:
+    """The type as a TOML writer knows it: list, table, int, ..."""
     if isinstance(hint, types.UnionType):
-        return " or ".join(_kind_name(arg) for arg in typing.get_args(hint))
+        return " or ".join(_kind_name(arg) for arg in typing.get_args(hint) if arg is not types.NoneType)
     if typing.get_origin(hint) is tuple:
         return "list"
+    if hint is dict or _is_section(hint):
+        return "table"
     return hint.__name__
+
+
+def _takes_list(hint) -> bool:
+    """A tuple field (or a union with one) takes a TOML list, held as a tuple so the section stays frozen."""
+    if isinstance(hint, types.UnionType):
+        return any(_takes_list(arg) for arg in typing.get_args(hint))
+    return typing.get_origin(hint) is tuple
 
 
 def _conforms(value, hint) -> bool:
@@ -96,17 +124,29 @@ def _conforms(value, hint) -> bool:
     return isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
 
 
+def file_keys(cls) -> list[dataclasses.Field]:
+    """The fields a file may set: those declared with `setting` (the others are filled by code)."""
+    return [spec for spec in dataclasses.fields(cls) if "help" in spec.metadata]
+
+
+def must_state(spec: dataclasses.Field, required: bool = True) -> bool:
+    """Whether a file must state this key: it has no default, or it is `required` and the file is checked so."""
+    no_default = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+    return no_default or (required and spec.metadata["required"])
+
+
 @dataclass(frozen=True)
 class Section:
     """A table of settings: its fields are checked (type, allowed values) when built, then by `check`."""
 
-    TABLE: typing.ClassVar[str] = ""
+    TABLE: typing.ClassVar[str] = ""  # the table's name in its file; "" for a file's top level
+    ERROR: typing.ClassVar[type[UserError]] = ConfigError  # what a file that does not validate raises
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
         for spec in dataclasses.fields(self):
             value, hint = getattr(self, spec.name), hints[spec.name]
-            if isinstance(value, list) and typing.get_origin(hint) is tuple:
+            if isinstance(value, list) and _takes_list(hint):
                 object.__setattr__(self, spec.name, value := tuple(value))
             if not _conforms(value, hint):
                 raise SettingError(spec.name, f"must be {_kind_name(hint)}, got {value!r}")
@@ -121,22 +161,43 @@ class Section:
         """Checks across fields or of ranges; raise SettingError naming the key."""
 
     @classmethod
-    def from_table(cls, table: dict, where: str, *, required: bool = True):
-        """Build from a TOML table: unknown keys, missing required keys and bad values name file, table and key."""
-        names = {spec.name for spec in dataclasses.fields(cls)}
-        for key in table:
-            if (cls.TABLE, key) in RENAMED:
-                raise ConfigError(f"{where}: [{cls.TABLE}] {key} was replaced by {RENAMED[cls.TABLE, key]}")
-        unknown = sorted(set(table) - names)
-        if unknown:
-            raise ConfigError(f"{where}: [{cls.TABLE}] unknown key(s) {', '.join(unknown)}")
-        for spec in dataclasses.fields(cls):
-            if required and spec.metadata.get("required") and spec.name not in table:
-                raise ConfigError(f"{where}: [{cls.TABLE}] missing key '{spec.name}'")
+    def from_table(cls, table: dict, where: str, *, required: bool = True, label: str | None = None, error=None):
+        """Build from a TOML table: unknown keys, missing required keys and bad values name file, table and key.
+
+        `where` names the file (and the entry in it); `label` the table (the class's TABLE; a sub-table's is
+        its dotted key). A key whose type is a section is built from its sub-table the same way, and every
+        refusal is `error` (the outermost section's ERROR), so one file's errors are all of one kind.
+        """
+        label = cls.TABLE if label is None else label
+        error = error or cls.ERROR
+        here = f"{where}: [{label}]" if label else f"{where}:"
+        problem = cls._key_problem(table, label, required)
+        if problem:
+            raise error(f"{here} {problem}")
+        hints, values = typing.get_type_hints(cls), dict(table)
+        for key, value in table.items():
+            if _is_section(hints[key]) and isinstance(value, dict):
+                inner = f"{label}.{key}" if label else key
+                values[key] = hints[key].from_table(value, where, required=required, label=inner, error=error)
         try:
-            return cls(**table)
-        except SettingError as error:
-            raise ConfigError(f"{where}: [{cls.TABLE}] {error}") from None
+            return cls(**values)
+        except SettingError as refused:
+            raise error(f"{here} {refused}") from None
+
+    @classmethod
+    def _key_problem(cls, table: dict, label: str, required: bool) -> str | None:
+        """What is wrong with the table's keys (a replaced, unknown or missing one), or None."""
+        for key in table:
+            if (label, key) in RENAMED:
+                return f"{key} was replaced by {RENAMED[label, key]}"
+        keys = [spec.name for spec in file_keys(cls)]
+        unknown = sorted(set(table) - set(keys))
+        if unknown:
+            return f"unknown key(s) {', '.join(unknown)} (known: {', '.join(keys)})"
+        for spec in file_keys(cls):
+            if spec.name not in table and must_state(spec, required):
+                return f"missing key '{spec.name}'"
+        return None
 
     def replace(self, **changes):
         """A copy with `changes`, checked like a loaded table."""
@@ -227,8 +288,8 @@ class EarlyStopping(Section):
                 raise SettingError(spec.name, f"must be 0 or more, got {getattr(self, spec.name)}")
 
 
-def _sources(entries: tuple, key: str) -> None:
-    """Named sources are {name, source} tables with distinct names."""
+def check_sources(entries: tuple, key: str) -> None:
+    """Named sources are {name, source} tables with distinct names (a profile's sets, a language pack's)."""
     for number, entry in enumerate(entries, start=1):
         if not (isinstance(entry, dict) and set(entry) == {"name", "source"}) or not all(
             isinstance(v, str) for v in entry.values()
@@ -263,8 +324,8 @@ class Eval(Section):
     def check(self) -> None:
         if not 0 < self.eval_fraction < 1:
             raise SettingError("eval_fraction", "must be between 0 and 1")
-        _sources(self.extra_sets, "extra_sets")
-        _sources(self.benchmarks, "benchmarks")
+        check_sources(self.extra_sets, "extra_sets")
+        check_sources(self.benchmarks, "benchmarks")
         resolved = []
         for number, module in enumerate(self.extra_metrics, start=1):
             path = Path(module) if Path(module).is_absolute() else PROJECT_ROOT / module
@@ -413,41 +474,84 @@ def load_profile(name_or_path: str) -> Profile:
     return Profile(name=path.stem, **sections)
 
 
-def reference() -> str:
-    """Every settings key — name, type, default, help — as Markdown: docs/settings.md (a test keeps it current)."""
+@dataclass(frozen=True)
+class Document:
+    """A kind of file a user writes, as the reference shows it: a title, where it lives, a note, its tables."""
+
+    title: str
+    file: str
+    note: str
+    tables: dict  # heading -> Section class; a section's sub-tables follow it
+
+
+TOP_LEVEL = "top level"  # the heading of a file's keys outside any table
+PROFILE = Document(
+    "Profile",
+    "configs/profiles/<name>.toml",
+    "A profile has these four tables. A roster candidate's `train = { ... }` overrides [train] keys for that "
+    "candidate only.",
+    {f"[{table}]": cls for table, cls in SECTIONS.items()},
+)
+
+
+def reference(documents: tuple[Document, ...]) -> str:
+    """Every key of these files — name, type, default, help — as Markdown (docs/settings.md; a test keeps it
+    current). The caller names the documents: this module cannot import the stages that declare some of them."""
     lines = [
         "# Settings reference",
         "",
-        "Generated from `barbarossa/config.py` by `python -m barbarossa.config > docs/settings.md`; do not edit.",
-        "A profile (`configs/profiles/<name>.toml`) sets these tables; **required** keys must be stated in a",
-        "profile file, the others take the default shown. A roster candidate's `train = { ... }` overrides",
-        "[train] keys for that candidate only.",
+        "Generated from the settings classes by `python -m barbarossa.settings_reference > docs/settings.md`; "
+        "do not edit.",
+        "Every file below is checked when it is read (an error names the file and the key). **required** keys",
+        "must be stated in the file; the others take the default shown.",
     ]
-    for table, cls in SECTIONS.items():
-        hints = typing.get_type_hints(cls)
-        lines += [
-            "",
-            f"## [{table}]",
-            "",
-            (cls.__doc__ or "").strip(),
-            "",
-            "| key | type | default | help |",
-            "|---|---|---|---|",
-        ]
-        for spec in dataclasses.fields(cls):
-            default = "**required**" if spec.metadata["required"] else f"`{_default_shown(spec.default)}`"
-            choices = spec.metadata.get("choices")
-            shown = " (" + " \\| ".join(map(_shown, choices)) + ")" if choices else ""
-            described = spec.metadata["help"].replace("|", "\\|")
-            lines.append(f"| `{spec.name}` | {_kind_name(hints[spec.name])}{shown} | {default} | {described} |")
+    for document in documents:
+        lines += ["", f"## {document.title}: `{document.file}`", "", document.note]
+        for heading, cls in document.tables.items():
+            lines += _table_reference(cls, heading)
     return "\n".join(lines) + "\n"
+
+
+def _table_reference(cls: type[Section], heading: str) -> list[str]:
+    """One table's keys, then each of its sub-tables'."""
+    hints = typing.get_type_hints(cls)
+    lines = [
+        "",
+        f"### {heading}",
+        "",
+        (cls.__doc__ or "").strip(),
+        "",
+        "| key | type | default | help |",
+        "|---|---|---|---|",
+    ]
+    lines += [_key_row(spec, hints[spec.name]) for spec in file_keys(cls)]
+    for spec in file_keys(cls):
+        if _is_section(hints[spec.name]) and not spec.metadata["written"]:
+            inner = f"[{spec.name}]" if heading == TOP_LEVEL else f"{heading} {spec.name}"
+            lines += _table_reference(hints[spec.name], inner)
+    return lines
+
+
+def _key_row(spec: dataclasses.Field, hint) -> str:
+    if must_state(spec):
+        default = "**required**"
+    elif _is_section(hint):
+        default = "the table below"
+    elif spec.default is None:
+        default = "unset"
+    else:
+        value = spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
+        default = f"`{_default_shown(value)}`"
+    choices = spec.metadata.get("choices")
+    shown = " (" + " \\| ".join(map(_shown, choices)) + ")" if choices else ""
+    described = spec.metadata["help"].replace("|", "\\|")
+    kind = spec.metadata["written"] or _kind_name(hint)
+    return f"| `{spec.name}` | {kind}{shown} | {default} | {described} |"
 
 
 def _default_shown(value) -> str:
     if isinstance(value, tuple):
         return "[]" if not value else repr(list(value))
+    if isinstance(value, dict):
+        return "{}" if not value else repr(value)
     return _shown(value)
-
-
-if __name__ == "__main__":
-    print(reference(), end="")

@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from barbarossa.config import PROJECT_ROOT
+from barbarossa.config import PROJECT_ROOT, Section, SettingError, check_sources, setting
 from barbarossa.errors import UserError
 
 DEFAULT = "az"
@@ -58,14 +59,6 @@ def load(code_or_path: str = DEFAULT) -> dict:
     return _validated(doc, path)
 
 
-def _need(doc: dict, key: str, kind, path: Path, where: str = ""):
-    value = doc.get(key)
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
-        shown = f"[{where}] {key}" if where else key
-        raise LanguageError(f"{path}: {shown} must be a non-empty {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
-
-
 def resolve(value: str) -> Path:
     """A file a pack names, relative to the project root of the process reading it (a remote task's code package)."""
     return Path(value) if Path(value).is_absolute() else PROJECT_ROOT / value
@@ -76,68 +69,148 @@ def of_run(data_summary: dict) -> dict:
     return data_summary.get("language") or load()
 
 
-def _file(value: str, path: Path, key: str) -> str:
+def _existing(value: str, key: str) -> str:
     if not resolve(value).exists():
-        raise LanguageError(f"{path}: {key} names {value!r}, which does not exist ({resolve(value)})")
+        raise SettingError(key, f"names {value!r}, which does not exist ({resolve(value)})")
     return value
 
 
-def _validated(doc: dict, path: Path) -> dict:
-    code = _need(doc, "code", str, path)
-    if code != path.stem:
-        raise LanguageError(f"{path}: code {code!r} must match the file name ({path.stem!r})")
-    template = _need(doc, "template", dict, path)
-    for key in TEMPLATE_KEYS:
-        _need(template, key, str, path, "template")
-    for key in ("instruction_header", "input_header", "response_header"):
-        if not template[key].startswith(SECTION_MARK):
-            raise LanguageError(
-                f"{path}: [template] {key} must start with {SECTION_MARK!r} (answers are cut at the "
-                f"next section), got {template[key]!r}"
-            )
-    identify = _need(doc, "identify", dict, path)
-    method = identify.get("method", "lingua")
-    if method not in IDENTIFY_METHODS:
-        raise LanguageError(f"{path}: [identify] method must be one of {', '.join(IDENTIFY_METHODS)}, got {method!r}")
-    _need(identify, "target", str, path, "identify")
-    neighbours = _need(identify, "neighbours", list, path, "identify")
-    if method == "lingua":
-        _check_lingua_names(path, [identify["target"], *neighbours])
-        texts = {}
-    else:
-        texts = _need(identify, "texts", dict, path, "identify")
-        missing = {identify["target"], *neighbours} - set(texts)
+def _stated(section: Section, keys: tuple[str, ...]) -> None:
+    """Text keys a pack must fill: an empty one would render an empty prompt part or instruction."""
+    for key in keys:
+        if not getattr(section, key).strip():
+            raise SettingError(key, "must not be empty")
+
+
+@dataclass(frozen=True)
+class Template(Section):
+    """The one prompt template of training, evaluation, release and chat (data/prompts.py)."""
+
+    preamble: str = setting(help="the preamble of an instruction without input")
+    preamble_with_input: str = setting(help="the preamble of an instruction with an input")
+    instruction_header: str = setting(help=f"the header before the instruction; starts with {SECTION_MARK!r}")
+    input_header: str = setting(help=f"the header before the input; starts with {SECTION_MARK!r}")
+    response_header: str = setting(help=f"the header the answer follows; starts with {SECTION_MARK!r}")
+
+    def check(self) -> None:
+        _stated(self, TEMPLATE_KEYS)
+        for key in ("instruction_header", "input_header", "response_header"):
+            header = getattr(self, key)
+            if not header.startswith(SECTION_MARK):
+                raise SettingError(
+                    key, f"must start with {SECTION_MARK!r} (answers are cut at the next section), got {header!r}"
+                )
+
+
+@dataclass(frozen=True)
+class Identify(Section):
+    """Fidelity: the share of answers in this language, against the languages a model slips into."""
+
+    target: str = setting(help="this language as the method names it (lingua: AZERBAIJANI; ngram: a key of texts)")
+    neighbours: tuple[str, ...] = setting(help="the languages an answer is most often confused with, named likewise")
+    method: str = setting(
+        "lingua",
+        "lingua: its shipped models; ngram: trained on the bundled samples of `texts`",
+        choices=IDENTIFY_METHODS,
+    )
+    texts: dict = setting(help="ngram: a sample file for the target and each neighbour", factory=dict)
+
+    def check(self) -> None:
+        _stated(self, ("target",))
+        if self.method == "lingua":
+            _check_lingua_names("target", [self.target])
+            _check_lingua_names("neighbours", self.neighbours)
+            return
+        missing = {self.target, *self.neighbours} - set(self.texts)
         if missing:
-            raise LanguageError(f"{path}: [identify] texts needs a sample file for {', '.join(sorted(missing))}")
-        texts = {lang: _file(file, path, f"[identify] texts.{lang}") for lang, file in texts.items()}
-    words = doc.get("words", {}).get("pattern", r"\S+")
-    try:
-        re.compile(words)
-    except re.error as err:
-        raise LanguageError(f"{path}: [words] pattern is not a regular expression ({err})") from None
-    benchmarks = doc.get("benchmarks", {})
-    for key in ("translate_into", "translate_out"):  # the instructions of the translation benchmarks, both directions
-        _need(benchmarks, key, str, path, "benchmarks")
-    sets = benchmarks.get("sets", [])
-    for number, entry in enumerate(sets, start=1):
-        if not isinstance(entry, dict) or set(entry) != {"name", "source"}:
-            raise LanguageError(f'{path}: [benchmarks] sets entry {number} must be {{ name = "...", source = "..." }}')
-    codes = doc.get("codes", {})
+            raise SettingError("texts", f"needs a sample file for {', '.join(sorted(missing))}")
+        for language, file in self.texts.items():
+            if not isinstance(file, str):
+                raise SettingError(f"texts.{language}", f"must be str, got {file!r}")
+            _existing(file, f"texts.{language}")
+
+
+@dataclass(frozen=True)
+class Codes(Section):
+    """The language's codes in other systems."""
+
+    flores: str = setting("", "FLORES-200 / NLLB / Belebele code (azj_Latn): benchmark files, a local translator")
+    aws: str = setting("", "AWS Translate's code (az)")
+
+
+@dataclass(frozen=True)
+class Words(Section):
+    """What a word is, for fertility (tokens per word)."""
+
+    pattern: str = setting(r"\S+", "a regular expression matching one word")
+
+    def check(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as err:
+            raise SettingError("pattern", f"is not a regular expression ({err})") from None
+
+
+@dataclass(frozen=True)
+class Benchmarks(Section):
+    """The pack's own benchmarks: the translation instructions and the bundled samples."""
+
+    translate_into: str = setting(help="the instruction of the translation benchmark into this language")
+    translate_out: str = setting(help="the instruction of the translation benchmark out of it (into English)")
+    sets: tuple[dict, ...] = setting((), "benchmark samples: [{ name, source }] (a file, or a FLORES folder)")
+
+    def check(self) -> None:
+        _stated(self, ("translate_into", "translate_out"))
+        check_sources(self.sets, "sets")
+        for entry in self.sets:
+            _existing(entry["source"], f"sets.{entry['name']}")
+
+
+@dataclass(frozen=True)
+class Pack(Section):
+    """A language pack's top-level keys; its tables follow."""
+
+    ERROR = LanguageError
+    code: str = setting(help="the language's code: the file's name (az for az.toml)")
+    name: str = setting(help="the language's name in English, for cards and tables")
+    sample: str = setting(help="the bundled instruction sample `--train-data bundled` reads (a JSONL file)")
+    example: str = setting(help="an instruction, shown rendered on model cards")
+    template: Template = setting(help="the prompt template")
+    identify: Identify = setting(help="how fidelity identifies the language")
+    benchmarks: Benchmarks = setting(help="the pack's benchmarks")
+    script: str = setting("", "ISO 15924 script (Latn, Cyrl), for cards")
+    codes: Codes = setting(help="codes in other systems", factory=Codes)
+    words: Words = setting(help="what a word is", factory=Words)
+
+    def check(self) -> None:
+        _stated(self, ("code", "name", "example"))
+        _existing(self.sample, "sample")
+
+
+def _validated(doc: dict, path: Path) -> dict:
+    """The pack checked against `Pack`, as the plain dict remote tasks and run artifacts carry."""
+    pack = Pack.from_table(doc, str(path))
+    if pack.code != path.stem:
+        raise LanguageError(f"{path}: code {pack.code!r} must match the file name ({path.stem!r})")
+    identify = pack.identify
     return {
-        "code": code,
-        "name": _need(doc, "name", str, path),
-        "script": doc.get("script", ""),
-        "sample": _file(_need(doc, "sample", str, path), path, "sample"),
-        "example": _need(doc, "example", str, path),
-        "template": {key: template[key] for key in TEMPLATE_KEYS},
-        "identify": {"method": method, "target": identify["target"], "neighbours": list(neighbours), "texts": texts},
-        "codes": dict(codes),
-        "words": words,
-        "translate_into": benchmarks.get("translate_into", ""),
-        "translate_out": benchmarks.get("translate_out", ""),
-        "benchmarks": [
-            {"name": e["name"], "source": _file(e["source"], path, f"[benchmarks] {e['name']}")} for e in sets
-        ],
+        "code": pack.code,
+        "name": pack.name,
+        "script": pack.script,
+        "sample": pack.sample,
+        "example": pack.example,
+        "template": asdict(pack.template),
+        "identify": {
+            "method": identify.method,
+            "target": identify.target,
+            "neighbours": list(identify.neighbours),
+            "texts": dict(identify.texts) if identify.method == "ngram" else {},
+        },
+        "codes": asdict(pack.codes),
+        "words": pack.words.pattern,
+        "translate_into": pack.benchmarks.translate_into,
+        "translate_out": pack.benchmarks.translate_out,
+        "benchmarks": [dict(entry) for entry in pack.benchmarks.sets],
     }
 
 
@@ -224,10 +297,11 @@ LINGUA_NAMES = frozenset(
 )
 
 
-def _check_lingua_names(path: Path, names: list[str]) -> None:
+def _check_lingua_names(key: str, names) -> None:
     for name in names:
         if not isinstance(name, str) or name.upper() not in LINGUA_NAMES:
-            raise LanguageError(
-                f"{path}: [identify] {name!r} is not a lingua language (lingua names: AZERBAIJANI, "
-                'TURKISH, ...); for a language lingua lacks use method = "ngram"'
+            raise SettingError(
+                key,
+                f"{name!r} is not a lingua language (lingua names: AZERBAIJANI, TURKISH, ...); for a language "
+                'lingua lacks use method = "ngram"',
             )

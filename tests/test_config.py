@@ -1,11 +1,12 @@
 """Typed settings: one schema read once, a generated reference, and a candidate's own settings used everywhere."""
 
 import dataclasses
+import typing
 
 import pytest
 from conftest import ROOT, rows, write_jsonl
 
-from barbarossa import config
+from barbarossa import config, settings_reference
 from barbarossa.data import prompts
 from barbarossa.decide import bundles
 from barbarossa.engine import loading
@@ -16,10 +17,29 @@ from barbarossa.train import loop
 
 def test_the_settings_reference_is_generated_from_the_schema_and_current():
     reference = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
-    assert reference == config.reference(), "regenerate: python -m barbarossa.config > docs/settings.md"
-    for section in config.SECTIONS.values():
-        for spec in dataclasses.fields(section):
-            assert f"| `{spec.name}` |" in reference and spec.metadata["help"]  # every key, with its help
+    assert reference == settings_reference.reference(), (
+        "regenerate: python -m barbarossa.settings_reference > docs/settings.md"
+    )
+    for document in settings_reference.DOCUMENTS:
+        assert f"## {document.title}: `{document.file}`" in reference
+        for section in _sections(document.tables.values()):
+            assert (section.__doc__ or "").strip() in reference
+            for spec in config.file_keys(section):
+                assert f"| `{spec.name}` |" in reference and spec.metadata["help"]  # every key, with its help
+
+
+def _sections(tops) -> list:
+    """Each documented section and the sub-tables below it."""
+    found = []
+    for section in tops:
+        found.append(section)
+        hints = typing.get_type_hints(section)
+        found += _sections(
+            hints[spec.name]
+            for spec in config.file_keys(section)
+            if isinstance(hints[spec.name], type) and issubclass(hints[spec.name], config.Section)
+        )
+    return found
 
 
 def test_a_section_is_checked_when_built_so_code_cannot_hold_a_bad_value():

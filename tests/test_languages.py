@@ -36,13 +36,28 @@ def test_each_shipped_pack_has_its_own_headers_and_sample(code, header):
             'response_header = "Жауап:"',
             r"\[template\] response_header must start with '### '",
         ),
-        ('target = "KAZAKH"', 'target = "KLINGON"', r"\[identify\] 'KLINGON' is not a lingua language"),
+        ('target = "KAZAKH"', 'target = "KLINGON"', r"\[identify\] target 'KLINGON' is not a lingua language"),
         (
             'sample = "data/kk_alpaca_sample.jsonl"',
             'sample = "data/nowhere.jsonl"',
             r"sample names 'data/nowhere.jsonl', which does not exist",
         ),
-        ('method = "lingua"', 'method = "guess"', r"\[identify\] method must be one of lingua, ngram"),
+        (
+            'neighbours = ["RUSSIAN", "ENGLISH", "TURKISH", "MONGOLIAN"]',
+            "neighbours = 3",
+            r"\[identify\] neighbours must be list, got 3",
+        ),
+        ('aws = "kk"', "aws = 7", r"\[codes\] aws must be str, got 7"),
+        ("[words]", "[words]\nlength = 1", r"\[words\] unknown key\(s\) length \(known: pattern\)"),
+        ('name = "Kazakh"', 'name = ""', r": name must not be empty"),
+        ('script = "Cyrl"', 'script = "Cyrl"\nscripts = ["Cyrl"]', r": unknown key\(s\) scripts \(known: code, "),
+        ("[template]", "[templates]", r": unknown key\(s\) templates \(known: code, "),
+        ('{ name = "flores", source', '{ name = "belebele", source', r"\[benchmarks\] sets names must be distinct"),
+        (
+            'method = "lingua"',
+            'method = "guess"',
+            r"\[identify\] method must be one of \"lingua\", \"ngram\", got 'guess'",
+        ),
     ],
 )
 def test_a_bad_pack_is_refused_naming_file_and_key(tmp_path, old, new, message):

@@ -36,7 +36,7 @@ FOUNDATION = {
     "barbarossa.metric_registry",
     "barbarossa.storage",
 }
-TOP = {"barbarossa.cli", "barbarossa.reporting"}
+TOP = {"barbarossa.cli", "barbarossa.reporting", "barbarossa.settings_reference"}
 
 
 def module_name(path: Path) -> str:

@@ -25,9 +25,10 @@ import math
 import os
 import sys
 import tomllib
+from dataclasses import dataclass
 
 from barbarossa import storage
-from barbarossa.config import PROJECT_ROOT
+from barbarossa.config import PROJECT_ROOT, Section, SettingError, setting
 from barbarossa.errors import UserError
 from barbarossa.models.roster import select, work_items
 
@@ -35,26 +36,6 @@ CLASSES = ("small", "large")  # the flow has one tune_<class> step per entry
 COMPUTE = ("local", "kubernetes", "batch")
 DEFAULT_INFRA = PROJECT_ROOT / "configs" / "infra" / "local.toml"
 IDLE_BOX = {"gpus": 0, "gpu_memory_gb": 0, "cpu": 1, "memory_gb": 4, "disk_gb": 10, "timeout_hours": 1}
-_SCHEMA = {
-    "compute": str,
-    "models": str,
-    "large_from_gpu_memory_gb": int,
-    "kubernetes": dict,
-    "batch": dict,
-    "secrets": list,
-    "trigger_event": str,
-    "output_root": str,
-}
-_KUBERNETES = {
-    "image": str,
-    "service_account": str,
-    "node_selector": dict,
-    "tolerations": list,
-    "secrets": list,
-    "gpu_node_selector": dict,
-}
-_BATCH = {"image": str, "queue": str, "iam_role": str}
-_REQUIRED = ("compute", "models", "large_from_gpu_memory_gb")
 
 
 class Misconfigured(UserError):
@@ -67,6 +48,57 @@ class InfraError(Misconfigured):
     """An infra config that does not validate, or that this machine cannot launch; the message names the key."""
 
     headline = "Infra config"
+
+
+@dataclass(frozen=True)
+class Kubernetes(Section):
+    """The @kubernetes decorator's settings for every remote step (Metaflow's own configuration fills the rest)."""
+
+    image: str = setting("", "container image (else METAFLOW_KUBERNETES_CONTAINER_IMAGE)")
+    service_account: str = setting("", "the pods' service account")
+    node_selector: dict = setting(help="node labels every step's pod must match", factory=dict)
+    tolerations: tuple[dict, ...] = setting((), "taints the pods tolerate: [{ key, operator, effect }]")
+    secrets: tuple[str, ...] = setting((), "Kubernetes secrets mounted into every pod")
+    gpu_node_selector: dict = setting(
+        help="per size class (small, large), node labels merged into that class's node_selector", factory=dict
+    )
+
+    def check(self) -> None:
+        unknown = sorted(set(self.gpu_node_selector) - set(CLASSES))
+        if unknown:
+            raise SettingError(
+                "gpu_node_selector", f"has unknown size class(es) {', '.join(unknown)} (known: {', '.join(CLASSES)})"
+            )
+
+
+@dataclass(frozen=True)
+class Batch(Section):
+    """The @batch decorator's settings for every remote step (Metaflow's own configuration fills the rest)."""
+
+    image: str = setting("", "container image (else METAFLOW_BATCH_CONTAINER_IMAGE)")
+    queue: str = setting("", "AWS Batch job queue (else METAFLOW_BATCH_JOB_QUEUE)")
+    iam_role: str = setting("", "IAM role the jobs run as")
+
+
+@dataclass(frozen=True)
+class Infra(Section):
+    """Where fine-tunes run and which roster selection their boxes are sized for (read when the flow loads)."""
+
+    ERROR = InfraError
+    compute: str = setting(help="where steps run", choices=COMPUTE)
+    models: str = setting(help="roster selection the boxes are sized for; also the --models default")
+    large_from_gpu_memory_gb: int = setting(help="bases needing at least this much GPU memory fine-tune in tune_large")
+    kubernetes: Kubernetes = setting(help='with compute = "kubernetes"', factory=Kubernetes)
+    batch: Batch = setting(help='with compute = "batch"', factory=Batch)
+    secrets: tuple[str, ...] = setting((), "@secrets sources (HF_TOKEN for gated models and publishing)")
+    trigger_event: str = setting("", "an Argo Events event that starts the deployed flow (Kubernetes only)")
+    output_root: str = setting("runs", "splits, adapters, checkpoints: a folder, or s3:// (remote compute needs it)")
+
+    def check(self) -> None:
+        if self.trigger_event and self.compute == "batch":
+            raise SettingError(
+                "trigger_event", 'needs Argo Workflows (compute = "kubernetes"); Step Functions refuses @trigger'
+            )
 
 
 def _read(text: str) -> dict:
@@ -91,33 +123,13 @@ def parse_infra(text: str) -> dict:
 
 
 def validate_infra(infra: dict) -> dict:
-    for key in _REQUIRED:
-        if key not in infra:
-            raise InfraError(f"infra config: missing key '{key}'")
-    for key, value in infra.items():
-        if key not in _SCHEMA:
-            raise InfraError(f"infra config: unknown key '{key}' (known: {', '.join(_SCHEMA)})")
-        if not isinstance(value, _SCHEMA[key]) or isinstance(value, bool):
-            raise InfraError(f"infra config: '{key}' must be {_SCHEMA[key].__name__}, got {value!r}")
-    if infra["compute"] not in COMPUTE:
-        raise InfraError(f"infra config: compute must be one of {', '.join(COMPUTE)}, got {infra['compute']!r}")
-    for table, schema in (("kubernetes", _KUBERNETES), ("batch", _BATCH)):
-        for key, value in infra.get(table, {}).items():
-            if key not in schema:
-                raise InfraError(f"infra config: [{table}] unknown key '{key}' (known: {', '.join(schema)})")
-            if not isinstance(value, schema[key]):
-                raise InfraError(f"infra config: [{table}] '{key}' must be {schema[key].__name__}, got {value!r}")
-    unknown = set(infra.get("kubernetes", {}).get("gpu_node_selector", {})) - set(CLASSES)
-    if unknown:
-        raise InfraError(
-            f"infra config: [kubernetes.gpu_node_selector] unknown size class(es) {', '.join(sorted(unknown))}"
-        )
-    infra.setdefault("output_root", "runs")  # the flow's --output-root default
-    if infra.get("trigger_event") and infra["compute"] == "batch":
-        raise InfraError(
-            'infra config: trigger_event needs Argo Workflows (compute = "kubernetes"); Step Functions refuses @trigger'
-        )
-    return infra
+    """`infra` checked against `Infra`, with the default output_root filled in.
+
+    Stays the plain dict it was given (only the keys it states): the flow holds it as a Metaflow Config, which
+    must be JSON, and a decorator should receive only the settings the file names.
+    """
+    checked = Infra.from_table(infra, "infra config")
+    return {**infra, "output_root": checked.output_root}
 
 
 def aws_problems() -> list[str]:

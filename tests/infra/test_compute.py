@@ -71,9 +71,12 @@ def test_gather_leaves_idle_items_out_and_names_the_failed_stage():
     "text, message",
     [
         ('compute = "local"\nmodels = "local"', "missing key 'large_from_gpu_memory_gb'"),
-        (json.dumps({**INFRA, "compute": "slurm"}), "compute must be one of local, kubernetes, batch"),
-        (json.dumps({**INFRA, "gpus": 2}), "unknown key 'gpus'"),
-        (json.dumps({**INFRA, "large_from_gpu_memory_gb": "40"}), "'large_from_gpu_memory_gb' must be int"),
+        (
+            json.dumps({**INFRA, "compute": "slurm"}),
+            'compute must be one of "local", "kubernetes", "batch", got \'slurm\'',
+        ),
+        (json.dumps({**INFRA, "gpus": 2}), r"unknown key\(s\) gpus \(known: compute, models, "),
+        (json.dumps({**INFRA, "large_from_gpu_memory_gb": "40"}), "large_from_gpu_memory_gb must be int, got '40'"),
         ("compute = ", "neither TOML nor a JSON object"),
     ],
 )
@@ -109,14 +112,26 @@ def test_compute_decorator_merges_the_class_gpu_node_selector():
     "infra, message",
     [
         ({**INFRA, "compute": "batch", "trigger_event": "x"}, "Step Functions refuses @trigger"),
-        ({**INFRA, "kubernetes": {"namespace": "ml"}}, r"\[kubernetes\] unknown key 'namespace'"),
-        ({**INFRA, "kubernetes": {"gpu_node_selector": {"huge": {}}}}, "unknown size class"),
-        ({**INFRA, "batch": {"queue": 3}}, r"\[batch\] 'queue' must be str"),
+        ({**INFRA, "kubernetes": {"namespace": "ml"}}, r"\[kubernetes\] unknown key\(s\) namespace \(known: image, "),
+        (
+            {**INFRA, "kubernetes": {"gpu_node_selector": {"huge": {}}}},
+            r"\[kubernetes\] gpu_node_selector has unknown size class\(es\) huge",
+        ),
+        ({**INFRA, "batch": {"queue": 3}}, r"\[batch\] queue must be str, got 3"),
+        ({**INFRA, "kubernetes": "img"}, r"^infra config: kubernetes must be table, got 'img'$"),
+        ({**INFRA, "kubernetes": {"tolerations": "all"}}, r"\[kubernetes\] tolerations must be list, got 'all'"),
+        ({**INFRA, "secrets": "hf-token"}, r"^infra config: secrets must be list, got 'hf-token'$"),
     ],
 )
 def test_bad_compute_tables_are_rejected(infra, message):
     with pytest.raises(compute.InfraError, match=message):
         compute.validate_infra(infra)
+
+
+def test_a_validated_infra_config_stays_the_plain_dict_it_was_given():
+    """The flow holds it as a Metaflow Config (JSON): the keys it states, lists as lists, plus output_root."""
+    given = {**INFRA, "kubernetes": {"image": "img", "tolerations": [{"key": "gpu"}]}, "secrets": ["hf"]}
+    assert compute.validate_infra(json.loads(json.dumps(given))) == {**given, "output_root": "runs"}
 
 
 @pytest.mark.parametrize("name", ["local", "kubernetes.example", "batch.example"])

@@ -1,0 +1,47 @@
+"""docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack.
+
+Each kind of file declares its keys as settings sections where it is read (config.py, infra/compute.py,
+models/roster.py, languages.py); this module only gathers them, at the top of the layout because config.py, a
+foundation module, cannot import the stages that declare the others. `python -m barbarossa.settings_reference >
+docs/settings.md` regenerates the page; a test fails when it is stale.
+"""
+
+from __future__ import annotations
+
+from barbarossa import config, languages
+from barbarossa.infra import compute
+from barbarossa.models import roster
+
+DOCUMENTS = (
+    config.PROFILE,
+    config.Document(
+        "Infra config",
+        "configs/infra/<name>.toml",
+        "Where fine-tunes run and how big their boxes are; read when the flow is loaded or compiled "
+        "(`--config infra <file>`). The flow holds it as given (only the keys it states).",
+        {config.TOP_LEVEL: compute.Infra},
+    ),
+    config.Document(
+        "Roster entry",
+        "configs/rosters/<name>.toml",
+        "A roster file has `name`, `description` and its entries: `[[base]]` models and `[[candidate]]` "
+        "recipes. Every base also runs untuned, as the baseline its candidates must beat.",
+        {"[[base]]": roster.Base, "[[candidate]]": roster.Candidate},
+    ),
+    config.Document(
+        "Language pack",
+        "configs/languages/<code>.toml",
+        "Everything that makes a run Azerbaijani, Kazakh or Turkish (docs/languages.md). Files it names are "
+        "relative to the project root.",
+        {config.TOP_LEVEL: languages.Pack},
+    ),
+)
+
+
+def reference() -> str:
+    """The whole reference, as docs/settings.md holds it."""
+    return config.reference(DOCUMENTS)
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
