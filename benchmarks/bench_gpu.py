@@ -24,12 +24,20 @@ those levers off (the baseline: what it was before them), and TRL's
 Every run without Liger comes first: Liger patches transformers' LLaMA classes
 for the whole process. `--speed` runs only this comparison (and equality).
 
+Correctness first (`lever_check.py`): each speed lever alone, then all of them,
+against the same training with every lever off — loss curves and final loss
+within a tolerance, and Liger's fused loss against the unfused one with gradients
+on. The report's `levers` section records which levers passed on which GPU: kept
+in `benchmarks/results/`, it is what lets "auto" take them there. The speed cases
+then run with the levers that passed, asked for by name.
+
 Targets (one H100, bf16): 1.1B-shape LoRA ≥ 40 % MFU and 7B ≥ 50 %, each ≥ 1.3×
 the best TRL setting; peak memory within ±15 % of the plan; 7B QLoRA under 24 GB;
-evaluation ≤ 10 % of training. A missed
-target is printed as MISSED with the figure. Without CUDA the same code runs at
-tiny shapes on the CPU and says so (CI keeps it from rotting); `--json PATH`
-writes every figure.
+evaluation ≤ 10 % of training. A missed target is printed as MISSED, a failed
+correctness check as FAILED, each with its figure, and the check exits 1 on
+either (`--report-only`: print and write them, exit 0). Without CUDA the same code
+runs at tiny shapes on the CPU and says so (CI keeps it from rotting; the levers a
+CPU can run are checked there too); `--json PATH` writes every figure.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import lever_check
 import peer_trl
 import torch
 
@@ -451,38 +460,61 @@ def free() -> None:
         torch.cuda.empty_cache()
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the report here")
     parser.add_argument(
         "--steps", type=int, default=0, help="training steps per case (default 30 on a GPU, 4 on a CPU)"
     )
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 1.1B-shape steps")
-    parser.add_argument("--speed", action="store_true", help="only the speed comparison with TRL (and equality)")
-    args = parser.parse_args()
-    cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
-    hardware = runtime.probe()
+    parser.add_argument("--speed", action="store_true", help="only the lever checks and the speed comparison with TRL")
+    parser.add_argument("--levers-only", action="store_true", help="only the lever checks (a minute on a GPU)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="exit 0 even when a correctness check fails or a target is missed"
+    )
+    return parser.parse_args(argv)
+
+
+def settings(cuda: bool, steps: int) -> tuple[dict, dict]:
+    """The gpu profile's [train] and [eval] tables at this device's sizes (tiny ones on a CPU)."""
     profile = config.load_profile("gpu")
     # throughput of a fixed number of steps: no dev evaluations in the timing (the [train] table has none)
     train_table, eval_table = dataclasses.asdict(profile.train), dataclasses.asdict(profile.eval)
-    lora = {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "attention"}
-    steps = args.steps or (30 if cuda else 4)
+    train_cfg = {**train_table, "max_steps": steps, "checkpoint_every": 0, "warmup_steps": 1}
     if cuda:
-        cases, eval_cfg = [("1.1B", SHAPES["1.1B"]), ("7B", SHAPES["7B"])], eval_table
-        train_cfg = {**train_table, "max_steps": steps, "log_every": 5, "checkpoint_every": 0, "warmup_steps": 1}
-    else:
-        cases = [("tiny", TINY)]
-        eval_cfg = {**eval_table, "max_loss_rows": 16, "generate_rows": 4, "max_new_tokens": 8, "max_length": 128}
-        train_cfg = {
-            **train_table,
-            "max_steps": steps,
-            "log_every": 2,
-            "checkpoint_every": 0,
-            "warmup_steps": 1,
-            "max_length": 128,
-            "batch_size": 4,
-        }
+        return {**train_cfg, "log_every": 5}, eval_table
+    eval_cfg = {**eval_table, "max_loss_rows": 16, "generate_rows": 4, "max_new_tokens": 8, "max_length": 128}
+    return {**train_cfg, "log_every": 2, "max_length": 128, "batch_size": 4}, eval_cfg
+
+
+def shapes(cuda: bool, source: Path) -> list[tuple[str, dict]]:
+    """The model shapes of this run: SmolLM2-135M's (where its config is at hand), 1.1B and 7B; tiny on a CPU."""
+    if not cuda:
+        return [("tiny", TINY)]
+    cases = [("1.1B", SHAPES["1.1B"]), ("7B", SHAPES["7B"])]
+    if (source / "config.json").exists():
+        smol = json.loads((source / "config.json").read_text())
+        keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+        cases.insert(0, ("135M", {k: smol[k] for k in keys}))
+    return cases
+
+
+def passed_levers(record: dict) -> dict:
+    """The settings that ask, by name, for every lever this run's check passed (one attention kernel)."""
+    switches = {}
+    for lever in ("flex_attention", "flash_attention_2", "adapter_dtype", "compile", "kernels"):
+        if record["checked"].get(lever, {}).get("passed"):
+            switches.update(lever_check.ON[lever])
+    return switches
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    hardware = runtime.probe()
+    lora = {"r": 16, "alpha": 32, "dropout": 0.0, "targets": "attention"}
+    train_cfg, eval_cfg = settings(cuda, args.steps or (30 if cuda else 4))
     peak = gpu_peak(hardware.name) if cuda else None
     report = {
         "device": hardware.name,
@@ -504,101 +536,105 @@ def main() -> int:
         source, what = tokenizer_folder(tmp)
         tokenizer = loading.load_tokenizer(source)
         split = write_data(tmp, tokenizer, train_cfg["max_length"], eval_cfg["max_loss_rows"])
-        if cuda and (source / "config.json").exists():
-            smol = json.loads((source / "config.json").read_text())
-            cases.insert(
-                0,
-                (
-                    "135M",
-                    {
-                        k: smol[k]
-                        for k in (
-                            "hidden_size",
-                            "intermediate_size",
-                            "num_hidden_layers",
-                            "num_attention_heads",
-                            "num_key_value_heads",
-                        )
-                    },
-                ),
-            )
+        cases = shapes(cuda, source)
         report["tokenizer"] = what
         folders = {name: build(shape, tokenizer, tmp / name, device) for name, shape in cases}
         compared = [(name, folders[name]) for name in folders if name in MFU_TARGETS or not cuda]
-        speed_runs(compared, split, train_cfg, lora, peak, report, liger=False, path=args.json)
-        for name, _shape in cases:
-            folder = folders[name]
-            if args.speed and name not in MFU_TARGETS:
-                continue
-            row, trained = train_case(f"{name} LoRA", folder, split, train_cfg, lora, peak)
-            report["training"].append(row)
-            report["attention"] = row["runtime"]["attention"]
-            console.print(row)
-            save(report, args.json)
-            if name != "7B":
-                if not args.speed:
-                    evaluated = eval_case(trained, split, eval_cfg, row["step_seconds"])
-                    report["evaluation"].append({"case": f"{name} LoRA", **evaluated})
-                    console.print(report["evaluation"][-1])
-                report["equality"].append(
-                    {"case": f"{name} LoRA", **equality_case(trained, split, train_cfg["max_length"])}
-                )
-                console.print(report["equality"][-1])
-            del trained
-            if cuda:
-                torch.cuda.empty_cache()
-            save(report, args.json)
-            if args.speed:
-                continue
-            if name in (
-                "1.1B",
-                "tiny",
-            ):  # the layout a CPU takes (shared prefixes, several calls per batch), for comparison
-                with cpu_layout():
-                    row, trained = train_case(
-                        f"{name} LoRA, shared-prefix layout", folder, split, train_cfg, lora, peak
-                    )
-                report["training"].append(row)
-                console.print(row)
-                del trained
-                save(report, args.json)
-            if name == "1.1B":  # 4× the tokens per step: how much of a step is per-step overhead rather than compute
-                row, trained = train_case(
-                    f"{name} LoRA, batch 32",
-                    folder,
-                    split,
-                    {**train_cfg, "batch_size": 32, "max_steps": max(10, steps // 3)},
-                    lora,
-                    peak,
-                )
-                report["training"].append(row)
-                console.print(row)
-                del trained
-                if args.profile:
-                    profile_steps(folder, split, train_cfg, lora)
-                save(report, args.json)
-            if name in ("7B", "tiny"):  # QLoRA sized for a 24 GB card: nf4, checkpointing where the plan needs it
-                box = runtime.Hardware(device, f"{hardware.name} as a {L4_GB:g} GB box", L4_GB, True) if cuda else None
-                label = f"{name} QLoRA ({L4_GB:g} GB box)" if cuda else f"{name} QLoRA"
-                qcfg = {
-                    **train_cfg,
-                    "quantization": "nf4",
-                    "gradient_checkpointing": "auto",
-                    "max_steps": max(4, steps // 3),
-                }
-                row, trained = train_case(label, folder, split, qcfg, lora, peak, box)
-                report["training"].append(row)
-                console.print(row)
-                del trained
-        speed_runs(compared, split, train_cfg, lora, peak, report, liger=True, path=args.json)  # Liger last
-        if cuda:
-            report["verdicts"] = verdicts(report)
-        else:
-            report["verdicts"] = ["(no CUDA: targets are judged on a GPU only)"]
+        if not args.levers_only:
+            speed_runs(compared, split, train_cfg, lora, peak, report, liger=False, path=args.json)
+        # before any case takes Liger: its patches stay on transformers' classes for the rest of the process
+        report["levers"] = lever_check.run(folders[cases[0][0]], split, train_cfg, lora, cuda, hardware.name)
+        console.print(report["levers"])
+        save(report, args.json)
+        if not args.levers_only:
+            on = {**train_cfg, **passed_levers(report["levers"])} if cuda else train_cfg
+            train_cases(cases, folders, split, on, eval_cfg, lora, peak, report, args, hardware)
+            speed_runs(compared, split, train_cfg, lora, peak, report, liger=True, path=args.json)  # Liger last
+    report["verdicts"] = lever_verdicts(report["levers"]) + (
+        verdicts(report) if cuda and not args.levers_only else ["INFO   targets are judged on a GPU only"]
+    )
     for line in report["verdicts"]:
         console.print(line)
     save(report, args.json)
+    failed = [line for line in report["verdicts"] if line.startswith(("MISSED", "FAILED"))]
+    if failed and not args.report_only:
+        console.print(f"[red]gpu-check: {len(failed)} check(s) failed or missed (--report-only to exit 0)[/]")
+        return 1
     return 0
+
+
+def lever_verdicts(record: dict) -> list[str]:
+    """Per lever: PASS, FAILED with why, or INFO where this machine cannot run it."""
+    failed = dict(line.split(": ", 1) for line in lever_check.failures(record))
+    lines = []
+    for lever, row in record["checked"].items():
+        if row.get("skipped"):
+            lines.append(f"INFO   lever {lever}: not checked here ({row['skipped']})")
+        elif row["passed"]:
+            lines.append(
+                f"PASS   lever {lever}: LoRA updates within {row['update_difference']:.2%} of levers off, loss curve "
+                f"within {row['max_curve_difference']:.2%} (final {row['final_difference']:.2%})"
+            )
+        else:
+            lines.append(f"FAILED lever {lever}: {failed.get(lever, 'failed')}")
+    return lines
+
+
+def train_cases(cases, folders, split, train_cfg, eval_cfg, lora, peak, report, args, hardware) -> None:
+    """Each shape trained as the levers allow, then its evaluation, equality and the extra layouts and sizes."""
+    for name, _shape in cases:
+        folder = folders[name]
+        if args.speed and name not in MFU_TARGETS:
+            continue
+        row, trained = train_case(f"{name} LoRA", folder, split, train_cfg, lora, peak)
+        report["training"].append(row)
+        report["attention"] = row["runtime"]["attention"]
+        console.print(row)
+        save(report, args.json)
+        if name != "7B":
+            if not args.speed:
+                evaluated = eval_case(trained, split, eval_cfg, row["step_seconds"])
+                report["evaluation"].append({"case": f"{name} LoRA", **evaluated})
+                console.print(report["evaluation"][-1])
+            report["equality"].append(
+                {"case": f"{name} LoRA", **equality_case(trained, split, train_cfg["max_length"])}
+            )
+            console.print(report["equality"][-1])
+        del trained
+        free()
+        save(report, args.json)
+        if not args.speed:
+            extra_cases(name, folder, split, train_cfg, lora, peak, report, args, hardware)
+
+
+def extra_cases(name, folder, split, train_cfg, lora, peak, report, args, hardware) -> None:
+    """The shared-prefix layout (as a CPU runs it), batch 32 (per-step overhead) and QLoRA on a 24 GB box."""
+    cuda, device = hardware.device == "cuda", hardware.device
+    steps = train_cfg["max_steps"]
+    if name in ("1.1B", "tiny"):  # the layout a CPU takes (shared prefixes, several calls per batch), for comparison
+        with cpu_layout():
+            row, trained = train_case(f"{name} LoRA, shared-prefix layout", folder, split, train_cfg, lora, peak)
+        report["training"].append(row)
+        console.print(row)
+        del trained
+        save(report, args.json)
+    if name == "1.1B":  # 4× the tokens per step: how much of a step is per-step overhead rather than compute
+        batch32 = {**train_cfg, "batch_size": 32, "max_steps": max(10, steps // 3)}
+        row, trained = train_case(f"{name} LoRA, batch 32", folder, split, batch32, lora, peak)
+        report["training"].append(row)
+        console.print(row)
+        del trained
+        if args.profile:
+            profile_steps(folder, split, train_cfg, lora)
+        save(report, args.json)
+    if name in ("7B", "tiny"):  # QLoRA sized for a 24 GB card: nf4, checkpointing where the plan needs it
+        box = runtime.Hardware(device, f"{hardware.name} as a {L4_GB:g} GB box", L4_GB, True) if cuda else None
+        label = f"{name} QLoRA ({L4_GB:g} GB box)" if cuda else f"{name} QLoRA"
+        qcfg = {**train_cfg, "quantization": "nf4", "gradient_checkpointing": "auto", "max_steps": max(4, steps // 3)}
+        row, trained = train_case(label, folder, split, qcfg, lora, peak, box)
+        report["training"].append(row)
+        console.print(row)
+        del trained
 
 
 if __name__ == "__main__":
