@@ -20,9 +20,11 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory):
-    """Metaflow needs a user name; caches and metadata stay inside the test session."""
+    """Metaflow needs a user name; caches, metadata and GPU leases stay inside the test session."""
     os.environ.setdefault("USERNAME", "barbarossa-tests")
     os.environ.setdefault("BARBAROSSA_CACHE", str(tmp_path_factory.mktemp("cache")))
+    # the simulated GPUs' leases must not meet the machine's real ones (infra/leases.py's machine-wide folder)
+    os.environ["BARBAROSSA_LEASE_DIR"] = str(tmp_path_factory.mktemp("gpu-leases"))
     metaflow_root = tmp_path_factory.mktemp("metaflow")
     os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(metaflow_root)
     (metaflow_root / ".metaflow").mkdir()

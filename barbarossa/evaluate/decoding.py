@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from functools import cache
 from pathlib import Path
 
@@ -73,13 +74,11 @@ def generate(
 
 
 def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> int:
-    """Rows per evaluation batch: the profile's on a CPU; on a GPU as many as a quarter of the free memory holds.
+    """Rows per evaluation batch: the profile's on a CPU; on a GPU as many as a quarter of `room_bytes` holds.
 
     A row costs its KV cache (2 × layers × hidden × 2 bytes per token) plus
     activations of the same order; capped at the number of rows and 256.
     """
-    import torch
-
     device = device_of(model)
     if device.type != "cuda":
         return requested
@@ -89,5 +88,19 @@ def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> 
     heads = getattr(config, "num_attention_heads", None) or 1
     kv_width = hidden * (getattr(config, "num_key_value_heads", None) or heads) // heads  # grouped-query attention
     per_row = 2 * layers * kv_width * 2 * tokens_per_row * 3
+    return max(requested, min(256, rows, int(room_bytes(device) * 0.25 // max(per_row, 1))))
+
+
+def room_bytes(device) -> float:
+    """What this process may still fill on a CUDA device: the card's free memory, and, within a local GPU lease
+    (BARBAROSSA_GPU_BUDGET_GB, set by infra/leases.py), no more than the lease less what this process's tensors
+    hold. Free memory alone would count what other tasks sharing the card have leased but not loaded yet. Its
+    tensors (memory_allocated), not what its allocator reserves: cached blocks are reused before it asks the
+    card for more, so after training the lease is not counted as spent."""
+    import torch
+
     free, _ = torch.cuda.mem_get_info(device)
-    return max(requested, min(256, rows, int(free * 0.25 // max(per_row, 1))))
+    leased = os.environ.get("BARBAROSSA_GPU_BUDGET_GB")
+    if not leased:
+        return free
+    return min(free, max(0.0, float(leased) * 1e9 - torch.cuda.memory_allocated(device)))

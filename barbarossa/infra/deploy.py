@@ -26,7 +26,7 @@ def compile_deployment(orchestrator: str, infra: dict, env: dict | None = None, 
     kind = {"argo-workflows": "argo_workflows", "step-functions": "step_functions"}[orchestrator]
     # The Deployer parses the flow's configs in this process (compute.parse_infra checks the environment), so
     # `env` is this process's environment while it does, not only the create subprocess's.
-    with _environment(env or {}):
+    with environment(env or {}):
         impl = getattr(Deployer(str(flow), show_output=False, env=env, config_value=[("infra", infra)]), kind)()
         try:
             deployed = impl.create(only_json=True)
@@ -50,7 +50,8 @@ def _output(impl, stream: str) -> str:
 
 
 @contextmanager
-def _environment(env: dict):
+def environment(env: dict):
+    """`env` added to this process's environment for the block; what each key held before (or its absence) after."""
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:

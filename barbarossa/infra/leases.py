@@ -2,18 +2,24 @@
 
 Outside a cluster `@resources` does nothing, and Metaflow starts up to 16 tasks at once: without
 this, all of them would load onto GPU 0. Each task leases the memory its work item is planned to
-need before it loads anything: on the GPU where it fits most tightly (small items pack together,
-big GPUs stay free for big items), waiting with a log line while none fits. A lease is a file under
-the machine's lease folder, held with an `fcntl` lock for the life of the holder: when the
-process ends — also by SIGKILL — the kernel drops the lock and the lease no longer counts.
+need before it loads anything, by the rule of `planning/scheduling.py` (the one the plan's
+wall-clock replays): on the GPU where it fits most tightly, in arrival order, the oldest waiter that
+does not fit yet reserving the GPU it will fit on soonest; waiting with a log line while none fits.
 
-No starvation: a task waits in arrival order. The oldest waiter that does not fit yet reserves
-the GPU it will fit on soonest; younger tasks may still backfill the other GPUs, never that one.
+A lease is a file in the machine's lease folder, held with an `fcntl` lock for the life of the
+holder: when the process ends — also by SIGKILL — the kernel drops the lock and the lease no longer
+counts. The folder is one per machine, whatever the cache or home folder, so that runs of other
+checkouts and other users count too: `/tmp/barbarossa-gpu-leases` (created world-writable with the
+sticky bit, lease files readable by all), or `BARBAROSSA_LEASE_DIR`, which every run sharing the
+GPUs must then name alike. Its users are trusted: a lease file deleted by hand stops counting.
 
-The GPUs are read through NVML (`nvidia-ml-py`), which does not initialise CUDA, and the task's
-`CUDA_VISIBLE_DEVICES` is set before anything initialises it; `BARBAROSSA_GPU_BUDGET_GB` tells the
-runtime decision its memory budget is the lease, not the whole GPU. `BARBAROSSA_GPU_INVENTORY`
-("1x80", "4x24,1x80": count × GB) stands in for NVML, in tests on a CPU or to leave GPUs out.
+The GPUs are read through NVML (`nvidia-ml-py`), which does not initialise CUDA, in PCI bus order;
+a `CUDA_VISIBLE_DEVICES` set before the run (PCI-order indices or `GPU-` UUIDs) keeps the others out.
+While the lease lasts, `CUDA_VISIBLE_DEVICES` names the leased card (its UUID; simulated ones by
+index) with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, set before anything initialises CUDA, and
+`BARBAROSSA_GPU_BUDGET_GB` tells the runtime decision and the evaluation that their memory is the
+lease, not the whole GPU; all three are put back afterwards. `BARBAROSSA_GPU_INVENTORY` ("1x80",
+"4x24,1x80": count × GB) stands in for NVML, in tests on a CPU or to leave GPUs out.
 """
 
 from __future__ import annotations
@@ -30,16 +36,39 @@ from pathlib import Path
 
 from barbarossa.console import log
 from barbarossa.engine.runtime import HEADROOM
-from barbarossa.models.cache import cache_root
+from barbarossa.infra.deploy import environment
+from barbarossa.planning.scheduling import Gpu, choose, free_memory
 
 INVENTORY_ENV = "BARBAROSSA_GPU_INVENTORY"
 BUDGET_ENV = "BARBAROSSA_GPU_BUDGET_GB"
+FOLDER_ENV = "BARBAROSSA_LEASE_DIR"
+DEFAULT_FOLDER = Path("/tmp/barbarossa-gpu-leases")  # fixed: not per user, per cache or per temporary folder
 POLL_SECONDS = 0.5
 
 
 def folder() -> Path:
-    """Machine-wide (not per run): two runs on one box share its GPUs too."""
-    return cache_root() / "gpu-leases"
+    """Machine-wide (not per run, cache or user): every run on a box shares its GPUs."""
+    return Path(os.environ.get(FOLDER_ENV) or DEFAULT_FOLDER)
+
+
+def open_folder(path: Path) -> Path:
+    """The lease folder, ready to write: made world-writable with the sticky bit when this process creates it
+    (others then add leases, and remove only their own); one another user made without that is refused with
+    what to do."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        path.mkdir()
+        os.chmod(path, 0o1777)  # mkdir's mode passes through the umask
+    if not path.is_dir():
+        raise LeaseError(f"GPU lease folder {path} is not a folder; set {FOLDER_ENV} to another path")
+    if not os.access(path, os.W_OK | os.X_OK):
+        info = path.stat()
+        raise LeaseError(
+            f"GPU lease folder {path} (owner uid {info.st_uid}, mode {info.st_mode & 0o7777:o}) is not writable by "
+            f"you: its owner can `chmod 1777 {path}`, or set {FOLDER_ENV} to a folder that every user of this "
+            "machine's GPUs can write"
+        )
+    return path
 
 
 def need_gb(item: dict, plan: dict) -> float:
@@ -55,15 +84,8 @@ def need_gb(item: dict, plan: dict) -> float:
     return float(item["base"]["resources"]["gpu_memory_gb"])
 
 
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    memory_gb: float
-    name: str = "GPU"
-
-
 class LeaseError(RuntimeError):
-    """An item that no GPU of this machine can ever hold."""
+    """An item that no GPU of this machine can ever hold, or a lease folder this process cannot use."""
 
 
 def parse_inventory(text: str) -> list[Gpu]:
@@ -77,10 +99,12 @@ def parse_inventory(text: str) -> list[Gpu]:
     return gpus
 
 
-def inventory() -> list[Gpu]:
-    """This machine's GPUs: the simulated inventory when set, else NVML's (none without a driver)."""
-    if os.environ.get(INVENTORY_ENV):
-        return parse_inventory(os.environ[INVENTORY_ENV])
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def nvml_gpus() -> list[Gpu]:
+    """The GPUs NVML sees, by NVML index (PCI bus order, whatever CUDA_VISIBLE_DEVICES says); none without a driver."""
     try:
         import pynvml
 
@@ -91,21 +115,39 @@ def inventory() -> list[Gpu]:
         gpus = []
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(handle)
-            gpus.append(
-                Gpu(
-                    i,
-                    round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1),
-                    name.decode() if isinstance(name, bytes) else name,
-                )
-            )
+            total = round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 1e9, 1)
+            name, card = _text(pynvml.nvmlDeviceGetName(handle)), _text(pynvml.nvmlDeviceGetUUID(handle))
+            gpus.append(Gpu(i, total, name, card))
         return gpus
     finally:
         pynvml.nvmlShutdown()
 
 
+def visible(gpus: list[Gpu], setting: str | None) -> list[Gpu]:
+    """The GPUs a `CUDA_VISIBLE_DEVICES` value lets this run use: all when unset; else those it names, by PCI-order
+    index or by UUID (or a UUID's unique prefix), up to the first entry that names none (as CUDA reads it)."""
+    if setting is None:
+        return gpus
+    chosen: list[Gpu] = []
+    for entry in (e.strip() for e in setting.split(",")):
+        found = [
+            g for g in gpus if (entry.isdigit() and g.index == int(entry)) or (g.uuid and g.uuid.startswith(entry))
+        ]
+        if not entry or len(found) != 1:
+            break
+        chosen += [g for g in found if g not in chosen]
+    return chosen
+
+
+def inventory() -> list[Gpu]:
+    """The GPUs this run may lease: the simulated inventory when set, else NVML's, less those a
+    `CUDA_VISIBLE_DEVICES` set before the run leaves out."""
+    gpus = parse_inventory(os.environ[INVENTORY_ENV]) if os.environ.get(INVENTORY_ENV) else nvml_gpus()
+    return visible(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
 def _held(path: Path) -> bool:
-    """True while some live process holds the file's lock (a dead holder's file is removed)."""
+    """True while some live process holds the file's lock (a dead holder's file is removed when we may)."""
     try:
         with open(path) as handle:
             try:
@@ -115,7 +157,8 @@ def _held(path: Path) -> bool:
             fcntl.flock(handle, fcntl.LOCK_UN)
     except FileNotFoundError:
         return False
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(PermissionError):  # another user's, in a sticky folder: it stays, and does not count
+        path.unlink(missing_ok=True)
     return False
 
 
@@ -132,46 +175,26 @@ def _live(folder: Path, suffix: str) -> list[dict]:
 
 
 def _hold(path: Path, record: dict):
-    """Create `path` with `record`, locked by this process until the handle closes (or the process dies)."""
-    handle = open(path, "w")  # noqa: SIM115  (the handle holds the lock: the caller closes it)
+    """Create `path` with `record`, readable by every user, locked by this process until the handle closes."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(fd, 0o644)  # whatever the umask: other users' runs must read it
+    handle = os.fdopen(fd, "w")
     fcntl.flock(handle, fcntl.LOCK_EX)
     handle.write(json.dumps(record))
     handle.flush()
     return handle
 
 
-def free_memory(gpus: list[Gpu], leases: list[dict]) -> dict[int, float]:
-    used = {g.index: 0.0 for g in gpus}
-    for lease in leases:
-        used[lease["gpu"]] = used.get(lease["gpu"], 0.0) + lease["gb"]
-    return {g.index: g.memory_gb - used[g.index] for g in gpus}
-
-
-def _best_fit(gpus: list[Gpu], free: dict[int, float], gb: float, barred: set[int]) -> int | None:
-    options = [g for g in gpus if g.index not in barred and free[g.index] >= gb]
-    return min(options, key=lambda g: (free[g.index] - gb, g.index)).index if options else None
-
-
-def choose(gpus: list[Gpu], leases: list[dict], waiters: list[dict], me: dict) -> int | None:
-    """The GPU `me` may lease now, or None. Pure: the whole lease rule, tested without processes.
-
-    Waiters are served in arrival order: each older one that fits takes its best fit first (on paper),
-    and each older one that does not fit yet reserves the GPU it will fit on soonest, which nobody
-    younger may use. Then `me` takes the best fit among what is left.
-    """
-    free = free_memory(gpus, leases)
-    reserved: set[int] = set()
-    for waiter in sorted(waiters, key=lambda w: (w["since"], w["id"])):
-        if waiter["id"] == me["id"]:
-            break
-        index = _best_fit(gpus, free, waiter["gb"], reserved)
-        if index is not None:
-            free[index] -= waiter["gb"]
-            continue
-        room = [g for g in gpus if g.memory_gb >= waiter["gb"] and g.index not in reserved]
-        if room:
-            reserved.add(max(room, key=lambda g: (free[g.index], -g.index)).index)
-    return _best_fit(gpus, free, me["gb"], reserved)
+@contextlib.contextmanager
+def _guard(folder: Path):
+    """The folder's lock: lease files are created and read only under it (read-only, so any user may take it)."""
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -194,8 +217,9 @@ class Lease:
 def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None, poll: float = POLL_SECONDS):
     """Hold `gb` of one GPU's memory for the block (yields a Lease; None on a machine without GPUs).
 
-    Sets CUDA_VISIBLE_DEVICES to the leased GPU and BARBAROSSA_GPU_BUDGET_GB to the lease while the
-    block runs: call it before anything initialises CUDA.
+    Sets CUDA_VISIBLE_DEVICES (with CUDA_DEVICE_ORDER=PCI_BUS_ID) to the leased GPU and
+    BARBAROSSA_GPU_BUDGET_GB to the lease while the block runs, and puts back what was there after:
+    call it before anything initialises CUDA.
     """
     gpus = inventory() if gpus is None else gpus
     if not gpus:
@@ -203,32 +227,17 @@ def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None
         return
     biggest = max(g.memory_gb for g in gpus)
     if gb > biggest:
-        raise LeaseError(f"{label}: needs {gb:.1f} GB of GPU memory; this machine's largest GPU has {biggest:.0f} GB")
-    folder.mkdir(parents=True, exist_ok=True)
+        raise LeaseError(
+            f"{label}: needs {gb:.1f} GB of GPU memory; the largest GPU this run may use has {biggest:.0f} GB"
+        )
+    folder = open_folder(folder)
     me = {"id": uuid.uuid4().hex, "gb": gb, "label": label, "pid": os.getpid(), "since": time.time()}
-    with open(folder / ".lock", "a") as guard:  # files are created and read only under the folder's lock
-        fcntl.flock(guard, fcntl.LOCK_EX)
+    me["gpus"] = [g.index for g in gpus]  # others' choices keep this waiter on the GPUs it may use
+    with _guard(folder):
         ticket = _hold(folder / f"{me['id']}.waiting", me)
-    started, said, handle = time.time(), False, None
+    started, handle = time.time(), None
     try:
-        while handle is None:
-            with open(folder / ".lock", "a") as guard:
-                fcntl.flock(guard, fcntl.LOCK_EX)
-                leases, waiters = _live(folder, ".lease"), _live(folder, ".waiting")
-                index = choose(gpus, leases, waiters, me)
-                if index is not None:
-                    record = {**me, "gpu": index, "leased_at": time.time()}
-                    handle = _hold(folder / f"{me['id']}.lease", record)
-            if handle is None:
-                if not said:
-                    free = free_memory(gpus, leases)
-                    log(
-                        f"{label}: waiting for {gb:.1f} GB on a GPU (free now: "
-                        + ", ".join(f"GPU {i} {f:.1f} GB" for i, f in free.items())
-                        + ")"
-                    )
-                    said = True
-                time.sleep(poll)
+        index, handle, said = _wait_for_gpu(folder, gpus, me, poll)
         ticket.close()
         (folder / f"{me['id']}.waiting").unlink(missing_ok=True)
         gpu = next(g for g in gpus if g.index == index)
@@ -237,17 +246,8 @@ def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None
             f"{label}: leased {gb:.1f} GB of GPU {gpu.index} ({gpu.name}, {gpu.memory_gb:.0f} GB)"
             + (f" after waiting {lease.waited_s:.0f} s" if said else "")
         )
-        saved = {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", BUDGET_ENV)}
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
-        os.environ[BUDGET_ENV] = f"{gb:.3f}"
-        try:
+        with leased_environment(gpu, gb):
             yield lease
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
     finally:
         if handle is not None:
             handle.close()
@@ -255,6 +255,37 @@ def gpu_lease(gb: float, label: str, folder: Path, gpus: list[Gpu] | None = None
         if not ticket.closed:
             ticket.close()
             (folder / f"{me['id']}.waiting").unlink(missing_ok=True)
+
+
+def _wait_for_gpu(folder: Path, gpus: list[Gpu], me: dict, poll: float):
+    """Poll `choose` under the folder's lock until it gives `me` a GPU: (its index, the held lease file, whether
+    this task had to wait)."""
+    said = False
+    while True:
+        with _guard(folder):
+            leases, waiters = _live(folder, ".lease"), _live(folder, ".waiting")
+            index = choose(gpus, leases, waiters, me)
+            if index is not None:
+                return index, _hold(folder / f"{me['id']}.lease", {**me, "gpu": index, "leased_at": time.time()}), said
+        if not said:
+            free = free_memory(gpus, leases)
+            log(
+                f"{me['label']}: waiting for {me['gb']:.1f} GB on a GPU (free now: "
+                + ", ".join(f"GPU {i} {f:.1f} GB" for i, f in free.items())
+                + ")"
+            )
+            said = True
+        time.sleep(poll)
+
+
+@contextlib.contextmanager
+def leased_environment(gpu: Gpu, gb: float):
+    """CUDA sees only `gpu` and the runtime's budget is `gb` in the block; the previous values (or their absence)
+    come back after. CUDA's default order is fastest first, not NVML's PCI order: the order is set, and a real
+    card is named by UUID, so the index of a simulated one and the UUID of a real one both select that card."""
+    cuda = {"CUDA_VISIBLE_DEVICES": gpu.uuid or str(gpu.index), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    with environment({**cuda, BUDGET_ENV: f"{gb:.3f}"}):
+        yield
 
 
 @contextlib.contextmanager

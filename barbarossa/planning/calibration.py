@@ -4,7 +4,8 @@
 H200 `make gpu-check`: 1.6 % at 135M, 16 % at 1.1B, 35 % at 7B), so `measured()` reads every
 `benchmarks/results/gpu-check-*.json` kept in the repository and interpolates MFU in log(params)
 between the measured shapes (clamped outside them); it assumes the same MFU on other GPUs of the
-same class. `wall_clock()` then runs the roster through the local lease rule (`infra/leases.py`):
+same class. `wall_clock()` then replays the local run: the rows arrive in the plan's order and lease
+memory by the rule the local leases apply (`planning/scheduling.py`, called by `infra/leases.py` too):
 items share a GPU while their leases fit its memory, and share its compute while the sum of their
 MFUs stays under the best MFU measured; beyond that they slow down together.
 """
@@ -19,8 +20,11 @@ from pathlib import Path
 
 from barbarossa.config import PROJECT_ROOT
 from barbarossa.engine.runtime import HEADROOM
+from barbarossa.planning import scheduling
+from barbarossa.planning.scheduling import Gpu
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+WORKERS = 16  # Metaflow's default --max-workers: the tasks of a local run alive at once, leased or waiting
 
 
 @dataclass(frozen=True)
@@ -87,37 +91,83 @@ def parse_gpus(text: str, known: dict) -> tuple[int, str]:
     return int(match.group(1)), match.group(2)
 
 
-def wall_clock(rows: list[dict], count: int, memory_gb: float, ceiling: float) -> dict:
-    """Hours until every row has trained on `count` GPUs of `memory_gb`, and the GPU-hours the GPUs are busy.
-
-    Each row needs `planned_gb` / HEADROOM of memory (its lease) and `gpu_hours` of work at its own `mfu`
-    when alone. Rows start longest first, each on the GPU where its lease fits most tightly; on one GPU
-    the running rows progress at min(1, ceiling / Σ their MFU) of their solo speed.
-    """
-    waiting = sorted((r for r in rows if r.get("fits") != "no" and r["gpu_hours"] > 0), key=lambda r: -r["gpu_hours"])
-    running: list[list] = [[] for _ in range(count)]  # per GPU: [remaining solo hours, lease GB, mfu]
-    now = busy = 0.0
-    while waiting or any(running):
-        for row in list(waiting):
-            lease = row["planned_gb"] / HEADROOM
-            free = [(memory_gb - sum(r[1] for r in gpu), i) for i, gpu in enumerate(running)]
-            fitting = [(room - lease, i) for room, i in free if room >= lease]
-            if fitting:
-                running[min(fitting)[1]].append([row["gpu_hours"], lease, row["mfu"]])
-                waiting.remove(row)
-            elif all(not gpu for gpu in running):
-                raise ValueError(f"{row['name']}: a lease of {lease:.1f} GB does not fit a {memory_gb:.0f} GB GPU")
-        rates = [min(1.0, ceiling / sum(r[2] for r in gpu)) if gpu else 0.0 for gpu in running]
-        step = min(r[0] / rate for gpu, rate in zip(running, rates) for r in gpu)
-        now += step
-        busy += step * sum(1 for gpu in running if gpu)
-        for gpu, rate in zip(running, rates):
-            for r in gpu:
-                r[0] -= step * rate
-            gpu[:] = [r for r in gpu if r[0] > 1e-9]
+def wall_clock(rows: list[dict], count: int, memory_gb: float, ceiling: float, workers: int = WORKERS) -> dict:
+    """Hours until every row has trained on `count` GPUs of `memory_gb`, and the GPU-hours the GPUs are busy."""
+    runs = schedule(rows, [Gpu(i, memory_gb) for i in range(count)], ceiling, workers)
     return {
         "gpus": count,
-        "wall_hours": round(now, 3),
-        "busy_gpu_hours": round(busy, 3),
+        "wall_hours": round(max((r["end"] for r in runs), default=0.0), 3),
+        "busy_gpu_hours": round(_busy_hours(runs), 3),
         "work_gpu_hours": round(sum(r["gpu_hours"] for r in rows if r.get("fits") != "no"), 3),
     }
+
+
+def schedule(rows: list[dict], gpus: list[Gpu], ceiling: float, workers: int = WORKERS) -> list[dict]:
+    """When and where each row runs on `gpus` under the lease rule: [{"name", "gpu", "start", "end"}] by start.
+
+    An event simulation of the local run: tasks arrive in the plan's row order, at most `workers` at once
+    (leased or waiting), and each leases `planned_gb` / HEADROOM through `scheduling.choose`, the function the
+    real leases call, holding it until its `gpu_hours` of solo work are done. On one GPU the running rows
+    progress at min(1, ceiling / Σ their MFU) of their solo speed.
+    """
+    tasks = [
+        {
+            "id": i,
+            "since": i,
+            "name": r["name"],
+            "gb": r["planned_gb"] / HEADROOM,
+            "left": r["gpu_hours"],
+            "mfu": r["mfu"],
+        }
+        for i, r in enumerate(rows)
+        if r.get("fits") != "no" and r["gpu_hours"] > 0
+    ]
+    biggest = max(g.memory_gb for g in gpus)
+    for task in tasks:
+        if task["gb"] > biggest:
+            raise ValueError(f"{task['name']}: a lease of {task['gb']:.1f} GB does not fit a {biggest:.0f} GB GPU")
+    waiting: list[dict] = []
+    running: list[dict] = []
+    done: list[dict] = []
+    now = 0.0
+    while tasks or waiting or running:
+        while tasks and len(waiting) + len(running) < workers:
+            waiting.append(tasks.pop(0))
+        for task in list(waiting):  # oldest first, as each real waiter polls `choose`
+            index = scheduling.choose(gpus, running, waiting, task)
+            if index is not None:
+                task.update(gpu=index, start=now)
+                running.append(task)
+                waiting.remove(task)
+        now = _advance(running, done, now, ceiling)
+    return [
+        {k: t[k] for k in ("name", "gpu", "start", "end")} for t in sorted(done, key=lambda t: (t["start"], t["since"]))
+    ]
+
+
+def _advance(running: list[dict], done: list[dict], now: float, ceiling: float) -> float:
+    """Run until the next task ends (moved from `running` to `done`); the new time."""
+    load: dict[int, float] = {}
+    for task in running:
+        load[task["gpu"]] = load.get(task["gpu"], 0.0) + task["mfu"]
+    rates = [min(1.0, ceiling / load[task["gpu"]]) for task in running]
+    step = min(task["left"] / rate for task, rate in zip(running, rates))
+    now += step
+    for task, rate in zip(list(running), rates):
+        task["left"] -= step * rate
+        if task["left"] <= 1e-9:
+            task["end"] = now
+            running.remove(task)
+            done.append(task)
+    return now
+
+
+def _busy_hours(runs: list[dict]) -> float:
+    """GPU-hours during which some run holds each GPU (overlapping runs on one GPU count once)."""
+    total = 0.0
+    for gpu in {r["gpu"] for r in runs}:
+        end = 0.0
+        for run in sorted((r for r in runs if r["gpu"] == gpu), key=lambda r: r["start"]):
+            total += max(0.0, run["end"] - max(run["start"], end))
+            end = max(end, run["end"])
+    return total

@@ -1,4 +1,5 @@
 import math
+import types
 
 import numpy as np
 import pytest
@@ -242,3 +243,20 @@ def test_a_bad_row_in_an_extra_eval_set_stops_before_anything_is_written(tmp_pat
             extra_sets=[{"name": "x", "source": str(write_jsonl(tmp_path / "x.jsonl", bad))}],
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_batches_on_a_gpu_fit_the_lease_not_the_card_s_free_memory(monkeypatch):
+    from barbarossa.evaluate import decoding
+
+    weight = types.SimpleNamespace(device=torch.device("cuda"))  # no CUDA needed: only the device's type is read
+    config = types.SimpleNamespace(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16)
+    model = types.SimpleNamespace(config=config, parameters=lambda: iter([weight]))
+    per_row = 2 * 24 * 1024 * 2 * 100 * 3  # KV cache and activations of a 100-token row
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (60e9, 80e9))  # what others leased is free now
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 4e9)  # this task's weights
+    monkeypatch.delenv("BARBAROSSA_GPU_BUDGET_GB", raising=False)
+    assert decoding.device_batch_size(model, 8, 100, 10_000) == 256
+    monkeypatch.setenv("BARBAROSSA_GPU_BUDGET_GB", "6")
+    assert decoding.device_batch_size(model, 8, 100, 10_000) == int(2e9 * 0.25 // per_row)  # (6 - 4) GB of lease left
+    monkeypatch.setenv("BARBAROSSA_GPU_BUDGET_GB", "3")
+    assert decoding.device_batch_size(model, 8, 100, 10_000) == 8  # the lease is spent: the profile's batch

@@ -7,7 +7,7 @@ import pytest
 
 from barbarossa import cli
 from barbarossa.engine.runtime import HEADROOM
-from barbarossa.planning import calibration, plan
+from barbarossa.planning import calibration, plan, scheduling
 
 
 def write_check(folder, rows, cuda=True):
@@ -70,6 +70,21 @@ def test_items_sharing_a_gpu_slow_down_together_once_their_mfu_passes_the_ceilin
     box = calibration.wall_clock(rows, 1, 80, ceiling=0.35)
     assert box["wall_hours"] == pytest.approx(0.6 / 0.35, rel=1e-3)  # together at 0.35/0.60 of solo speed each
     assert box["wall_hours"] < 2.0
+
+
+def test_rows_arrive_in_plan_order_at_most_max_workers_at_once_and_lease_by_the_lease_rule():
+    rows = [
+        row("small", 1.0, 30 * HEADROOM, 0.05),
+        row("big", 2.0, 70 * HEADROOM, 0.05),
+        row("late", 1.0, 30 * HEADROOM, 0.05),
+    ]
+    runs = {r["name"]: r for r in calibration.schedule(rows, [scheduling.Gpu(0, 80)], ceiling=0.35)}
+    assert runs["big"]["start"] == pytest.approx(1.0)  # it waits for the small one, reserving the GPU...
+    assert runs["late"]["start"] == pytest.approx(3.0)  # ...so the late one, which would fit beside it, may not start
+    assert calibration.wall_clock(rows, 1, 80, ceiling=0.35)["wall_hours"] == pytest.approx(4.0)
+    two = [row(f"r{i}", 1.0, 10, 0.05) for i in range(4)]
+    assert calibration.wall_clock(two, 1, 80, ceiling=0.35, workers=2)["wall_hours"] == pytest.approx(2.0)
+    assert calibration.wall_clock(two, 1, 80, ceiling=0.35)["wall_hours"] == pytest.approx(1.0)
 
 
 def test_an_item_no_gpu_can_hold_is_named_and_a_bad_inventory_is_refused():
