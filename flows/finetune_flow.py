@@ -93,7 +93,8 @@ class FinetuneFlow(FlowSpec):
     train_data = Parameter(
         "train-data",
         default="bundled",
-        help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample)",
+        help="Training data: file, s3:// URI, HF dataset id, or 'bundled' (the shipped sample); several, "
+        "comma-separated, are mixed in order (e.g. 'bundled,generated.jsonl': translated + self-instruct rows)",
     )
     eval_data = Parameter(
         "eval-data", default="", help="Eval data (file, s3://, HF id); default: held out from --train-data"

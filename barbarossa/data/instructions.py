@@ -232,6 +232,38 @@ def load(source: str, on_bad_rows: str = "fail", language: dict | None = None) -
     return Dataset(source, records, bad, duplicates)
 
 
+def load_mix(spec: str, on_bad_rows: str = "fail", language: dict | None = None) -> tuple[Dataset, list[dict]]:
+    """Several sources, comma-separated ("bundled,generated.jsonl"), read and validated each, joined in order.
+
+    A row that an earlier source already has is a duplicate (counted, dropped), so mixing translated and
+    generated data never trains a row twice. The mix — each source with its rows kept and its own
+    fingerprint — goes into the data summary (and so the data card); the joined rows' fingerprint is the
+    run's source fingerprint, so a different mix is a different fingerprint.
+    """
+    sources = [part.strip() for part in spec.split(",") if part.strip()]
+    if not sources:
+        raise DataError(f"--train-data {spec!r}: no source named")
+    loaded = [load(source, on_bad_rows, language) for source in sources]  # every source validated before any join
+    if len(loaded) == 1:
+        return loaded[0], []
+    records, seen, mix, duplicates, bad = [], set(), [], 0, []
+    for data in loaded:
+        kept = [r for r in data.records if _quoted(r) not in seen]
+        seen.update(map(_quoted, kept))
+        records += kept
+        duplicates += data.duplicates + len(data.records) - len(kept)
+        bad += data.bad_rows
+        mix.append(
+            {
+                "source": data.source,
+                "rows": len(kept),
+                "repeats_dropped": len(data.records) - len(kept),
+                "fingerprint": data.fingerprint,
+            }
+        )
+    return Dataset(", ".join(sources), records, bad, duplicates), mix
+
+
 # --------------------------------------------------------------------------- identity & split
 
 
@@ -360,10 +392,11 @@ def prepare(
     or of any extra eval set (see dedup.py). Returns a small JSON-able summary
     with the URIs of the split files; this, not the rows, is what the flow passes on.
     `language` (a language pack) names the bundled sample and rides in the summary:
-    every later step renders prompts and judges fidelity by it.
+    every later step renders prompts and judges fidelity by it. `train_source` may name several
+    sources, comma-separated (`load_mix`): the summary's `train_mix` says what each gave.
     """
     near_duplicate_threshold = dedup.check_threshold(near_duplicate_threshold)
-    train_data = load(train_source, on_bad_rows, language)
+    train_data, mix = load_mix(train_source, on_bad_rows, language)
     eval_data = load(eval_source, on_bad_rows, language) if eval_source else None
     source = _Rows.of(train_data.records)
     if eval_data is None:
@@ -419,6 +452,7 @@ def prepare(
         "eval_overlap_removed": overlap,
         **near_report,
         "bad_rows_skipped": len(bad),
+        **({"train_mix": mix} if mix else {}),
         "extra_sets": [_write_extra(out_root, name, extra) for name, extra in extras],
         **(
             {

@@ -328,6 +328,17 @@ def data_components(summary: dict, train_bins: list[dict], examples: list[str]) 
         ),
         Table([[k, str(v)] for k, v in counts], headers=["", "rows"]),
     ]
+    if summary.get("train_mix"):
+        parts += [
+            Markdown("## Mix of training sources (in order; a row an earlier source has is dropped)"),
+            Table(
+                [
+                    [m["source"], str(m["rows"]), str(m["repeats_dropped"]), m["fingerprint"]]
+                    for m in summary["train_mix"]
+                ],
+                headers=["source", "rows", "repeats dropped", "fingerprint"],
+            ),
+        ]
     if summary["bad_rows"]:
         parts += [
             Markdown("## Bad rows (first 10)"),

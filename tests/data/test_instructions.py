@@ -464,3 +464,29 @@ def test_threshold_must_be_between_zero_and_one(tmp_path):
     assert dedup.find(near_copies(), {"eval": EVAL_PROMPTS}, 0) == []
     identical_when_normalised = {m.train for m in dedup.find(near_copies(), {"eval": EVAL_PROMPTS}, 1.0)}
     assert identical_when_normalised == {0, 1, 2}  # 1.0: only prompts equal after normalisation, not reordered words
+
+
+def test_several_training_sources_mix_in_order_and_the_mix_is_in_the_summary_fingerprint_and_card(tmp_path):
+    translated = synthetic.write_jsonl(tmp_path / "translated.jsonl", rows(30))
+    generated = synthetic.write_jsonl(tmp_path / "generated.jsonl", rows(12, start=25))  # 5 rows repeat translated's
+    one = instructions.prepare(str(translated), None, str(tmp_path / "one"), eval_fraction=0.2)
+    mixed = instructions.prepare(f"{translated}, {generated}", None, str(tmp_path / "mixed"), eval_fraction=0.2)
+    assert [(m["source"], m["rows"], m["repeats_dropped"]) for m in mixed["train_mix"]] == [
+        (str(translated), 30, 0),
+        (str(generated), 7, 5),
+    ]
+    assert mixed["train_rows"] + mixed["eval_rows"] == 37 and mixed["duplicates_removed"] == 5
+    assert mixed["source_fingerprint"] != one["source_fingerprint"] and "train_mix" not in one
+    swapped = instructions.prepare(f"{generated},{translated}", None, str(tmp_path / "swapped"), eval_fraction=0.2)
+    assert swapped["source_fingerprint"] != mixed["source_fingerprint"]  # the order is part of the mix
+    card = json.dumps([part.render() for part in cards.data_components(mixed, [], [])], ensure_ascii=False)
+    assert "Mix of training sources" in card and mixed["train_mix"][1]["fingerprint"] in card
+
+
+def test_a_bad_row_in_any_mixed_source_names_that_file_before_anything_is_written(tmp_path):
+    good = synthetic.write_jsonl(tmp_path / "good.jsonl", rows(10))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"instruction": "Salam", "input": "", "output": ""}) + "\n", encoding="utf-8")
+    with pytest.raises(instructions.DataError, match=r"bad.jsonl: line 1, field 'output': empty"):
+        instructions.prepare(f"{good},{bad}", None, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
