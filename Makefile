@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_early_stopping.py
 	$(BIN)/python benchmarks/bench_choice_scoring.py
+	$(BIN)/python benchmarks/bench_rouge.py
 
 ## The one prepared acceptance check for a GPU machine (docs/gpu.md); without CUDA: tiny shapes on the CPU.
 gpu-check: install

@@ -27,6 +27,7 @@ IDENTIFY_METHODS = (
     "ngram",
 )  # lingua: its shipped models; ngram: trained on bundled samples (no lingua model)
 TEMPLATE_KEYS = ("preamble", "preamble_with_input", "instruction_header", "input_header", "response_header")
+TASKS = "{tasks}"  # in a pack's self-instruct prompt: how many tasks the numbered list runs to
 SECTION_MARK = "### "  # every header starts a template section: an answer is cut where the model starts the next one
 
 
@@ -167,6 +168,30 @@ class Benchmarks(Section):
 
 
 @dataclass(frozen=True)
+class SelfInstructText(Section):
+    """Self-instruct in this language (barbarossa/selfinstruct/): what the teacher is asked, which tasks are off."""
+
+    prompt: str = setting(
+        "",
+        f"the request's opening: asks for tasks in this language with the English labels; {TASKS!r} is the count",
+    )
+    blacklist: tuple[str, ...] = setting(
+        (), "stems, in this language and English: an instruction with a word starting with one is rejected"
+    )
+    blacklist_words: tuple[str, ...] = setting(
+        (), "whole words rejected likewise, where a stem would catch common words (az: şəkil, not şəkildə)"
+    )
+
+    def check(self) -> None:
+        if self.prompt.strip() and TASKS not in self.prompt:
+            raise SettingError("prompt", f"must say how many tasks: the placeholder {TASKS!r}")
+        for key in ("blacklist", "blacklist_words"):
+            for entry in getattr(self, key):
+                if not isinstance(entry, str) or not entry.strip():
+                    raise SettingError(key, f"entries must be words, got {entry!r}")
+
+
+@dataclass(frozen=True)
 class Pack(Section):
     """A language pack's top-level keys; its tables follow."""
 
@@ -181,6 +206,7 @@ class Pack(Section):
     script: str = setting("", "ISO 15924 script (Latn, Cyrl), for cards")
     codes: Codes = setting(help="codes in other systems", factory=Codes)
     words: Words = setting(help="what a word is", factory=Words)
+    selfinstruct: SelfInstructText = setting(help="self-instruct's request and blacklist", factory=SelfInstructText)
 
     def check(self) -> None:
         _stated(self, ("code", "name", "example"))
@@ -211,6 +237,11 @@ def _validated(doc: dict, path: Path) -> dict:
         "translate_into": pack.benchmarks.translate_into,
         "translate_out": pack.benchmarks.translate_out,
         "benchmarks": [dict(entry) for entry in pack.benchmarks.sets],
+        "selfinstruct": {
+            "prompt": pack.selfinstruct.prompt,
+            "blacklist": list(pack.selfinstruct.blacklist),
+            "blacklist_words": list(pack.selfinstruct.blacklist_words),
+        },
     }
 
 

@@ -1,9 +1,10 @@
-"""docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack.
+"""docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack,
+self-instruct profile.
 
 Each kind of file declares its keys as settings sections where it is read (config.py, infra/compute.py,
-models/roster.py, languages.py); this module only gathers them, at the top of the layout because config.py, a
-foundation module, cannot import the stages that declare the others. `python -m barbarossa.settings_reference >
-docs/settings.md` regenerates the page; a test fails when it is stale.
+models/roster.py, languages.py, selfinstruct/settings.py); this module only gathers them, at the top of the layout
+because config.py, a foundation module, cannot import the stages that declare the others. `python -m
+barbarossa.settings_reference > docs/settings.md` regenerates the page; a test fails when it is stale.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from barbarossa import config, languages
 from barbarossa.infra import compute
 from barbarossa.models import roster
+from barbarossa.selfinstruct import settings as selfinstruct
 
 DOCUMENTS = (
     config.PROFILE,
@@ -34,6 +36,12 @@ DOCUMENTS = (
         "Everything that makes a run Azerbaijani, Kazakh or Turkish (docs/languages.md). Files it names are "
         "relative to the project root.",
         {config.TOP_LEVEL: languages.Pack},
+    ),
+    config.Document(
+        "Self-instruct profile",
+        "configs/selfinstruct/<name>.toml",
+        "How a teacher model is asked for tasks in a pack's language and which are kept (docs/selfinstruct.md).",
+        {"[selfinstruct]": selfinstruct.SelfInstruct},
     ),
 )
 

@@ -24,6 +24,7 @@ LEVEL = {
     "decide": 6,
     "infra": 7,
     "translate": 8,
+    "selfinstruct": 8,
     "top": 9,
 }
 STAGES = list(LEVEL)

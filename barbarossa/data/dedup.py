@@ -205,16 +205,58 @@ def find(train: list[dict], eval_sets: dict[str, list[dict]], threshold: float =
         texts = [normalise(prompt_text(r)) for r in train[start : start + CHUNK_ROWS]]
         found = _candidates(band_keys(signatures(texts), width), eval_keys)
         for row in sorted(found):
-            mine, best = shingles(texts[row]), None
-            for other in sorted(found[row]):
-                if other not in eval_shingles:
-                    eval_shingles[other] = shingles(eval_texts[other])
-                similarity = jaccard(mine, eval_shingles[other])
-                if similarity >= threshold and (best is None or similarity > best[1]):
-                    best = (other, similarity)
+            best = _closest(texts[row], found[row], eval_texts, eval_shingles, threshold)
             if best:
                 matches.append(Match(start + row, *where[best[0]], round(best[1], 4)))
     return matches
+
+
+def _closest(
+    text: str, candidates: set[int], eval_texts: list[str], cache: dict[int, set[str]], threshold: float
+) -> tuple[int, float] | None:
+    """(eval row, similarity) of the candidate most similar to `text` at or above the threshold, exactly (the
+    candidates' shingle sets are made once, in `cache`)."""
+    mine, best = shingles(text), None
+    for other in sorted(candidates):
+        if other not in cache:
+            cache[other] = shingles(eval_texts[other])
+        similarity = jaccard(mine, cache[other])
+        if similarity >= threshold and (best is None or similarity > best[1]):
+            best = (other, similarity)
+    return best
+
+
+class Index:
+    """Eval prompts ready to be asked about one row at a time, as self-instruct checks each task it generates:
+    the same signatures, bands and exact Jaccard as `find`, the eval side hashed once."""
+
+    def __init__(self, eval_sets: dict[str, list[dict]], threshold: float = DEFAULT_THRESHOLD):
+        self.threshold = check_threshold(threshold)
+        self.eval_sets = eval_sets
+        self.where = [(name, row) for name, records in eval_sets.items() for row in range(len(records))]
+        self.texts = [normalise(prompt_text(eval_sets[name][row])) for name, row in self.where]
+        self.width = band_width(self.threshold) if self.threshold else BINS
+        self.bands: list[dict[int, list[int]]] = []
+        self.cache: dict[int, set[str]] = {}
+        if self.threshold and self.texts:
+            keys = band_keys(signatures(self.texts), self.width)
+            self.bands = [{} for _ in range(keys.shape[1])]
+            for row, row_keys in enumerate(keys.tolist()):
+                for band, key in enumerate(row_keys):
+                    if key:
+                        self.bands[band].setdefault(key, []).append(row)
+
+    def nearest(self, record: dict) -> tuple[str, int, float] | None:
+        """(eval set, row, similarity) of the eval prompt `record`'s prompt is a near-copy of, or None."""
+        if not self.bands:
+            return None
+        text = normalise(prompt_text(record))
+        found = set()
+        for band, key in enumerate(band_keys(signatures([text]), self.width)[0].tolist()):
+            if key:
+                found.update(self.bands[band].get(key, ()))
+        best = _closest(text, found, self.texts, self.cache, self.threshold)
+        return (*self.where[best[0]], round(best[1], 4)) if best else None
 
 
 def _shown(record: dict) -> str:

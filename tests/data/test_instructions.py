@@ -457,6 +457,20 @@ def test_banding_finds_every_pair_the_exact_comparison_finds(threshold):
     assert found == expected and 20 < len(expected) < 150
 
 
+@pytest.mark.parametrize("threshold", [0.8, 0.0])
+def test_the_index_asked_row_by_row_finds_what_find_finds(threshold):
+    """Self-instruct asks about one generated task at a time: `Index.nearest` agrees with the batch `find`."""
+    rng, words = random.Random(5), synthetic.vocabulary()
+    eval_sets = {"a": synthetic.alpaca_rows(60, seed=3), "b": synthetic.alpaca_rows(60, seed=4)}
+    train = [_reworded(r, rng, words, rng.choice([0, 1, 3])) for r in eval_sets["b"][:40] + eval_sets["a"][:40]]
+    train += synthetic.alpaca_rows(40, seed=11)
+    index = dedup.Index(eval_sets, threshold)
+    found = {m.train: (m.eval_set, m.eval_row, m.similarity) for m in dedup.find(train, eval_sets, threshold)}
+    asked = {row: index.nearest(record) for row, record in enumerate(train)}
+    assert {row: hit for row, hit in asked.items() if hit} == found
+    assert len(found) > 20 if threshold else found == {}
+
+
 def test_threshold_must_be_between_zero_and_one(tmp_path):
     for bad in (-0.1, 1.5, "0.8", True):
         with pytest.raises(ValueError, match="near_duplicate_threshold"):
