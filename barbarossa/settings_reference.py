@@ -1,15 +1,17 @@
-"""docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack.
+"""docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack,
+teacher.
 
 Each kind of file declares its keys as settings sections where it is read (config.py, infra/compute.py,
-models/roster.py, languages.py); this module only gathers them, at the top of the layout because config.py, a
-foundation module, cannot import the stages that declare the others. `python -m barbarossa.settings_reference >
-docs/settings.md` regenerates the page; a test fails when it is stale.
+models/roster.py, languages.py, llm/settings.py); this module only gathers them, at the top of the layout because
+config.py, a foundation module, cannot import the stages that declare the others. `python -m
+barbarossa.settings_reference > docs/settings.md` regenerates the page; a test fails when it is stale.
 """
 
 from __future__ import annotations
 
 from barbarossa import config, languages
 from barbarossa.infra import compute
+from barbarossa.llm.settings import Teacher
 from barbarossa.models import roster
 
 DOCUMENTS = (
@@ -34,6 +36,13 @@ DOCUMENTS = (
         "Everything that makes a run Azerbaijani, Kazakh or Turkish (docs/languages.md). Files it names are "
         "relative to the project root.",
         {config.TOP_LEVEL: languages.Pack},
+    ),
+    config.Document(
+        "Teacher",
+        "[teacher]",
+        "The LLM that writes or judges data, a table of the files that use one (docs/llm.md): an "
+        "OpenAI-compatible endpoint (`barbarossa serve`, vLLM, a hosted API) or a local transformers model.",
+        {"[teacher]": Teacher},
     ),
 )
 
