@@ -7,6 +7,7 @@
     barbarossa languages [--language CODE] [--json]
     barbarossa plan [--models SPEC] [--profile gpu] [--gpu A100-80GB | --gpus 4xA100-80GB] [--json]
     barbarossa fetch [--models SPEC] [--benchmark hf:OWNER/DATASET@REV:FILE ...] --to ROOT
+    barbarossa serve [GGUF] [--port N] [--threads N] [--ctx N]    (llama.cpp's server: a local teacher)
 
 Runs are looked up in the Metaflow namespace of USERNAME; where it is unset the
 Makefile's rule applies (your login name, or "barbarossa" for root), so the CLI
@@ -325,6 +326,25 @@ def fetch_benchmarks(specs: list[str], to: str) -> list[str]:
     return failed
 
 
+def cmd_serve(args) -> int:
+    """llama.cpp's server over a GGUF file until Ctrl-C; prints the [teacher] keys that reach it."""
+    from barbarossa import llm
+
+    with llm.serve(args.gguf, port=args.port, threads=args.threads, ctx=args.ctx) as server:
+        console.print(f'[teacher]\nendpoint = "{server.url}"\nmodel = "{server.model}"', markup=False)
+        stderr_console.print(f"serving {server.gguf} until Ctrl-C", markup=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            wait_for_ctrl_c()
+    return 0
+
+
+def wait_for_ctrl_c() -> None:
+    import time
+
+    while True:
+        time.sleep(3600)
+
+
 def default_username(user: str | None = None) -> str:
     """The Makefile's rule: your login name, or "barbarossa" for root (Metaflow refuses root)."""
     if user is None:
@@ -405,6 +425,12 @@ def argument_parser() -> argparse.ArgumentParser:
     )
     fetching.add_argument("--to", required=True, help="mirror root: a folder or an s3:// prefix")
     fetching.set_defaults(func=cmd_fetch)
+    serving = sub.add_parser("serve", help="run llama.cpp's server over a GGUF file: a local teacher (docs/llm.md)")
+    serving.add_argument("gguf", nargs="?", help="a GGUF path or wheel-gguf:<module>/<file> (default: SmolLM2-135M)")
+    serving.add_argument("--port", type=int, default=8080, help="on 127.0.0.1; 0: a free one (default 8080)")
+    serving.add_argument("--threads", type=int, default=1, help="decoding threads (default 1)")
+    serving.add_argument("--ctx", type=int, default=2048, help="context in tokens (default 2048)")
+    serving.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,9 +1,9 @@
 """docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack,
-self-instruct profile.
+self-instruct profile, teacher.
 
 Each kind of file declares its keys as settings sections where it is read (config.py, infra/compute.py,
-models/roster.py, languages.py, selfinstruct/settings.py); this module only gathers them, at the top of the layout
-because config.py, a foundation module, cannot import the stages that declare the others. `python -m
+models/roster.py, languages.py, selfinstruct/settings.py, llm/settings.py); this module only gathers them, at the
+top of the layout because config.py, a foundation module, cannot import the stages that declare the others. `python -m
 barbarossa.settings_reference > docs/settings.md` regenerates the page; a test fails when it is stale.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from barbarossa import config, languages
 from barbarossa.infra import compute
+from barbarossa.llm.settings import Teacher
 from barbarossa.models import roster
 from barbarossa.selfinstruct import settings as selfinstruct
 
@@ -42,6 +43,13 @@ DOCUMENTS = (
         "configs/selfinstruct/<name>.toml",
         "How a teacher model is asked for tasks in a pack's language and which are kept (docs/selfinstruct.md).",
         {"[selfinstruct]": selfinstruct.SelfInstruct},
+    ),
+    config.Document(
+        "Teacher",
+        "[teacher]",
+        "The LLM that writes or judges data, a table of the files that use one (docs/llm.md): an "
+        "OpenAI-compatible endpoint (`barbarossa serve`, vLLM, a hosted API) or a local transformers model.",
+        {"[teacher]": Teacher},
     ),
 )
 

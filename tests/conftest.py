@@ -281,3 +281,13 @@ def latest_step(out_uri: str) -> int:
     from barbarossa.train import checkpoints
 
     return (checkpoints._latest(out_uri) or {}).get("step", 0)
+
+
+@pytest.fixture
+def scripted_llm():
+    """A scripted OpenAI-compatible server on 127.0.0.1, in a thread (tests/scripted_llm.py): a teacher to test
+    whatever asks one."""
+    from scripted_llm import ScriptedServer
+
+    with ScriptedServer() as server:
+        yield server

@@ -12,7 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = ROOT / "barbarossa"
 
 TOP_LEVEL = ("barbarossa", "flows", "configs", "containers", "benchmarks", "tests", "docs", "data")
-STAGES = ("data", "models", "engine", "planning", "train", "evaluate", "decide", "infra", "translate", "selfinstruct")
+STAGES = (
+    "data",
+    "models",
+    "engine",
+    "planning",
+    "train",
+    "evaluate",
+    "llm",
+    "decide",
+    "infra",
+    "translate",
+    "selfinstruct",
+)
 # A path token starts where no path character precedes it (not inside a URL, an s3:// URI or a longer path).
 _TOKEN = re.compile(r"(?<![\w./:~@-])[\w.\-/<>*{}\[\]…]+")
 # A folder ends in "/", a file has an extension: `barbarossa/hf-token` (a secret's name) is neither.

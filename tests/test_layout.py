@@ -21,6 +21,7 @@ LEVEL = {
     "planning": 4,
     "train": 5,
     "evaluate": 5,
+    "llm": 5.5,  # the teacher: above evaluate, whose decoding its local backend runs; below decide, whose judge asks it
     "decide": 6,
     "infra": 7,
     "translate": 8,

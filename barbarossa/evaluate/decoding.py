@@ -1,5 +1,5 @@
-"""Greedy decoding and metric modules, shared by the held-out protocol (protocol.py) and the benchmarks
-(benchmark_scoring.py)."""
+"""Batched decoding and metric modules, shared by the held-out protocol (protocol.py), the benchmarks
+(benchmark_scoring.py) and the local teacher (llm/local.py)."""
 
 from __future__ import annotations
 
@@ -35,21 +35,43 @@ def generate(
     decision: runtime.Runtime | None = None,
     template=None,
 ) -> list[str]:
-    """Greedy answers, batched with left padding and the KV cache, on the model's device.
+    """Greedy answers to instruction records, in the order of `records`.
 
     Generation stops at EOS or when the answer starts the template's next
     section ("\n### "), so a model that keeps writing the template does not
-    spend the rest of max_new_tokens on it. Prompts are batched in order of
-    length (less left padding); answers come back in the order of `records`.
+    spend the rest of max_new_tokens on it.
+    """
+    task = "seq2seq" if is_seq2seq(model) else "causal"
+    encoded = [prompts.encode_prompt(tokenizer, r, task, template) for r in records]
+    new = generate_tokens(model, tokenizer, encoded, max_new_tokens, batch_size, decision, [prompts.SECTION_START])
+    return [prompts.cut_at_next_section(text) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def generate_tokens(
+    model,
+    tokenizer,
+    encoded: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    decision: runtime.Runtime | None = None,
+    stop_strings: list[str] | None = None,
+    sampling: dict | None = None,
+) -> list[list[int]]:
+    """The new tokens for each encoded prompt, up to and including its EOS, in the order of `encoded`.
+
+    Batched with left padding and the KV cache on the model's device, prompts in order of length (less
+    padding). A row stops at EOS, at max_new_tokens, or once its text contains a stop string (the string
+    stays in it). Greedy unless `sampling` gives {temperature, top_p} (then sampled; seed torch first).
     """
     import torch
 
     seq2seq = is_seq2seq(model)
-    task = "seq2seq" if seq2seq else "causal"
-    encoded = [prompts.encode_prompt(tokenizer, r, task, template) for r in records]
-    order = sorted(range(len(records)), key=lambda i: len(encoded[i]))
-    answers: dict[int, str] = {}
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    new_tokens: dict[int, list[int]] = {}
     device = device_of(model)
+    options = {"do_sample": True, **sampling} if sampling else {"do_sample": False}
+    if stop_strings:
+        options |= {"stop_strings": list(stop_strings), "tokenizer": tokenizer}
     with torch.no_grad(), runtime.autocast(decision) if decision else contextlib.nullcontext():
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
@@ -58,19 +80,23 @@ def generate(
                 input_ids=batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
                 use_cache=True,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
-                stop_strings=[prompts.SECTION_START],
-                tokenizer=tokenizer,
+                **options,
             )
-            new = (
-                generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]
-            )  # seq2seq returns only the answer
-            for i, text in zip(chunk, tokenizer.batch_decode(new, skip_special_tokens=True)):
-                answers[i] = prompts.cut_at_next_section(text)
-    return [answers[i] for i in range(len(records))]
+            new = generated if seq2seq else generated[:, batch["input_ids"].shape[1] :]  # seq2seq: only the answer
+            for i, row in zip(chunk, new.tolist()):
+                new_tokens[i] = _through_eos(row, tokenizer.eos_token_id, skip=1 if seq2seq else 0)
+    return [new_tokens[i] for i in range(len(encoded))]
+
+
+def _through_eos(row: list[int], eos_id: int | None, skip: int = 0) -> list[int]:
+    """A generated row up to and including its first EOS after the first `skip` tokens (a seq2seq decoder's start
+    token, which may be EOS itself): what follows is padding."""
+    if eos_id is None or eos_id not in row[skip:]:
+        return row
+    return row[: row.index(eos_id, skip) + 1]
 
 
 def device_batch_size(model, requested: int, tokens_per_row: int, rows: int) -> int:
