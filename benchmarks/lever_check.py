@@ -188,7 +188,7 @@ def fused_loss_check(trained: loop.Trained, split: dict, max_length: int) -> dic
         if loss.requires_grad:  # a loss cut off from the LoRA weights trains nothing: zero gradients, compared
             loss.backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trainable]
-        return float(loss), torch.cat([g.float().reshape(-1) for g in grads])
+        return float(loss.detach()), torch.cat([g.float().reshape(-1) for g in grads])
 
     fused_loss, fused_grads = loss_and_gradients()
     base.fused_linear_cross_entropy = None
