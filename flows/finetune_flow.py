@@ -213,7 +213,8 @@ class FinetuneFlow(FlowSpec):
             self.train = trained.result
         self.stage = "evaluate"  # the model just trained, on its device and in its dtype: no reload
         adapter = self.train["adapter_uri"] if self.train else None
-        self.metrics = protocol.evaluate(self.item, adapter, self.data, self.item["settings"], trained=trained)
+        answers = storage.join(self.run_root, self.item["name"], "answers.jsonl")  # what a judge reads
+        self.metrics = protocol.evaluate(self.item, adapter, self.data, self.item["settings"], trained, answers)
 
     @step
     def gather_small(self, inputs):

@@ -87,6 +87,7 @@ def base_row(result: dict) -> dict:
         "runtime": _runtime_record(train, metrics),
         "peak_gpu_gb": train.get("peak_gpu_gb"),
         "eval_seconds": metrics.get("eval_seconds"),
+        "answers_uri": metrics.get("answers_uri"),  # every greedy answer with its prompt (a judge reads them)
     }
 
 

@@ -32,6 +32,7 @@ test a candidate against its base on the same rows.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -206,12 +207,21 @@ def load_for_evaluation(item: dict, adapter_uri: str | None, train_cfg: Train):
     return tokenizer, model, decision
 
 
-def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: Profile, trained=None) -> dict:
+def evaluate(
+    item: dict,
+    adapter_uri: str | None,
+    data_summary: dict,
+    settings: Profile,
+    trained=None,
+    answers_uri: str | None = None,
+) -> dict:
     """Metrics of a base (adapter_uri None) or of base + its LoRA adapter.
 
     `settings` are the item's resolved settings (`Profile.for_item`). `trained` (a `loop.Trained`) is the
     model the same task just trained: evaluated as it is, on its device and in its dtype, without a reload.
-    Otherwise the model is loaded under the same runtime decision training would make.
+    Otherwise the model is loaded under the same runtime decision training would make. With `answers_uri`,
+    every greedy answer is written there as JSONL beside its prompt and reference (`answers_uri` in the
+    metrics): what a judge compares later, and a later run compares with — texts in a file, not an artifact.
     """
     eval_cfg = settings.eval
     started = time.time()
@@ -237,10 +247,13 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: 
         f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations "
         f"({run['generation']['tokens_per_second']:,.0f} tok/s)"
     )
-    samples = [
+    answered = [
         {"instruction": r["instruction"], "input": r["input"], "reference": r["output"], "generated": a}
-        for r, a in list(zip(asked, run["answers"]))[: eval_cfg.samples]
+        for r, a in zip(asked, run["answers"])
     ]
+    samples = answered[: eval_cfg.samples]
+    if answers_uri:
+        storage.write_text(answers_uri, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in answered))
     extra = {
         entry["name"]: _extra_set(
             model, tokenizer, instructions.read_jsonl(entry["uri"]), max_length, eval_cfg, decision, language
@@ -273,6 +286,7 @@ def evaluate(item: dict, adapter_uri: str | None, data_summary: dict, settings: 
         "generated": len(asked),
         "generation": run["generation"],
         "samples": samples,
+        "answers_uri": answers_uri,
         "runtime": {
             **decision.as_dict(),
             "evaluated_on": str(device_of(model)),

@@ -191,8 +191,12 @@ def test_user_eval_sets_and_metric_modules_run_under_the_same_protocol(tmp_path)
         "samples": 1,
         "extra_metrics": [str(module)],
     }
-    metrics = protocol.evaluate(item, None, summary, settings_for(item, eval=cfg))
+    answers = tmp_path / "run" / "tiny-llama" / "answers.jsonl"
+    metrics = protocol.evaluate(item, None, summary, settings_for(item, eval=cfg), answers_uri=str(answers))
     main_refs = instructions.read_jsonl(summary["eval_uri"])[:3]
+    written = instructions.read_jsonl(metrics["answers_uri"])  # every greedy answer, beside its prompt
+    assert [(r["instruction"], r["reference"]) for r in written] == [(r["instruction"], r["output"]) for r in main_refs]
+    assert metrics["samples"] == written[:1] and all(isinstance(r["generated"], str) for r in written)
     assert metrics["custom"] == {
         "lengths.count": 3.0,
         "lengths.reference_words": float(sum(len(r["output"].split()) for r in main_refs)),
