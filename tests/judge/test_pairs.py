@@ -63,10 +63,10 @@ def test_a_judge_preferring_the_candidate_gives_one(scripted_llm, tmp_path):
 
 
 def test_a_judge_preferring_longer_answers_is_length_controlled(scripted_llm, tmp_path):
-    # the candidate's answer is the longer in 12 of 16 pairs, by evenly spread margins either way
-    candidate = [f"cavab {i} " + "ə" * (10 * (i + 1)) for i in range(12)]
-    candidate += [f"qısa {i}" for i in range(4)]
-    other = [f"baza {i}." for i in range(12)] + [f"uzun {i} " + "o" * (10 * (i + 1) + 6) for i in range(4)]
+    # the candidate's answer is the longer in 12 of 16 pairs, by 10, 20, ... characters; shorter by as much in 4
+    # (a judge led by length alone separates wins from losses: the fit reads zero in the middle of the gap)
+    candidate = [f"c{i:02d}" + "ə" * 10 * (i + 1) for i in range(12)] + [f"c{i:02d}" for i in range(12, 16)]
+    other = [f"b{i:02d}" for i in range(12)] + [f"b{i:02d}" + "o" * 10 * (i - 11) for i in range(12, 16)]
     scripted(scripted_llm, lambda a, b: "A" if len(a) > len(b) else "B", candidate + other)
     judgement = run(scripted_llm, tmp_path, candidate, other)
     fields = judge.row_fields(settings(scripted_llm), judgement)
@@ -133,9 +133,14 @@ def test_identical_answers_tie_without_asking_and_prompts_are_capped(scripted_ll
 def test_the_prompt_is_the_packs_and_names_the_language(scripted_llm, tmp_path):
     scripted(scripted_llm, lambda a, b: "A", CANDIDATE + OTHER)
     run(scripted_llm, tmp_path, prompts=1)
-    first, second = (post.body["messages"][-1]["content"] for post in scripted_llm.posts())
-    assert "Azerbaijani" in first and "[[C]]" in first and "İstinad cavabı 0." in first and "(none)" in first
-    assert first.index(CANDIDATE[0]) < first.index(OTHER[0]) and second.index(OTHER[0]) < second.index(CANDIDATE[0])
+    prompts = [post.body["messages"][-1]["content"] for post in scripted_llm.posts()]  # in the order they arrived
+    assert {shown(post.body, CANDIDATE + OTHER) for post in scripted_llm.posts()} == {
+        (CANDIDATE[0], OTHER[0]),
+        (OTHER[0], CANDIDATE[0]),
+    }  # both orders
+    for prompt in prompts:
+        assert "Azerbaijani" in prompt and "[[C]]" in prompt and "İstinad cavabı 0." in prompt and "(none)" in prompt
+        assert prompt.startswith(AZ["judge"]["prompt"][:60])
     kazakh = judge.render(languages.load("kk"), {"instruction": "{answer_b}", "input": "x"}, "a {input}", "b")
     assert "Kazakh" in kazakh and "a {input}" in kazakh and "{answer_b}" in kazakh  # filled once, braces kept
 
