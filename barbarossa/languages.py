@@ -27,6 +27,8 @@ IDENTIFY_METHODS = (
     "ngram",
 )  # lingua: its shipped models; ngram: trained on bundled samples (no lingua model)
 TEMPLATE_KEYS = ("preamble", "preamble_with_input", "instruction_header", "input_header", "response_header")
+JUDGE_PLACEHOLDERS = ("{instruction}", "{input}", "{reference}", "{answer_a}", "{answer_b}")
+JUDGE_LABELS = ("[[A]]", "[[B]]", "[[C]]")  # the verdicts a judge prompt asks for: A, B, a tie
 TASKS = "{tasks}"  # in a pack's self-instruct prompt: how many tasks the numbered list runs to
 SECTION_MARK = "### "  # every header starts a template section: an answer is cut where the model starts the next one
 
@@ -192,6 +194,25 @@ class SelfInstructText(Section):
 
 
 @dataclass(frozen=True)
+class JudgeText(Section):
+    """The pairwise judge's prompt in this language's terms (barbarossa/judge/): which language an answer must be in."""
+
+    prompt: str = setting(
+        "",
+        "the judge's request: names the expected answer language, asks for [[A]], [[B]] or [[C]]; placeholders "
+        + ", ".join(JUDGE_PLACEHOLDERS),
+    )
+    no_input: str = setting("(none)", "what the prompt shows as the input of an instruction without one")
+
+    def check(self) -> None:
+        if not self.prompt.strip():
+            return
+        for needed in (*JUDGE_PLACEHOLDERS, *JUDGE_LABELS):
+            if needed not in self.prompt:
+                raise SettingError("prompt", f"must contain {needed!r}")
+
+
+@dataclass(frozen=True)
 class Pack(Section):
     """A language pack's top-level keys; its tables follow."""
 
@@ -207,6 +228,7 @@ class Pack(Section):
     codes: Codes = setting(help="codes in other systems", factory=Codes)
     words: Words = setting(help="what a word is", factory=Words)
     selfinstruct: SelfInstructText = setting(help="self-instruct's request and blacklist", factory=SelfInstructText)
+    judge: JudgeText = setting(help="the pairwise judge's prompt", factory=JudgeText)
 
     def check(self) -> None:
         _stated(self, ("code", "name", "example"))
@@ -242,6 +264,7 @@ def _validated(doc: dict, path: Path) -> dict:
             "blacklist": list(pack.selfinstruct.blacklist),
             "blacklist_words": list(pack.selfinstruct.blacklist_words),
         },
+        "judge": asdict(pack.judge),
     }
 
 

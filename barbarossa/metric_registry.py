@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 # What a metric measures: the held-out loss, the greedy answers, the tokenizer, a public benchmark (scored per
-# benchmark set, under a row's "benchmarks"), or later a judge. The bootstrap gives loss and generation metrics
-# intervals (evaluate/stats.py).
+# benchmark set, under a row's "benchmarks"), or a judge's verdicts (barbarossa/judge/). The bootstrap gives loss and
+# generation metrics intervals (evaluate/stats.py).
 GROUPS = ("loss", "generation", "tokenizer", "benchmark", "judge")
 # Where a metric is shown; a metric lists the views it is in.
 VIEWS = {
@@ -310,3 +310,22 @@ for _metric in (
     ),
 ):
     register(_metric)
+
+# The judge's win rates (barbarossa/judge/, docs/judge.md): shares of pairs won (ties half) against the base and
+# against the last release. In no view yet, so not rankable (a policy ranks only on row metrics): the flow that
+# puts them on the leaderboard rows adds the views.
+for _against, _whom in (("base", "the base"), ("release", "the last release")):
+    for _name, _what, _short in (
+        ("win_rate", "win rate", "win"),
+        ("lc_win_rate", "length-controlled win rate", "LC win"),
+    ):
+        register(
+            Metric(
+                key=f"judge.{_name}_vs_{_against}",
+                label=f"judge's {_what} against {_whom}",
+                short=f"{_short}/{_against}",
+                group="judge",
+                higher_is_better=True,
+                share=True,
+            )
+        )

@@ -20,6 +20,7 @@ STAGES = (
     "train",
     "evaluate",
     "llm",
+    "judge",
     "decide",
     "infra",
     "translate",

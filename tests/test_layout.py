@@ -22,6 +22,7 @@ LEVEL = {
     "train": 5,
     "evaluate": 5,
     "llm": 5.5,  # the teacher: above evaluate, whose decoding its local backend runs; below decide, whose judge asks it
+    "judge": 5.7,  # pairwise verdicts through llm, its numbers on evaluate's bootstrap; decide puts them on the rows
     "decide": 6,
     "infra": 7,
     "translate": 8,

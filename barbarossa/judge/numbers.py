@@ -1,0 +1,114 @@
+"""The judge's numbers: a win rate with a bootstrap interval and p-value over prompts, a length-controlled win rate
+beside it, and the leaderboard row's `judge.*` fields.
+
+Win rate: the candidate's mean score over the parsed pairs (a win 1, a tie 0.5, a loss 0). Its interval is the
+percentile bootstrap over prompts (evaluate/stats.py's resamples, seeded); its p-value the project's two-sided
+bootstrap test of "no better or worse than the other model" (resampled win rate − 0.5 against zero).
+
+Length-controlled win rate (AlpacaEval 2's idea, fitted here): a judge that likes long answers rewards a model for
+talking more. A logistic model of the score on tanh(length difference / its standard deviation), fitted by Newton's
+method on the fractional scores (a tie is half a win and half a loss), read at a length difference of zero: the
+win rate the candidate would have had if its answers were as long as the other's. Where it moves the rate by more
+than LENGTH_MOVE the row says so (`judge.length_moved_vs_*`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from barbarossa.evaluate import stats
+from barbarossa.judge.pairs import Judgement
+from barbarossa.judge.settings import Judge
+
+LENGTH_MOVE = 0.10  # a length-controlled rate this far from the raw one is worth a sentence on the card
+SLOPE_RIDGE = 1e-3  # keeps the slope finite where length alone separates wins from losses (docs/judge.md)
+AGAINST = ("base", "release")
+
+
+def win_rate(outcomes: list[float]) -> float | None:
+    """The mean score (ties count half); None with no parsed pair."""
+    return round(float(np.mean(outcomes)), 5) if outcomes else None
+
+
+def bootstrap(outcomes: list[float], samples: int = 1000, confidence: float = 0.95, seed: int = 0):
+    """([lo, hi], p) of the win rate, prompts resampled with replacement; (None, None) with no parsed pair."""
+    if not outcomes:
+        return None, None
+    scores = np.asarray(outcomes, dtype=float)
+    rates = stats.draw_counts(len(scores), samples, seed) @ scores / len(scores)
+    lo, hi = np.quantile(rates, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return [round(float(lo), 5), round(float(hi), 5)], round(stats.p_value(rates - 0.5), 5)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, steps: int = 50) -> tuple[float, float]:
+    """(intercept, slope) of P(score) = sigmoid(intercept + slope·x) for fractional scores y in [0, 1], by Newton's
+    method on the log-likelihood with a small ridge on the slope only (the intercept is what is read)."""
+    design = np.column_stack([np.ones_like(x), x])
+    ridge = np.diag([0.0, SLOPE_RIDGE])
+    beta = np.zeros(2)
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(design @ beta, -30, 30)))
+        gradient = design.T @ (y - p) - ridge @ beta
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(beta[0]), float(beta[1])
+
+
+def length_controlled(outcomes: list[float], differences: list[int]) -> float | None:
+    """The win rate at a length difference of zero (module docstring); the raw rate where length cannot explain
+    anything (every answer pair equally long, or every pair scored alike); None with no parsed pair."""
+    if not outcomes:
+        return None
+    y, d = np.asarray(outcomes, dtype=float), np.asarray(differences, dtype=float)
+    if d.std() == 0 or np.all(y == y[0]):
+        return win_rate(outcomes)
+    intercept, _ = fit_logistic(np.tanh(d / d.std()), y)
+    return round(1 / (1 + math.exp(-intercept)), 5)
+
+
+def comparison_fields(judgement: Judgement | None, settings: Judge, against: str) -> dict:
+    """`judge.win_rate_vs_<against>`, its `_ci` and `_p`, `judge.lc_win_rate_vs_<against>` and
+    `judge.length_moved_vs_<against>`: all None without a judgement or without a parsed pair."""
+    outcomes = judgement.outcomes() if judgement else []
+    rate = win_rate(outcomes)
+    interval, p = bootstrap(outcomes, settings.bootstrap_samples, settings.confidence, settings.seed)
+    controlled = length_controlled(outcomes, judgement.length_differences()) if judgement else None
+    moved = abs(controlled - rate) > LENGTH_MOVE if rate is not None and controlled is not None else None
+    return {
+        f"judge.win_rate_vs_{against}": rate,
+        f"judge.win_rate_vs_{against}_ci": interval,
+        f"judge.win_rate_vs_{against}_p": p,
+        f"judge.lc_win_rate_vs_{against}": controlled,
+        f"judge.length_moved_vs_{against}": moved,
+    }
+
+
+def row_fields(settings: Judge, vs_base: Judgement | None, vs_release: Judgement | None = None) -> dict:
+    """A leaderboard row's judge fields: the numbers against the base and against the last release (None where
+    there is none), and over both comparisons the pairs compared, the ties and unparsed pairs among them, the judge's
+    calls and tokens."""
+    judged = [j for j in (vs_base, vs_release) if j is not None]
+    fields = comparison_fields(vs_base, settings, "base") | comparison_fields(vs_release, settings, "release")
+    return fields | {
+        "judge.pairs": sum(len(j.pairs) for j in judged),
+        "judge.ties": sum(j.count("tie") for j in judged),
+        "judge.unparsed": sum(j.count(None) for j in judged),
+        "judge.model": settings.model,
+        "judge.calls": sum(j.calls for j in judged),
+        "judge.tokens": sum(j.tokens for j in judged),
+    }
+
+
+def chosen_candidates(rows: list[dict], primary: str, top_k: int) -> list[str]:
+    """The names of the candidates to judge: every ok candidate (top_k 0), or the best top_k by the primary
+    metric (rows as leaderboard.build ranks them: `rank` 1 is the best)."""
+    candidates = [
+        r for r in rows if r.get("kind") == "candidate" and r.get("status") == "ok" and r.get(primary) is not None
+    ]
+    candidates.sort(key=lambda r: (r.get("rank") is None, r.get("rank") or 0))
+    return [r["name"] for r in (candidates[:top_k] if top_k else candidates)]
