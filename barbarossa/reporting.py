@@ -134,6 +134,30 @@ def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
         console.print(benchmarks)
     for row in rows:
         console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
+    for row in rows:
+        if row.get("judge.model"):
+            console.print(judge_line(row), markup=False)
+
+
+def judge_line(row: dict) -> str:
+    """A judged candidate's win rates (ties count half) against its base and last release, and what it cost."""
+
+    def rate(against: str) -> str:
+        value = row.get(f"judge.win_rate_vs_{against}")
+        if value is None:
+            return f"vs {against} –"
+        low, high = row.get(f"judge.win_rate_vs_{against}_ci") or (None, None)
+        interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+        controlled = row.get(f"judge.lc_win_rate_vs_{against}")
+        return f"vs {against} {value:.2f}{interval}" + (
+            f", length-controlled {controlled:.2f}" if controlled is not None else ""
+        )
+
+    return (
+        f"{row['name']}: judge {row['judge.model']} win rate {rate('base')}; {rate('release')}; "
+        f"{row['judge.pairs']} pairs, {row['judge.ties']} ties, {row['judge.unparsed']} unparsed; "
+        f"{row['judge.calls']} calls, {row['judge.tokens']:,} tokens"
+    )
 
 
 def print_data_summary(summary: dict) -> None:

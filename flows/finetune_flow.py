@@ -22,17 +22,18 @@ from metaflow import (
     step,
 )
 
-from barbarossa import config, languages, reporting, storage
+from barbarossa import config, judge, languages, llm, reporting, storage
 from barbarossa.data import benchmark_sets, instructions
 from barbarossa.decide import bundles, cards, history, leaderboard
 from barbarossa.evaluate import protocol
 from barbarossa.infra import compute, leases
 from barbarossa.infra.mutators import FollowInfra, ShipLibrary
+from barbarossa.judge import of_run
 from barbarossa.models import roster
 from barbarossa.planning import calibration, plan, preflight
 from barbarossa.train import loop
 
-SHARED = ["settings", "data", "plan", "run_root", "refused"]  # artifacts every branch carries to join
+SHARED = ["settings", "data", "plan", "run_root", "refused", "judging", "llm_cache"]  # every branch carries to join
 
 
 @ShipLibrary
@@ -116,6 +117,8 @@ class FinetuneFlow(FlowSpec):
     merge = Parameter(
         "merge", type=bool, default=False, help="Also ship merged weights (verified against base + adapter)"
     )
+    judge_url = Parameter("judge", default="", help="Judge endpoint (OpenAI-compatible, …/v1): pairwise win rates")
+    judge_model = Parameter("judge-model", default="", help="The judge's model name on that endpoint")
 
     @card(type="blank", id="data")
     @step
@@ -124,6 +127,9 @@ class FinetuneFlow(FlowSpec):
         self.settings = config.load_profile(self.profile).with_max_steps(self.max_steps)
         bundles.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
+        self.judging = judge.Judge(endpoint=self.judge_url, model=self.judge_model)
+        if self.judging.enabled:
+            llm.check(self.judging.teacher())  # an unreachable judge stops the run now, not after the fine-tunes
         bench = benchmark_sets.load_all(
             benchmark_sets.entries_for(pack, self.settings.eval.benchmarks, self.extra_eval),
             pack,
@@ -137,6 +143,7 @@ class FinetuneFlow(FlowSpec):
         self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
+        self.llm_cache = None if storage.is_s3(root) else os.path.join(root, "cache", "llm")  # judge verdicts
         self.data = instructions.prepare(
             self.train_data,
             self.eval_data or None,
@@ -236,8 +243,11 @@ class FinetuneFlow(FlowSpec):
         names = {r["item"]["name"] for r in results if r["item"]["kind"] == "candidate"}
         last = history.last_releases(current.flow_name, current.run_id, names, f"project_branch:{current.branch_name}")
         per_row_uris = history.save_per_row(results, self.run_root)
+        fingerprint, primary = self.data["eval_fingerprint"], self.settings.policy.primary
+        pack = languages.of_run(self.data)
+        judged = of_run.judge_run(results, self.judging, pack, primary, last, fingerprint, self.llm_cache)
         self.leaderboard = leaderboard.build(
-            results + self.refused, self.settings.policy, last, self.data["eval_fingerprint"], per_row_uris
+            results + self.refused, self.settings.policy, last, fingerprint, per_row_uris, judged
         )
         self.loss_curves = leaderboard.loss_curves(results)
         self.samples = leaderboard.samples(results)

@@ -344,8 +344,11 @@ def build(
     last_releases: dict | None = None,
     eval_fingerprint: str | None = None,
     per_row_uris: dict | None = None,
+    judged: dict | None = None,
 ) -> list[dict]:
     """Rows for every task result: ranked candidates, then baselines, then failures.
+
+    `judged` ({candidate name: its `judge.*` fields}, judge/of_run.py) go into the rows before any decision.
 
     Each row gets bootstrap intervals from its task's per-row numbers, each
     candidate paired intervals and p-values against its base. `last_releases`
@@ -357,7 +360,7 @@ def build(
     """
     policy = policy or Policy()  # checked when it was built: a profile's, or the defaults
     primary = policy.primary
-    rows = [base_row(r) for r in results]
+    rows = [base_row(r) | (judged or {}).get(r["item"]["name"], {}) for r in results]
     per_row = {r["item"]["name"]: _per_row(r) for r in results}
     bases = {r["name"]: r for r in rows if r["kind"] == "baseline"}
     for row in rows:
