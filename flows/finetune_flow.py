@@ -127,7 +127,8 @@ class FinetuneFlow(FlowSpec):
         self.settings = config.load_profile(self.profile).with_max_steps(self.max_steps)
         bundles.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
-        self.judging = judge.Judge(endpoint=self.judge_url, model=self.judge_model)
+        flags = {"endpoint": self.judge_url, "model": self.judge_model}
+        self.judging = judge.Judge.from_table(flags, "--judge / --judge-model", required=False)
         if self.judging.enabled:
             llm.check(self.judging.teacher())  # an unreachable judge stops the run now, not after the fine-tunes
         bench = benchmark_sets.load_all(

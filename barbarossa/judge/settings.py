@@ -69,5 +69,10 @@ class Judge(Section):
             raise SettingError("bootstrap_samples", f"must be at least 100, got {self.bootstrap_samples}")
         if not 0 < self.confidence < 1:
             raise SettingError("confidence", f"must be between 0 and 1, got {self.confidence}")
+        if self.backend == "openai" and bool(self.endpoint) != bool(self.model):
+            missing = "model (--judge-model)" if self.endpoint else "endpoint (--judge)"
+            raise SettingError(
+                missing.split()[0], f"must be named too: a judge needs an endpoint and a model ({missing})"
+            )
         if self.endpoint and not self.endpoint.rstrip("/").endswith("/v1"):
             raise SettingError("endpoint", f"must be a base URL ending in /v1, got {self.endpoint!r}")
