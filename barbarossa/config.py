@@ -349,6 +349,9 @@ class Policy(Section):
     max_chrf_drop: float = setting(2.0, "chrF++ points a candidate may lose against its base", required=True)
     min_fidelity: float = setting(0.9, "share of answers identified as the run's language", required=True)
     max_degenerate_rate: float = setting(0.2, "share of empty or looping answers a release may have", required=True)
+    max_undetermined_rate: float = setting(
+        0.5, "share of answers too short to tell their language a release may have (fidelity leaves them out)"
+    )
     must_beat_last_release: bool = setting(True, "also beat the newest earlier release of the same name", required=True)
     confidence: float = setting(0.95, "level of the paired bootstrap intervals")
     bootstrap_samples: int = setting(1000, "resamples of the eval rows per interval")

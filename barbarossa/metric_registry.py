@@ -265,6 +265,15 @@ for _metric in (
         views=frozenset({"row", "detail", "console", "compare", "card", "chart", "extra_sets"}),
         language_label="{language} answers",
     ),
+    Metric(  # answers too short to tell their language: left out of fidelity, counted here (evaluate/langid.py)
+        key="undetermined_rate",
+        label="answers too short to tell their language",
+        short="und",
+        group="generation",
+        higher_is_better=False,
+        share=True,
+        views=frozenset({"row", "detail", "compare", "card", "extra_sets"}),
+    ),
     Metric(
         key="degenerate_rate",
         label="degenerate answers",

@@ -78,7 +78,14 @@ def test_compare_puts_two_runs_side_by_side_and_subtracts():
     b = record("FinetuneFlow/2", "e1", [row("m", "release", chrf=23.5), row("new")], primary="chrf")
     result = reporting.compare(a, b)
     assert result["same_eval_data"] and result["warning"] is None
-    assert result["metrics"] == ["bits_per_byte", "chrf", "eval_loss", "fidelity", "degenerate_rate"]
+    assert result["metrics"] == [
+        "bits_per_byte",
+        "chrf",
+        "eval_loss",
+        "fidelity",
+        "undetermined_rate",
+        "degenerate_rate",
+    ]
     by_name = {r["name"]: r for r in result["rows"]}
     assert list(by_name) == ["m", "gone", "new"]
     assert by_name["m"]["delta"]["chrf"] == 3.5 and by_name["m"]["delta"]["eval_loss"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from barbarossa import metric_registry
 from barbarossa.decide.leaderboard import language_name
+from barbarossa.evaluate import langid
 from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell
 
 
@@ -384,7 +385,8 @@ def language_components(summary: dict) -> list:
                     ["preamble", template["preamble"]],
                     [
                         "fidelity",
-                        f"{identify['target']} against {', '.join(identify['neighbours'])} ({identify['method']})",
+                        f"{identify['target']} against {', '.join(identify['neighbours'])} ({identify['method']}); "
+                        f"an answer of fewer than {langid.MIN_WORDS} words is undetermined, not guessed",
                     ],
                 ],
                 headers=["", ""],

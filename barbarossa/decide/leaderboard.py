@@ -230,7 +230,7 @@ def _judged(point: float, interval, metric: str, policy: Policy, end: int, delta
 
 
 def threshold_reasons(row: dict, base: dict, policy: Policy) -> list[tuple[bool, str]]:
-    """(passes, reason) for the chrF++ drop, language fidelity and degenerate-rate thresholds."""
+    """(passes, reason) for the chrF++ drop, language fidelity (`fidelity_reason`) and degenerate-rate thresholds."""
     drop, delta = policy.max_chrf_drop, _difference(row, base, "chrf")
     value, note = _judged(delta, row.get("delta_chrf_ci"), "chrf", policy, 0, delta=True)
     ok = value >= -drop
@@ -238,17 +238,7 @@ def threshold_reasons(row: dict, base: dict, policy: Policy) -> list[tuple[bool,
         f"chrF++ {row['chrf']:.1f} vs base {base['chrf']:.1f} ({delta:+.1f}"
         f"{format_interval('chrf', row.get('delta_chrf_ci'), True)}; may drop ≤ {drop}{note}) {'✓' if ok else '✗'}"
     )
-    checks = [(ok, chrf)]
-    value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
-    ok = value >= policy.min_fidelity
-    checks.append(
-        (
-            ok,
-            f"{fidelity_label(row)} {row['fidelity']:.0%}"
-            f"{format_interval('fidelity', row.get('fidelity_ci'))} "
-            f"(needs ≥ {policy.min_fidelity:.0%}{note}) {'✓' if ok else '✗'}",
-        )
-    )
+    checks = [(ok, chrf), fidelity_reason(row, policy)]
     value, note = _judged(row["degenerate_rate"], row.get("degenerate_rate_ci"), "degenerate_rate", policy, 1)
     ok = value <= policy.max_degenerate_rate
     checks.append(
@@ -260,6 +250,34 @@ def threshold_reasons(row: dict, base: dict, policy: Policy) -> list[tuple[bool,
         )
     )
     return checks
+
+
+def fidelity_reason(row: dict, policy: Policy) -> tuple[bool, str]:
+    """(passes, reason) for the language check: fidelity (among the answers long enough to tell) reaches
+    min_fidelity, and the share too short to tell stays within max_undetermined_rate. A model answering in a
+    word or two is not let through on the answers nobody could judge: with none judged there is no fidelity
+    and the check fails, unless min_fidelity is 0 (the language is not gated). Rows from before the
+    undetermined share was counted are read as having none."""
+    share = row.get("undetermined_rate")
+    interval = row.get("undetermined_rate_ci")
+    short, short_note = _judged(share or 0.0, interval, "undetermined_rate", policy, 1)
+    short_ok = short <= policy.max_undetermined_rate
+    told = ""
+    if share:
+        told = (
+            f"; {format_value('undetermined_rate', share)}{format_interval('undetermined_rate', interval)} "
+            f"too short to tell (may be ≤ {policy.max_undetermined_rate:.0%}{short_note})"
+        )
+    if row.get("fidelity") is None:
+        ok = policy.min_fidelity <= 0 and short_ok
+        return ok, f"{fidelity_label(row)}: no answer long enough to tell its language{told} {'✓' if ok else '✗'}"
+    value, note = _judged(row["fidelity"], row.get("fidelity_ci"), "fidelity", policy, 0)
+    ok = value >= policy.min_fidelity and short_ok
+    return ok, (
+        f"{fidelity_label(row)} {row['fidelity']:.0%}"
+        f"{format_interval('fidelity', row.get('fidelity_ci'))} "
+        f"(needs ≥ {policy.min_fidelity:.0%}{note}){told} {'✓' if ok else '✗'}"
+    )
 
 
 def decide(

@@ -7,18 +7,34 @@ pack's language and its confusable neighbours. For a language lingua has no
 model of (Uzbek), `ngram` trains a character 1–3-gram naive Bayes identifier
 on the bundled samples the pack names, one per language: small, but the
 languages differ in their letters (oʻ, gʻ; ə; ş, ı) and it is measured in the tests.
+
+Too short to tell: a text with fewer than MIN_WORDS words that carry a letter
+(words as the pack's [words] pattern splits them; digits, signs and markup say
+nothing of a language) is UNDETERMINED, not guessed. On a word or two both
+identifiers guess, and confidently: the Uzbek n-gram model calls "No.",
+"Paris." and "Good morning" Uzbek with score margins as wide as it gives real
+Uzbek sentences, and lingua's confidence on "Bakı." is a coin toss between
+Azerbaijani and Turkish. So the rule is the length, not the identifier's
+confidence. It does not make the n-gram model sure of short English sentences
+just above it ("Good morning to you all." still reads as Uzbek).
+`judged_language` applies it (fidelity); the self-instruct language filter
+uses `too_short` so both skip the same texts.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from functools import lru_cache
 
 from barbarossa import languages
 
 ORDERS = (1, 2, 3)
+MIN_WORDS = 4  # fewer words with letters than this: too short to tell
+UNDETERMINED = "undetermined"  # what `judged_language` says of a text too short to tell
+WORDS = r"\S+"  # a pack's default [words] pattern
 
 
 def target_code(identify: dict) -> str:
@@ -38,6 +54,21 @@ def language_of(text: str, identify: dict) -> str:
         found = _lingua(identify["target"], tuple(identify["neighbours"])).detect_language_of(text)
         return found.iso_code_639_1.name.lower() if found else ""
     return _ngram(tuple(sorted(identify["texts"].items()))).identify(text)
+
+
+def letter_words(text: str, word_pattern: str = WORDS) -> int:
+    """How many words (the pack's pattern) carry a letter: "24 × 15 = 360." has none, "Bakı." one."""
+    return sum(any(ch.isalpha() for ch in word) for word in re.findall(word_pattern, text))
+
+
+def too_short(text: str, word_pattern: str = WORDS) -> bool:
+    """Whether `text` has too few words for any identifier here to tell its language (see the module's note)."""
+    return letter_words(text, word_pattern) < MIN_WORDS
+
+
+def judged_language(text: str, identify: dict, word_pattern: str = WORDS) -> str:
+    """`language_of` where the text is long enough to tell, else UNDETERMINED (never a guess)."""
+    return UNDETERMINED if too_short(text, word_pattern) else language_of(text, identify)
 
 
 @lru_cache(maxsize=8)

@@ -75,17 +75,21 @@ def score_generations(predictions: list[str], references: list[str], language: d
 
     The per-row part is what each corpus score sums (sacrebleu's segment
     statistics, 0/1 flags), so a bootstrap can recompute the scores on resamples.
-    Fidelity is judged as the language pack says (None: the default pack).
+    Fidelity is judged as the language pack says (None: the default pack), among the answers long enough to tell
+    (None when none is); `undetermined_rate` is the share too short to tell (metrics/fidelity.py).
     """
     language = language or languages.load()
     chrf_result = load_metric("chrf").compute(predictions=predictions, references=references)
     bleu_result = load_metric("bleu").compute(predictions=predictions, references=references)
-    fidelity = load_metric("fidelity").compute(predictions=predictions, identify=language["identify"])
+    fidelity = load_metric("fidelity").compute(
+        predictions=predictions, identify=language["identify"], words=language["words"]
+    )
     degenerate = load_metric("degenerate").compute(predictions=predictions)
     scores = {
         "chrf": round(chrf_result["score"], 3),
         "bleu": round(bleu_result["score"], 3),
-        "fidelity": round(fidelity["score"], 4),
+        "fidelity": None if fidelity["score"] is None else round(fidelity["score"], 4),
+        "undetermined_rate": round(fidelity["undetermined"], 4),
         "languages": fidelity["languages"],
         "degenerate_rate": round(degenerate["score"], 4),
     }
@@ -93,6 +97,7 @@ def score_generations(predictions: list[str], references: list[str], language: d
         "chrf": [list(map(int, s)) for s in chrf_result["segments"]],
         "bleu": [list(map(int, s)) for s in bleu_result["segments"]],
         "fidelity": list(fidelity["segments"]),
+        "undetermined": list(fidelity["undetermined_segments"]),
         "degenerate": list(degenerate["segments"]),
     }
     return scores, per_row
@@ -243,7 +248,8 @@ def evaluate(
     )
     log(
         f"{item['name']}: chrF++ {scores['chrf']:.2f}, BLEU {scores['bleu']:.2f}, "
-        f"{language['name']} {scores['fidelity']:.0%}, "
+        f"{language['name']} {metric_registry.format_value('fidelity', scores['fidelity'])} "
+        f"({scores['undetermined_rate']:.0%} too short to tell), "
         f"degenerate {scores['degenerate_rate']:.0%} on {len(asked)} greedy generations "
         f"({run['generation']['tokens_per_second']:,.0f} tok/s)"
     )

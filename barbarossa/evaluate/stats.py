@@ -19,6 +19,9 @@ of their difference.
                             correct×4, total×4]
     fidelity, degenerate    the generation rows: 1 when the answer is in the run's language / degenerate
                             (runs from before language packs wrote `az` for fidelity; it is read as such)
+    undetermined            the generation rows: 1 when the answer is too short to tell its language
+                            (evaluate/langid.py); fidelity is the share among the others. Runs from before
+                            it have none: every answer was judged
 
 Everything is numpy and vectorised over resamples: one (resamples × rows)
 matrix of draw counts per row group, one matmul for all summed statistics.
@@ -96,7 +99,8 @@ def _loss_columns(per_row: dict) -> np.ndarray | None:
 
 
 def _generation_columns(per_row: dict) -> np.ndarray | None:
-    """Per generation row: [1, chrF stats, BLEU stats, fidelity, degenerate]."""
+    """Per generation row: [1, chrF stats, BLEU stats, fidelity, undetermined, degenerate] (undetermined 0 for
+    runs from before it, so their rows pair with today's)."""
     flags = fidelity_rows(per_row)
     if not flags:
         return None
@@ -107,6 +111,7 @@ def _generation_columns(per_row: dict) -> np.ndarray | None:
             np.asarray(per_row["chrf"], dtype=float),
             np.asarray(per_row["bleu"], dtype=float),
             np.asarray(flags, dtype=float),
+            np.asarray(per_row.get("undetermined") or np.zeros(len(flags)), dtype=float),
             np.asarray(per_row["degenerate"], dtype=float),
         ]
     )
@@ -127,11 +132,15 @@ def _loss_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
 def _generation_metrics(sums: np.ndarray) -> dict[str, np.ndarray]:
     chrf_width = 3 * (CHRF_CHAR_ORDER + CHRF_WORD_ORDER)
     rows, chrf, rest = sums[:, 0], sums[:, 1 : 1 + chrf_width], sums[:, 1 + chrf_width :]
+    in_language, undetermined, degenerate = rest[:, -3], rest[:, -2], rest[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):  # no answer long enough to tell: no fidelity (nan)
+        fidelity = in_language / (rows - undetermined)
     return {
         "chrf": chrf_from_stats(chrf),
         "bleu": bleu_from_stats(rest[:, : 2 + 2 * BLEU_ORDER]),
-        "fidelity": rest[:, -2] / rows,
-        "degenerate_rate": rest[:, -1] / rows,
+        "fidelity": fidelity,
+        "undetermined_rate": undetermined / rows,
+        "degenerate_rate": degenerate / rows,
     }
 
 

@@ -16,8 +16,9 @@ rejected task says the first thing wrong with it and the costly checks see only 
  8. contaminated  the prompt is a near-copy of a held-out or benchmark prompt (data/dedup.py's check, at
                   `contamination`)
  9. language      the pack's identifier (evaluate/langid.py) puts the instruction or the output in another
-                  language. A field of fewer than LANGUAGE_MIN_WORDS words is not judged (too short to tell), and
-                  an undetermined one passes: a task is dropped for what is seen, not for what cannot be.
+                  language. A field too short to tell (langid.too_short, the rule fidelity uses: fewer than
+                  langid.MIN_WORDS words with letters) is not judged, and an undetermined one passes: a task is
+                  dropped for what is seen, not for what cannot be.
                   The output is judged too, so a translation task whose answer is in English is rejected here.
 10. similar       ROUGE-L F1 of the instruction with a seed's or a kept task's is above `similarity` (rouge.py)
 """
@@ -46,7 +47,6 @@ RULES = (
     "language",
     "similar",
 )
-LANGUAGE_MIN_WORDS = 4  # a shorter field is not judged: lingua and the n-gram model guess on a word or two
 
 
 def blacklist_pattern(stems: list[str], whole_words: list[str]) -> re.Pattern | None:
@@ -163,7 +163,7 @@ class Pool:
 
     def _other_language(self, task: dict) -> str:
         for field in ("instruction", "output"):
-            if len(self.word.findall(task[field])) < LANGUAGE_MIN_WORDS:
+            if langid.too_short(task[field], self.word.pattern):
                 continue
             found = self.language_of(task[field])
             if found and found != self.language:

@@ -59,6 +59,7 @@ def test_extra_eval_sets_and_user_metrics_get_their_own_card_lines():
                     "chrf": 11.0,
                     "bleu": 1.0,
                     "fidelity": 0.9,
+                    "undetermined_rate": 0.25,
                     "degenerate_rate": 0.1,
                     "rows": 5,
                     "lengths.count": 3.0,
@@ -69,6 +70,6 @@ def test_extra_eval_sets_and_user_metrics_get_their_own_card_lines():
     ]
     lines = cards.extra_set_rows(rows)
     assert lines == [
-        ["m", "(held-out)", "", "", "", "", "lengths.count 3.0"],
-        ["m", "qa", "2.500", "11.000", "1.000", "0.900", "lengths.count 3.0"],
+        ["m", "(held-out)", "", "", "", "", "", "lengths.count 3.0"],
+        ["m", "qa", "2.500", "11.000", "1.000", "0.900", "0.250", "lengths.count 3.0"],
     ]

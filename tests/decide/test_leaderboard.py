@@ -437,3 +437,43 @@ def test_benchmark_metrics_get_intervals_paired_deltas_and_can_hold_a_release():
     assert rows["base"]["benchmarks"]["belebele"]["delta_accuracy"] is None  # the reference, as for held-out metrics
     assert rows["base"]["benchmarks"]["belebele"]["accuracy_ci"][0] < 0.5
     json.dumps(rows["loses"])
+
+
+SHORT_ANSWERS = ["Bəli.", "Yes", "No.", "Paris."]  # too short to tell their language
+
+
+def spoken(name, answers):
+    """A candidate clearly better on bits per byte whose greedy answers are `answers`; a fidelity with no answer
+    judged is None, as evaluation reports it."""
+    found = measured(name, "candidate", "base", gain=0.1, answers=tuple(answers))
+    found["metrics"]["fidelity"] = None if math.isnan(found["metrics"]["fidelity"]) else found["metrics"]["fidelity"]
+    return found
+
+
+def test_the_language_check_counts_short_answers_apart_and_holds_a_model_that_only_gives_them():
+    results = [
+        measured("base", "baseline", "base"),
+        spoken("some", REFERENCES[:15] + SHORT_ANSWERS + ["Bakı."]),  # 5 of 20 too short
+        spoken("mostly", REFERENCES[:6] + (SHORT_ANSWERS * 4)[:14]),  # 14 of 20
+        spoken("terse", SHORT_ANSWERS * 5),  # all 20
+    ]
+    lenient = STRICT.replace(max_chrf_drop=100.0, max_degenerate_rate=1.0)  # short answers cost chrF++
+    rows = {r["name"]: r for r in leaderboard.build(results, lenient)}
+    some, mostly, terse = rows["some"], rows["mostly"], rows["terse"]
+    assert some["fidelity"] == 1.0 and some["undetermined_rate"] == 0.25 and some["base_undetermined_rate"] == 0
+    assert some["delta_undetermined_rate"] == 0.25 and some["delta_undetermined_rate_ci"][0] > 0
+    assert some["decision"] == "release"
+    assert some["reasons"][2].startswith("Azerbaijani answers 100% [100%, 100%] (needs ≥ 90%); 25% [")
+    assert some["reasons"][2].endswith("too short to tell (may be ≤ 50%) ✓")
+    assert mostly["fidelity"] == 1.0 and mostly["undetermined_rate"] == 0.7
+    assert mostly["decision"] == "hold" and mostly["reasons"][2].endswith("(may be ≤ 50%) ✗")
+    assert terse["fidelity"] is None and terse["undetermined_rate"] == 1.0 and terse["decision"] == "hold"
+    assert terse["reasons"][2] == (
+        "Azerbaijani answers: no answer long enough to tell its language; 100% [100%, 100%] too short to tell "
+        "(may be ≤ 50%) ✗"
+    )
+    anything = {r["name"]: r for r in leaderboard.build(results, lenient.replace(max_undetermined_rate=1.0))}
+    assert anything["mostly"]["decision"] == "release" and anything["terse"]["decision"] == "hold"
+    ungated = lenient.replace(min_fidelity=0.0, max_undetermined_rate=1.0)  # the smoke profile: language not gated
+    terse = {r["name"]: r for r in leaderboard.build(results, ungated)}["terse"]
+    assert terse["decision"] == "release" and terse["reasons"][2].endswith("too short to tell (may be ≤ 100%) ✓")

@@ -30,8 +30,8 @@ RU = ["Сегодня очень холодно, поэтому нужно на�
 
 def test_fidelity_tells_azerbaijani_from_turkish_english_and_russian():
     result = protocol.load_metric("fidelity").compute(predictions=AZ + TR + EN + RU + [""], identify=AZ_IDENTIFY)
-    assert result["languages"] == {"": 1, "az": 3, "en": 1, "ru": 1, "tr": 3}
-    assert result["score"] == pytest.approx(3 / 9)
+    assert result["languages"] == {"undetermined": 1, "az": 3, "en": 1, "ru": 1, "tr": 3}
+    assert result["score"] == pytest.approx(3 / 8) and result["undetermined"] == pytest.approx(1 / 9)
 
 
 @pytest.mark.parametrize(
@@ -103,5 +103,6 @@ def test_metric_modules_return_the_per_answer_numbers_their_corpus_scores_are_bu
     assert loops["segments"] == [0, 0, 0, 1, 1] and loops["score"] == pytest.approx(0.4)
     scores, per_row = protocol.score_generations(predictions, references)
     assert per_row["fidelity"] == fidelity["segments"] and scores["fidelity"] == pytest.approx(
-        sum(fidelity["segments"]) / 5
+        sum(fidelity["segments"]) / 4  # the empty answer is too short to tell: left out
     )
+    assert per_row["undetermined"] == [0, 0, 0, 1, 0] and scores["undetermined_rate"] == pytest.approx(0.2)

@@ -44,7 +44,7 @@ def test_point_estimates_from_per_row_numbers_equal_the_metric_modules():
     per_row = per_row_for(HYPOTHESES, REFERENCES, nll=[10.0, 20.0, 5.0], tokens=[5, 8, 4], sizes=[12, 0, 9])
     scores = protocol.score_generations(HYPOTHESES, REFERENCES)[0]
     found = stats.point(per_row)
-    for metric in ("chrf", "bleu", "fidelity", "degenerate_rate"):
+    for metric in ("chrf", "bleu", "fidelity", "undetermined_rate", "degenerate_rate"):
         assert found[metric] == pytest.approx(scores[metric], abs=1e-3)
     assert found["eval_loss"] == pytest.approx(35 / 17)
     assert found["bits_per_byte"] == pytest.approx(15 / (math.log(2) * 21))  # the cut row (bytes 0) is left out
@@ -171,3 +171,17 @@ def test_a_leaderboard_row_gets_intervals_and_paired_tests_and_keeps_none_where_
     stats.add_intervals(bare, {}, POLICY_BOOTSTRAP)
     stats.add_paired(bare, {}, {}, POLICY_BOOTSTRAP)
     assert all(bare[f"{m}_ci"] is None and bare[f"delta_{m}_p"] is None for m in ("eval_loss", "fidelity"))
+
+
+def test_fidelity_is_resampled_over_the_answers_long_enough_to_tell():
+    answers = [AZ[0], AZ[1], TR[0], "Bəli.", "Yes", "No."]
+    per_row = per_row_for(answers, AZ * 2)
+    assert per_row["undetermined"] == [0, 0, 0, 1, 1, 1]
+    found = stats.point(per_row)
+    assert found["fidelity"] == pytest.approx(2 / 3) and found["undetermined_rate"] == pytest.approx(0.5)
+    lo, hi = stats.intervals(per_row)["undetermined_rate"]
+    assert lo < 0.5 < hi
+    assert math.isnan(stats.point(per_row_for(["Yes", "No."], AZ[:2]))["fidelity"])  # none judged: no fidelity
+    earlier = {k: v for k, v in per_row.items() if k != "undetermined"}  # a run from before the count
+    assert stats.point(earlier)["fidelity"] == pytest.approx(2 / 6) and stats.point(earlier)["undetermined_rate"] == 0
+    assert stats.paired(per_row, earlier)["undetermined_rate"]["ci"][0] > 0  # rows of both still pair
