@@ -81,11 +81,11 @@ class SelfInstructFlow(FlowSpec):
     @step
     def generate(self):
         client = llm.connect(self.teacher_settings, self.cache_dir)
-        seeds = procedure.read_seeds(self.seeds_uri)
+        seeds = instructions.read_jsonl(self.seeds_uri)
         answers = procedure.ask(client, self.pack, seeds, self.input, self.knobs)
         first = self.input[0].index
         self.responses_uri = storage.write_text(
-            storage.join(self.run_root, "responses", f"{first:06d}.jsonl"), procedure.to_jsonl(answers)
+            storage.join(self.run_root, "responses", f"{first:06d}.jsonl"), instructions.to_jsonl(answers)
         )
         self.next(self.sift)
 
@@ -94,8 +94,8 @@ class SelfInstructFlow(FlowSpec):
     def sift(self, inputs):
         self.merge_artifacts(inputs, include=["knobs", "teacher_settings", "pack", "run_root", "cache_dir"])
         self.merge_artifacts(inputs, include=["seeds_uri", "seeds_summary", "held_out_rows", "destination"])
-        responses = [r for task in inputs for r in procedure.read_responses(task.responses_uri)]
-        seeds = procedure.read_seeds(self.seeds_uri)
+        responses = [r for task in inputs for r in instructions.read_jsonl(task.responses_uri)]
+        seeds = instructions.read_jsonl(self.seeds_uri)
         pool = Pool(seeds, self.pack, self.knobs, self.held_out_rows)
         procedure.sift(pool, responses, self.knobs)
         client = llm.connect(self.teacher_settings, self.cache_dir)

@@ -32,7 +32,6 @@ test a candidate against its base on the same rows.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -259,7 +258,7 @@ def evaluate(
     ]
     samples = answered[: eval_cfg.samples]
     if answers_uri:
-        storage.write_text(answers_uri, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in answered))
+        storage.write_text(answers_uri, instructions.to_jsonl(answered))
     extra = {
         entry["name"]: _extra_set(
             model, tokenizer, instructions.read_jsonl(entry["uri"]), max_length, eval_cfg, decision, language

@@ -48,18 +48,6 @@ def held_out_rows(pack: dict, extra: str = "") -> dict[str, list[dict]]:
     return rows
 
 
-def read_seeds(uri: str) -> list[dict]:
-    return instructions.read_jsonl(uri)
-
-
-def to_jsonl(responses: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in responses)
-
-
-def read_responses(uri: str) -> list[dict]:
-    return [json.loads(line) for line in storage.read_bytes(uri).decode("utf-8").splitlines() if line.strip()]
-
-
 def first_wave(seed_count: int, settings: SelfInstruct) -> list[list[Request]]:
     """The parallel wave `start` fans out: sized by the expected keep rate, in groups of requests_per_task."""
     requests = plan_requests(seed_count, settings, 0, wave_size(settings, 0, 0))
@@ -143,7 +131,7 @@ def write_outputs(out: str, pool: Pool, provenance: dict) -> dict:
         "card": companion(out, "card.md"),
     }
     record = {**provenance, "output": written, "counts": pool.counts()}
-    storage.write_text(written["rejected"], to_jsonl(pool.rejected))
+    storage.write_text(written["rejected"], instructions.to_jsonl(pool.rejected))
     storage.write_text(written["provenance"], json.dumps(record, indent=2, ensure_ascii=False))
     storage.write_text(written["card"], data_card(record, pool))
     if not pool.kept:  # what was rejected, and why, is written: the reason to look at it
