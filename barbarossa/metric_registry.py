@@ -41,7 +41,7 @@ class Metric:
     higher_is_better: bool | None
     places: int = 3  # decimals in reasons and cards
     share: bool = False  # a 0..1 share, shown as a percentage
-    rankable: bool = False  # a release policy may rank on it ([policy] primary)
+    rankable: bool = False  # a release policy may rank on it ([policy] primary): a row metric, or a judge's win rate
     views: frozenset[str] = field(default_factory=frozenset)
     # named for the run's language: the label is this template ("{language} answers"), the header the language code
     language_label: str = ""
@@ -73,8 +73,8 @@ def register(metric: Metric) -> Metric:
     unknown = metric.views - set(VIEWS)
     if unknown:
         raise ValueError(f"metric {metric.key!r}: unknown view(s) {', '.join(sorted(unknown))}")
-    if metric.rankable and (metric.higher_is_better is None or "row" not in metric.views):
-        raise ValueError(f"metric {metric.key!r}: a policy ranks only on a row metric with a direction")
+    if metric.rankable and (metric.higher_is_better is None or ("row" not in metric.views and metric.group != "judge")):
+        raise ValueError(f"metric {metric.key!r}: a policy ranks only on a row metric or a judge's, with a direction")
     _REGISTERED[metric.key] = metric
     return metric
 
@@ -321,8 +321,8 @@ for _metric in (
     register(_metric)
 
 # The judge's win rates (barbarossa/judge/, docs/judge.md): shares of pairs won (ties half) against the base and
-# against the last release. In no view yet, so not rankable (a policy ranks only on row metrics): the flow that
-# puts them on the leaderboard rows adds the views.
+# against the last release. Not row metrics (a base has no win rate against itself but the 0.5 of a tie, which
+# decide/leaderboard.py gives it); a policy may rank on the rates against the base, and must_not_lose any of them.
 for _against, _whom in (("base", "the base"), ("release", "the last release")):
     for _name, _what, _short in (
         ("win_rate", "win rate", "win"),
@@ -336,5 +336,6 @@ for _against, _whom in (("base", "the base"), ("release", "the last release")):
                 group="judge",
                 higher_is_better=True,
                 share=True,
+                rankable=_against == "base",
             )
         )

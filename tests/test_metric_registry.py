@@ -40,6 +40,8 @@ def test_the_policy_and_benchmark_directions_are_the_registrys():
         "bleu": True,
         "fidelity": True,
         "degenerate_rate": False,
+        "judge.win_rate_vs_base": True,
+        "judge.lc_win_rate_vs_base": True,
     }
     benchmarks = ("accuracy", "accuracy_norm", "chrf_into", "chrf_out")
     assert dict(config.BENCHMARK_DIRECTION) == dict.fromkeys(benchmarks, True)

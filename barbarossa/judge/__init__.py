@@ -8,7 +8,7 @@ judgements into the row's `judge.*` fields.
 
 from __future__ import annotations
 
-from barbarossa.judge.numbers import bootstrap, chosen_candidates, length_controlled, row_fields, win_rate
+from barbarossa.judge.numbers import bootstrap, length_controlled, row_fields, win_rate
 from barbarossa.judge.pairs import JudgeError, Judgement, Pair, Verdict, judge_pairs, render
 from barbarossa.judge.settings import Judge
 
@@ -19,7 +19,6 @@ __all__ = [
     "Pair",
     "Verdict",
     "bootstrap",
-    "chosen_candidates",
     "judge_pairs",
     "length_controlled",
     "render",

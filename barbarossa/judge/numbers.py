@@ -73,7 +73,8 @@ def length_controlled(outcomes: list[float], differences: list[int]) -> float | 
 
 def comparison_fields(judgement: Judgement | None, settings: Judge, against: str) -> dict:
     """`judge.win_rate_vs_<against>`, its `_ci` and `_p`, `judge.lc_win_rate_vs_<against>` and
-    `judge.length_moved_vs_<against>`: all None without a judgement or without a parsed pair."""
+    `judge.length_moved_vs_<against>`: all None without a judgement or without a parsed pair; and
+    `judge.pairs_vs_<against>`, the pairs compared (None: not compared, 0 pairs read: nothing parsed)."""
     outcomes = judgement.outcomes() if judgement else []
     rate = win_rate(outcomes)
     interval, p = bootstrap(outcomes, settings.bootstrap_samples, settings.confidence, settings.seed)
@@ -85,6 +86,7 @@ def comparison_fields(judgement: Judgement | None, settings: Judge, against: str
         f"judge.win_rate_vs_{against}_p": p,
         f"judge.lc_win_rate_vs_{against}": controlled,
         f"judge.length_moved_vs_{against}": moved,
+        f"judge.pairs_vs_{against}": len(judgement.pairs) if judgement else None,
     }
 
 
@@ -102,13 +104,3 @@ def row_fields(settings: Judge, vs_base: Judgement | None, vs_release: Judgement
         "judge.calls": sum(j.calls for j in judged),
         "judge.tokens": sum(j.tokens for j in judged),
     }
-
-
-def chosen_candidates(rows: list[dict], primary: str, top_k: int) -> list[str]:
-    """The names of the candidates to judge: every ok candidate (top_k 0), or the best top_k by the primary
-    metric (rows as leaderboard.build ranks them: `rank` 1 is the best)."""
-    candidates = [
-        r for r in rows if r.get("kind") == "candidate" and r.get("status") == "ok" and r.get(primary) is not None
-    ]
-    candidates.sort(key=lambda r: (r.get("rank") is None, r.get("rank") or 0))
-    return [r["name"] for r in (candidates[:top_k] if top_k else candidates)]

@@ -56,20 +56,10 @@ def test_the_row_fields_with_no_parsed_pair_keep_their_counts():
     fields = judge.row_fields(settings, judge.Judgement("judge-model", [nonsense_pair()] * 3, calls=6, tokens=60))
     expected = {f"judge.{n}_vs_{a}" for n in ("win_rate", "lc_win_rate", "length_moved") for a in ("base", "release")}
     expected |= {f"judge.win_rate_vs_{a}_{tail}" for a in ("base", "release") for tail in ("ci", "p")}
-    assert {k for k, v in fields.items() if v is None} == expected
+    assert {k for k, v in fields.items() if v is None} == expected | {"judge.pairs_vs_release"}  # never compared
+    assert fields["judge.pairs_vs_base"] == 3  # compared, nothing read
     counts = [fields[f"judge.{k}"] for k in ("pairs", "ties", "unparsed", "calls", "tokens")]
     assert counts == [3, 0, 3, 6, 60] and fields["judge.model"] == "judge-model"
-
-
-def test_the_top_k_candidates_by_rank():
-    rows = [
-        {"name": "b", "kind": "baseline", "status": "ok", "bits_per_byte": 1.0},
-        {"name": "c2", "kind": "candidate", "status": "ok", "bits_per_byte": 0.9, "rank": 2},
-        {"name": "c1", "kind": "candidate", "status": "ok", "bits_per_byte": 0.8, "rank": 1},
-        {"name": "c3", "kind": "candidate", "status": "failed", "bits_per_byte": None, "rank": None},
-    ]
-    assert judge.chosen_candidates(rows, "bits_per_byte", 0) == ["c1", "c2"]
-    assert judge.chosen_candidates(rows, "bits_per_byte", 1) == ["c1"]
 
 
 def test_judging_is_off_unless_configured_and_its_settings_are_checked():
