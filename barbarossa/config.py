@@ -45,11 +45,14 @@ KERNELS = ("auto", "liger", "torch")
 ATTENTIONS = ("auto", "sdpa", "eager", "flex_attention", "flash_attention_2")
 ADAPTER_DTYPES = ("auto", "bf16", "fp32")
 THRESHOLDS_ON = ("point", "bound")
+LLM_BACKENDS = ("openai", "transformers")  # who answers a teacher's or a judge's request (barbarossa/llm/)
+JUDGE_MODES = ("auto", "logprobs", "text")  # how a verdict is read (barbarossa/judge/pairs.py)
 # The metrics a release policy may rank on -> True when higher is better: a live view of the metric registry
 DIRECTION = metric_registry.policy_directions()
 RENAMED_METRICS = {"az_fidelity": "fidelity"}  # a profile or run from before language packs
 # What a benchmark reports (evaluate/benchmark_scoring.py) -> True when higher is better
 BENCHMARK_DIRECTION = metric_registry.group_directions("benchmark")
+JUDGE_DIRECTION = metric_registry.group_directions("judge")  # a judge's win rates, which a policy may need too
 
 
 class ConfigError(UserError):
@@ -362,7 +365,9 @@ class Policy(Section):
         choices=THRESHOLDS_ON,
     )
     must_not_lose: tuple[str, ...] = setting(
-        (), "benchmark metrics ('<benchmark>.<metric>') a candidate must not clearly lose against its base"
+        (),
+        "benchmark metrics ('<benchmark>.<metric>') a candidate must not clearly lose against its base, and judge "
+        "win rates ('judge.win_rate_vs_base', ..._vs_release, the lc_ ones) it must not clearly lose (below 0.5)",
     )
 
     def check(self) -> None:
@@ -377,12 +382,67 @@ class Policy(Section):
             raise SettingError("min_gain", "must be 0 or more (a gain, in the primary metric's units)")
         for number, entry in enumerate(self.must_not_lose, start=1):
             metric = entry.rpartition(".")[2] if isinstance(entry, str) else None
-            if metric not in BENCHMARK_DIRECTION or "." not in entry:
+            if entry not in JUDGE_DIRECTION and (metric not in BENCHMARK_DIRECTION or "." not in entry):
                 raise SettingError(
                     f"must_not_lose entry {number}",
                     f"must be '<benchmark>.<metric>' with a metric among {', '.join(BENCHMARK_DIRECTION)}, "
-                    f"got {entry!r}",
+                    f"or a judge's win rate ({', '.join(JUDGE_DIRECTION)}), got {entry!r}",
                 )
+
+    def needs_judge(self) -> list[str]:
+        """The judge metrics this policy ranks on or must not lose (none: it decides without a judge)."""
+        return [m for m in (self.primary, *self.must_not_lose) if m in JUDGE_DIRECTION]
+
+
+@dataclass(frozen=True)
+class Judge(Section):
+    """Pairwise judging of greedy answers against the base's and the last release's (docs/judge.md)."""
+
+    TABLE = "judge"
+    endpoint: str = setting("", 'the judge\'s base URL ending in /v1; "": no judging')
+    model: str = setting("", 'the model the endpoint serves (GET /v1/models); "": no judging')
+    api_key_env: str = setting("", 'environment variable holding the API key, sent as a Bearer token; "": no key')
+    backend: str = setting(
+        "openai", "openai: an OpenAI-compatible endpoint; transformers: a local model", choices=LLM_BACKENDS
+    )
+    prompts: int = setting(16, "held-out prompts judged per comparison (the first ones, the same for every model)")
+    top_k: int = setting(0, "judge the best k candidates by the primary metric; 0: every candidate")
+    mode: str = setting(
+        "auto",
+        "logprobs: the verdict read from the label's log-probabilities; text: [[A]] / [[B]] / [[C]] parsed; "
+        "auto: log-probabilities where the server returns them",
+        choices=JUDGE_MODES,
+    )
+    max_tokens: int = setting(16, "tokens a verdict may run to")
+    logprobs: int = setting(10, "top log-probabilities asked per verdict token (logprobs and auto modes)")
+    concurrency: int = setting(4, "verdicts asked at once")
+    bootstrap_samples: int = setting(1000, "resamples of the judged prompts for the win rate's interval")
+    confidence: float = setting(0.95, "level of the win rate's interval")
+    seed: int = setting(0, "seed of the resampling, and sent with each request (greedy verdicts need none)")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is judged: an endpoint (or a local model) and a model are named."""
+        return bool(self.model) and (bool(self.endpoint) or self.backend == "transformers")
+
+    def check(self) -> None:
+        for key in ("prompts", "max_tokens", "concurrency"):
+            if getattr(self, key) < 1:
+                raise SettingError(key, f"must be at least 1, got {getattr(self, key)}")
+        for key in ("top_k", "logprobs"):
+            if getattr(self, key) < 0:
+                raise SettingError(key, f"must be 0 or more, got {getattr(self, key)}")
+        if self.bootstrap_samples < 100:
+            raise SettingError("bootstrap_samples", f"must be at least 100, got {self.bootstrap_samples}")
+        if not 0 < self.confidence < 1:
+            raise SettingError("confidence", f"must be between 0 and 1, got {self.confidence}")
+        if self.backend == "openai" and bool(self.endpoint) != bool(self.model):
+            missing = "model (--judge-model)" if self.endpoint else "endpoint (--judge)"
+            raise SettingError(
+                missing.split()[0], f"must be named too: a judge needs an endpoint and a model ({missing})"
+            )
+        if self.endpoint and not self.endpoint.rstrip("/").endswith("/v1"):
+            raise SettingError("endpoint", f"must be a base URL ending in /v1, got {self.endpoint!r}")
 
 
 # Keys that were replaced: a profile still using one is told what took its place.
@@ -392,7 +452,7 @@ RENAMED = {
     "for SmolLM2 on Azerbaijani, ~2 bytes per token)",
     **{("train", spec.name): f"[early_stopping] {spec.name}" for spec in dataclasses.fields(EarlyStopping)},
 }
-SECTIONS = {"train": Train, "early_stopping": EarlyStopping, "eval": Eval, "policy": Policy}
+SECTIONS = {"train": Train, "early_stopping": EarlyStopping, "eval": Eval, "policy": Policy, "judge": Judge}
 
 
 @dataclass(frozen=True)
@@ -404,6 +464,7 @@ class Profile:
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     eval: Eval = field(default_factory=Eval)
     policy: Policy = field(default_factory=Policy)
+    judge: Judge = field(default_factory=Judge)
 
     @classmethod
     def from_tables(cls, name: str = "custom", **tables: dict) -> Profile:
@@ -425,6 +486,28 @@ class Profile:
             train = train.replace(max_length=min(train.max_length, base_length))
             evaluation = evaluation.replace(max_length=min(evaluation.max_length, base_length))
         return dataclasses.replace(self, train=train, eval=evaluation)
+
+    def with_judge(self, endpoint: str = "", model: str = "") -> Profile:
+        """The profile with `--judge URL` / `--judge-model NAME` over its [judge] table, checked with the policy: a
+        policy that ranks on a judge's win rate, or must not lose one, needs a judge, and one that ranks on it
+        judges every candidate (`top_k` chooses by the primary, which is not known before judging)."""
+        flags = {key: value for key, value in (("endpoint", endpoint), ("model", model)) if value}
+        try:
+            judge = self.judge.replace(**flags)
+        except SettingError as error:
+            raise ConfigError(f"--judge / --judge-model over profile {self.name!r} [judge]: {error}") from None
+        needs = self.policy.needs_judge()
+        if needs and not judge.enabled:
+            raise ConfigError(
+                f"profile {self.name!r}: [policy] names {', '.join(needs)}, a judge's win rate, but judging is off: "
+                "set [judge] endpoint and model, or pass --judge URL --judge-model NAME"
+            )
+        if self.policy.primary in JUDGE_DIRECTION and judge.top_k:
+            raise ConfigError(
+                f"profile {self.name!r}: [judge] top_k = {judge.top_k} chooses candidates by the primary metric, but "
+                f"[policy] primary is {self.policy.primary}, known only after judging: set top_k = 0"
+            )
+        return dataclasses.replace(self, judge=judge)
 
     def with_max_steps(self, max_steps: int = 0) -> Profile:
         """The profile with --max-steps applied (0 means 'keep the profile's')."""
@@ -491,8 +574,8 @@ TOP_LEVEL = "top level"  # the heading of a file's keys outside any table
 PROFILE = Document(
     "Profile",
     "configs/profiles/<name>.toml",
-    "A profile has these four tables. A roster candidate's `train = { ... }` overrides [train] keys for that "
-    "candidate only.",
+    "A profile has these tables ([judge] is optional: judging is off unless it names an endpoint and a model, "
+    "docs/judge.md). A roster candidate's `train = { ... }` overrides [train] keys for that candidate only.",
     {f"[{table}]": cls for table, cls in SECTIONS.items()},
 )
 

@@ -1,8 +1,8 @@
 """docs/settings.md: every key of every file a user writes — profile, infra config, roster entry, language pack,
-self-instruct profile, teacher, judge.
+self-instruct profile, teacher.
 
 Each kind of file declares its keys as settings sections where it is read (config.py, infra/compute.py,
-models/roster.py, languages.py, selfinstruct/settings.py, llm/settings.py, judge/settings.py); this module only
+models/roster.py, languages.py, selfinstruct/settings.py, llm/settings.py); this module only
 gathers them, at the top of the layout because config.py, a foundation module, cannot import the stages that declare
 the others. `python -m barbarossa.settings_reference > docs/settings.md` regenerates the page; a test fails when it
 is stale.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from barbarossa import config, languages
 from barbarossa.infra import compute
-from barbarossa.judge.settings import Judge
 from barbarossa.llm.settings import Teacher
 from barbarossa.models import roster
 from barbarossa.selfinstruct import settings as selfinstruct
@@ -52,13 +51,6 @@ DOCUMENTS = (
         "The LLM that writes or judges data, a table of the files that use one (docs/llm.md): an "
         "OpenAI-compatible endpoint (`barbarossa serve`, vLLM, a hosted API) or a local transformers model.",
         {"[teacher]": Teacher},
-    ),
-    config.Document(
-        "Judge",
-        "[judge]",
-        "The model that compares a candidate's answers with its base's and its last release's, a table of a "
-        "profile (docs/judge.md). Off unless `endpoint` and `model` are set.",
-        {"[judge]": Judge},
     ),
 )
 

@@ -33,7 +33,7 @@ from barbarossa.models import roster
 from barbarossa.planning import calibration, plan, preflight
 from barbarossa.train import loop
 
-SHARED = ["settings", "data", "plan", "run_root", "refused", "judging", "llm_cache"]  # every branch carries to join
+SHARED = ["settings", "data", "plan", "run_root", "refused", "llm_cache"]  # every branch carries to join
 
 
 @ShipLibrary
@@ -124,13 +124,12 @@ class FinetuneFlow(FlowSpec):
     @step
     def start(self):
         compute.check_output_root(self.infra, self.output_root)
-        self.settings = config.load_profile(self.profile).with_max_steps(self.max_steps)
+        profile = config.load_profile(self.profile).with_max_steps(self.max_steps)
+        self.settings = profile.with_judge(self.judge_url, self.judge_model)
         bundles.check_target(self.release_to, self.publish)
         pack = languages.load(self.language)
-        flags = {"endpoint": self.judge_url, "model": self.judge_model}
-        self.judging = judge.Judge.from_table(flags, "--judge / --judge-model", required=False)
-        if self.judging.enabled:
-            llm.check(self.judging.teacher())  # an unreachable judge stops the run now, not after the fine-tunes
+        if self.settings.judge.enabled:  # an unreachable judge stops the run now, not after the fine-tunes
+            llm.check(judge.teacher(self.settings.judge))
         bench = benchmark_sets.load_all(
             benchmark_sets.entries_for(pack, self.settings.eval.benchmarks, self.extra_eval),
             pack,
@@ -246,7 +245,7 @@ class FinetuneFlow(FlowSpec):
         per_row_uris = history.save_per_row(results, self.run_root)
         fingerprint, primary = self.data["eval_fingerprint"], self.settings.policy.primary
         pack = languages.of_run(self.data)
-        judged = of_run.judge_run(results, self.judging, pack, primary, last, fingerprint, self.llm_cache)
+        judged = of_run.judge_run(results, self.settings.judge, pack, primary, last, fingerprint, self.llm_cache)
         self.leaderboard = leaderboard.build(
             results + self.refused, self.settings.policy, last, fingerprint, per_row_uris, judged
         )

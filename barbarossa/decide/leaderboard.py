@@ -18,7 +18,7 @@ good direction.
 from __future__ import annotations
 
 from barbarossa import metric_registry
-from barbarossa.config import Policy
+from barbarossa.config import JUDGE_DIRECTION, Policy
 from barbarossa.evaluate import stats
 from barbarossa.metric_registry import format_interval, format_p, format_value
 
@@ -290,8 +290,16 @@ def decide(
         return "hold", ["untuned base has no metrics to compare against"]
     if row.get("stopped") == "fail_fast":  # it stopped training early for not beating its base on dev
         return "hold", [row["stop_reason"]]
-    checks = [versus_base(row, base, policy), *threshold_reasons(row, base, policy), *benchmark_reasons(row, policy)]
-    if policy.must_beat_last_release:
+    judged_primary = policy.primary in JUDGE_DIRECTION
+    checks = [
+        judge_versus_base(row, policy) if judged_primary else versus_base(row, base, policy),
+        *threshold_reasons(row, base, policy),
+        *benchmark_reasons(row, policy),
+        *judge_reasons(row, policy),
+    ]
+    if policy.must_beat_last_release and judged_primary:
+        checks.append(judge_versus_release(row, last, policy.primary))
+    elif policy.must_beat_last_release:
         checks.append(versus_last_release(row, last, policy.primary, eval_fingerprint))
     return ("release" if all(ok for ok, _ in checks) else "hold"), [reason for _, reason in checks]
 
@@ -330,7 +338,7 @@ def benchmark_reasons(row: dict, policy: Policy) -> list[tuple[bool, str]]:
     """(passes, reason) per policy `must_not_lose` entry ('belebele.accuracy'): it fails only when the paired
     interval of the change lies wholly on the losing side of zero (a loss beyond the interval's noise)."""
     checks = []
-    for entry in policy.must_not_lose:
+    for entry in (e for e in policy.must_not_lose if e not in JUDGE_DIRECTION):
         name, _, metric = entry.rpartition(".")
         scores = (row.get("benchmarks") or {}).get(name) or {}
         if scores.get(f"delta_{metric}") is None:
@@ -350,10 +358,86 @@ def benchmark_reasons(row: dict, policy: Policy) -> list[tuple[bool, str]]:
     return checks
 
 
+# --------------------------------------------------------------------------- the judge's win rates in the policy
+
+TIE = 0.5  # a model's win rate against itself: the line a judged candidate is measured from
+
+
+def _judge_head(row: dict, metric: str) -> str:
+    """'judge's win rate against the base 62% [55%, 70%], p = 0.01 (12 pairs)'."""
+    interval, p = row.get(f"{metric}_ci"), row.get(f"{metric}_p")
+    against = metric.rpartition("_vs_")[2]
+    return (
+        f"{metric_registry.label(metric)} {format_value(metric, row[metric])}{format_interval(metric, interval)}"
+        + (f", {format_p(p)}" if p is not None else "")
+        + f" ({row.get(f'judge.pairs_vs_{against}')} pairs, ties half)"
+    )
+
+
+def _not_judged(row: dict, against: str) -> str:
+    """Why a row has no win rate against `against`."""
+    if not row.get("judge.model"):
+        return "not judged (the judge reads the top_k candidates only, or this one kept no answers)"
+    if row.get(f"judge.pairs_vs_{against}") is None:
+        return f"not judged against the {against} (no answers of it on this held-out set)"
+    return f"no verdict of the judge could be read ({row.get('judge.unparsed')} unparsed)"
+
+
+def judge_versus_base(row: dict, policy: Policy) -> tuple[bool, str]:
+    """(passes, reason) for 'improves on its base' when the policy ranks on a judge's win rate against the base:
+    its interval lies wholly above a tie and the rate clears it by `min_gain` (the point estimate, or with
+    thresholds_on = "bound" the interval's lower end)."""
+    metric, need = policy.primary, policy.min_gain
+    if row.get(metric) is None:
+        return False, f"{metric_registry.label(metric)}: {_not_judged(row, 'base')} ✗"
+    head, interval = _judge_head(row, metric), row.get(f"{metric}_ci") or [row[metric]] * 2
+    if interval[0] <= TIE:
+        return False, f"{head}: not clearly preferred to the base's answers ✗"
+    judged = interval[0] if policy.thresholds_on == "bound" else row[metric]
+    needed = format_value(metric, TIE + need)
+    if judged - TIE < need:
+        return False, f"{head}: preferred, but {'its lower bound is ' if judged != row[metric] else ''}below {needed} ✗"
+    return True, f"{head} (needs ≥ {needed}) ✓"
+
+
+def judge_versus_release(row: dict, last: dict | None, primary: str) -> tuple[bool, str]:
+    """(passes, reason) for 'must beat the last release' when the policy ranks on a judge's win rate: the rate
+    against that release's answers lies wholly above a tie; not compared where its answers on this held-out set
+    were not kept (as with a metric the release was not measured on)."""
+    if not last:
+        return True, "no earlier release of this model ✓"
+    where = f"release of {last['date']} (run {last['run_id']})"
+    metric = primary.replace("_vs_base", "_vs_release")
+    if row.get(metric) is None:
+        return True, f"not compared with the {where}: {_not_judged(row, 'release')}"
+    head, interval = _judge_head(row, metric), row.get(f"{metric}_ci") or [row[metric]] * 2
+    if interval[0] <= TIE:
+        return False, f"does not clearly beat the {where}: {head} ✗"
+    return True, f"beats the {where}: {head} ✓"
+
+
+def judge_reasons(row: dict, policy: Policy) -> list[tuple[bool, str]]:
+    """(passes, reason) per judge win rate in `must_not_lose`: it fails when its interval lies wholly below a tie
+    (the judge clearly prefers the other model's answers) or the candidate was not judged; a rate against the last
+    release passes where there is none to judge against."""
+    checks = []
+    for metric in (e for e in policy.must_not_lose if e in JUDGE_DIRECTION):
+        against = metric.rpartition("_vs_")[2]
+        if row.get(metric) is None:
+            none = against == "release" and row.get("judge.model") and row.get("judge.pairs_vs_release") is None
+            reason = "no earlier release judged on this held-out set ✓" if none else f"{_not_judged(row, against)} ✗"
+            checks.append((bool(none), f"{metric}: {reason}"))
+            continue
+        interval = row.get(f"{metric}_ci") or [row[metric]] * 2
+        lost = interval[1] < TIE
+        checks.append((not lost, f"{_judge_head(row, metric)}: {'a clear loss ✗' if lost else 'no clear loss ✓'}"))
+    return checks
+
+
 def _rank_key(primary: str):
     """Best first on the primary metric; a row without it last."""
     sign = -1 if metric_registry.higher_is_better(primary) else 1
-    return lambda r: (r[primary] is None, 0 if r[primary] is None else sign * r[primary])
+    return lambda r: (r.get(primary) is None, 0 if r.get(primary) is None else sign * r[primary])
 
 
 def build(

@@ -2,7 +2,7 @@
 in both orders, and the leaderboard reads win rates controlled for position and length (docs/judge.md).
 
 `Judge` is the `[judge]` table; `judge_pairs(client, pack, rows, candidate_answers, other_answers, settings)` asks
-for the verdicts through the endpoint layer (`llm.connect(settings.teacher(), cache_dir)`); `row_fields` turns the
+for the verdicts through the endpoint layer (`llm.connect(judge.teacher(settings), cache_dir)`); `row_fields` turns the
 judgements into the row's `judge.*` fields.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from barbarossa.judge.numbers import bootstrap, length_controlled, row_fields, win_rate
 from barbarossa.judge.pairs import JudgeError, Judgement, Pair, Verdict, judge_pairs, render
-from barbarossa.judge.settings import Judge
+from barbarossa.judge.settings import Judge, teacher
 
 __all__ = [
     "Judge",
@@ -22,6 +22,7 @@ __all__ = [
     "judge_pairs",
     "length_controlled",
     "render",
+    "teacher",
     "row_fields",
     "win_rate",
 ]

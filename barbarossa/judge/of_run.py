@@ -13,7 +13,7 @@ from barbarossa import llm, metric_registry
 from barbarossa.data import instructions
 from barbarossa.judge.numbers import row_fields
 from barbarossa.judge.pairs import Judgement, judge_pairs
-from barbarossa.judge.settings import Judge
+from barbarossa.judge.settings import Judge, teacher
 
 
 def chosen(results: list[dict], primary: str, top_k: int) -> list[dict]:
@@ -56,7 +56,7 @@ def judge_run(
     if not settings.enabled:
         return {}
     bases = {r["item"]["name"]: r for r in results if r["item"]["kind"] == "baseline"}
-    client = llm.connect(settings.teacher(), Path(cache_dir) if cache_dir else None)
+    client = llm.connect(teacher(settings), Path(cache_dir) if cache_dir else None)
     judged = {}
     for result in chosen(results, primary, settings.top_k):
         name = result["item"]["name"]

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from barbarossa.config import Section, SettingError, setting
+from barbarossa.config import LLM_BACKENDS, Section, SettingError, setting
 from barbarossa.errors import UserError
-
-BACKENDS = ("openai", "transformers")
 
 
 class EndpointError(UserError):
@@ -27,7 +25,7 @@ class Teacher(Section):
     TABLE = "teacher"
     ERROR = EndpointError
     backend: str = setting(
-        "openai", "openai: an OpenAI-compatible HTTP endpoint; transformers: a local model", choices=BACKENDS
+        "openai", "openai: an OpenAI-compatible HTTP endpoint; transformers: a local model", choices=LLM_BACKENDS
     )
     endpoint: str = setting("http://127.0.0.1:8080/v1", "base URL ending in /v1 (openai backend)")
     model: str = setting(

@@ -55,7 +55,12 @@ def test_the_row_fields_with_no_parsed_pair_keep_their_counts():
     settings = judge.Judge(endpoint="http://127.0.0.1:9/v1", model="judge-model")
     fields = judge.row_fields(settings, judge.Judgement("judge-model", [nonsense_pair()] * 3, calls=6, tokens=60))
     expected = {f"judge.{n}_vs_{a}" for n in ("win_rate", "lc_win_rate", "length_moved") for a in ("base", "release")}
-    expected |= {f"judge.win_rate_vs_{a}_{tail}" for a in ("base", "release") for tail in ("ci", "p")}
+    expected |= {
+        f"judge.{n}_vs_{a}_{tail}"
+        for n in ("win_rate", "lc_win_rate")
+        for a in ("base", "release")
+        for tail in ("ci", "p")
+    }
     assert {k for k, v in fields.items() if v is None} == expected | {"judge.pairs_vs_release"}  # never compared
     assert fields["judge.pairs_vs_base"] == 3  # compared, nothing read
     counts = [fields[f"judge.{k}"] for k in ("pairs", "ties", "unparsed", "calls", "tokens")]
@@ -65,7 +70,7 @@ def test_the_row_fields_with_no_parsed_pair_keep_their_counts():
 def test_judging_is_off_unless_configured_and_its_settings_are_checked():
     assert not judge.Judge().enabled
     settings = judge.Judge(endpoint="http://judge:8000/v1", model="qwen", api_key_env="JUDGE_KEY", max_tokens=8)
-    teacher = settings.teacher()
+    teacher = judge.teacher(settings)
     assert settings.enabled and isinstance(teacher, llm.Teacher)
     assert (teacher.endpoint, teacher.model, teacher.api_key_env, teacher.max_tokens) == (
         "http://judge:8000/v1",

@@ -39,7 +39,7 @@ def scripted(server, prefer, answers: list[str]) -> None:
 
 def run(server, tmp_path, candidate=CANDIDATE, other=OTHER, **keys) -> judge.Judgement:
     config = settings(server, **keys)
-    with llm.connect(config.teacher(), tmp_path / "cache") as client:
+    with llm.connect(judge.teacher(config), tmp_path / "cache") as client:
         return judge.judge_pairs(client, AZ, ROWS, candidate, other, config)
 
 
