@@ -40,3 +40,11 @@ def test_a_judged_run_has_win_rates_in_its_rows_and_a_rerun_asks_the_judge_nothi
     assert cli.main(["leaderboard", "--run", second.id, "--json"]) == 0
     printed = [r for r in json.loads(capsys.readouterr().out) if r["kind"] == "candidate"]
     assert printed[0]["judge.win_rate_vs_base"] == 0.5
+
+
+def test_a_judge_replying_nonsense_gives_unparsed_counts_no_rate_and_still_a_leaderboard(scripted_llm, tmp_path):
+    scripted_llm.answer = lambda path, body: Reply(body=chat_body("Both answers have merit."))
+    [row] = [r for r in run(scripted_llm, tmp_path / "runs").data.leaderboard if r["kind"] == "candidate"]
+    assert row["judge.pairs"] == 4 and row["judge.unparsed"] == 4 and row["judge.ties"] == 0
+    assert row["judge.win_rate_vs_base"] is None and row["judge.win_rate_vs_base_ci"] is None
+    assert row["decision"] in ("release", "hold") and row["reasons"]  # decided on the other metrics
