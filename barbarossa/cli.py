@@ -78,6 +78,9 @@ def cmd_leaderboard(args) -> int:
     benchmarks = reporting.benchmark_table(rows, args.wide)
     for shown in filter(None, (table, benchmarks)):
         reporting.print_wide(shown, console) if args.wide else console.print(shown)
+    judged = reporting.judge_table(rows)
+    if judged:  # about 100 columns with its intervals: printed uncut
+        reporting.print_wide(judged, console)
     return 0
 
 

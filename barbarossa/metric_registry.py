@@ -323,6 +323,8 @@ for _metric in (
 # The judge's win rates (barbarossa/judge/, docs/judge.md): shares of pairs won (ties half) against the base and
 # against the last release. Not row metrics (a base has no win rate against itself but the 0.5 of a tie, which
 # decide/leaderboard.py gives it); a policy may rank on the rates against the base, and must_not_lose any of them.
+# The console and the card show them all in a judge table of their own (reporting.judge_table, cards.judge_components);
+# `--compare` the rates against the base (None, '–', for a run without a judge).
 for _against, _whom in (("base", "the base"), ("release", "the last release")):
     for _name, _what, _short in (
         ("win_rate", "win rate", "win"),
@@ -337,5 +339,6 @@ for _against, _whom in (("base", "the base"), ("release", "the last release")):
                 higher_is_better=True,
                 share=True,
                 rankable=_against == "base",
+                views=frozenset({"compare"}) if _against == "base" else frozenset(),
             )
         )

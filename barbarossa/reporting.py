@@ -13,7 +13,7 @@ from rich.table import Table
 from barbarossa import metric_registry
 from barbarossa.config import Policy
 from barbarossa.console import console
-from barbarossa.decide.cards import language_code
+from barbarossa.decide.cards import judge_cells, judge_headers, judge_models, judged_rows, language_code
 from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell, short_label
 
 DECISION_STYLE = {"release": "bold green", "hold": "yellow", "failed": "bold red", "baseline": "dim"}
@@ -127,37 +127,32 @@ def print_wide(table: Table, out: Console | None = None) -> None:
 
 
 def print_leaderboard(rows: list[dict], primary: str | None = None) -> None:
-    """The end of a flow run: the 80-column table, then each decision's reasons (`--wide` shows the rest later)."""
+    """The end of a flow run: the 80-column table, benchmarks and the judge's numbers where there are any, then
+    each decision's reasons (`--wide` shows the rest later)."""
     console.print(leaderboard_table(rows, primary=primary))
     benchmarks = benchmark_table(rows)
     if benchmarks:
         console.print(benchmarks)
+    judged = judge_table(rows)
+    if judged:
+        print_wide(judged)
     for row in rows:
         console.print(f"[bold]{row['name']}[/] → {row['decision']}: " + "; ".join(row["reasons"]))
-    for row in rows:
-        if row.get("judge.model"):
-            console.print(judge_line(row), markup=False)
 
 
-def judge_line(row: dict) -> str:
-    """A judged candidate's win rates (ties count half) against its base and last release, and what it cost."""
-
-    def rate(against: str) -> str:
-        value = row.get(f"judge.win_rate_vs_{against}")
-        if value is None:
-            return f"vs {against} –"
-        low, high = row.get(f"judge.win_rate_vs_{against}_ci") or (None, None)
-        interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
-        controlled = row.get(f"judge.lc_win_rate_vs_{against}")
-        return f"vs {against} {value:.2f}{interval}" + (
-            f", length-controlled {controlled:.2f}" if controlled is not None else ""
-        )
-
-    return (
-        f"{row['name']}: judge {row['judge.model']} win rate {rate('base')}; {rate('release')}; "
-        f"{row['judge.pairs']} pairs, {row['judge.ties']} ties, {row['judge.unparsed']} unparsed; "
-        f"{row['judge.calls']} calls, {row['judge.tokens']:,} tokens"
-    )
+def judge_table(rows: list[dict]) -> Table | None:
+    """One line per judged candidate (the card's columns): the registry's judge metrics, win rates with their
+    intervals, then pairs, ties, unparsed, calls and tokens; the judge in the title (None: nothing was judged).
+    About 100 columns with a 22-character model name."""
+    judged = judged_rows(rows)
+    if not judged:
+        return None
+    headers = judge_headers()  # a metric's header on two lines, split after its slash: "win/" over "release"
+    columns = [("name", headers[0]), *((header, header.replace("/", "/\n")) for header in headers[1:])]
+    table = _table(f"Judge: {judge_models(judged)}", columns, max(len(row["name"]) for row in judged))
+    for row in judged:
+        table.add_row(*judge_cells(row))
+    return table
 
 
 def print_data_summary(summary: dict) -> None:

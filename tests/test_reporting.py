@@ -85,12 +85,15 @@ def test_compare_puts_two_runs_side_by_side_and_subtracts():
         "fidelity",
         "undetermined_rate",
         "degenerate_rate",
+        "judge.win_rate_vs_base",
+        "judge.lc_win_rate_vs_base",
     ]
     by_name = {r["name"]: r for r in result["rows"]}
     assert list(by_name) == ["m", "gone", "new"]
     assert by_name["m"]["delta"]["chrf"] == 3.5 and by_name["m"]["delta"]["eval_loss"] == 0
     assert by_name["m"]["a"]["decision"] == "hold" and by_name["m"]["b"]["decision"] == "release"
     assert by_name["gone"]["b"] is None and by_name["gone"]["delta"]["chrf"] is None and by_name["new"]["a"] is None
+    assert by_name["m"]["b"]["judge.win_rate_vs_base"] is None  # neither run was judged: none, not an error
     assert "rows" not in result["a"] and result["b"]["primary"] == "chrf"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from barbarossa import metric_registry
 from barbarossa.decide.leaderboard import language_name
 from barbarossa.evaluate import langid
+from barbarossa.judge.numbers import AGAINST, LENGTH_MOVE
 from barbarossa.metric_registry import format_cell, format_interval, format_p, format_value, row_cell
 
 
@@ -154,13 +155,20 @@ def base_vs_tuned_spec(rows: list[dict], metric: str, title: str) -> dict:
     }
 
 
+def clipped(text: str | None, limit: int = 200) -> str:
+    """A text cut to `limit` characters for a card cell, an ellipsis saying where; an empty one visible as such."""
+    if not text:
+        return "(empty)"
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
 def sample_rows(samples: dict[str, list[dict]], per_model: int = 2) -> list[list[str]]:
     """Prompt, reference and each model's answer side by side, one row per (prompt, model)."""
     out = []
     for name, items in samples.items():
         for sample in items[:per_model]:
             prompt = sample["instruction"] + (f" — {sample['input']}" if sample["input"] else "")
-            out.append([prompt[:160], sample["reference"][:200], name, sample["generated"][:200] or "(empty)"])
+            out.append([clipped(prompt, 160), clipped(sample["reference"]), name, clipped(sample["generated"])])
     return sorted(out, key=lambda r: (r[0], r[2]))
 
 
@@ -209,6 +217,125 @@ def extra_set_rows(rows: list[dict]) -> list[list[str]]:
     return lines
 
 
+# --------------------------------------------------------------------------- the judge (barbarossa/judge/)
+
+# What judging a candidate counted and cost, after the registry's judge metrics: (row key, header).
+JUDGE_COUNTS = (
+    ("judge.pairs", "pairs"),
+    ("judge.ties", "ties"),
+    ("judge.unparsed", "unparsed"),
+    ("judge.calls", "calls"),
+    ("judge.tokens", "tokens"),
+    ("judge.seconds", "s"),
+)
+JUDGE_EXAMPLE_HEADERS = [
+    "model",
+    "instruction",
+    "candidate's answer",
+    "base's answer",
+    "candidate shown first",
+    "candidate shown second",
+    "outcome",
+]
+
+
+def judged_rows(rows: list[dict]) -> list[dict]:
+    """The rows a judge compared: a row without judging has no `judge.*` field."""
+    return [row for row in rows if row.get("judge.model")]
+
+
+def judge_models(rows: list[dict]) -> str:
+    """The judge(s) named on the judged rows (one per run), for a title."""
+    return ", ".join(dict.fromkeys(row["judge.model"] for row in judged_rows(rows)))
+
+
+def judge_headers() -> list[str]:
+    """The judge table's headers (console and card): the model, the registry's judge metrics, the counts."""
+    return ["model", *(m.short for m in metric_registry.by_group("judge")), *(header for _, header in JUDGE_COUNTS)]
+
+
+def judge_cells(row: dict) -> list[str]:
+    """A judged candidate's line: each registry judge metric by its rule, with its interval where it has one
+    ('–': not compared, or no verdict parsed), then what was judged and what it cost."""
+    rates = [
+        format_value(m.key, row.get(m.key)) + format_interval(m.key, row.get(f"{m.key}_ci"))
+        for m in metric_registry.by_group("judge")
+    ]
+    counts = ["–" if row.get(key) is None else f"{row[key]:,}" for key, _ in JUDGE_COUNTS]
+    return [row["name"], *rates, *counts]
+
+
+def length_sentences(rows: list[dict]) -> list[str]:
+    """A sentence per comparison whose length-controlled rate is more than LENGTH_MOVE from the raw one: there the
+    raw rate rewards longer answers (or punishes shorter ones) rather than better ones."""
+    out = []
+    for row in judged_rows(rows):
+        for against in AGAINST:
+            if not row.get(f"judge.length_moved_vs_{against}"):
+                continue
+            raw, controlled = f"judge.win_rate_vs_{against}", f"judge.lc_win_rate_vs_{against}"
+            out.append(
+                f"**{row['name']}**: {metric_registry.label(raw)} {format_value(raw, row.get(raw))} but "
+                f"{format_value(controlled, row.get(controlled))} length-controlled (more than "
+                f"{LENGTH_MOVE * 100:.0f} points apart): the judge's preference follows answer length"
+            )
+    return out
+
+
+def judge_example_rows(rows: list[dict], per_model: int = 3) -> list[list[str]]:
+    """A few pairs each judged candidate was judged on against its base, side by side: the instruction, both
+    answers, the verdict in each order read for the candidate, and the outcome."""
+    out = []
+    for row in judged_rows(rows):
+        for example in (row.get("judge.examples") or [])[:per_model]:
+            first, second = example["verdicts"]
+            out.append(
+                [
+                    row["name"],
+                    clipped(example["instruction"], 160),
+                    clipped(example["candidate"]),
+                    clipped(example["base"]),
+                    verdict_text(first, candidate_first=True),
+                    verdict_text(second, candidate_first=False),
+                    example["outcome"],
+                ]
+            )
+    return out
+
+
+def verdict_text(label: str | None, candidate_first: bool) -> str:
+    """A judge's label with what it means for the candidate: A names the answer shown first, B the second, C a tie."""
+    if label is None:
+        return "unparsed"
+    first, second = ("candidate", "base") if candidate_first else ("base", "candidate")
+    return f"{label}: " + {"A": first, "B": second, "C": "tie"}.get(label, "?")
+
+
+def judge_components(rows: list[dict]) -> list:
+    """The card's judge section (nothing when no row was judged): the numbers, a sentence where length moves the
+    rate, and the judged examples side by side."""
+    from metaflow.cards import Markdown, Table
+
+    judged = judged_rows(rows)
+    if not judged:
+        return []
+    parts = [
+        Markdown(
+            f"## The judge: {judge_models(judged)}\nWin rates of each judged candidate's greedy answers against its "
+            "untuned base's and its last release's (each pair judged in both orders; a tie counts half), with "
+            "bootstrap intervals over prompts; LC: length-controlled. –: not compared, or no verdict parsed."
+        ),
+        Table([judge_cells(row) for row in judged], headers=judge_headers()),
+    ]
+    sentences = length_sentences(judged)
+    if sentences:
+        parts.append(Markdown("\n".join(f"- {sentence}" for sentence in sentences)))
+    examples = judge_example_rows(judged)
+    if examples:
+        parts += [Markdown("### Judged pairs against the base"), Table(examples, headers=JUDGE_EXAMPLE_HEADERS)]
+    return parts
+
+
 def leaderboard_components(
     rows: list[dict],
     curves: dict[str, list[dict]],
@@ -216,7 +343,8 @@ def leaderboard_components(
     samples: dict[str, list[dict]] | None = None,
     primary: str = "bits_per_byte",
 ) -> list:
-    """The join step's card: a compact table, the reasons, per-metric detail grouped by base, charts, samples."""
+    """The join step's card: a compact table, the reasons, per-metric detail grouped by base, charts, the judge's
+    numbers and examples, samples."""
     from metaflow.cards import Markdown, Table, VegaChart
 
     released = [r["name"] for r in rows if r["decision"] == "release"]
@@ -250,6 +378,7 @@ def leaderboard_components(
             ),
             Table(bench, headers=["base", "model", "benchmark", "metric", *DETAIL_HEADERS[2:]]),
         ]
+    parts += judge_components(rows)
     parts += extra_set_components(rows)
     if samples:
         parts += [

@@ -7,6 +7,8 @@ last release's where that release kept its answers for the same held-out set (sa
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 from barbarossa import llm, metric_registry
@@ -57,16 +59,21 @@ def judge_run(
         return {}
     bases = {r["item"]["name"]: r for r in results if r["item"]["kind"] == "baseline"}
     client = llm.connect(teacher(settings), Path(cache_dir) if cache_dir else None)
+    answers = functools.cache(_answers)  # a base's answers are read once for all its candidates
     judged = {}
     for result in chosen(results, primary, settings.top_k):
+        started = time.perf_counter()
         name = result["item"]["name"]
-        mine = _answers(result["metrics"]["answers_uri"])
+        mine = answers(result["metrics"]["answers_uri"])
         base = bases.get(result["item"]["base"]["name"]) or {}
-        vs_base = _compare(client, pack, mine, _answers((base.get("metrics") or {}).get("answers_uri")), settings)
+        vs_base = _compare(client, pack, mine, answers((base.get("metrics") or {}).get("answers_uri")), settings)
         last = (last_releases or {}).get(name) or {}
         same_data = eval_fingerprint and last.get("eval_fingerprint") == eval_fingerprint
-        vs_release = _compare(client, pack, mine, _answers(last.get("answers_uri")), settings) if same_data else None
-        judged[name] = row_fields(settings, vs_base, vs_release) | {"judge.examples": _examples(vs_base)}
+        vs_release = _compare(client, pack, mine, answers(last.get("answers_uri")), settings) if same_data else None
+        judged[name] = row_fields(settings, vs_base, vs_release) | {
+            "judge.examples": _examples(vs_base),
+            "judge.seconds": round(time.perf_counter() - started, 1),  # the judge's share of a run's time
+        }
     return judged
 
 

@@ -13,7 +13,15 @@ from barbarossa import cli
 
 pytestmark = pytest.mark.flow
 FLOW = str(ROOT / "flows" / "finetune_flow.py")
-JUDGED = ("judge.win_rate_vs_base", "judge.pairs", "judge.ties", "judge.unparsed", "judge.calls", "judge.tokens")
+JUDGED = (
+    "judge.win_rate_vs_base",
+    "judge.pairs",
+    "judge.ties",
+    "judge.unparsed",
+    "judge.calls",
+    "judge.tokens",
+    "judge.seconds",
+)
 
 
 def run(server, root):
