@@ -116,6 +116,23 @@ def read_bytes(uri: str) -> bytes:
     return Path(uri).read_bytes()
 
 
+def read_if_present(uri: str) -> bytes | None:
+    """A file's or object's bytes; None where there is none (a cache miss, not an error)."""
+    if not is_s3(uri):
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            return None
+    from botocore.exceptions import ClientError
+
+    try:
+        return read_bytes(uri)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
 def exists(uri: str) -> bool:
     if is_s3(uri):
         bucket, key = _split_s3(uri)

@@ -143,7 +143,7 @@ class FinetuneFlow(FlowSpec):
         self.refused += too_big
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
-        self.llm_cache = None if storage.is_s3(root) else os.path.join(root, "cache", "llm")  # judge verdicts
+        self.llm_cache = storage.join(root, "cache", "llm")  # judge verdicts, by content: a rerun pays nothing
         self.data = instructions.prepare(
             self.train_data,
             self.eval_data or None,

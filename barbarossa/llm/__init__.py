@@ -29,9 +29,9 @@ def check(settings: Teacher) -> None:
         openai_api.check(settings)
 
 
-def connect(settings: Teacher, cache_dir: Path | None = None) -> Client:
-    """The client of the backend the settings name; answers cached under `cache_dir` (a local folder) when given
-    and `settings.cache` is on."""
+def connect(settings: Teacher, cache_dir: Path | str | None = None) -> Client:
+    """The client of the backend the settings name; answers cached under `cache_dir` (a folder or an s3:// prefix)
+    when given and `settings.cache` is on."""
     if settings.backend == "transformers":
         from barbarossa.llm.local import LocalClient
 

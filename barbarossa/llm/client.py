@@ -2,10 +2,10 @@
 
 A request is the whole question (kind, prompt or messages, sampling, stops, log-probabilities, seed); its cache
 key is the sha256 of it with the endpoint and the model, and never of the API key, which no request holds (a server
-on this machine counts as one endpoint whatever its port: `barbarossa serve --port 0` picks a new one each run). An
-entry is written to a temporary file and renamed into place, so a killed run leaves whole entries or none, and a
-rerun or a resumed run is answered from them without a request. The cache folder must be local (a rename is
-atomic there, not on S3).
+on this machine counts as one endpoint whatever its port: `barbarossa serve --port 0` picks a new one each run). The
+cache is a local folder or an s3:// prefix (a run on a cluster keeps its output root on S3); an entry is written
+whole (a temporary file renamed into place, or one S3 put), so a killed run leaves whole entries or none, and a rerun
+or a resumed run is answered from them without a request.
 """
 
 from __future__ import annotations
@@ -13,50 +13,42 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+from barbarossa import storage
 from barbarossa.llm.responses import Completion
 from barbarossa.llm.settings import Teacher
 
 
 class ResponseCache:
-    """Completions as JSON files under `folder`, named by the hash of what was asked."""
+    """Completions as JSON files under `folder` (a local folder or an s3:// prefix), named by the hash of what was
+    asked."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | str):
+        self.folder = str(folder)
 
     @staticmethod
     def key(endpoint: str, model: str, request: dict) -> str:
         asked = {"endpoint": endpoint, "model": model, "request": request}
         return hashlib.sha256(json.dumps(asked, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
-    def _path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
+    def _uri(self, key: str) -> str:
+        return storage.join(self.folder, key[:2], f"{key}.json")
 
     def get(self, key: str) -> Completion | None:
         try:
-            entry = json.loads(self._path(key).read_text(encoding="utf-8"))
+            entry = json.loads(storage.read_if_present(self._uri(key)) or b"null")
             return dataclasses.replace(Completion(**entry["completion"]), cached=True)
         except (OSError, ValueError, KeyError, TypeError):
             return None  # absent (or not an entry this version wrote): ask again
 
     def put(self, key: str, request: dict, completion: Completion) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Serialised first, then written whole (storage.write_bytes): a failure leaves no entry."""
         entry = {"request": request, "completion": dataclasses.asdict(completion) | {"cached": False}}
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as file:
-                json.dump(entry, file, ensure_ascii=False)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        storage.write_bytes(self._uri(key), json.dumps(entry, ensure_ascii=False).encode("utf-8"))
 
 
 class Options(TypedDict, total=False):
@@ -93,7 +85,7 @@ def request(kind: str, content, settings: Teacher, **options: Unpack[Options]) -
 class Client:
     """A teacher: `complete`, `chat`, `complete_many`; a subclass answers the requests the cache does not hold."""
 
-    def __init__(self, settings: Teacher, cache_dir: Path | None, scope: str):
+    def __init__(self, settings: Teacher, cache_dir: Path | str | None, scope: str):
         """`scope`: where answers come from, as the cache keys them (an endpoint, "transformers")."""
         self.settings, self.scope = settings, scope
         self.cache = ResponseCache(cache_dir) if cache_dir is not None and settings.cache else None

@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+from conftest import moto_s3
 from scripted_llm import Reply, ScriptedServer, chat_body, completion_body
 
 from barbarossa import llm
@@ -175,6 +176,20 @@ def test_a_cached_rerun_makes_no_request(scripted_llm, tmp_path):
         assert client.complete("two", max_tokens=8, temperature=0.7, seed=1).cached  # a local server's new port
         assert not restarted.requests
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.server
+def test_the_cache_may_be_an_s3_prefix_so_a_cluster_run_is_cached_too(scripted_llm, monkeypatch):
+    settings = teacher(scripted_llm)
+    with moto_s3(monkeypatch) as bucket:
+        cache = f"{bucket}/runs/cache/llm"
+        with llm.connect(settings, cache_dir=cache) as client:
+            first = client.complete_many(["one", "two"], max_tokens=8, temperature=0.7, seed=1)
+        with llm.connect(settings, cache_dir=cache) as client:
+            again = client.complete_many(["one", "two"], max_tokens=8, temperature=0.7, seed=1)
+            assert client.usage["requests"] == 0 and client.usage["cached"] == 2
+        assert [a.text for a in again] == [f.text for f in first] and len(scripted_llm.requests) == 2
+        assert llm.ResponseCache(cache).get("ab" * 32) is None  # a miss, not an error
 
 
 def test_a_cache_write_that_fails_leaves_no_entry_and_no_temporary_file(tmp_path):
