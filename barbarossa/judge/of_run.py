@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 
 from barbarossa import llm, metric_registry
 from barbarossa.data import instructions
@@ -51,14 +50,14 @@ def judge_run(
     primary: str,
     last_releases: dict | None = None,
     eval_fingerprint: str | None = None,
-    cache_dir: Path | str | None = None,
+    cache_dir: str | None = None,
 ) -> dict[str, dict]:
     """{candidate name: its `judge.*` row fields}; {} when judging is off. Verdicts are cached by content under
     `cache_dir`, so a rerun over the same answers asks the judge nothing."""
     if not settings.enabled:
         return {}
     bases = {r["item"]["name"]: r for r in results if r["item"]["kind"] == "baseline"}
-    client = llm.connect(teacher(settings), Path(cache_dir) if cache_dir else None)
+    client = llm.connect(teacher(settings), cache_dir)  # a folder or an s3:// prefix, as given
     answers = functools.cache(_answers)  # a base's answers are read once for all its candidates
     judged = {}
     for result in chosen(results, primary, settings.top_k):
