@@ -63,7 +63,7 @@ class SelfInstructFlow(FlowSpec):
         llm.check(self.teacher_settings)
         root = self.output_root if storage.is_s3(self.output_root) else os.path.abspath(self.output_root)
         self.run_root = storage.join(root, current.flow_name, str(current.run_id))
-        self.cache_dir = storage.join(root if storage.is_s3(root) else os.path.abspath(root), "cache", "llm")
+        self.cache_dir = storage.join(root, "cache", "llm")  # a folder or an s3:// prefix: a rerun asks nothing
         self.seeds_uri = storage.write_text(
             storage.join(self.run_root, "seeds.jsonl"), instructions.to_jsonl(seeds.records)
         )

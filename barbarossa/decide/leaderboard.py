@@ -374,6 +374,11 @@ def _judge_head(row: dict, metric: str) -> str:
     )
 
 
+def _judge_interval(row: dict, metric: str) -> list[float]:
+    """A judged rate's interval; the point itself where it has none (rows written before intervals were)."""
+    return row.get(f"{metric}_ci") or [row[metric]] * 2
+
+
 def _not_judged(row: dict, against: str) -> str:
     """Why a row has no win rate against `against`."""
     if not row.get("judge.model"):
@@ -390,7 +395,7 @@ def judge_versus_base(row: dict, policy: Policy) -> tuple[bool, str]:
     metric, need = policy.primary, policy.min_gain
     if row.get(metric) is None:
         return False, f"{metric_registry.label(metric)}: {_not_judged(row, 'base')} ✗"
-    head, interval = _judge_head(row, metric), row.get(f"{metric}_ci") or [row[metric]] * 2
+    head, interval = _judge_head(row, metric), _judge_interval(row, metric)
     if interval[0] <= TIE:
         return False, f"{head}: not clearly preferred to the base's answers ✗"
     judged = interval[0] if policy.thresholds_on == "bound" else row[metric]
@@ -410,7 +415,7 @@ def judge_versus_release(row: dict, last: dict | None, primary: str) -> tuple[bo
     metric = primary.replace("_vs_base", "_vs_release")
     if row.get(metric) is None:
         return True, f"not compared with the {where}: {_not_judged(row, 'release')}"
-    head, interval = _judge_head(row, metric), row.get(f"{metric}_ci") or [row[metric]] * 2
+    head, interval = _judge_head(row, metric), _judge_interval(row, metric)
     if interval[0] <= TIE:
         return False, f"does not clearly beat the {where}: {head} ✗"
     return True, f"beats the {where}: {head} ✓"
@@ -428,7 +433,7 @@ def judge_reasons(row: dict, policy: Policy) -> list[tuple[bool, str]]:
             reason = "no earlier release judged on this held-out set ✓" if none else f"{_not_judged(row, against)} ✗"
             checks.append((bool(none), f"{metric}: {reason}"))
             continue
-        interval = row.get(f"{metric}_ci") or [row[metric]] * 2
+        interval = _judge_interval(row, metric)
         lost = interval[1] < TIE
         checks.append((not lost, f"{_judge_head(row, metric)}: {'a clear loss ✗' if lost else 'no clear loss ✓'}"))
     return checks

@@ -26,9 +26,9 @@ def chosen(results: list[dict], primary: str, top_k: int) -> list[dict]:
     ]
     if not top_k:
         return candidates
-    higher = metric_registry.policy_directions().get(primary, False)
     scored = [r for r in candidates if r["metrics"].get(primary) is not None]
-    return sorted(scored, key=lambda r: r["metrics"][primary], reverse=higher)[:top_k]
+    best_first = sorted(scored, key=lambda r: r["metrics"][primary], reverse=metric_registry.higher_is_better(primary))
+    return best_first[:top_k]
 
 
 def _answers(uri: str | None) -> list[dict] | None:
